@@ -1,0 +1,315 @@
+//! Bit-sliced index (BSI) over a shard: ranges and aggregates of a numeric field as bitmap algebra.
+//!
+//! A shard's values are stored as unsigned offsets `v - base` (where `base` is the shard's
+//! minimum), sliced into `depth` bitmaps: slice `i` holds the users whose offset has bit `i` set.
+//! An existence bitmap holds the users with a value at all. Comparisons use O'Neil and Quass's
+//! algorithm, walking the slices from the most significant bit and keeping the users still equal
+//! to the constant; aggregates weigh each slice's intersection with the filter by its power of two.
+
+use croaring::Bitmap;
+
+/// A comparison of a numeric field with a constant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CmpOp {
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `=`
+    Eq,
+    /// `!=` (users with a different value; users without a value never match)
+    Ne,
+    /// `>=`
+    Ge,
+    /// `>`
+    Gt,
+}
+
+impl CmpOp {
+    /// Applies the comparison to two integers.
+    pub fn holds(self, a: i64, b: i64) -> bool {
+        match self {
+            CmpOp::Lt => a < b,
+            CmpOp::Le => a <= b,
+            CmpOp::Eq => a == b,
+            CmpOp::Ne => a != b,
+            CmpOp::Ge => a >= b,
+            CmpOp::Gt => a > b,
+        }
+    }
+}
+
+/// The slices of one shard's BSI, borrowed from a segment or owned by a builder.
+#[derive(Debug, Clone)]
+pub struct BsiRef<'a> {
+    /// Users with a value.
+    pub exists: &'a Bitmap,
+    /// Value subtracted before slicing.
+    pub base: i64,
+    /// `slices[i]`: users whose offset has bit `i` set.
+    pub slices: Vec<&'a Bitmap>,
+}
+
+/// An owned BSI, as built for one shard before it is written.
+#[derive(Debug, Clone)]
+pub struct BsiBuilt {
+    /// Users with a value.
+    pub exists: Bitmap,
+    /// Value subtracted before slicing (the minimum).
+    pub base: i64,
+    /// One bitmap per bit of `max - base`.
+    pub slices: Vec<Bitmap>,
+}
+
+impl BsiBuilt {
+    /// Builds a BSI from `(id, value)` pairs with distinct ids.
+    pub fn build(pairs: &[(u32, i64)]) -> Self {
+        let base = pairs.iter().map(|p| p.1).min().unwrap_or(0);
+        let max_off = pairs
+            .iter()
+            .map(|p| p.1.wrapping_sub(base) as u64)
+            .max()
+            .unwrap_or(0);
+        let depth = (64 - max_off.leading_zeros()) as usize;
+        let mut ids: Vec<Vec<u32>> = vec![Vec::new(); depth];
+        let mut exists = Vec::with_capacity(pairs.len());
+        for &(id, v) in pairs {
+            exists.push(id);
+            let mut off = v.wrapping_sub(base) as u64;
+            while off != 0 {
+                let bit = off.trailing_zeros() as usize;
+                ids[bit].push(id);
+                off &= off - 1;
+            }
+        }
+        let make = |mut v: Vec<u32>| {
+            v.sort_unstable();
+            let mut b = Bitmap::of(&v);
+            b.run_optimize();
+            b
+        };
+        Self {
+            exists: make(exists),
+            base,
+            slices: ids.into_iter().map(make).collect(),
+        }
+    }
+
+    /// Borrows this BSI for querying.
+    pub fn as_ref(&self) -> BsiRef<'_> {
+        BsiRef {
+            exists: &self.exists,
+            base: self.base,
+            slices: self.slices.iter().collect(),
+        }
+    }
+}
+
+impl BsiRef<'_> {
+    fn max_offset(&self) -> u64 {
+        if self.slices.len() >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.slices.len()) - 1
+        }
+    }
+
+    /// Users whose value satisfies `value op c`.
+    pub fn compare(&self, op: CmpOp, c: i64) -> Bitmap {
+        if self.exists.is_empty() {
+            return Bitmap::new();
+        }
+        // Position of `c` relative to the representable offsets [0, max_offset].
+        let off = (c as i128) - (self.base as i128);
+        if off < 0 {
+            return match op {
+                CmpOp::Gt | CmpOp::Ge | CmpOp::Ne => self.exists.clone(),
+                CmpOp::Lt | CmpOp::Le | CmpOp::Eq => Bitmap::new(),
+            };
+        }
+        if off > self.max_offset() as i128 {
+            return match op {
+                CmpOp::Lt | CmpOp::Le | CmpOp::Ne => self.exists.clone(),
+                CmpOp::Gt | CmpOp::Ge | CmpOp::Eq => Bitmap::new(),
+            };
+        }
+        let off = off as u64;
+        let mut eq = self.exists.clone();
+        let mut lt = Bitmap::new();
+        let mut gt = Bitmap::new();
+        let want_lt = matches!(op, CmpOp::Lt | CmpOp::Le | CmpOp::Ne);
+        let want_gt = matches!(op, CmpOp::Gt | CmpOp::Ge | CmpOp::Ne);
+        for (i, slice) in self.slices.iter().enumerate().rev() {
+            if eq.is_empty() {
+                break;
+            }
+            if (off >> i) & 1 == 1 {
+                if want_lt {
+                    lt.or_inplace(&eq.andnot(slice));
+                }
+                eq.and_inplace(slice);
+            } else {
+                if want_gt {
+                    gt.or_inplace(&eq.and(slice));
+                }
+                eq.andnot_inplace(slice);
+            }
+        }
+        match op {
+            CmpOp::Eq => eq,
+            CmpOp::Lt => lt,
+            CmpOp::Gt => gt,
+            CmpOp::Le => {
+                lt.or_inplace(&eq);
+                lt
+            }
+            CmpOp::Ge => {
+                gt.or_inplace(&eq);
+                gt
+            }
+            CmpOp::Ne => {
+                lt.or_inplace(&gt);
+                lt
+            }
+        }
+    }
+
+    /// Users with `lo <= value <= hi`.
+    pub fn between(&self, lo: i64, hi: i64) -> Bitmap {
+        if lo > hi {
+            return Bitmap::new();
+        }
+        let mut r = self.compare(CmpOp::Ge, lo);
+        if !r.is_empty() {
+            r.and_inplace(&self.compare(CmpOp::Le, hi));
+        }
+        r
+    }
+
+    /// Number of users of `filter` with a value, and the sum of their values.
+    pub fn count_sum(&self, filter: Option<&Bitmap>) -> (u64, i128) {
+        let count = match filter {
+            Some(f) => self.exists.and_cardinality(f),
+            None => self.exists.cardinality(),
+        };
+        let mut sum = self.base as i128 * count as i128;
+        for (i, slice) in self.slices.iter().enumerate() {
+            let n = match filter {
+                Some(f) => slice.and_cardinality(f),
+                None => slice.cardinality(),
+            };
+            sum += (n as i128) << i;
+        }
+        (count, sum)
+    }
+
+    /// The minimum (`max = false`) or maximum value among users of `filter`.
+    pub fn extreme(&self, filter: Option<&Bitmap>, max: bool) -> Option<i64> {
+        let mut cand = match filter {
+            Some(f) => self.exists.and(f),
+            None => self.exists.clone(),
+        };
+        if cand.is_empty() {
+            return None;
+        }
+        let mut off: u64 = 0;
+        for (i, slice) in self.slices.iter().enumerate().rev() {
+            let narrowed = if max {
+                cand.and(slice)
+            } else {
+                cand.andnot(slice)
+            };
+            if !narrowed.is_empty() {
+                cand = narrowed;
+                if max {
+                    off |= 1 << i;
+                }
+            } else if !max {
+                off |= 1 << i;
+            }
+        }
+        Some((self.base as i128 + off as i128) as i64)
+    }
+
+    /// The `k`-th smallest value (0-based) among users of `filter`, if there are more than `k`.
+    pub fn kth_smallest(&self, filter: Option<&Bitmap>, mut k: u64) -> Option<i64> {
+        let mut cand = match filter {
+            Some(f) => self.exists.and(f),
+            None => self.exists.clone(),
+        };
+        if cand.cardinality() <= k {
+            return None;
+        }
+        let mut off: u64 = 0;
+        for (i, slice) in self.slices.iter().enumerate().rev() {
+            let zeros = cand.andnot(slice);
+            let n0 = zeros.cardinality();
+            if k < n0 {
+                cand = zeros;
+            } else {
+                k -= n0;
+                cand.and_inplace(slice);
+                off |= 1 << i;
+            }
+        }
+        Some((self.base as i128 + off as i128) as i64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn model_ids(pairs: &[(u32, i64)], pred: impl Fn(i64) -> bool) -> Vec<u32> {
+        let mut v: Vec<u32> = pairs.iter().filter(|p| pred(p.1)).map(|p| p.0).collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn pairs_strategy() -> impl Strategy<Value = Vec<(u32, i64)>> {
+        let values = prop_oneof![
+            -50i64..50,
+            Just(i64::MIN),
+            Just(i64::MAX),
+            any::<i64>(),
+            0i64..5,
+        ];
+        proptest::collection::btree_map(0u32..3000, values, 0..200)
+            .prop_map(|m| m.into_iter().collect())
+    }
+
+    proptest! {
+        #![proptest_config(crate::testutil::proptest_config(128))]
+        #[test]
+        fn comparisons_match_a_model(pairs in pairs_strategy(), c in prop_oneof![-60i64..60, any::<i64>()], c2 in -60i64..60) {
+            let bsi = BsiBuilt::build(&pairs);
+            let r = bsi.as_ref();
+            for op in [CmpOp::Lt, CmpOp::Le, CmpOp::Eq, CmpOp::Ne, CmpOp::Ge, CmpOp::Gt] {
+                prop_assert_eq!(r.compare(op, c).to_vec(), model_ids(&pairs, |v| op.holds(v, c)), "op {:?}", op);
+            }
+            let (lo, hi) = (c.min(c2), c.max(c2));
+            prop_assert_eq!(r.between(lo, hi).to_vec(), model_ids(&pairs, |v| lo <= v && v <= hi));
+        }
+
+        #[test]
+        fn aggregates_match_a_model(pairs in pairs_strategy(), filter in proptest::collection::vec(0u32..3000, 0..400)) {
+            let bsi = BsiBuilt::build(&pairs);
+            let r = bsi.as_ref();
+            let f = Bitmap::of(&filter);
+            let sel: Vec<i64> = pairs.iter().filter(|p| f.contains(p.0)).map(|p| p.1).collect();
+            let (n, sum) = r.count_sum(Some(&f));
+            prop_assert_eq!(n as usize, sel.len());
+            prop_assert_eq!(sum, sel.iter().map(|&v| v as i128).sum::<i128>());
+            prop_assert_eq!(r.extreme(Some(&f), false), sel.iter().copied().min());
+            prop_assert_eq!(r.extreme(Some(&f), true), sel.iter().copied().max());
+            let mut sorted = sel.clone();
+            sorted.sort_unstable();
+            for k in [0u64, 1, 7, sorted.len() as u64 / 2, sorted.len() as u64] {
+                prop_assert_eq!(r.kth_smallest(Some(&f), k), sorted.get(k as usize).copied());
+            }
+            let (n_all, _) = r.count_sum(None);
+            prop_assert_eq!(n_all as usize, pairs.len());
+        }
+    }
+}

@@ -1,0 +1,475 @@
+//! Immutable segment files: the data of one load for one shard.
+//!
+//! A segment holds *blobs* — serialized roaring bitmaps and fixed-width little-endian columns —
+//! addressed by `(field id, role, key)`. A segment is written once, fsynced, and then only ever
+//! memory-mapped. Opening one reads and checks its header, footer and index (metadata only);
+//! each blob's checksum is verified on its first use, before any view is built over it.
+//!
+//! # Layout (format version 1, all integers little-endian)
+//! ```text
+//! header (32 bytes)
+//!   0   8  magic b"PRTSEG01"
+//!   8   4  format version (u32)
+//!   12  4  shard number (u32)
+//!   16  8  segment id (u64), also in the file name
+//!   24  8  reserved, zero
+//! blobs: each starts at a 32-byte aligned offset, zero padding between them
+//! index: `entry count` entries of 48 bytes, sorted by (field id, role, key), no duplicates
+//!   0   4  field id (u32)
+//!   4   2  role (u16, see `Role`)
+//!   6   2  reserved, zero
+//!   8   4  key (u32): value code, bit number, or 0
+//!   12  4  reserved, zero
+//!   16  8  aux (i64): BSI base value; first id of a column
+//!   24  8  blob offset (u64)
+//!   32  8  blob length (u64)
+//!   40  8  XXH3-64 of the blob bytes
+//! footer (48 bytes, at the end of the file)
+//!   0   8  index offset (u64)
+//!   8   8  entry count (u64)
+//!   16  8  XXH3-64 of the index bytes
+//!   24  8  XXH3-64 of the 32 header bytes
+//!   32  4  format version (u32)
+//!   36  4  reserved, zero
+//!   40  8  magic b"PRTSEGFT"
+//! ```
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use croaring::{Bitmap, Portable};
+
+use super::mapped::MappedBlobs;
+use super::{FORMAT_VERSION, OLDEST_SUPPORTED_FORMAT_VERSION, checksum};
+use crate::codec::{read_u32, read_u64};
+use crate::error::{Error, Result};
+
+const MAGIC: &[u8; 8] = b"PRTSEG01";
+const FOOTER_MAGIC: &[u8; 8] = b"PRTSEGFT";
+const HEADER_LEN: usize = 32;
+const FOOTER_LEN: usize = 48;
+const ENTRY_LEN: usize = 48;
+const ALIGN: usize = 32;
+
+/// What a blob holds for its field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u16)]
+pub(crate) enum Role {
+    /// Bitmap of a flag's members; key 0.
+    Flag = 1,
+    /// Bitmap of the users holding value code `key` (enum, set).
+    Value = 2,
+    /// `u32` value code per user of the shard, `NULL_CODE` when absent; aux = first id.
+    Codes = 3,
+    /// `u32` offsets, one per user plus one, into `SetCodes`; aux = first id.
+    SetOffsets = 4,
+    /// Concatenated `u32` value codes of every user's set, in user order.
+    SetCodes = 5,
+    /// BSI existence bitmap; key = bit depth, aux = base value subtracted before slicing.
+    BsiExists = 6,
+    /// BSI slice for bit `key`.
+    BsiSlice = 7,
+    /// `i64` value per user of the shard (0 where absent; see the existence bitmap); aux = first id.
+    Ints = 8,
+}
+
+impl Role {
+    fn from_u16(v: u16) -> Option<Self> {
+        Some(match v {
+            1 => Role::Flag,
+            2 => Role::Value,
+            3 => Role::Codes,
+            4 => Role::SetOffsets,
+            5 => Role::SetCodes,
+            6 => Role::BsiExists,
+            7 => Role::BsiSlice,
+            8 => Role::Ints,
+            _ => return None,
+        })
+    }
+}
+
+/// The code stored in a `Codes` column for a user without a value.
+pub(crate) const NULL_CODE: u32 = u32::MAX;
+
+/// The address of a blob inside a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct BlobKey {
+    pub field: u32,
+    pub role: Role,
+    pub key: u32,
+}
+
+/// Writes a segment file. Blobs must be added in strictly increasing [`BlobKey`] order.
+pub(crate) struct SegmentWriter {
+    out: BufWriter<File>,
+    path: PathBuf,
+    pos: u64,
+    index: Vec<u8>,
+    last: Option<BlobKey>,
+    scratch: Vec<u8>,
+    header_sum: u64,
+}
+
+impl SegmentWriter {
+    pub(crate) fn create(path: &Path, segment_id: u64, shard: u32) -> Result<Self> {
+        let file = File::create(path).map_err(|e| Error::io(path, e))?;
+        let mut w = Self {
+            out: BufWriter::with_capacity(1 << 20, file),
+            path: path.to_path_buf(),
+            pos: 0,
+            index: Vec::new(),
+            last: None,
+            scratch: Vec::new(),
+            header_sum: 0,
+        };
+        let mut header = [0u8; HEADER_LEN];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        header[12..16].copy_from_slice(&shard.to_le_bytes());
+        header[16..24].copy_from_slice(&segment_id.to_le_bytes());
+        w.header_sum = checksum(&header);
+        w.write(&header)?;
+        Ok(w)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Adds a raw blob.
+    pub(crate) fn add_bytes(&mut self, key: BlobKey, aux: i64, bytes: &[u8]) -> Result<()> {
+        if self.last.is_some_and(|last| last >= key) {
+            return Err(Error::Internal(format!(
+                "segment blobs out of order: {key:?} after {:?}",
+                self.last
+            )));
+        }
+        self.last = Some(key);
+        let pad = (ALIGN - (self.pos as usize % ALIGN)) % ALIGN;
+        self.write(&[0u8; ALIGN][..pad])?;
+        let offset = self.pos;
+        self.write(bytes)?;
+        let e = &mut self.index;
+        e.extend_from_slice(&key.field.to_le_bytes());
+        e.extend_from_slice(&(key.role as u16).to_le_bytes());
+        e.extend_from_slice(&0u16.to_le_bytes());
+        e.extend_from_slice(&key.key.to_le_bytes());
+        e.extend_from_slice(&0u32.to_le_bytes());
+        e.extend_from_slice(&aux.to_le_bytes());
+        e.extend_from_slice(&offset.to_le_bytes());
+        e.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        e.extend_from_slice(&checksum(bytes).to_le_bytes());
+        Ok(())
+    }
+
+    /// Adds a bitmap in CRoaring's portable serialization.
+    pub(crate) fn add_bitmap(&mut self, key: BlobKey, aux: i64, bitmap: &Bitmap) -> Result<()> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let _ = bitmap.serialize_into_vec::<Portable>(&mut scratch);
+        let r = self.add_bytes(key, aux, &scratch);
+        self.scratch = scratch;
+        r
+    }
+
+    /// Writes the index and footer and fsyncs the file. Returns its size in bytes.
+    pub(crate) fn finish(mut self) -> Result<u64> {
+        let pad = (ALIGN - (self.pos as usize % ALIGN)) % ALIGN;
+        self.write(&[0u8; ALIGN][..pad])?;
+        let index_offset = self.pos;
+        let index = std::mem::take(&mut self.index);
+        self.write(&index)?;
+        let count = (index.len() / ENTRY_LEN) as u64;
+        let header_sum = self.header_sum;
+        let mut footer = [0u8; FOOTER_LEN];
+        footer[0..8].copy_from_slice(&index_offset.to_le_bytes());
+        footer[8..16].copy_from_slice(&count.to_le_bytes());
+        footer[16..24].copy_from_slice(&checksum(&index).to_le_bytes());
+        footer[24..32].copy_from_slice(&header_sum.to_le_bytes());
+        footer[32..36].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        footer[40..48].copy_from_slice(FOOTER_MAGIC);
+        self.write(&footer)?;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io(&self.path, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&self.path, e))?;
+        Ok(self.pos)
+    }
+}
+
+/// The file name of segment `id` for `shard`.
+pub(crate) fn file_name(id: u64, shard: u32) -> String {
+    format!("seg-{id:016x}-{shard}.seg")
+}
+
+/// A blob's index entry, decoded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    pub key: BlobKey,
+    pub aux: i64,
+    range: (usize, usize),
+    sum: u64,
+}
+
+impl Entry {
+    fn range(&self) -> Range<usize> {
+        self.range.0..self.range.1
+    }
+}
+
+/// An open, validated segment file.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    blobs: MappedBlobs,
+    entries: Vec<Entry>,
+    shard: u32,
+    id: u64,
+}
+
+impl Segment {
+    /// Opens and validates a segment: header, footer, index checksum, entry order and bounds.
+    /// Blob contents are verified lazily, on first access.
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let blobs = MappedBlobs::open(path)?;
+        let b = blobs.bytes();
+        let corrupt = |reason: String| Error::corrupt(path, reason);
+        if b.len() < HEADER_LEN + FOOTER_LEN {
+            return Err(corrupt(format!("file too short ({} bytes)", b.len())));
+        }
+        let footer = &b[b.len() - FOOTER_LEN..];
+        if &b[..8] != MAGIC || &footer[40..48] != FOOTER_MAGIC {
+            return Err(corrupt("wrong magic number".into()));
+        }
+        let version = read_u32(footer, 32).unwrap_or(0);
+        let header_version = read_u32(b, 8).unwrap_or(0);
+        for v in [version, header_version] {
+            if !(OLDEST_SUPPORTED_FORMAT_VERSION..=FORMAT_VERSION).contains(&v) {
+                return Err(Error::UnsupportedFormatVersion {
+                    path: path.to_path_buf(),
+                    found: v,
+                    oldest: OLDEST_SUPPORTED_FORMAT_VERSION,
+                    current: FORMAT_VERSION,
+                });
+            }
+        }
+        if checksum(&b[..HEADER_LEN]) != read_u64(footer, 24).unwrap_or(0) {
+            return Err(corrupt("header checksum mismatch".into()));
+        }
+        let shard = read_u32(b, 12).unwrap_or(0);
+        let id = read_u64(b, 16).unwrap_or(0);
+        let index_offset = read_u64(footer, 0).unwrap_or(u64::MAX);
+        let count = read_u64(footer, 8).unwrap_or(u64::MAX);
+        let index_end = (b.len() - FOOTER_LEN) as u64;
+        let index_len = count.checked_mul(ENTRY_LEN as u64);
+        if index_len.is_none_or(|l| index_offset.checked_add(l) != Some(index_end))
+            || index_offset < HEADER_LEN as u64
+        {
+            return Err(corrupt(format!(
+                "index at {index_offset} with {count} entries does not fit the file"
+            )));
+        }
+        let index = &b[index_offset as usize..index_end as usize];
+        if checksum(index) != read_u64(footer, 16).unwrap_or(0) {
+            return Err(corrupt("index checksum mismatch".into()));
+        }
+        let mut entries = Vec::with_capacity(count as usize);
+        for raw in index.chunks_exact(ENTRY_LEN) {
+            let field = read_u32(raw, 0).unwrap_or(0);
+            let role_raw = u16::from_le_bytes([raw[4], raw[5]]);
+            let role = Role::from_u16(role_raw)
+                .ok_or_else(|| corrupt(format!("unknown blob role {role_raw}")))?;
+            let key = BlobKey {
+                field,
+                role,
+                key: read_u32(raw, 8).unwrap_or(0),
+            };
+            let aux = read_u64(raw, 16).unwrap_or(0) as i64;
+            let offset = read_u64(raw, 24).unwrap_or(u64::MAX);
+            let len = read_u64(raw, 32).unwrap_or(u64::MAX);
+            let sum = read_u64(raw, 40).unwrap_or(0);
+            let end = offset.checked_add(len);
+            if offset < HEADER_LEN as u64 || end.is_none_or(|e| e > index_offset) {
+                return Err(corrupt(format!("blob {key:?} out of bounds")));
+            }
+            if entries.last().is_some_and(|e: &Entry| e.key >= key) {
+                return Err(corrupt(format!("index not sorted at {key:?}")));
+            }
+            entries.push(Entry {
+                key,
+                aux,
+                range: (offset as usize, (offset + len) as usize),
+                sum,
+            });
+        }
+        Ok(Self {
+            blobs: blobs.with_slots(entries.len()),
+            entries,
+            shard,
+            id,
+        })
+    }
+
+    pub(crate) fn shard(&self) -> u32 {
+        self.shard
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.blobs.path()
+    }
+
+    /// Position of the entry with exactly this key.
+    pub(crate) fn find(&self, key: BlobKey) -> Option<usize> {
+        self.entries.binary_search_by(|e| e.key.cmp(&key)).ok()
+    }
+
+    /// Positions of every entry of `field` with `role`, in key order.
+    pub(crate) fn range_of(&self, field: u32, role: Role) -> Range<usize> {
+        let lo = self
+            .entries
+            .partition_point(|e| (e.key.field, e.key.role) < (field, role));
+        let hi = self
+            .entries
+            .partition_point(|e| (e.key.field, e.key.role) <= (field, role));
+        lo..hi
+    }
+
+    pub(crate) fn entry(&self, slot: usize) -> &Entry {
+        &self.entries[slot]
+    }
+
+    /// The bitmap stored at `slot`, as a zero-copy view verified on first access.
+    pub(crate) fn bitmap(&self, slot: usize) -> Result<&Bitmap> {
+        let e = &self.entries[slot];
+        self.blobs.bitmap(slot, e.range(), e.sum)
+    }
+
+    /// The raw bytes stored at `slot`, verified on first access.
+    pub(crate) fn bytes(&self, slot: usize) -> Result<&[u8]> {
+        let e = &self.entries[slot];
+        self.blobs.verified_bytes(slot, e.range(), e.sum)
+    }
+
+    /// Number of entries of the segment.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Reads every blob and checks it (checksums; bitmaps also structurally).
+    pub(crate) fn check_integrity(&self) -> Result<()> {
+        for slot in 0..self.entries.len() {
+            match self.entries[slot].key.role {
+                Role::Flag | Role::Value | Role::BsiExists | Role::BsiSlice => {
+                    self.bitmap(slot)?;
+                }
+                Role::Codes | Role::SetOffsets | Role::SetCodes | Role::Ints => {
+                    self.bytes(slot)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(field: u32, role: Role, key: u32) -> BlobKey {
+        BlobKey { field, role, key }
+    }
+
+    fn write_sample(dir: &Path) -> PathBuf {
+        let path = dir.join(file_name(7, 2));
+        let mut w = SegmentWriter::create(&path, 7, 2).unwrap();
+        w.add_bitmap(key(1, Role::Flag, 0), 0, &Bitmap::of(&[3, 9, 2_100_000]))
+            .unwrap();
+        w.add_bytes(key(1, Role::Codes, 0), 2 << 20, &[1, 2, 3, 4])
+            .unwrap();
+        w.add_bitmap(key(2, Role::Value, 5), 0, &Bitmap::from_range(0..100_000))
+            .unwrap();
+        w.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn written_segments_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_sample(dir.path());
+        let s = Segment::open(&path).unwrap();
+        assert_eq!((s.shard(), s.id(), s.len()), (2, 7, 3));
+        let slot = s.find(key(1, Role::Flag, 0)).unwrap();
+        assert_eq!(s.bitmap(slot).unwrap().to_vec(), vec![3, 9, 2_100_000]);
+        let slot = s.find(key(1, Role::Codes, 0)).unwrap();
+        assert_eq!(s.bytes(slot).unwrap(), &[1, 2, 3, 4]);
+        assert_eq!(s.entry(slot).aux, 2 << 20);
+        assert_eq!(s.range_of(2, Role::Value), 2..3);
+        assert_eq!(s.bitmap(2).unwrap().cardinality(), 100_000);
+        assert!(s.find(key(3, Role::Flag, 0)).is_none());
+        s.check_integrity().unwrap();
+    }
+
+    #[test]
+    fn out_of_order_blobs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SegmentWriter::create(&dir.path().join(file_name(1, 0)), 1, 0).unwrap();
+        w.add_bytes(key(2, Role::Flag, 0), 0, b"x").unwrap();
+        assert!(w.add_bytes(key(1, Role::Flag, 0), 0, b"x").is_err());
+    }
+
+    #[test]
+    fn every_flipped_byte_is_detected_without_panicking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_sample(dir.path());
+        let good = std::fs::read(&path).unwrap();
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x5a;
+            let p = dir.path().join(file_name(8, 2));
+            std::fs::write(&p, &bad).unwrap();
+            let damaged = Segment::open(&p).and_then(|s| s.check_integrity());
+            // Padding bytes are not covered by any checksum; everything else must be.
+            let covered = !is_padding(&good, i);
+            if covered {
+                assert!(damaged.is_err(), "flip at byte {i} went unnoticed");
+            }
+        }
+        for cut in [0, 10, 40, good.len() / 2, good.len() - 1] {
+            let p = dir.path().join(file_name(9, 2));
+            std::fs::write(&p, &good[..cut]).unwrap();
+            assert!(Segment::open(&p).and_then(|s| s.check_integrity()).is_err());
+        }
+    }
+
+    /// Bytes that are alignment padding or reserved zero fields in the sample file.
+    fn is_padding(file: &[u8], i: usize) -> bool {
+        let s = {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("x.seg"), file).unwrap();
+            Segment::open(&dir.path().join("x.seg")).unwrap()
+        };
+        let index_offset = read_u64(&file[file.len() - FOOTER_LEN..], 0).unwrap() as usize;
+        if i >= file.len() - FOOTER_LEN {
+            let o = i - (file.len() - FOOTER_LEN);
+            return (36..40).contains(&o);
+        }
+        if i >= index_offset {
+            return false;
+        }
+        if i < HEADER_LEN {
+            return false;
+        }
+        !s.entries.iter().any(|e| e.range().contains(&i))
+    }
+}

@@ -1,0 +1,719 @@
+//! Bulk loads: a new version of one or several fields, published atomically.
+//!
+//! A [`Load`] holds the table's writer lock. It stages new keys in a private dictionary and field
+//! data in memory; nothing is visible until [`Load::commit`], which:
+//!
+//! 1. writes one segment file per shard holding every loaded field (fsynced);
+//! 2. writes an id-dictionary chunk with the new keys (fsynced);
+//! 3. replaces the manifest atomically — the commit point;
+//! 4. appends the new keys to the live dictionary and swaps in the new snapshot;
+//! 5. removes files that no version names any more.
+//!
+//! A failure before step 3 leaves the previous manifest, and so the previous versions, in force;
+//! the files already written are unreferenced and removed the next time the table is opened.
+//! Within one load, a user given two values for a single-valued field keeps the last one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use croaring::Bitmap;
+use parking_lot::MutexGuard;
+
+use super::Table;
+use super::snapshot::{TableSnapshot, Value};
+use crate::bitmap::bsi::BsiBuilt;
+use crate::catalog::{FieldKind, FieldMeta, FieldSpec, VersionInfo, validate_path};
+use crate::error::{Error, Result};
+use crate::ids::{IdDictionary, KeyRef, chunk};
+use crate::storage::manifest::{ChunkRef, FieldRecord, VersionRecord};
+use crate::storage::segment::{self, BlobKey, NULL_CODE, Role, Segment, SegmentWriter};
+use crate::{SHARD_BITS, now_ms, shard_count};
+
+/// A field being loaded, as returned by [`Load::field`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadField(usize);
+
+#[derive(Debug)]
+enum Staged {
+    Flag(Bitmap),
+    /// Enum and set: staged value codes (in order of first appearance) and `(id, code)` pairs.
+    Values {
+        codes: HashMap<String, u32>,
+        pairs: Vec<(u32, u32)>,
+    },
+    Ints(Vec<(u32, i64)>),
+}
+
+#[derive(Debug)]
+struct StagedField {
+    spec: FieldSpec,
+    data: Staged,
+}
+
+/// What a committed load published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadSummary {
+    /// The version label.
+    pub label: String,
+    /// Fields that received a version.
+    pub fields: usize,
+    /// Users new to the table.
+    pub new_users: u32,
+    /// Users of the table after the load.
+    pub users: u32,
+    /// Bytes of segment files written.
+    pub bytes: u64,
+    /// The manifest generation published.
+    pub generation: u64,
+}
+
+/// A bulk load in progress. Dropping it without [`Load::commit`] discards it.
+pub struct Load<'t> {
+    table: &'t Table,
+    _writer: MutexGuard<'t, ()>,
+    base: Arc<TableSnapshot>,
+    label: String,
+    new_keys: IdDictionary,
+    fields: Vec<StagedField>,
+    by_path: HashMap<String, usize>,
+}
+
+impl std::fmt::Debug for Load<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Load")
+            .field("table", &self.table.name())
+            .field("label", &self.label)
+            .field("fields", &self.fields.len())
+            .field("new_keys", &self.new_keys.len())
+            .finish()
+    }
+}
+
+impl<'t> Load<'t> {
+    pub(super) fn new(table: &'t Table, writer: MutexGuard<'t, ()>, label: &str) -> Result<Self> {
+        if label.is_empty() || label.len() > 128 || label.chars().any(char::is_control) {
+            return Err(Error::InvalidArgument(format!(
+                "version label {label:?} must be 1 to 128 printable characters"
+            )));
+        }
+        let base = table.snapshot();
+        // Key resolution needs the dictionary; load it now rather than on the first key.
+        base.dict.get()?;
+        Ok(Self {
+            table,
+            _writer: writer,
+            new_keys: IdDictionary::new(base.key_kind(), base.users()),
+            base,
+            label: label.to_owned(),
+            fields: Vec::new(),
+            by_path: HashMap::new(),
+        })
+    }
+
+    /// Declares a field of this load. Loading a field replaces its whole content in the new
+    /// version; fields not declared keep their current version.
+    pub fn field(&mut self, spec: FieldSpec) -> Result<LoadField> {
+        validate_path(&spec.path)?;
+        if let Some(existing) = self
+            .base
+            .fields()
+            .find(|m| m.spec.path == spec.path)
+            .map(|m| m.spec.kind)
+            && existing != spec.kind
+        {
+            return Err(Error::FieldKindConflict {
+                path: spec.path.clone(),
+                existing: existing.name(),
+                requested: spec.kind.name(),
+            });
+        }
+        if let Some(&i) = self.by_path.get(&spec.path) {
+            if self.fields[i].spec.kind != spec.kind {
+                return Err(Error::FieldKindConflict {
+                    path: spec.path.clone(),
+                    existing: self.fields[i].spec.kind.name(),
+                    requested: spec.kind.name(),
+                });
+            }
+            return Ok(LoadField(i));
+        }
+        let data = match spec.kind {
+            FieldKind::Flag => Staged::Flag(Bitmap::new()),
+            FieldKind::Enum | FieldKind::Set => Staged::Values {
+                codes: HashMap::new(),
+                pairs: Vec::new(),
+            },
+            _ => Staged::Ints(Vec::new()),
+        };
+        self.by_path.insert(spec.path.clone(), self.fields.len());
+        self.fields.push(StagedField { spec, data });
+        Ok(LoadField(self.fields.len() - 1))
+    }
+
+    /// The id of `key`, assigning a new one (visible after commit) if the user is new.
+    pub fn user<'k>(&mut self, key: impl Into<KeyRef<'k>>) -> Result<u32> {
+        let key = key.into();
+        if let Some(id) = self.base.dict.get()?.read().get(key)
+            && id < self.base.users()
+        {
+            return Ok(id);
+        }
+        self.new_keys.get_or_push(key)
+    }
+
+    /// Users known to the table once this load commits.
+    pub fn users(&self) -> u32 {
+        self.new_keys.end()
+    }
+
+    fn staged(&mut self, field: LoadField) -> Result<&mut StagedField> {
+        self.fields
+            .get_mut(field.0)
+            .ok_or_else(|| Error::InvalidArgument("field handle of another load".into()))
+    }
+
+    fn check_id(&self, id: u32) -> Result<()> {
+        if id >= self.users() {
+            return Err(Error::InvalidArgument(format!(
+                "user id {id} is not assigned (the table has {} users)",
+                self.users()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Gives user `key` the flag `field`.
+    pub fn flag<'k>(&mut self, field: LoadField, key: impl Into<KeyRef<'k>>) -> Result<()> {
+        let id = self.user(key)?;
+        self.flag_id(field, id)
+    }
+
+    /// Gives user `id` the flag `field`.
+    pub fn flag_id(&mut self, field: LoadField, id: u32) -> Result<()> {
+        self.check_id(id)?;
+        let f = self.staged(field)?;
+        match &mut f.data {
+            Staged::Flag(b) => {
+                b.add(id);
+                Ok(())
+            }
+            _ => Err(mismatch(&f.spec, "a flag")),
+        }
+    }
+
+    /// Adds a ready bitmap of user ids to the flag `field`.
+    pub fn flag_bitmap(&mut self, field: LoadField, ids: &Bitmap) -> Result<()> {
+        if let Some(max) = ids.maximum() {
+            self.check_id(max)?;
+        }
+        let f = self.staged(field)?;
+        match &mut f.data {
+            Staged::Flag(b) => {
+                b.or_inplace(ids);
+                Ok(())
+            }
+            _ => Err(mismatch(&f.spec, "a flag")),
+        }
+    }
+
+    /// Sets the value of `field` for user `key`.
+    pub fn value<'k>(
+        &mut self,
+        field: LoadField,
+        key: impl Into<KeyRef<'k>>,
+        value: Value,
+    ) -> Result<()> {
+        let id = self.user(key)?;
+        self.value_id(field, id, value)
+    }
+
+    /// Sets the value of `field` for user `id`. Enum: [`Value::Str`]; set: [`Value::Str`] adds
+    /// one value, [`Value::Strs`] several; int: [`Value::Int`]; decimal: [`Value::Decimal`] with
+    /// the field's scale (or [`Value::Int`] whole units); timestamp: [`Value::Timestamp`] or
+    /// [`Value::Int`] milliseconds; flag: [`Value::Flag`].
+    pub fn value_id(&mut self, field: LoadField, id: u32, value: Value) -> Result<()> {
+        self.check_id(id)?;
+        let f = self.staged(field)?;
+        let kind = f.spec.kind;
+        match (&mut f.data, value) {
+            (Staged::Flag(b), Value::Flag) => {
+                b.add(id);
+            }
+            (Staged::Values { codes, pairs }, Value::Str(s)) => {
+                push_value(codes, pairs, id, s);
+            }
+            (Staged::Values { codes, pairs }, Value::Strs(list)) if kind == FieldKind::Set => {
+                for s in list {
+                    push_value(codes, pairs, id, s);
+                }
+            }
+            (Staged::Ints(v), Value::Int(x)) => {
+                let x = match kind {
+                    FieldKind::Decimal { scale } => 10i64
+                        .checked_pow(scale as u32)
+                        .and_then(|m| x.checked_mul(m))
+                        .ok_or_else(|| {
+                            Error::InvalidArgument(format!(
+                                "{x} overflows decimal `{}`",
+                                f.spec.path
+                            ))
+                        })?,
+                    _ => x,
+                };
+                v.push((id, x));
+            }
+            (Staged::Ints(v), Value::Decimal { units, scale }) => match kind {
+                FieldKind::Decimal { scale: s } if s == scale => v.push((id, units)),
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "decimal with scale {scale} does not fit field `{}` ({})",
+                        f.spec.path,
+                        kind.name()
+                    )));
+                }
+            },
+            (Staged::Ints(v), Value::Timestamp(ms)) if kind == FieldKind::Timestamp => {
+                v.push((id, ms))
+            }
+            (_, other) => {
+                return Err(Error::InvalidArgument(format!(
+                    "value {other:?} does not fit field `{}` ({})",
+                    f.spec.path,
+                    kind.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes the load atomically: all of its fields appear together, or none does.
+    pub fn commit(self) -> Result<LoadSummary> {
+        let table = self.table;
+        let base = &self.base;
+        let users = self.new_keys.end();
+        let now = now_ms();
+        let mut manifest = base.manifest.clone();
+        let file_id = manifest.next_file_id;
+        manifest.next_file_id += 1;
+
+        // Assign field ids and sort fields by id: segment indexes are sorted by field id.
+        let mut order: Vec<(u32, usize)> = Vec::with_capacity(self.fields.len());
+        for (i, f) in self.fields.iter().enumerate() {
+            let id = match manifest
+                .fields
+                .iter()
+                .find(|r| r.meta.spec.path == f.spec.path)
+            {
+                Some(r) => r.meta.id,
+                None => {
+                    let id = manifest.next_field_id;
+                    manifest.next_field_id += 1;
+                    id
+                }
+            };
+            order.push((id, i));
+        }
+        order.sort_unstable();
+
+        let prepared: Vec<Prepared> = order
+            .iter()
+            .map(|&(id, i)| Prepared::new(id, i, &self.fields[i]))
+            .collect();
+
+        // Step 1: one segment per shard.
+        let mut written: Vec<(u32, u64)> = Vec::new();
+        let mut field_segments: Vec<Vec<(u32, u64)>> = vec![Vec::new(); prepared.len()];
+        let mut field_bytes = vec![0u64; prepared.len()];
+        let mut total_bytes = 0u64;
+        for shard in 0..shard_count(users) {
+            let lo = shard << SHARD_BITS;
+            let hi = ((lo as u64 + (1 << SHARD_BITS)).min(users as u64)) as u32;
+            let path = table.dir.join(segment::file_name(file_id, shard));
+            let mut w: Option<SegmentWriter> = None;
+            for (pi, p) in prepared.iter().enumerate() {
+                let bytes = p.write_shard(&mut w, &path, file_id, shard, lo..hi)?;
+                if bytes > 0 {
+                    field_bytes[pi] += bytes;
+                    field_segments[pi].push((shard, file_id));
+                }
+            }
+            if let Some(w) = w {
+                total_bytes += w.finish()?;
+                written.push((shard, file_id));
+            }
+        }
+        fail_point("after_segments")?;
+
+        // Step 2: new keys.
+        if self.new_keys.len() > 0 {
+            chunk::write(&table.dir.join(chunk::file_name(file_id)), &self.new_keys)?;
+            manifest.chunks.push(ChunkRef {
+                file_id,
+                first: self.new_keys.first(),
+                count: self.new_keys.len(),
+            });
+        }
+        fail_point("after_ids")?;
+
+        // Step 3: the new manifest.
+        manifest.users = users;
+        manifest.generation += 1;
+        for (pi, p) in prepared.iter().enumerate() {
+            let spec = &self.fields[p.index].spec;
+            let version = VersionRecord {
+                info: VersionInfo {
+                    label: self.label.clone(),
+                    created_ms: now,
+                    users: p.users,
+                    distinct: p.distinct,
+                    bytes: field_bytes[pi],
+                },
+                values: p.values.clone(),
+                segments: std::mem::take(&mut field_segments[pi]),
+            };
+            match manifest.fields.iter_mut().find(|r| r.meta.id == p.id) {
+                Some(r) => {
+                    merge_spec(&mut r.meta.spec, spec);
+                    r.meta.updated_ms = now;
+                    r.versions.retain(|v| v.info.label != self.label);
+                    r.versions.push(version);
+                    let keep = manifest.keep_versions.max(1) as usize;
+                    if r.versions.len() > keep {
+                        let excess = r.versions.len() - keep;
+                        r.versions.drain(..excess);
+                    }
+                }
+                None => manifest.fields.push(FieldRecord {
+                    meta: FieldMeta {
+                        id: p.id,
+                        spec: spec.clone(),
+                        created_ms: now,
+                        updated_ms: now,
+                    },
+                    versions: vec![version],
+                }),
+            }
+        }
+        let mut open: HashMap<(u32, u64), Arc<Segment>> = table.open_segments();
+        for &(shard, id) in &written {
+            let path = table.dir.join(segment::file_name(id, shard));
+            open.insert((shard, id), Arc::new(Segment::open(&path)?));
+        }
+        let live = manifest.segment_files();
+        open.retain(|k, _| live.contains(k));
+        let snapshot =
+            TableSnapshot::build(table.name.clone(), manifest, &open, base.dict.clone())?;
+        fail_point("before_manifest")?;
+        table.write_manifest(&snapshot.manifest)?;
+
+        // Step 4: publish.
+        base.dict.get()?.write().append(&self.new_keys)?;
+        let generation = snapshot.generation();
+        let fields = prepared.len();
+        let new_users = self.new_keys.len();
+        table.publish(snapshot, open);
+
+        // Step 5: files no version names any more.
+        table.remove_unreferenced();
+        Ok(LoadSummary {
+            label: self.label,
+            fields,
+            new_users,
+            users,
+            bytes: total_bytes,
+            generation,
+        })
+    }
+}
+
+fn mismatch(spec: &FieldSpec, expected: &'static str) -> Error {
+    Error::KindMismatch {
+        path: spec.path.clone(),
+        actual: spec.kind.name(),
+        expected,
+    }
+}
+
+fn push_value(codes: &mut HashMap<String, u32>, pairs: &mut Vec<(u32, u32)>, id: u32, s: String) {
+    let next = codes.len() as u32;
+    let code = *codes.entry(s).or_insert(next);
+    pairs.push((id, code));
+}
+
+/// Non-empty descriptive fields of a load overwrite the catalog's.
+fn merge_spec(into: &mut FieldSpec, from: &FieldSpec) {
+    for (dst, src) in [
+        (&mut into.description, &from.description),
+        (&mut into.owner, &from.owner),
+        (&mut into.sensitivity, &from.sensitivity),
+    ] {
+        if !src.is_empty() {
+            dst.clone_from(src);
+        }
+    }
+    into.freshness = from.freshness;
+}
+
+/// A staged field turned into its stored form: sorted values, deduplicated pairs.
+struct Prepared<'a> {
+    id: u32,
+    index: usize,
+    kind: FieldKind,
+    flag: Option<&'a Bitmap>,
+    /// Sorted value dictionary; codes in `pairs` refer to it.
+    values: Vec<String>,
+    /// `(id, code)` for enum/set, sorted by id (then code), deduplicated.
+    pairs: Vec<(u32, u32)>,
+    ints: Vec<(u32, i64)>,
+    users: u64,
+    distinct: u64,
+}
+
+impl<'a> Prepared<'a> {
+    fn new(id: u32, index: usize, staged: &'a StagedField) -> Self {
+        let mut p = Prepared {
+            id,
+            index,
+            kind: staged.spec.kind,
+            flag: None,
+            values: Vec::new(),
+            pairs: Vec::new(),
+            ints: Vec::new(),
+            users: 0,
+            distinct: 0,
+        };
+        match &staged.data {
+            Staged::Flag(b) => {
+                p.flag = Some(b);
+                p.users = b.cardinality();
+                p.distinct = u64::from(p.users > 0);
+            }
+            Staged::Values { codes, pairs } => {
+                let mut by_name: Vec<(&String, u32)> = codes.iter().map(|(s, &c)| (s, c)).collect();
+                by_name.sort_unstable();
+                let mut remap = vec![0u32; by_name.len()];
+                for (new, (_, old)) in by_name.iter().enumerate() {
+                    remap[*old as usize] = new as u32;
+                }
+                let mut v: Vec<(u32, u32)> = pairs
+                    .iter()
+                    .map(|&(id, c)| (id, remap[c as usize]))
+                    .collect();
+                if staged.spec.kind == FieldKind::Enum {
+                    // Last value wins: stable sort by id, keep the last of each run.
+                    v.sort_by_key(|p| p.0);
+                    let mut out: Vec<(u32, u32)> = Vec::with_capacity(v.len());
+                    for x in v {
+                        match out.last_mut() {
+                            Some(last) if last.0 == x.0 => *last = x,
+                            _ => out.push(x),
+                        }
+                    }
+                    v = out;
+                } else {
+                    v.sort_unstable();
+                    v.dedup();
+                }
+                // Values every pair dropped (overwritten) are not part of the version.
+                let mut used = vec![false; by_name.len()];
+                for &(_, c) in &v {
+                    used[c as usize] = true;
+                }
+                let mut compact = vec![NULL_CODE; by_name.len()];
+                let mut values = Vec::new();
+                for (code, (name, _)) in by_name.iter().enumerate() {
+                    if used[code] {
+                        compact[code] = values.len() as u32;
+                        values.push((*name).clone());
+                    }
+                }
+                for pair in &mut v {
+                    pair.1 = compact[pair.1 as usize];
+                }
+                let mut ids: Vec<u32> = v.iter().map(|p| p.0).collect();
+                ids.dedup();
+                p.users = ids.len() as u64;
+                p.distinct = values.len() as u64;
+                p.values = values;
+                p.pairs = v;
+            }
+            Staged::Ints(pairs) => {
+                let mut v = pairs.clone();
+                v.sort_by_key(|p| p.0);
+                let mut out: Vec<(u32, i64)> = Vec::with_capacity(v.len());
+                for x in v {
+                    match out.last_mut() {
+                        Some(last) if last.0 == x.0 => *last = x,
+                        _ => out.push(x),
+                    }
+                }
+                p.users = out.len() as u64;
+                let mut vals: Vec<i64> = out.iter().map(|p| p.1).collect();
+                vals.sort_unstable();
+                vals.dedup();
+                p.distinct = vals.len() as u64;
+                p.ints = out;
+            }
+        }
+        p
+    }
+
+    /// Writes this field's blobs for `shard` (ids `range`), creating the segment on first use.
+    /// Returns the bytes written.
+    fn write_shard(
+        &self,
+        w: &mut Option<SegmentWriter>,
+        path: &std::path::Path,
+        file_id: u64,
+        shard: u32,
+        range: std::ops::Range<u32>,
+    ) -> Result<u64> {
+        let mut blobs: Vec<(BlobKey, i64, BlobData)> = Vec::new();
+        let key = |role, key| BlobKey {
+            field: self.id,
+            role,
+            key,
+        };
+        let rows = (range.end - range.start) as usize;
+        match self.kind {
+            FieldKind::Flag => {
+                let mut b = self
+                    .flag
+                    .expect("flag data")
+                    .and(&Bitmap::from_range(range.clone()));
+                if !b.is_empty() {
+                    b.run_optimize();
+                    blobs.push((key(Role::Flag, 0), 0, BlobData::Bitmap(b)));
+                }
+            }
+            FieldKind::Enum | FieldKind::Set => {
+                let lo = self.pairs.partition_point(|p| p.0 < range.start);
+                let hi = self.pairs.partition_point(|p| p.0 < range.end);
+                let part = &self.pairs[lo..hi];
+                if !part.is_empty() {
+                    let mut per_code: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+                    for &(id, c) in part {
+                        per_code.entry(c).or_default().push(id);
+                    }
+                    for (c, ids) in per_code {
+                        let mut b = Bitmap::of(&ids);
+                        b.run_optimize();
+                        blobs.push((key(Role::Value, c), 0, BlobData::Bitmap(b)));
+                    }
+                    if self.kind == FieldKind::Enum {
+                        let mut col = vec![NULL_CODE; rows];
+                        for &(id, c) in part {
+                            col[(id - range.start) as usize] = c;
+                        }
+                        blobs.push((key(Role::Codes, 0), range.start as i64, BlobData::U32(col)));
+                    } else {
+                        let mut offsets = Vec::with_capacity(rows + 1);
+                        let mut codes = Vec::with_capacity(part.len());
+                        let mut it = part.iter().peekable();
+                        offsets.push(0u32);
+                        for id in range.clone() {
+                            while let Some(&&(pid, c)) = it.peek() {
+                                if pid != id {
+                                    break;
+                                }
+                                codes.push(c);
+                                it.next();
+                            }
+                            offsets.push(codes.len() as u32);
+                        }
+                        blobs.push((
+                            key(Role::SetOffsets, 0),
+                            range.start as i64,
+                            BlobData::U32(offsets),
+                        ));
+                        blobs.push((
+                            key(Role::SetCodes, 0),
+                            range.start as i64,
+                            BlobData::U32(codes),
+                        ));
+                    }
+                }
+            }
+            _ => {
+                let lo = self.ints.partition_point(|p| p.0 < range.start);
+                let hi = self.ints.partition_point(|p| p.0 < range.end);
+                let part = &self.ints[lo..hi];
+                if !part.is_empty() {
+                    let bsi = BsiBuilt::build(part);
+                    let mut col = vec![0i64; rows];
+                    for &(id, v) in part {
+                        col[(id - range.start) as usize] = v;
+                    }
+                    blobs.push((
+                        key(Role::BsiExists, 0),
+                        bsi.base,
+                        BlobData::Bitmap(bsi.exists),
+                    ));
+                    for (bit, s) in bsi.slices.into_iter().enumerate() {
+                        blobs.push((key(Role::BsiSlice, bit as u32), 0, BlobData::Bitmap(s)));
+                    }
+                    blobs.push((key(Role::Ints, 0), range.start as i64, BlobData::I64(col)));
+                }
+            }
+        }
+        if blobs.is_empty() {
+            return Ok(0);
+        }
+        if w.is_none() {
+            *w = Some(SegmentWriter::create(path, file_id, shard)?);
+        }
+        let w = w.as_mut().expect("created above");
+        let mut bytes = 0u64;
+        for (k, aux, data) in blobs {
+            bytes += match data {
+                BlobData::Bitmap(b) => {
+                    w.add_bitmap(k, aux, &b)?;
+                    b.get_serialized_size_in_bytes::<croaring::Portable>() as u64
+                }
+                BlobData::U32(v) => {
+                    let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    w.add_bytes(k, aux, &raw)?;
+                    raw.len() as u64
+                }
+                BlobData::I64(v) => {
+                    let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    w.add_bytes(k, aux, &raw)?;
+                    raw.len() as u64
+                }
+            };
+        }
+        Ok(bytes)
+    }
+}
+
+enum BlobData {
+    Bitmap(Bitmap),
+    U32(Vec<u32>),
+    I64(Vec<i64>),
+}
+
+#[cfg(test)]
+thread_local! {
+    static FAIL_AT: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// Makes the next commit on this thread fail at the named step (tests only).
+#[cfg(test)]
+pub(crate) fn fail_next_commit_at(step: &'static str) {
+    FAIL_AT.with(|f| f.set(Some(step)));
+}
+
+#[cfg(test)]
+fn fail_point(step: &'static str) -> Result<()> {
+    if FAIL_AT.with(|f| f.get()) == Some(step) {
+        FAIL_AT.with(|f| f.set(None));
+        return Err(Error::Internal(format!("injected failure at {step}")));
+    }
+    Ok(())
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+fn fail_point(_step: &'static str) -> Result<()> {
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Tables: one universe of users, its files, its current snapshot and its single writer.
+//!
+//! A table lives in its own directory:
+//! ```text
+//! <table>/MANIFEST                 the live state (storage::manifest)
+//! <table>/seg-<id>-<shard>.seg     segments, one per shard per load (storage::segment)
+//! <table>/ids-<id>.ids             id-dictionary chunks, one per load adding users (ids::chunk)
+//! ```
+//! Readers take [`Table::snapshot`] (an `Arc` swapped atomically, never blocked by a writer);
+//! one writer at a time holds the table's writer lock for the duration of a [`Load`].
+
+mod dict;
+mod load;
+mod snapshot;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+pub use load::{Load, LoadField, LoadSummary};
+pub use snapshot::{FieldRef, TableSnapshot, Value};
+
+use crate::error::{Error, Result};
+use crate::ids::KeyKind;
+use crate::storage::fs;
+use crate::storage::manifest::{self, Manifest};
+use crate::storage::segment::{self, Segment};
+use dict::LiveDict;
+
+#[cfg(test)]
+pub(crate) use load::fail_next_commit_at;
+
+/// One table of a [`crate::Database`].
+pub struct Table {
+    name: Arc<str>,
+    dir: PathBuf,
+    current: ArcSwap<TableSnapshot>,
+    /// Open segments by `(shard, file id)`, shared by every snapshot that names them.
+    segments: Mutex<HashMap<(u32, u64), Arc<Segment>>>,
+    writer: Mutex<()>,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("name", &self.name)
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+impl Table {
+    /// Creates the files of a new, empty table in `dir` (which must not exist yet).
+    pub(crate) fn create(
+        dir: &Path,
+        name: &str,
+        kind: KeyKind,
+        keep_versions: u32,
+    ) -> Result<Self> {
+        std::fs::create_dir(dir).map_err(|e| Error::io(dir, e))?;
+        let m = Manifest::new(kind, crate::now_ms(), keep_versions);
+        fs::replace_atomically(&dir.join(manifest::FILE_NAME), &m.encode())?;
+        Self::open(dir, name)
+    }
+
+    /// Opens a table: reads its manifest and segment metadata, removes unreferenced files.
+    /// Costs time proportional to the metadata; the id dictionary loads in the background.
+    pub(crate) fn open(dir: &Path, name: &str) -> Result<Self> {
+        let mpath = dir.join(manifest::FILE_NAME);
+        let m = Manifest::decode(&mpath, &fs::read(&mpath)?)?;
+        let mut open = HashMap::new();
+        for (shard, id) in m.segment_files() {
+            let path = dir.join(segment::file_name(id, shard));
+            let seg = Segment::open(&path)?;
+            if seg.shard() != shard || seg.id() != id {
+                return Err(Error::corrupt(
+                    &path,
+                    "segment header names another shard or id",
+                ));
+            }
+            open.insert((shard, id), Arc::new(seg));
+        }
+        let dict = Arc::new(LiveDict::new(
+            m.key_kind,
+            dir.to_path_buf(),
+            m.chunks.clone(),
+        ));
+        let name: Arc<str> = Arc::from(name);
+        let snapshot = TableSnapshot::build(name.clone(), m, &open, dict.clone())?;
+        let table = Self {
+            name,
+            dir: dir.to_path_buf(),
+            current: ArcSwap::from_pointee(snapshot),
+            segments: Mutex::new(open),
+            writer: Mutex::new(()),
+        };
+        table.remove_unreferenced();
+        // Warm the dictionary off the caller's thread; lookups wait for it if they come first.
+        let _ = std::thread::Builder::new()
+            .name(format!("portrait-dict-{}", table.name))
+            .spawn(move || {
+                let _ = dict.get();
+            });
+        Ok(table)
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The current consistent snapshot. Cheap; never blocks on writers.
+    pub fn snapshot(&self) -> Arc<TableSnapshot> {
+        self.current.load_full()
+    }
+
+    /// Starts a bulk load of a new version labelled `label`, waiting for any other writer.
+    /// A version with the same label is replaced by this one.
+    pub fn load(&self, label: &str) -> Result<Load<'_>> {
+        Load::new(self, self.writer.lock(), label)
+    }
+
+    /// Removes version `label` of field `path`. The field's other versions stay.
+    pub fn drop_version(&self, path: &str, label: &str) -> Result<()> {
+        let _w = self.writer.lock();
+        let snap = self.snapshot();
+        let mut m = snap.manifest.clone();
+        let f = m
+            .fields
+            .iter_mut()
+            .find(|f| f.meta.spec.path == path)
+            .ok_or_else(|| Error::FieldNotFound {
+                path: path.to_owned(),
+                suggestion: None,
+            })?;
+        let before = f.versions.len();
+        f.versions.retain(|v| v.info.label != label);
+        if f.versions.len() == before {
+            return Err(Error::VersionNotFound {
+                path: path.to_owned(),
+                label: label.to_owned(),
+            });
+        }
+        m.generation += 1;
+        let mut open = self.open_segments();
+        let live = m.segment_files();
+        open.retain(|k, _| live.contains(k));
+        let next = TableSnapshot::build(self.name.clone(), m, &open, snap.dict.clone())?;
+        self.write_manifest(&next.manifest)?;
+        self.publish(next, open);
+        self.remove_unreferenced();
+        Ok(())
+    }
+
+    pub(crate) fn open_segments(&self) -> HashMap<(u32, u64), Arc<Segment>> {
+        self.segments.lock().clone()
+    }
+
+    pub(crate) fn write_manifest(&self, m: &Manifest) -> Result<()> {
+        fs::replace_atomically(&self.dir.join(manifest::FILE_NAME), &m.encode())
+    }
+
+    pub(crate) fn publish(&self, snapshot: TableSnapshot, open: HashMap<(u32, u64), Arc<Segment>>) {
+        *self.segments.lock() = open;
+        self.current.store(Arc::new(snapshot));
+    }
+
+    /// Deletes segment and chunk files the current manifest does not name (best effort: a file
+    /// that cannot be removed now is retried at the next open).
+    pub(crate) fn remove_unreferenced(&self) {
+        let snap = self.snapshot();
+        let live_segments = snap.manifest.segment_files();
+        let live_chunks: std::collections::HashSet<u64> =
+            snap.manifest.chunks.iter().map(|c| c.file_id).collect();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let keep = if let Some(rest) = name
+                .strip_prefix("seg-")
+                .and_then(|r| r.strip_suffix(".seg"))
+            {
+                parse_segment_name(rest).is_some_and(|k| live_segments.contains(&k))
+            } else if let Some(hex) = name
+                .strip_prefix("ids-")
+                .and_then(|r| r.strip_suffix(".ids"))
+            {
+                u64::from_str_radix(hex, 16).is_ok_and(|id| live_chunks.contains(&id))
+            } else {
+                !name.ends_with(".tmp")
+            };
+            if !keep {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => {
+                        tracing::debug!(file = %entry.path().display(), "removed unreferenced file")
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %entry.path().display(), error = %e, "could not remove unreferenced file")
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn parse_segment_name(rest: &str) -> Option<(u32, u64)> {
+    let (id, shard) = rest.split_once('-')?;
+    Some((shard.parse().ok()?, u64::from_str_radix(id, 16).ok()?))
+}

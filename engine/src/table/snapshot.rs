@@ -1,0 +1,581 @@
+//! A consistent, immutable view of a table, and the read primitives the query layer builds on.
+//!
+//! A [`TableSnapshot`] is what one published manifest describes: the user count, every field
+//! with its versions, and the open segments those versions live in. Loads build a new snapshot
+//! and swap it in; readers holding an old one keep reading it undisturbed.
+//!
+//! Primitives come in two shapes: per shard (`*_in(shard)`, borrowing zero-copy views, which is
+//! what shard-parallel evaluation uses) and whole-table conveniences that combine the shards.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use croaring::Bitmap;
+
+use super::dict::LiveDict;
+use crate::bitmap::bsi::{BsiRef, CmpOp};
+use crate::catalog::{FieldKind, FieldMeta, VersionInfo};
+use crate::codec::{read_u32, read_u64};
+use crate::error::{Error, Result};
+use crate::ids::{Key, KeyKind, KeyRef};
+use crate::storage::manifest::{Manifest, VersionRecord};
+use crate::storage::segment::{BlobKey, NULL_CODE, Role, Segment};
+use crate::{SHARD_BITS, shard_count};
+
+/// A value of one field for one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// A flag the user has (flags the user lacks are absent, not `false`).
+    Flag,
+    /// An enum value.
+    Str(String),
+    /// The values of a set field.
+    Strs(Vec<String>),
+    /// An integer.
+    Int(i64),
+    /// A decimal: `units × 10^-scale`.
+    Decimal {
+        /// Integer count of `10^-scale`.
+        units: i64,
+        /// Digits after the decimal point.
+        scale: u8,
+    },
+    /// Milliseconds since the Unix epoch.
+    Timestamp(i64),
+}
+
+/// An immutable, consistent view of one table.
+#[derive(Debug)]
+pub struct TableSnapshot {
+    pub(crate) name: Arc<str>,
+    pub(crate) manifest: Manifest,
+    /// `segments[f][v]`: the segment of each shard (by index) of version `v` of field `f`.
+    segments: Vec<Vec<Vec<Option<Arc<Segment>>>>>,
+    by_path: HashMap<String, usize>,
+    pub(crate) dict: Arc<LiveDict>,
+}
+
+impl TableSnapshot {
+    pub(crate) fn build(
+        name: Arc<str>,
+        manifest: Manifest,
+        open: &HashMap<(u32, u64), Arc<Segment>>,
+        dict: Arc<LiveDict>,
+    ) -> Result<Self> {
+        let mut segments = Vec::with_capacity(manifest.fields.len());
+        let mut by_path = HashMap::with_capacity(manifest.fields.len());
+        for (i, f) in manifest.fields.iter().enumerate() {
+            by_path.insert(f.meta.spec.path.clone(), i);
+            let mut versions = Vec::with_capacity(f.versions.len());
+            for v in &f.versions {
+                let mut shards: Vec<Option<Arc<Segment>>> = Vec::new();
+                for &(shard, file) in &v.segments {
+                    let seg = open.get(&(shard, file)).ok_or_else(|| {
+                        Error::Internal(format!(
+                            "segment {file}/{shard} of `{}` not open",
+                            f.meta.spec.path
+                        ))
+                    })?;
+                    let s = shard as usize;
+                    if shards.len() <= s {
+                        shards.resize(s + 1, None);
+                    }
+                    shards[s] = Some(seg.clone());
+                }
+                versions.push(shards);
+            }
+            segments.push(versions);
+        }
+        Ok(Self {
+            name,
+            manifest,
+            segments,
+            by_path,
+            dict,
+        })
+    }
+
+    /// The table's name.
+    pub fn table_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Number of known users; their ids are `0..users()`.
+    pub fn users(&self) -> u32 {
+        self.manifest.users
+    }
+
+    /// The manifest generation this snapshot shows (grows with every published change).
+    pub fn generation(&self) -> u64 {
+        self.manifest.generation
+    }
+
+    /// The type of the table's keys.
+    pub fn key_kind(&self) -> KeyKind {
+        self.manifest.key_kind
+    }
+
+    /// Number of shards spanned by the users.
+    pub fn shards(&self) -> u32 {
+        shard_count(self.users())
+    }
+
+    /// The ids of shard `shard` that exist in this snapshot.
+    pub fn shard_range(&self, shard: u32) -> std::ops::Range<u32> {
+        let lo = shard << SHARD_BITS;
+        let hi = (lo as u64 + (1u64 << SHARD_BITS)).min(self.users() as u64) as u32;
+        lo..hi.max(lo)
+    }
+
+    /// The existence bitmap: every known user.
+    pub fn all(&self) -> Bitmap {
+        Bitmap::from_range(0..self.users())
+    }
+
+    /// The existence bitmap of one shard.
+    pub fn all_in(&self, shard: u32) -> Bitmap {
+        Bitmap::from_range(self.shard_range(shard))
+    }
+
+    /// Every field's metadata, in creation order.
+    pub fn fields(&self) -> impl Iterator<Item = &FieldMeta> {
+        self.manifest.fields.iter().map(|f| &f.meta)
+    }
+
+    /// The versions of a field, oldest first.
+    pub fn versions(&self, path: &str) -> Result<Vec<VersionInfo>> {
+        let i = self.index_of(path)?;
+        Ok(self.manifest.fields[i]
+            .versions
+            .iter()
+            .map(|v| v.info.clone())
+            .collect())
+    }
+
+    fn index_of(&self, path: &str) -> Result<usize> {
+        self.by_path
+            .get(path)
+            .copied()
+            .ok_or_else(|| Error::FieldNotFound {
+                path: path.to_owned(),
+                suggestion: crate::suggest::closest(path, self.by_path.keys().map(String::as_str))
+                    .map(str::to_owned),
+            })
+    }
+
+    /// The current version of field `path`.
+    pub fn field(&self, path: &str) -> Result<FieldRef<'_>> {
+        let i = self.index_of(path)?;
+        let n = self.manifest.fields[i].versions.len();
+        if n == 0 {
+            return Err(Error::VersionNotFound {
+                path: path.to_owned(),
+                label: "(current)".into(),
+            });
+        }
+        Ok(FieldRef {
+            snap: self,
+            field: i,
+            version: n - 1,
+        })
+    }
+
+    /// Field `path` as of the version labelled `label`.
+    pub fn field_as_of(&self, path: &str, label: &str) -> Result<FieldRef<'_>> {
+        let i = self.index_of(path)?;
+        let version = self.manifest.fields[i]
+            .versions
+            .iter()
+            .position(|v| v.info.label == label)
+            .ok_or_else(|| Error::VersionNotFound {
+                path: path.to_owned(),
+                label: label.to_owned(),
+            })?;
+        Ok(FieldRef {
+            snap: self,
+            field: i,
+            version,
+        })
+    }
+
+    /// The id of an external key, if the user is known to this snapshot.
+    pub fn id_of<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<Option<u32>> {
+        let key = key.into();
+        let dict = self.dict.get()?.read();
+        Ok(dict.get(key).filter(|&id| id < self.users()))
+    }
+
+    /// Looks up many keys at once (one lock acquisition); `out[i]` is the id of `keys[i]`.
+    pub fn ids_of<'k>(
+        &self,
+        keys: impl IntoIterator<Item = KeyRef<'k>>,
+        out: &mut Vec<Option<u32>>,
+    ) -> Result<()> {
+        let dict = self.dict.get()?.read();
+        dict.get_many(keys, out);
+        let users = self.users();
+        for id in out.iter_mut() {
+            if id.is_some_and(|i| i >= users) {
+                *id = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// The external key of a user id.
+    pub fn key_of(&self, id: u32) -> Result<Option<Key>> {
+        if id >= self.users() {
+            return Ok(None);
+        }
+        let dict = self.dict.get()?.read();
+        Ok(dict.key(id).map(KeyRef::to_owned))
+    }
+
+    /// Calls `f` with the key of every id of `ids` in order (one lock acquisition).
+    pub fn for_each_key(
+        &self,
+        ids: impl IntoIterator<Item = u32>,
+        mut f: impl FnMut(u32, KeyRef<'_>),
+    ) -> Result<()> {
+        let dict = self.dict.get()?.read();
+        for id in ids {
+            if id < self.users()
+                && let Some(k) = dict.key(id)
+            {
+                f(id, k);
+            }
+        }
+        Ok(())
+    }
+
+    /// Approximate heap bytes of the table's in-memory id dictionary (loading it if needed).
+    pub fn dictionary_bytes(&self) -> Result<usize> {
+        Ok(self.dict.get()?.read().heap_bytes())
+    }
+
+    /// Verifies every blob of every live segment (checksums and bitmap structure).
+    pub fn check_integrity(&self) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for seg in self.segments.iter().flatten().flatten().flatten() {
+            if seen.insert(Arc::as_ptr(seg)) {
+                seg.check_integrity()?;
+            }
+        }
+        self.dict.get().map(|_| ())
+    }
+}
+
+/// One version of one field, resolved in a snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldRef<'s> {
+    snap: &'s TableSnapshot,
+    field: usize,
+    version: usize,
+}
+
+impl<'s> FieldRef<'s> {
+    fn record(&self) -> &'s VersionRecord {
+        &self.snap.manifest.fields[self.field].versions[self.version]
+    }
+
+    /// The field's catalog entry.
+    pub fn meta(&self) -> &'s FieldMeta {
+        &self.snap.manifest.fields[self.field].meta
+    }
+
+    /// The field's kind.
+    pub fn kind(&self) -> FieldKind {
+        self.meta().spec.kind
+    }
+
+    /// The field's path.
+    pub fn path(&self) -> &'s str {
+        &self.meta().spec.path
+    }
+
+    /// This version's label, time and statistics.
+    pub fn version(&self) -> &'s VersionInfo {
+        &self.record().info
+    }
+
+    /// This version's sorted value dictionary (enum and set fields).
+    pub fn values(&self) -> &'s [String] {
+        &self.record().values
+    }
+
+    /// The code of `value` in this version, if any user has it.
+    pub fn code_of(&self, value: &str) -> Option<u32> {
+        self.values()
+            .binary_search_by(|v| v.as_str().cmp(value))
+            .ok()
+            .map(|i| i as u32)
+    }
+
+    fn segment(&self, shard: u32) -> Option<&'s Segment> {
+        self.snap.segments[self.field][self.version]
+            .get(shard as usize)
+            .and_then(|s| s.as_deref())
+    }
+
+    fn expect(&self, ok: bool, expected: &'static str) -> Result<()> {
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::KindMismatch {
+                path: self.path().to_owned(),
+                actual: self.kind().name(),
+                expected,
+            })
+        }
+    }
+
+    fn blob(&self, shard: u32, role: Role, key: u32) -> Result<Option<&'s Bitmap>> {
+        let Some(seg) = self.segment(shard) else {
+            return Ok(None);
+        };
+        let key = BlobKey {
+            field: self.meta().id,
+            role,
+            key,
+        };
+        match seg.find(key) {
+            Some(slot) => seg.bitmap(slot).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Members of a flag in one shard (`None`: nobody in that shard).
+    pub fn flag_in(&self, shard: u32) -> Result<Option<&'s Bitmap>> {
+        self.expect(self.kind() == FieldKind::Flag, "a flag")?;
+        self.blob(shard, Role::Flag, 0)
+    }
+
+    /// Users holding value `code` in one shard (enum and set fields).
+    pub fn value_in(&self, shard: u32, code: u32) -> Result<Option<&'s Bitmap>> {
+        self.expect(self.kind().has_values(), "an enum or set field")?;
+        self.blob(shard, Role::Value, code)
+    }
+
+    /// Users with any value of the field in one shard (flag: its members).
+    pub fn exists_in(&self, shard: u32) -> Result<Bitmap> {
+        match self.kind() {
+            FieldKind::Flag => Ok(self.flag_in(shard)?.cloned().unwrap_or_default()),
+            k if k.is_numeric() => Ok(self
+                .bsi_in(shard)?
+                .map(|b| b.exists.clone())
+                .unwrap_or_default()),
+            _ => {
+                let mut parts = Vec::new();
+                for code in 0..self.values().len() as u32 {
+                    if let Some(b) = self.value_in(shard, code)? {
+                        parts.push(b);
+                    }
+                }
+                Ok(Bitmap::fast_or(&parts))
+            }
+        }
+    }
+
+    /// The bit-sliced index of a numeric field in one shard.
+    pub fn bsi_in(&self, shard: u32) -> Result<Option<BsiRef<'s>>> {
+        self.expect(self.kind().is_numeric(), "a numeric field")?;
+        let Some(seg) = self.segment(shard) else {
+            return Ok(None);
+        };
+        let id = self.meta().id;
+        let Some(slot) = seg.find(BlobKey {
+            field: id,
+            role: Role::BsiExists,
+            key: 0,
+        }) else {
+            return Ok(None);
+        };
+        let entry = seg.entry(slot);
+        let exists = seg.bitmap(slot)?;
+        let slices_range = seg.range_of(id, Role::BsiSlice);
+        let mut slices = Vec::with_capacity(slices_range.len());
+        for (bit, s) in slices_range.enumerate() {
+            if seg.entry(s).key.key != bit as u32 {
+                return Err(Error::corrupt(
+                    seg.path(),
+                    format!("BSI slices of `{}` have a gap", self.path()),
+                ));
+            }
+            slices.push(seg.bitmap(s)?);
+        }
+        Ok(Some(BsiRef {
+            exists,
+            base: entry.aux,
+            slices,
+        }))
+    }
+
+    /// Shards that may hold data of this version.
+    pub fn shards(&self) -> u32 {
+        self.snap.segments[self.field][self.version].len() as u32
+    }
+
+    fn combine(&self, per_shard: impl Fn(u32) -> Result<Option<Bitmap>>) -> Result<Bitmap> {
+        let mut out = Bitmap::new();
+        for shard in 0..self.shards() {
+            if let Some(b) = per_shard(shard)? {
+                out.or_inplace(&b);
+            }
+        }
+        Ok(out)
+    }
+
+    /// All members of a flag.
+    pub fn flag_bitmap(&self) -> Result<Bitmap> {
+        self.combine(|s| Ok(self.flag_in(s)?.cloned()))
+    }
+
+    /// All users holding `value` (an unknown value gives an empty bitmap).
+    pub fn value_bitmap(&self, value: &str) -> Result<Bitmap> {
+        self.expect(self.kind().has_values(), "an enum or set field")?;
+        match self.code_of(value) {
+            Some(code) => self.combine(|s| Ok(self.value_in(s, code)?.cloned())),
+            None => Ok(Bitmap::new()),
+        }
+    }
+
+    /// Users whose value `op c` holds; `c` is in stored units (decimal units, timestamp ms).
+    pub fn compare(&self, op: CmpOp, c: i64) -> Result<Bitmap> {
+        self.combine(|s| Ok(self.bsi_in(s)?.map(|b| b.compare(op, c))))
+    }
+
+    /// Users with `lo <= value <= hi`, in stored units.
+    pub fn between(&self, lo: i64, hi: i64) -> Result<Bitmap> {
+        self.combine(|s| Ok(self.bsi_in(s)?.map(|b| b.between(lo, hi))))
+    }
+
+    /// Count and sum of the values of the users of `filter` (all users when `None`).
+    pub fn count_sum(&self, filter: Option<&Bitmap>) -> Result<(u64, i128)> {
+        let mut acc = (0u64, 0i128);
+        for s in 0..self.shards() {
+            if let Some(b) = self.bsi_in(s)? {
+                let (n, sum) = b.count_sum(filter);
+                acc.0 += n;
+                acc.1 += sum;
+            }
+        }
+        Ok(acc)
+    }
+
+    /// Minimum (`max = false`) or maximum value among the users of `filter`.
+    pub fn extreme(&self, filter: Option<&Bitmap>, max: bool) -> Result<Option<i64>> {
+        let mut best: Option<i64> = None;
+        for s in 0..self.shards() {
+            if let Some(b) = self.bsi_in(s)?
+                && let Some(v) = b.extreme(filter, max)
+            {
+                best = Some(match best {
+                    Some(x) if max => x.max(v),
+                    Some(x) => x.min(v),
+                    None => v,
+                });
+            }
+        }
+        Ok(best)
+    }
+
+    /// The value of this field for user `id` (`None`: the user has no value).
+    pub fn value_of(&self, id: u32) -> Result<Option<Value>> {
+        let shard = id >> SHARD_BITS;
+        let Some(seg) = self.segment(shard) else {
+            return Ok(None);
+        };
+        let fid = self.meta().id;
+        let find = |role| {
+            seg.find(BlobKey {
+                field: fid,
+                role,
+                key: 0,
+            })
+        };
+        let column_entry = |slot: usize, width: usize| -> Result<Option<usize>> {
+            let first = seg.entry(slot).aux;
+            let row = id as i64 - first;
+            let len = seg.bytes(slot)?.len() / width;
+            Ok((row >= 0 && (row as usize) < len).then_some(row as usize))
+        };
+        let corrupt = || {
+            Error::corrupt(
+                seg.path(),
+                format!("column of `{}` is malformed", self.path()),
+            )
+        };
+        match self.kind() {
+            FieldKind::Flag => Ok(self
+                .flag_in(shard)?
+                .is_some_and(|b| b.contains(id))
+                .then_some(Value::Flag)),
+            FieldKind::Enum => {
+                let Some(slot) = find(Role::Codes) else {
+                    return Ok(None);
+                };
+                let Some(row) = column_entry(slot, 4)? else {
+                    return Ok(None);
+                };
+                let code = read_u32(seg.bytes(slot)?, row * 4).ok_or_else(corrupt)?;
+                if code == NULL_CODE {
+                    return Ok(None);
+                }
+                let v = self.values().get(code as usize).ok_or_else(corrupt)?;
+                Ok(Some(Value::Str(v.clone())))
+            }
+            FieldKind::Set => {
+                let (Some(off_slot), Some(codes_slot)) =
+                    (find(Role::SetOffsets), find(Role::SetCodes))
+                else {
+                    return Ok(None);
+                };
+                let offsets = seg.bytes(off_slot)?;
+                let first = seg.entry(off_slot).aux;
+                let row = id as i64 - first;
+                let rows = (offsets.len() / 4).saturating_sub(1);
+                if row < 0 || row as usize >= rows {
+                    return Ok(None);
+                }
+                let row = row as usize;
+                let lo = read_u32(offsets, row * 4).ok_or_else(corrupt)? as usize;
+                let hi = read_u32(offsets, row * 4 + 4).ok_or_else(corrupt)? as usize;
+                if lo == hi {
+                    return Ok(None);
+                }
+                let codes = seg.bytes(codes_slot)?;
+                let mut out = Vec::with_capacity(hi.saturating_sub(lo));
+                for i in lo..hi {
+                    let code = read_u32(codes, i * 4).ok_or_else(corrupt)?;
+                    out.push(
+                        self.values()
+                            .get(code as usize)
+                            .ok_or_else(corrupt)?
+                            .clone(),
+                    );
+                }
+                Ok(Some(Value::Strs(out)))
+            }
+            kind => {
+                let Some(bsi) = self.bsi_in(shard)? else {
+                    return Ok(None);
+                };
+                if !bsi.exists.contains(id) {
+                    return Ok(None);
+                }
+                let Some(slot) = find(Role::Ints) else {
+                    return Err(corrupt());
+                };
+                let Some(row) = column_entry(slot, 8)? else {
+                    return Err(corrupt());
+                };
+                let v = read_u64(seg.bytes(slot)?, row * 8).ok_or_else(corrupt)? as i64;
+                Ok(Some(match kind {
+                    FieldKind::Decimal { scale } => Value::Decimal { units: v, scale },
+                    FieldKind::Timestamp => Value::Timestamp(v),
+                    _ => Value::Int(v),
+                }))
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The portrait.v1 contract (in progress).
