@@ -57,6 +57,10 @@ pub enum Error {
         expected: &'static str,
     },
 
+    /// Class [`ErrorClass::BadInput`]: a crowd expression does not parse.
+    #[error("{0}")]
+    Parse(#[from] crate::expr::ParseError),
+
     /// Class [`ErrorClass::NotFound`]: no such table.
     #[error("table `{0}` not found")]
     TableNotFound(String),
@@ -147,9 +151,10 @@ impl Error {
     /// The class of this error.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::InvalidArgument(_) | Error::InvalidName { .. } | Error::KindMismatch { .. } => {
-                ErrorClass::BadInput
-            }
+            Error::InvalidArgument(_)
+            | Error::InvalidName { .. }
+            | Error::KindMismatch { .. }
+            | Error::Parse(_) => ErrorClass::BadInput,
             Error::TableNotFound(_)
             | Error::FieldNotFound { .. }
             | Error::VersionNotFound { .. }

@@ -29,24 +29,29 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod analysis;
 pub mod bitmap;
 pub mod catalog;
 mod codec;
 mod db;
 mod error;
+pub mod expr;
 pub mod ids;
+pub mod query;
 pub mod storage;
-mod suggest;
+
 pub mod table;
 #[cfg(test)]
 mod testutil;
 
-pub use bitmap::bsi::CmpOp;
+pub use analysis::{Aggregate, BucketRow, Buckets, GroupRow, TopOrder, TopRow, overlap};
 pub use catalog::{FieldKind, FieldMeta, FieldSpec, Freshness, VersionInfo};
 pub use croaring::Bitmap;
 pub use db::{Database, Options};
 pub use error::{Error, ErrorClass, Result};
+pub use expr::{CmpOp, Expr, ParseError, parse};
 pub use ids::{Key, KeyKind, KeyRef};
+pub use query::{Crowd, ExplainNode, MembersPage};
 pub use table::{FieldRef, Load, LoadField, LoadSummary, Table, TableSnapshot, Value};
 
 /// Ids per shard, as a power of two: shard `s` holds ids `s << SHARD_BITS ..`.

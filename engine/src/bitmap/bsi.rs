@@ -8,22 +8,7 @@
 
 use croaring::Bitmap;
 
-/// A comparison of a numeric field with a constant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CmpOp {
-    /// `<`
-    Lt,
-    /// `<=`
-    Le,
-    /// `=`
-    Eq,
-    /// `!=` (users with a different value; users without a value never match)
-    Ne,
-    /// `>=`
-    Ge,
-    /// `>`
-    Gt,
-}
+pub use crate::expr::CmpOp;
 
 impl CmpOp {
     /// Applies the comparison to two integers.

@@ -362,6 +362,7 @@ impl Segment {
     }
 
     /// Number of entries of the segment.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

@@ -13,10 +13,11 @@ use std::sync::Arc;
 use croaring::Bitmap;
 
 use super::dict::LiveDict;
-use crate::bitmap::bsi::{BsiRef, CmpOp};
+use crate::bitmap::bsi::BsiRef;
 use crate::catalog::{FieldKind, FieldMeta, VersionInfo};
 use crate::codec::{read_u32, read_u64};
 use crate::error::{Error, Result};
+use crate::expr::CmpOp;
 use crate::ids::{Key, KeyKind, KeyRef};
 use crate::storage::manifest::{Manifest, VersionRecord};
 use crate::storage::segment::{BlobKey, NULL_CODE, Role, Segment};
@@ -158,7 +159,7 @@ impl TableSnapshot {
             .copied()
             .ok_or_else(|| Error::FieldNotFound {
                 path: path.to_owned(),
-                suggestion: crate::suggest::closest(path, self.by_path.keys().map(String::as_str))
+                suggestion: crate::expr::closest(path, self.by_path.keys().map(String::as_str))
                     .map(str::to_owned),
             })
     }

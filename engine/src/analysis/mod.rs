@@ -1,0 +1,636 @@
+//! Crowd analysis: breakdowns, over-indexing tags, numeric distributions and aggregates,
+//! overlaps and samples — all exact, computed from bitmaps at one snapshot.
+//!
+//! Shares and TGI: a group's *share* is its count divided by the crowd's size; its *base share*
+//! the same in the base population (the whole table, or another crowd); `TGI = share / base
+//! share × 100` (100 = as common as in the base; >100 over-indexed). A group absent from the
+//! base has no TGI (`None`).
+
+use std::collections::HashMap;
+
+use croaring::Bitmap;
+use rayon::prelude::*;
+
+use crate::catalog::FieldKind;
+use crate::error::{Error, Result};
+use crate::query::Crowd;
+use crate::table::{FieldRef, TableSnapshot};
+
+/// Most groups `group_count` may hold before it refuses (combinations of up to 3 dimensions).
+pub const MAX_GROUPS: usize = 1_000_000;
+
+/// One row of [`Crowd::group_count`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRow {
+    /// One value per dimension, in the order the dimensions were given.
+    pub values: Vec<String>,
+    /// Crowd members in the group.
+    pub count: u64,
+    /// `count / crowd size`.
+    pub share: f64,
+    /// Base members in the group.
+    pub base_count: u64,
+    /// `base_count / base size`.
+    pub base_share: f64,
+    /// `share / base_share × 100`; `None` when the group is absent from the base.
+    pub tgi: Option<f64>,
+}
+
+/// How [`Crowd::top_values`] orders its candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopOrder {
+    /// Most members of the crowd first.
+    Count,
+    /// Highest share of the crowd first (same order as count, kept for clarity in APIs).
+    Share,
+    /// Most over-indexed first.
+    Tgi,
+}
+
+/// One row of [`Crowd::top_values`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopRow {
+    /// The field's path.
+    pub path: String,
+    /// The value (`None` for a flag).
+    pub value: Option<String>,
+    /// Crowd members having it.
+    pub count: u64,
+    /// `count / crowd size`.
+    pub share: f64,
+    /// Share in the crowd over share among all users, × 100.
+    pub tgi: Option<f64>,
+}
+
+/// How [`Crowd::distribution`] cuts a numeric field into buckets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Buckets {
+    /// Explicit ascending boundaries `b0 < b1 < … < bn` in stored units: buckets
+    /// `(-∞, b0)`, `[b0, b1)`, …, `[bn, +∞)`; empty outer buckets are omitted.
+    Bounds(Vec<i64>),
+    /// `n` buckets of equal width between the crowd's minimum and maximum.
+    EqualWidth(u32),
+    /// `n` buckets holding about the same number of users.
+    Quantiles(u32),
+}
+
+/// One bucket of a distribution: users with `lower <= value < upper` (`None` = unbounded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketRow {
+    /// Inclusive lower bound.
+    pub lower: Option<i64>,
+    /// Exclusive upper bound.
+    pub upper: Option<i64>,
+    /// Users in the bucket.
+    pub count: u64,
+}
+
+/// Aggregates of a numeric field over a crowd, in stored units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregate {
+    /// Members with a value.
+    pub count: u64,
+    /// Sum of their values.
+    pub sum: i128,
+    /// `sum / count`.
+    pub avg: Option<f64>,
+    /// Smallest value.
+    pub min: Option<i64>,
+    /// Largest value.
+    pub max: Option<i64>,
+    /// `(p, value)` for each requested percentile `p` in `[0, 100]` (nearest rank).
+    pub percentiles: Vec<(f64, i64)>,
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+fn tgi(share: f64, base_share: f64) -> Option<f64> {
+    (base_share > 0.0).then(|| share / base_share * 100.0)
+}
+
+/// A dimension of a breakdown: an enum or set field's values.
+struct Dim<'s> {
+    field: FieldRef<'s>,
+}
+
+impl<'s> Dim<'s> {
+    fn new(snap: &'s TableSnapshot, path: &str, as_of: Option<&'s str>) -> Result<Self> {
+        let field = match as_of {
+            Some(l) => snap.field_as_of(path, l)?,
+            None => snap.field(path)?,
+        };
+        if !field.kind().has_values() {
+            return Err(Error::KindMismatch {
+                path: path.to_owned(),
+                actual: field.kind().name(),
+                expected: "an enum or set field (a dimension)",
+            });
+        }
+        Ok(Self { field })
+    }
+    fn values(&self) -> usize {
+        self.field.values().len()
+    }
+}
+
+/// Counts, per combination of value codes, the users of `crowd` in shard `shard`.
+fn group_shard(
+    dims: &[Dim<'_>],
+    crowd: &Bitmap,
+    shard: u32,
+    out: &mut HashMap<Vec<u32>, u64>,
+) -> Result<()> {
+    fn go(
+        dims: &[Dim<'_>],
+        depth: usize,
+        acc: &Bitmap,
+        shard: u32,
+        key: &mut Vec<u32>,
+        out: &mut HashMap<Vec<u32>, u64>,
+    ) -> Result<()> {
+        let dim = &dims[depth];
+        for code in 0..dim.values() as u32 {
+            let Some(v) = dim.field.value_in(shard, code)? else {
+                continue;
+            };
+            key.push(code);
+            if depth + 1 == dims.len() {
+                let n = acc.and_cardinality(v);
+                if n > 0 {
+                    *out.entry(key.clone()).or_insert(0) += n;
+                }
+            } else {
+                let next = acc.and(v);
+                if !next.is_empty() {
+                    go(dims, depth + 1, &next, shard, key, out)?;
+                }
+            }
+            key.pop();
+        }
+        Ok(())
+    }
+    if crowd.is_empty() {
+        return Ok(());
+    }
+    go(
+        dims,
+        0,
+        crowd,
+        shard,
+        &mut Vec::with_capacity(dims.len()),
+        out,
+    )
+}
+
+fn merge(mut a: HashMap<Vec<u32>, u64>, b: HashMap<Vec<u32>, u64>) -> HashMap<Vec<u32>, u64> {
+    for (k, v) in b {
+        *a.entry(k).or_insert(0) += v;
+    }
+    a
+}
+
+impl<'s> Crowd<'s> {
+    fn per_shard<T: Send>(
+        &self,
+        f: impl Fn(u32, Bitmap) -> Result<T> + Sync + Send,
+    ) -> Result<Vec<T>> {
+        (0..self.snap.shards())
+            .into_par_iter()
+            .map(|s| f(s, self.shard_bitmap(s)?))
+            .collect()
+    }
+
+    /// Counts of the crowd per combination of 1 to 3 enum/set dimensions, with each group's share
+    /// and TGI against `base` (all users when `None`), largest first, at most `limit` rows.
+    pub fn group_count(
+        &self,
+        dims: &[&str],
+        base: Option<&Crowd<'s>>,
+        limit: usize,
+    ) -> Result<Vec<GroupRow>> {
+        if dims.is_empty() || dims.len() > 3 {
+            return Err(Error::InvalidArgument(format!(
+                "group by takes 1 to 3 dimensions, got {}",
+                dims.len()
+            )));
+        }
+        let dims: Vec<Dim<'s>> = dims
+            .iter()
+            .map(|d| Dim::new(self.snap, d, None))
+            .collect::<Result<_>>()?;
+        let combos: usize = dims.iter().map(Dim::values).product();
+        if combos > MAX_GROUPS {
+            return Err(Error::LimitExceeded(format!(
+                "{combos} possible groups exceed the limit of {MAX_GROUPS}; group by fewer or smaller dimensions"
+            )));
+        }
+        let base_crowd;
+        let base = match base {
+            Some(b) => b,
+            None => {
+                base_crowd = Crowd {
+                    snap: self.snap,
+                    root: crate::query::plan::Node::All,
+                };
+                &base_crowd
+            }
+        };
+        let crowd_groups = self.per_shard(|s, b| {
+            let mut m = HashMap::new();
+            group_shard(&dims, &b, s, &mut m)?;
+            Ok((m, b.cardinality()))
+        })?;
+        let base_groups = base.per_shard(|s, b| {
+            let mut m = HashMap::new();
+            group_shard(&dims, &b, s, &mut m)?;
+            Ok((m, b.cardinality()))
+        })?;
+        let (groups, total) = crowd_groups
+            .into_iter()
+            .fold((HashMap::new(), 0u64), |(m, t), (m2, t2)| {
+                (merge(m, m2), t + t2)
+            });
+        let (base_map, base_total) = base_groups
+            .into_iter()
+            .fold((HashMap::new(), 0u64), |(m, t), (m2, t2)| {
+                (merge(m, m2), t + t2)
+            });
+        let mut rows: Vec<GroupRow> = groups
+            .into_iter()
+            .map(|(codes, count)| {
+                let base_count = base_map.get(&codes).copied().unwrap_or(0);
+                let share = ratio(count, total);
+                let base_share = ratio(base_count, base_total);
+                GroupRow {
+                    values: codes
+                        .iter()
+                        .zip(&dims)
+                        .map(|(&c, d)| d.field.values()[c as usize].clone())
+                        .collect(),
+                    count,
+                    share,
+                    base_count,
+                    base_share,
+                    tgi: tgi(share, base_share),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.values.cmp(&b.values)));
+        rows.truncate(limit);
+        Ok(rows)
+    }
+
+    /// The `k` tags (flags, and values of enum/set fields) under `prefix` most common in the
+    /// crowd, or most over-indexed against all users. Exact: every candidate is counted.
+    pub fn top_values(&self, prefix: &str, k: usize, order: TopOrder) -> Result<Vec<TopRow>> {
+        let snap = self.snap;
+        let prefix = prefix.trim_end_matches('/');
+        let mut candidates: Vec<(FieldRef<'s>, Option<u32>)> = Vec::new();
+        for meta in snap.fields() {
+            let p = meta.spec.path.as_str();
+            let under = prefix.is_empty()
+                || p == prefix
+                || p.strip_prefix(prefix).is_some_and(|r| r.starts_with('/'));
+            if !under {
+                continue;
+            }
+            let Ok(f) = snap.field(p) else { continue };
+            match f.kind() {
+                FieldKind::Flag => candidates.push((f, None)),
+                FieldKind::Enum | FieldKind::Set => {
+                    candidates.extend((0..f.values().len() as u32).map(|c| (f, Some(c))));
+                }
+                _ => {}
+            }
+        }
+        if candidates.is_empty() {
+            return Err(Error::FieldNotFound {
+                path: prefix.to_owned(),
+                suggestion: crate::expr::closest(
+                    prefix,
+                    snap.fields().map(|m| m.spec.path.as_str()),
+                )
+                .map(str::to_owned),
+            });
+        }
+        let per_shard: Vec<(Vec<u64>, Vec<u64>, u64)> = self.per_shard(|s, crowd| {
+            let mut inside = vec![0u64; candidates.len()];
+            let mut all = vec![0u64; candidates.len()];
+            for (i, (f, code)) in candidates.iter().enumerate() {
+                let b = match code {
+                    None => f.flag_in(s)?,
+                    Some(c) => f.value_in(s, *c)?,
+                };
+                if let Some(b) = b {
+                    all[i] = b.cardinality();
+                    if !crowd.is_empty() {
+                        inside[i] = crowd.and_cardinality(b);
+                    }
+                }
+            }
+            Ok((inside, all, crowd.cardinality()))
+        })?;
+        let mut inside = vec![0u64; candidates.len()];
+        let mut all = vec![0u64; candidates.len()];
+        let mut total = 0;
+        for (i2, a2, t) in per_shard {
+            for j in 0..candidates.len() {
+                inside[j] += i2[j];
+                all[j] += a2[j];
+            }
+            total += t;
+        }
+        let users = snap.users() as u64;
+        let mut rows: Vec<TopRow> = candidates
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| inside[*i] > 0)
+            .map(|(i, (f, code))| {
+                let share = ratio(inside[i], total);
+                TopRow {
+                    path: f.path().to_owned(),
+                    value: code.map(|c| f.values()[c as usize].clone()),
+                    count: inside[i],
+                    share,
+                    tgi: tgi(share, ratio(all[i], users)),
+                }
+            })
+            .collect();
+        match order {
+            TopOrder::Count | TopOrder::Share => {
+                rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)))
+            }
+            TopOrder::Tgi => rows.sort_by(|a, b| {
+                b.tgi
+                    .unwrap_or(0.0)
+                    .total_cmp(&a.tgi.unwrap_or(0.0))
+                    .then_with(|| b.count.cmp(&a.count))
+                    .then_with(|| a.path.cmp(&b.path))
+            }),
+        }
+        rows.truncate(k);
+        Ok(rows)
+    }
+
+    fn numeric(&self, path: &str) -> Result<FieldRef<'s>> {
+        let f = self.snap.field(path)?;
+        if !f.kind().is_numeric() {
+            return Err(Error::KindMismatch {
+                path: path.to_owned(),
+                actual: f.kind().name(),
+                expected: "a numeric field",
+            });
+        }
+        Ok(f)
+    }
+
+    /// Count, sum, average, minimum, maximum and percentiles of a numeric field over the crowd.
+    pub fn aggregate(&self, path: &str, percentiles: &[f64]) -> Result<Aggregate> {
+        let f = self.numeric(path)?;
+        if let Some(p) = percentiles.iter().find(|p| !(0.0..=100.0).contains(*p)) {
+            return Err(Error::InvalidArgument(format!(
+                "percentile {p} is outside 0..=100"
+            )));
+        }
+        let crowd = self.bitmap()?;
+        let (count, sum) = f.count_sum(Some(&crowd))?;
+        let mut out = Aggregate {
+            count,
+            sum,
+            avg: (count > 0).then(|| sum as f64 / count as f64),
+            min: f.extreme(Some(&crowd), false)?,
+            max: f.extreme(Some(&crowd), true)?,
+            percentiles: Vec::with_capacity(percentiles.len()),
+        };
+        for &p in percentiles {
+            if count == 0 {
+                break;
+            }
+            let rank = ((p / 100.0 * count as f64).ceil() as u64).clamp(1, count) - 1;
+            if let Some(v) = kth(&f, &crowd, rank)? {
+                out.percentiles.push((p, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The numeric distribution of `path` over the crowd.
+    pub fn distribution(&self, path: &str, buckets: &Buckets) -> Result<Vec<BucketRow>> {
+        let f = self.numeric(path)?;
+        let crowd = self.bitmap()?;
+        let bounds: Vec<i64> = match buckets {
+            Buckets::Bounds(b) => {
+                if b.is_empty() || b.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err(Error::InvalidArgument(
+                        "bucket bounds must be non-empty and strictly ascending".into(),
+                    ));
+                }
+                b.clone()
+            }
+            Buckets::EqualWidth(n) | Buckets::Quantiles(n) if *n == 0 || *n > 10_000 => {
+                return Err(Error::InvalidArgument(format!(
+                    "bucket count {n} must be 1 to 10000"
+                )));
+            }
+            Buckets::EqualWidth(n) => {
+                let (Some(lo), Some(hi)) = (
+                    f.extreme(Some(&crowd), false)?,
+                    f.extreme(Some(&crowd), true)?,
+                ) else {
+                    return Ok(Vec::new());
+                };
+                let width = (((hi as i128 - lo as i128) / *n as i128) + 1).max(1);
+                let mut b: Vec<i64> = (0..=*n as i128)
+                    .map(|i| (lo as i128 + i * width).min(i64::MAX as i128) as i64)
+                    .collect();
+                b.dedup();
+                b
+            }
+            Buckets::Quantiles(n) => {
+                let (count, _) = f.count_sum(Some(&crowd))?;
+                if count == 0 {
+                    return Ok(Vec::new());
+                }
+                let mut b = Vec::with_capacity(*n as usize + 1);
+                for i in 0..*n as u64 {
+                    if let Some(v) = kth(&f, &crowd, i * count / *n as u64)? {
+                        b.push(v);
+                    }
+                }
+                if let Some(max) = f.extreme(Some(&crowd), true)? {
+                    b.push(max.saturating_add(1));
+                }
+                b.dedup();
+                b
+            }
+        };
+        // below[i] = members with a value < bounds[i]
+        let mut below = Vec::with_capacity(bounds.len());
+        for &b in &bounds {
+            below.push(
+                f.compare(crate::expr::CmpOp::Lt, b)?
+                    .and_cardinality(&crowd),
+            );
+        }
+        let (total, _) = f.count_sum(Some(&crowd))?;
+        let mut rows = Vec::with_capacity(bounds.len() + 1);
+        if below[0] > 0 {
+            rows.push(BucketRow {
+                lower: None,
+                upper: Some(bounds[0]),
+                count: below[0],
+            });
+        }
+        for i in 0..bounds.len() - 1 {
+            rows.push(BucketRow {
+                lower: Some(bounds[i]),
+                upper: Some(bounds[i + 1]),
+                count: below[i + 1] - below[i],
+            });
+        }
+        let last = total - below[bounds.len() - 1];
+        if last > 0 {
+            rows.push(BucketRow {
+                lower: bounds.last().copied(),
+                upper: None,
+                count: last,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// A deterministic sample of `n` members (all of them when the crowd is smaller): the same
+    /// seed on the same snapshot gives the same users. Only one shard's crowd is in memory at a time.
+    pub fn sample(&self, n: usize, seed: u64) -> Result<Vec<crate::ids::Key>> {
+        let counts: Vec<u64> = (0..self.snap.shards())
+            .into_par_iter()
+            .map(|s| {
+                crate::query::eval::count(
+                    &self.root,
+                    &crate::query::eval::Shard {
+                        snap: self.snap,
+                        shard: s,
+                    },
+                )
+            })
+            .collect::<Result<_>>()?;
+        let total: u64 = counts.iter().sum();
+        let ranks = pick_ranks(total, n as u64, seed);
+        let mut ids = Vec::with_capacity(ranks.len());
+        let mut first = 0u64;
+        let mut ri = 0;
+        for (s, &c) in counts.iter().enumerate() {
+            if ri < ranks.len() && ranks[ri] < first + c {
+                let b = self.shard_bitmap(s as u32)?;
+                while ri < ranks.len() && ranks[ri] < first + c {
+                    if let Some(id) = b.select((ranks[ri] - first) as u32) {
+                        ids.push(id);
+                    }
+                    ri += 1;
+                }
+            }
+            first += c;
+        }
+        let mut keys = Vec::with_capacity(ids.len());
+        self.snap
+            .for_each_key(ids, |_, k| keys.push(k.to_owned()))?;
+        Ok(keys)
+    }
+}
+
+/// The `rank`-th smallest value over `crowd`, across shards.
+fn kth(f: &FieldRef<'_>, crowd: &Bitmap, rank: u64) -> Result<Option<i64>> {
+    // Merge per-shard BSIs by binary search on the value: count users <= mid.
+    let (Some(lo), Some(hi)) = (
+        f.extreme(Some(crowd), false)?,
+        f.extreme(Some(crowd), true)?,
+    ) else {
+        return Ok(None);
+    };
+    if f.shards() <= 1 {
+        return Ok(match f.bsi_in(0)? {
+            Some(b) => b.kth_smallest(Some(crowd), rank),
+            None => None,
+        });
+    }
+    let (mut lo, mut hi) = (lo as i128, hi as i128);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_euclid(2);
+        let n = f
+            .compare(crate::expr::CmpOp::Le, mid as i64)?
+            .and_cardinality(crowd);
+        if n > rank { hi = mid } else { lo = mid + 1 }
+    }
+    Ok(Some(lo as i64))
+}
+
+/// `n` distinct ranks in `0..total`, sorted, chosen by Floyd's algorithm with a seeded RNG.
+fn pick_ranks(total: u64, n: u64, seed: u64) -> Vec<u64> {
+    if n >= total {
+        return (0..total).collect();
+    }
+    let mut rng = SplitMix64(seed ^ 0x9e37_79b9_7f4a_7c15);
+    let mut chosen = std::collections::BTreeSet::new();
+    for j in (total - n)..total {
+        let t = rng.below(j + 1);
+        if !chosen.insert(t) {
+            chosen.insert(j);
+        }
+    }
+    chosen.into_iter().collect()
+}
+
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (Lemire's multiply-shift; bias below 2^-64 · n).
+    fn below(&mut self, n: u64) -> u64 {
+        ((self.next() as u128 * n as u128) >> 64) as u64
+    }
+}
+
+/// The N×N matrix of intersection counts of `crowds` (row-major), shard-parallel.
+pub fn overlap(snap: &TableSnapshot, crowds: &[Crowd<'_>]) -> Result<Vec<Vec<u64>>> {
+    let n = crowds.len();
+    let per_shard: Vec<Vec<u64>> = (0..snap.shards())
+        .into_par_iter()
+        .map(|s| {
+            let bms: Vec<Bitmap> = crowds
+                .iter()
+                .map(|c| c.shard_bitmap(s))
+                .collect::<Result<_>>()?;
+            let mut m = vec![0u64; n * n];
+            for i in 0..n {
+                m[i * n + i] = bms[i].cardinality();
+                for j in i + 1..n {
+                    let c = bms[i].and_cardinality(&bms[j]);
+                    m[i * n + j] = c;
+                    m[j * n + i] = c;
+                }
+            }
+            Ok(m)
+        })
+        .collect::<Result<_>>()?;
+    let mut total = vec![0u64; n * n];
+    for m in per_shard {
+        for (t, v) in total.iter_mut().zip(m) {
+            *t += v;
+        }
+    }
+    Ok(total
+        .chunks(n.max(1))
+        .map(|r| r.to_vec())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .take(n)
+        .collect())
+}

@@ -1,0 +1,268 @@
+//! Evaluation of a planned expression on one shard: as a bitmap, as a count, or for one user.
+//!
+//! Leaves borrow zero-copy views from the segments ([`Bm::Borrowed`]); only operators allocate.
+//! `AND` intersects its operands sparsest first, in place, and stops as soon as the running
+//! result is empty; its last step and `ANDNOT` steps use count-only kernels
+//! (`and_cardinality`, `andnot_cardinality`) when only a count is wanted.
+
+use std::borrow::Cow;
+
+use croaring::Bitmap;
+
+use super::plan::Node;
+use crate::bitmap::bsi::BsiRef;
+use crate::error::Result;
+use crate::table::{FieldRef, TableSnapshot};
+
+/// A shard-local result: borrowed from a segment or computed.
+pub(crate) type Bm<'a> = Cow<'a, Bitmap>;
+
+/// What evaluation needs about the shard it runs on.
+pub(crate) struct Shard<'s> {
+    pub(crate) snap: &'s TableSnapshot,
+    pub(crate) shard: u32,
+}
+
+impl<'s> Shard<'s> {
+    fn all(&self) -> Bitmap {
+        self.snap.all_in(self.shard)
+    }
+    fn len(&self) -> u64 {
+        let r = self.snap.shard_range(self.shard);
+        (r.end - r.start) as u64
+    }
+}
+
+fn users(s: &Shard<'_>) -> u64 {
+    s.snap.users() as u64
+}
+
+fn bsi<'s>(f: &FieldRef<'s>, s: &Shard<'_>) -> Result<Option<BsiRef<'s>>> {
+    f.bsi_in(s.shard)
+}
+
+/// The users of `node` in the shard.
+pub(crate) fn eval<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<Bm<'s>> {
+    Ok(match node {
+        Node::All => Cow::Owned(s.all()),
+        Node::Empty => Cow::Owned(Bitmap::new()),
+        Node::Flag(f) => match f.flag_in(s.shard)? {
+            Some(b) => Cow::Borrowed(b),
+            None => Cow::Owned(Bitmap::new()),
+        },
+        Node::AnyValue(f, codes) => {
+            let mut parts = Vec::with_capacity(codes.len());
+            for &c in codes {
+                if let Some(b) = f.value_in(s.shard, c)? {
+                    parts.push(b);
+                }
+            }
+            match parts.len() {
+                0 => Cow::Owned(Bitmap::new()),
+                1 => Cow::Borrowed(parts[0]),
+                _ => Cow::Owned(Bitmap::fast_or(&parts)),
+            }
+        }
+        Node::AllValues(f, codes) => {
+            let mut parts = Vec::with_capacity(codes.len());
+            for &c in codes {
+                match f.value_in(s.shard, c)? {
+                    Some(b) => parts.push(b),
+                    None => return Ok(Cow::Owned(Bitmap::new())),
+                }
+            }
+            parts.sort_by_key(|b| b.cardinality());
+            let mut acc = parts[0].clone();
+            for b in &parts[1..] {
+                acc.and_inplace(b);
+            }
+            Cow::Owned(acc)
+        }
+        Node::Exists(f) => Cow::Owned(f.exists_in(s.shard)?),
+        Node::Compare(f, op, c) => {
+            Cow::Owned(bsi(f, s)?.map(|b| b.compare(*op, *c)).unwrap_or_default())
+        }
+        Node::Between(f, lo, hi) => {
+            Cow::Owned(bsi(f, s)?.map(|b| b.between(*lo, *hi)).unwrap_or_default())
+        }
+        Node::Ids(ids) => {
+            let r = s.snap.shard_range(s.shard);
+            let mut b = (**ids).clone();
+            b.and_inplace(&Bitmap::from_range(r));
+            Cow::Owned(b)
+        }
+        Node::And { pos, neg } => {
+            let mut acc = intersect(pos, s, None)?;
+            for n in neg {
+                if acc.is_empty() {
+                    break;
+                }
+                acc.andnot_inplace(eval(n, s)?.as_ref());
+            }
+            Cow::Owned(acc)
+        }
+        Node::Or(xs) => {
+            let parts: Vec<Bm<'s>> = xs.iter().map(|x| eval(x, s)).collect::<Result<_>>()?;
+            let refs: Vec<&Bitmap> = parts.iter().map(|b| b.as_ref()).collect();
+            Cow::Owned(Bitmap::fast_or(&refs))
+        }
+        Node::Xor(xs) => {
+            let mut acc = eval(&xs[0], s)?.into_owned();
+            for x in &xs[1..] {
+                acc.xor_inplace(eval(x, s)?.as_ref());
+            }
+            Cow::Owned(acc)
+        }
+        Node::Not(x) => {
+            let mut all = s.all();
+            all.andnot_inplace(eval(x, s)?.as_ref());
+            Cow::Owned(all)
+        }
+    })
+}
+
+/// Operands of an `AND`, sparsest first.
+fn ordered<'a, 's>(pos: &'a [Node<'s>], s: &Shard<'s>) -> Vec<&'a Node<'s>> {
+    let mut v: Vec<&Node<'s>> = pos.iter().collect();
+    v.sort_by_key(|n| n.estimate(users(s)));
+    v
+}
+
+/// Intersection of `pos`, sparsest first, stopping early on empty. With `skip_last`, leaves the
+/// last (densest) operand out and returns it for a count-only final step.
+fn intersect<'a, 's>(
+    pos: &'a [Node<'s>],
+    s: &Shard<'s>,
+    skip_last: Option<&mut Option<&'a Node<'s>>>,
+) -> Result<Bitmap> {
+    let mut order = ordered(pos, s);
+    if let Some(slot) = skip_last {
+        *slot = order.pop();
+    }
+    let Some((first, rest)) = order.split_first() else {
+        return Ok(s.all());
+    };
+    let mut acc = eval(first, s)?.into_owned();
+    for n in rest {
+        if acc.is_empty() {
+            break;
+        }
+        acc.and_inplace(eval(n, s)?.as_ref());
+    }
+    Ok(acc)
+}
+
+/// The number of users of `node` in the shard, materializing as little as possible.
+pub(crate) fn count<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<u64> {
+    Ok(match node {
+        Node::All => s.len(),
+        Node::Empty => 0,
+        Node::And { pos, neg } => {
+            if neg.is_empty() {
+                if pos.len() == 1 {
+                    return count(&pos[0], s);
+                }
+                let mut last = None;
+                let acc = intersect(pos, s, Some(&mut last))?;
+                let last = last.expect("AND has operands");
+                if acc.is_empty() {
+                    return Ok(0);
+                }
+                acc.and_cardinality(eval(last, s)?.as_ref())
+            } else {
+                let acc = intersect(pos, s, None)?;
+                let (last, rest) = neg.split_last().expect("non-empty");
+                let mut acc = acc;
+                for n in rest {
+                    if acc.is_empty() {
+                        return Ok(0);
+                    }
+                    acc.andnot_inplace(eval(n, s)?.as_ref());
+                }
+                if acc.is_empty() {
+                    return Ok(0);
+                }
+                acc.andnot_cardinality(eval(last, s)?.as_ref())
+            }
+        }
+        Node::Or(xs) if xs.len() == 2 => eval(&xs[0], s)?.or_cardinality(eval(&xs[1], s)?.as_ref()),
+        Node::Xor(xs) if xs.len() == 2 => {
+            eval(&xs[0], s)?.xor_cardinality(eval(&xs[1], s)?.as_ref())
+        }
+        Node::Not(x) => s.len() - count(x, s)?,
+        other => eval(other, s)?.cardinality(),
+    })
+}
+
+/// Whether user `id` belongs to `node`, reading only that user's data.
+pub(crate) fn contains(node: &Node<'_>, snap: &TableSnapshot, id: u32) -> Result<bool> {
+    let shard = id >> crate::SHARD_BITS;
+    Ok(match node {
+        Node::All => id < snap.users(),
+        Node::Empty => false,
+        Node::Flag(f) => f.flag_in(shard)?.is_some_and(|b| b.contains(id)),
+        Node::AnyValue(f, codes) => {
+            for &c in codes {
+                if f.value_in(shard, c)?.is_some_and(|b| b.contains(id)) {
+                    return Ok(true);
+                }
+            }
+            false
+        }
+        Node::AllValues(f, codes) => {
+            for &c in codes {
+                if !f.value_in(shard, c)?.is_some_and(|b| b.contains(id)) {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        Node::Exists(f) => f.value_of(id)?.is_some(),
+        Node::Compare(f, op, c) => numeric_value(f, id)?.is_some_and(|v| op_holds(*op, v, *c)),
+        Node::Between(f, lo, hi) => numeric_value(f, id)?.is_some_and(|v| *lo <= v && v <= *hi),
+        Node::Ids(ids) => ids.contains(id),
+        Node::And { pos, neg } => {
+            for p in pos {
+                if !contains(p, snap, id)? {
+                    return Ok(false);
+                }
+            }
+            for n in neg {
+                if contains(n, snap, id)? {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        Node::Or(xs) => {
+            for x in xs {
+                if contains(x, snap, id)? {
+                    return Ok(true);
+                }
+            }
+            false
+        }
+        Node::Xor(xs) => {
+            let mut odd = false;
+            for x in xs {
+                odd ^= contains(x, snap, id)?;
+            }
+            odd
+        }
+        Node::Not(x) => id < snap.users() && !contains(x, snap, id)?,
+    })
+}
+
+fn numeric_value(f: &FieldRef<'_>, id: u32) -> Result<Option<i64>> {
+    use crate::table::Value;
+    Ok(match f.value_of(id)? {
+        Some(Value::Int(v)) | Some(Value::Timestamp(v)) | Some(Value::Decimal { units: v, .. }) => {
+            Some(v)
+        }
+        _ => None,
+    })
+}
+
+fn op_holds(op: crate::expr::CmpOp, a: i64, b: i64) -> bool {
+    op.holds(a, b)
+}

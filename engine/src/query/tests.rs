@@ -1,0 +1,640 @@
+//! Every crowd operation against a naive evaluator over per-user values.
+//!
+//! The table spans three shards, but only a few hundred users (many on shard boundaries) carry
+//! data; every other user has no value at all and so answers every predicate the same way. The
+//! model therefore keeps results as (set of data-carrying users, whether the others are in),
+//! which makes `NOT` of everything as cheap to check as anything else.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
+
+use crate::analysis::{Buckets, TopOrder};
+use crate::expr::{CmpOp, Expr, HasMode, Literal, Path};
+use crate::{Database, FieldKind, FieldSpec, KeyKind, KeyRef, SHARD_BITS, Value};
+
+const SHARD: u32 = 1 << SHARD_BITS;
+const USERS: u32 = 2 * SHARD + 500;
+const CITIES: [&str; 4] = ["bj", "sh", "gz", "sz"];
+const INTERESTS: [&str; 3] = ["sports", "music", "games"];
+
+#[derive(Debug, Default)]
+struct Model {
+    flags: [BTreeSet<u32>; 3],
+    city: BTreeMap<u32, &'static str>,
+    interest: BTreeMap<u32, BTreeSet<&'static str>>,
+    age: BTreeMap<u32, i64>,
+    /// Users carrying any data.
+    universe: BTreeSet<u32>,
+}
+
+/// A model result: the data-carrying members, and whether every other user is a member.
+#[derive(Debug, Clone, PartialEq)]
+struct Res {
+    set: BTreeSet<u32>,
+    rest: bool,
+}
+
+impl Model {
+    fn generate(rng: &mut Rng) -> Self {
+        let mut m = Model::default();
+        let pick = |rng: &mut Rng| -> u32 {
+            match rng.gen_range(0u32..4) {
+                0 => rng.gen_range(0u32..40),
+                1 => rng.gen_range(SHARD - 30..SHARD + 30),
+                2 => rng.gen_range(2 * SHARD - 30..2 * SHARD + 30),
+                _ => rng.gen_range(USERS - 40..USERS),
+            }
+        };
+        for _ in 0..260 {
+            let id = pick(rng);
+            m.universe.insert(id);
+            for f in 0..3 {
+                if rng.gen_bool([0.5, 0.2, 0.05][f]) {
+                    m.flags[f].insert(id);
+                }
+            }
+            if rng.gen_bool(0.7) {
+                m.city.insert(
+                    id,
+                    CITIES[rng.gen_range(0u32..CITIES.len() as u32) as usize],
+                );
+            }
+            if rng.gen_bool(0.5) {
+                let n = rng.gen_range(1u32..4);
+                let s = (0..n)
+                    .map(|_| INTERESTS[rng.gen_range(0u32..3) as usize])
+                    .collect();
+                m.interest.insert(id, s);
+            }
+            if rng.gen_bool(0.6) {
+                m.age.insert(id, rng.gen_range(10u32..70) as i64);
+            }
+        }
+        m
+    }
+
+    fn eval(&self, e: &Expr) -> Res {
+        let pred = |f: &dyn Fn(u32) -> bool| Res {
+            set: self.universe.iter().copied().filter(|&u| f(u)).collect(),
+            rest: false,
+        };
+        match e {
+            Expr::All => Res {
+                set: self.universe.clone(),
+                rest: true,
+            },
+            Expr::Field(p) => {
+                let i = flag_index(p.as_str());
+                pred(&|u| self.flags[i].contains(&u))
+            }
+            Expr::Compare { path, op, value } => match (path.as_str(), value) {
+                ("city", Literal::Str(v)) => {
+                    let eq = *op == CmpOp::Eq;
+                    pred(&|u| self.city.get(&u).is_some_and(|c| (*c == v.as_str()) == eq))
+                }
+                ("age", Literal::Int(c)) => {
+                    pred(&|u| self.age.get(&u).is_some_and(|a| op.holds(*a, *c)))
+                }
+                (p, Literal::Bool(b)) => {
+                    let i = flag_index(p);
+                    let want = (*op == CmpOp::Eq) == *b;
+                    let r = pred(&|u| self.flags[i].contains(&u) == want);
+                    Res { rest: !want, ..r }
+                }
+                other => unreachable!("generator never builds {other:?}"),
+            },
+            Expr::In {
+                path,
+                values,
+                negated,
+            } => {
+                assert_eq!(path.as_str(), "city");
+                let vs: Vec<&str> = values.iter().map(lit_str).collect();
+                pred(&|u| {
+                    self.city
+                        .get(&u)
+                        .is_some_and(|c| vs.contains(c) != *negated)
+                })
+            }
+            Expr::Between {
+                low: Literal::Int(lo),
+                high: Literal::Int(hi),
+                ..
+            } => pred(&|u| self.age.get(&u).is_some_and(|a| lo <= a && a <= hi)),
+            Expr::Has { mode, values, .. } => {
+                let vs: Vec<&str> = values.iter().map(lit_str).collect();
+                pred(&|u| {
+                    self.interest.get(&u).is_some_and(|s| match mode {
+                        HasMode::All => vs.iter().all(|v| s.contains(v)),
+                        _ => vs.iter().any(|v| s.contains(v)),
+                    })
+                })
+            }
+            Expr::Keys(keys) => {
+                let ids: BTreeSet<u32> = keys
+                    .iter()
+                    .filter_map(|k| match k {
+                        Literal::Int(i) => u32::try_from((*i - 3) / 7)
+                            .ok()
+                            .filter(|id| key(*id) == *i as u64 && *id < USERS),
+                        _ => None,
+                    })
+                    .collect();
+                assert!(
+                    ids.iter().all(|i| self.universe.contains(i)),
+                    "generator only names data users"
+                );
+                Res {
+                    set: ids,
+                    rest: false,
+                }
+            }
+            Expr::Not(x) => {
+                let r = self.eval(x);
+                Res {
+                    set: self.universe.difference(&r.set).copied().collect(),
+                    rest: !r.rest,
+                }
+            }
+            Expr::And(xs) => xs
+                .iter()
+                .map(|x| self.eval(x))
+                .reduce(|a, b| Res {
+                    set: a.set.intersection(&b.set).copied().collect(),
+                    rest: a.rest && b.rest,
+                })
+                .expect("operands"),
+            Expr::Or(xs) => xs
+                .iter()
+                .map(|x| self.eval(x))
+                .reduce(|a, b| Res {
+                    set: a.set.union(&b.set).copied().collect(),
+                    rest: a.rest || b.rest,
+                })
+                .expect("operands"),
+            Expr::Xor(xs) => xs
+                .iter()
+                .map(|x| self.eval(x))
+                .reduce(|a, b| Res {
+                    set: a.set.symmetric_difference(&b.set).copied().collect(),
+                    rest: a.rest != b.rest,
+                })
+                .expect("operands"),
+            other => unreachable!("generator never builds {other:?}"),
+        }
+    }
+
+    fn count(&self, r: &Res) -> u64 {
+        r.set.len() as u64
+            + if r.rest {
+                (USERS as usize - self.universe.len()) as u64
+            } else {
+                0
+            }
+    }
+}
+
+/// A small seeded generator for the fixture data (splitmix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn gen_range<T: TryFrom<u64> + Into<u64> + Copy>(&mut self, r: std::ops::Range<T>) -> T
+    where
+        <T as TryFrom<u64>>::Error: std::fmt::Debug,
+    {
+        let (lo, hi) = (r.start.into(), r.end.into());
+        T::try_from(lo + self.next() % (hi - lo)).unwrap()
+    }
+    fn gen_bool(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
+    }
+}
+
+fn lit_str(l: &Literal) -> &str {
+    match l {
+        Literal::Str(s) => s,
+        _ => unreachable!(),
+    }
+}
+
+fn flag_index(p: &str) -> usize {
+    ["tag/a", "tag/b", "tag/c"]
+        .iter()
+        .position(|x| *x == p)
+        .expect("known flag")
+}
+
+fn key(id: u32) -> u64 {
+    id as u64 * 7 + 3
+}
+
+fn path(p: &str) -> Path {
+    Path::new(p).unwrap()
+}
+
+fn s(v: &str) -> Literal {
+    Literal::Str(v.to_owned())
+}
+
+fn leaf(ids: Vec<u32>) -> impl Strategy<Value = Expr> {
+    let city = prop_oneof![
+        Just("bj"),
+        Just("sh"),
+        Just("gz"),
+        Just("sz"),
+        Just("nowhere")
+    ];
+    let interest = prop_oneof![
+        Just("sports"),
+        Just("music"),
+        Just("games"),
+        Just("knitting")
+    ];
+    let op = prop_oneof![
+        Just(CmpOp::Eq),
+        Just(CmpOp::Ne),
+        Just(CmpOp::Lt),
+        Just(CmpOp::Le),
+        Just(CmpOp::Gt),
+        Just(CmpOp::Ge)
+    ];
+    prop_oneof![
+        Just(Expr::All),
+        prop_oneof![Just("tag/a"), Just("tag/b"), Just("tag/c")].prop_map(|p| Expr::Field(path(p))),
+        (
+            prop_oneof![Just("tag/a"), Just("tag/c")],
+            any::<bool>(),
+            any::<bool>()
+        )
+            .prop_map(|(p, eq, b)| Expr::Compare {
+                path: path(p),
+                op: if eq { CmpOp::Eq } else { CmpOp::Ne },
+                value: Literal::Bool(b),
+            }),
+        (city.clone(), any::<bool>()).prop_map(|(c, eq)| Expr::Compare {
+            path: path("city"),
+            op: if eq { CmpOp::Eq } else { CmpOp::Ne },
+            value: s(c),
+        }),
+        (proptest::collection::vec(city, 1..4), any::<bool>()).prop_map(|(cs, negated)| Expr::In {
+            path: path("city"),
+            values: cs.into_iter().map(s).collect(),
+            negated,
+        }),
+        (op, 0i64..80).prop_map(|(op, c)| Expr::Compare {
+            path: path("age"),
+            op,
+            value: Literal::Int(c)
+        }),
+        (0i64..80, 0i64..80).prop_map(|(a, b)| Expr::Between {
+            path: path("age"),
+            low: Literal::Int(a.min(b)),
+            high: Literal::Int(a.max(b)),
+        }),
+        (interest.clone()).prop_map(|v| Expr::Has {
+            path: path("interest"),
+            mode: HasMode::One,
+            values: vec![s(v)]
+        }),
+        (proptest::collection::vec(interest, 1..3), any::<bool>()).prop_map(|(vs, all)| {
+            Expr::Has {
+                path: path("interest"),
+                mode: if all { HasMode::All } else { HasMode::Any },
+                values: vs.into_iter().map(s).collect(),
+            }
+        }),
+        proptest::sample::subsequence(ids, 1..4).prop_map(|ids| Expr::Keys(
+            ids.into_iter()
+                .map(|i| Literal::Int(key(i) as i64))
+                .collect()
+        )),
+    ]
+}
+
+fn expr(ids: Vec<u32>) -> impl Strategy<Value = Expr> {
+    leaf(ids).prop_recursive(3, 16, 3, |inner| {
+        prop_oneof![
+            inner.clone().prop_map(|e| Expr::Not(Box::new(e))),
+            proptest::collection::vec(inner.clone(), 2..4).prop_map(Expr::And),
+            proptest::collection::vec(inner.clone(), 2..4).prop_map(Expr::Or),
+            proptest::collection::vec(inner, 2..3).prop_map(Expr::Xor),
+        ]
+    })
+}
+
+fn build() -> (tempfile::TempDir, Database, Model) {
+    let mut rng = Rng(0x0dd_ba11);
+    let m = Model::generate(&mut rng);
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let t = db.create_table("users", KeyKind::U64).unwrap();
+    let mut load = t.load("v1").unwrap();
+    for id in 0..USERS {
+        load.user(KeyRef::U64(key(id))).unwrap();
+    }
+    let flags: Vec<_> = ["tag/a", "tag/b", "tag/c"]
+        .iter()
+        .map(|p| load.field(FieldSpec::new(*p, FieldKind::Flag)).unwrap())
+        .collect();
+    let city = load.field(FieldSpec::new("city", FieldKind::Enum)).unwrap();
+    let interest = load
+        .field(FieldSpec::new("interest", FieldKind::Set))
+        .unwrap();
+    let age = load.field(FieldSpec::new("age", FieldKind::Int)).unwrap();
+    for (i, f) in flags.iter().enumerate() {
+        for &id in &m.flags[i] {
+            load.flag_id(*f, id).unwrap();
+        }
+    }
+    for (&id, c) in &m.city {
+        load.value_id(city, id, Value::Str(c.to_string())).unwrap();
+    }
+    for (&id, vs) in &m.interest {
+        load.value_id(
+            interest,
+            id,
+            Value::Strs(vs.iter().map(|v| v.to_string()).collect()),
+        )
+        .unwrap();
+    }
+    for (&id, &a) in &m.age {
+        load.value_id(age, id, Value::Int(a)).unwrap();
+    }
+    load.commit().unwrap();
+    (dir, db, m)
+}
+
+#[test]
+fn crowd_operations_match_the_naive_evaluator() {
+    let (_dir, db, m) = build();
+    let snap = db.table("users").unwrap().snapshot();
+    let ids: Vec<u32> = m.universe.iter().copied().collect();
+    let mut runner = TestRunner::new(crate::testutil::proptest_config(160));
+    runner
+        .run(
+            &(expr(ids.clone()), expr(ids.clone()), any::<u64>()),
+            |(e, e2, seed)| {
+                let want = m.eval(&e);
+                // The text form goes through the same planner.
+                let crowd = snap.crowd_text(&e.to_string()).unwrap();
+                prop_assert_eq!(crowd.count().unwrap(), m.count(&want), "count of {}", e);
+                let bitmap = crowd.bitmap().unwrap();
+                prop_assert_eq!(bitmap.cardinality(), m.count(&want));
+                for &u in &ids {
+                    prop_assert_eq!(
+                        bitmap.contains(u),
+                        want.set.contains(&u),
+                        "bitmap, user {} in {}",
+                        u,
+                        e
+                    );
+                    prop_assert_eq!(
+                        crowd.contains(KeyRef::U64(key(u))).unwrap(),
+                        want.set.contains(&u),
+                        "contains {} in {}",
+                        u,
+                        e
+                    );
+                }
+                for outsider in [41u32, SHARD + 100, USERS - 100] {
+                    if !m.universe.contains(&outsider) {
+                        prop_assert_eq!(crowd.contains_id(outsider).unwrap(), want.rest);
+                    }
+                }
+                prop_assert!(
+                    !crowd.contains(KeyRef::U64(1)).unwrap(),
+                    "unknown users are never members"
+                );
+                // Paging from a cursor in the middle of shard 1 sees exactly the members after it.
+                let page = crowd.members(Some(SHARD as u64 - 5), 7).unwrap();
+                let expect: Vec<u32> = bitmap.iter().filter(|&i| i > SHARD - 5).take(7).collect();
+                let got: Vec<u64> = page
+                    .keys
+                    .iter()
+                    .map(|k| match k {
+                        crate::Key::U64(v) => *v,
+                        _ => 0,
+                    })
+                    .collect();
+                prop_assert_eq!(got, expect.iter().map(|&i| key(i)).collect::<Vec<_>>());
+                // Samples are members, distinct, deterministic.
+                let sample = crowd.sample(5, seed).unwrap();
+                prop_assert_eq!(sample.len() as u64, m.count(&want).min(5));
+                prop_assert_eq!(&sample, &crowd.sample(5, seed).unwrap());
+                for k in &sample {
+                    prop_assert!(crowd.contains(k.as_ref()).unwrap());
+                }
+                // Overlap against a second crowd.
+                let other = snap.crowd(&e2).unwrap();
+                let want2 = m.eval(&e2);
+                let both = Res {
+                    set: want.set.intersection(&want2.set).copied().collect(),
+                    rest: want.rest && want2.rest,
+                };
+                let matrix = crate::analysis::overlap(&snap, &[crowd.clone(), other]).unwrap();
+                prop_assert_eq!(matrix[0][1], m.count(&both));
+                prop_assert_eq!(matrix[1][1], m.count(&want2));
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn analyses_match_the_naive_evaluator() {
+    let (_dir, db, m) = build();
+    let snap = db.table("users").unwrap().snapshot();
+    let ids: Vec<u32> = m.universe.iter().copied().collect();
+    let mut runner = TestRunner::new(crate::testutil::proptest_config(60));
+    runner
+        .run(&expr(ids), |e| {
+            let want = m.eval(&e);
+            let members: BTreeSet<u32> = want.set.clone();
+            let crowd = snap.crowd(&e).unwrap();
+            let total = m.count(&want) as f64;
+
+            // group by city: counts and TGI against all users.
+            let rows = crowd.group_count(&["city"], None, 100).unwrap();
+            for c in CITIES {
+                let n = members.iter().filter(|u| m.city.get(u) == Some(&c)).count() as u64;
+                let base = m.city.values().filter(|v| **v == c).count() as u64;
+                let row = rows.iter().find(|r| r.values == [c]);
+                prop_assert_eq!(row.map(|r| r.count).unwrap_or(0), n, "city {}", c);
+                if let Some(r) = row {
+                    prop_assert_eq!(r.base_count, base);
+                    let tgi = (n as f64 / total) / (base as f64 / USERS as f64) * 100.0;
+                    prop_assert!((r.tgi.unwrap() - tgi).abs() < 1e-6);
+                }
+            }
+            prop_assert!(
+                rows.windows(2).all(|w| w[0].count >= w[1].count),
+                "sorted by count"
+            );
+            // group by city x interest
+            let rows = crowd
+                .group_count(&["city", "interest"], None, 1000)
+                .unwrap();
+            for r in &rows {
+                let n = members
+                    .iter()
+                    .filter(|u| {
+                        m.city.get(u) == Some(&r.values[0].as_str())
+                            && m.interest
+                                .get(u)
+                                .is_some_and(|s| s.contains(r.values[1].as_str()))
+                    })
+                    .count() as u64;
+                prop_assert_eq!(r.count, n);
+            }
+            // top tags under `tag`
+            let top = crowd.top_values("tag", 10, TopOrder::Count).unwrap();
+            for (i, p) in ["tag/a", "tag/b", "tag/c"].iter().enumerate() {
+                let n = members.iter().filter(|u| m.flags[i].contains(u)).count() as u64;
+                prop_assert_eq!(
+                    top.iter()
+                        .find(|r| r.path == *p)
+                        .map(|r| r.count)
+                        .unwrap_or(0),
+                    n
+                );
+            }
+            // aggregates of age
+            let ages: Vec<i64> = members
+                .iter()
+                .filter_map(|u| m.age.get(u).copied())
+                .collect();
+            let agg = crowd.aggregate("age", &[0.0, 50.0, 100.0]).unwrap();
+            prop_assert_eq!(agg.count as usize, ages.len());
+            prop_assert_eq!(agg.sum, ages.iter().map(|&a| a as i128).sum::<i128>());
+            prop_assert_eq!(agg.min, ages.iter().copied().min());
+            prop_assert_eq!(agg.max, ages.iter().copied().max());
+            let mut sorted = ages.clone();
+            sorted.sort_unstable();
+            if !sorted.is_empty() {
+                let median_rank =
+                    ((0.5 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+                prop_assert_eq!(
+                    agg.percentiles.iter().map(|p| p.1).collect::<Vec<_>>(),
+                    vec![sorted[0], sorted[median_rank], *sorted.last().unwrap()]
+                );
+            }
+            // distribution with explicit bounds
+            let dist = crowd
+                .distribution("age", &Buckets::Bounds(vec![18, 30, 50]))
+                .unwrap();
+            let count_in = |lo: Option<i64>, hi: Option<i64>| {
+                ages.iter()
+                    .filter(|&&a| lo.is_none_or(|l| a >= l) && hi.is_none_or(|h| a < h))
+                    .count() as u64
+            };
+            for b in &dist {
+                prop_assert_eq!(b.count, count_in(b.lower, b.upper));
+            }
+            prop_assert_eq!(dist.iter().map(|b| b.count).sum::<u64>(), ages.len() as u64);
+            for spec in [Buckets::EqualWidth(4), Buckets::Quantiles(3)] {
+                let d = crowd.distribution("age", &spec).unwrap();
+                prop_assert_eq!(d.iter().map(|b| b.count).sum::<u64>(), ages.len() as u64);
+                for b in &d {
+                    prop_assert_eq!(b.count, count_in(b.lower, b.upper));
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn portraits_and_explain_and_errors() {
+    let (_dir, db, m) = build();
+    let snap = db.table("users").unwrap().snapshot();
+    for &u in m.universe.iter().take(50) {
+        let p = snap.portrait(KeyRef::U64(key(u))).unwrap();
+        let mut want: Vec<(String, Value)> = Vec::new();
+        for (i, name) in ["tag/a", "tag/b", "tag/c"].iter().enumerate() {
+            if m.flags[i].contains(&u) {
+                want.push((name.to_string(), Value::Flag));
+            }
+        }
+        if let Some(c) = m.city.get(&u) {
+            want.push(("city".into(), Value::Str(c.to_string())));
+        }
+        if let Some(s) = m.interest.get(&u) {
+            want.push((
+                "interest".into(),
+                Value::Strs(s.iter().map(|v| v.to_string()).collect()),
+            ));
+        }
+        if let Some(a) = m.age.get(&u) {
+            want.push(("age".into(), Value::Int(*a)));
+        }
+        let mut got = p.clone();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, want, "portrait of {u}");
+    }
+    assert!(matches!(
+        snap.portrait(KeyRef::U64(2)),
+        Err(crate::Error::KeyNotFound(_))
+    ));
+
+    let crowd = snap
+        .crowd_text("tag/a AND NOT tag/b AND age >= 30")
+        .unwrap();
+    let plan = crowd.explain().unwrap();
+    assert_eq!(plan.label, "AND NOT");
+    assert_eq!(plan.actual, crowd.count().unwrap());
+    assert_eq!(plan.children.len(), 3);
+    assert!(plan.render().contains("flag tag/a"));
+
+    // Unknown fields are errors with a suggestion; absent values are just empty.
+    match snap.crowd_text("tag/aa") {
+        Err(crate::Error::FieldNotFound { suggestion, .. }) => {
+            assert_eq!(suggestion.as_deref(), Some("tag/a"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        snap.crowd_text("city = 'atlantis'")
+            .unwrap()
+            .count()
+            .unwrap(),
+        0
+    );
+    assert!(matches!(
+        snap.crowd_text("city HAS 'x' AND age > 'old'"),
+        Err(crate::Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        snap.crowd_text("age"),
+        Err(crate::Error::KindMismatch { .. })
+    ));
+    assert!(matches!(
+        snap.crowd_text("interest = 'sports'"),
+        Err(crate::Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        snap.crowd_text("tag/a AND ("),
+        Err(crate::Error::Parse(_))
+    ));
+    let all = snap.crowd_text("NOT ALL").unwrap();
+    assert_eq!(all.count().unwrap(), 0);
+    assert_eq!(
+        snap.crowd_text("ALL").unwrap().count().unwrap(),
+        USERS as u64
+    );
+    assert!(
+        snap.crowd_text("tag/a")
+            .unwrap()
+            .group_count(&["age"], None, 10)
+            .is_err()
+    );
+}
