@@ -105,22 +105,6 @@ impl TableSnapshot {
             .ok_or_else(|| Error::KeyNotFound(key.to_string()))?;
         self.portrait_of_id(id)
     }
-
-    /// Every field value of user `id`.
-    pub fn portrait_of_id(&self, id: u32) -> Result<Vec<(String, Value)>> {
-        let mut out = Vec::new();
-        for meta in self.fields() {
-            let f = match self.field(&meta.spec.path) {
-                Ok(f) => f,
-                Err(Error::VersionNotFound { .. }) => continue,
-                Err(e) => return Err(e),
-            };
-            if let Some(v) = f.value_of(id)? {
-                out.push((meta.spec.path.clone(), v));
-            }
-        }
-        Ok(out)
-    }
 }
 
 impl<'s> Crowd<'s> {

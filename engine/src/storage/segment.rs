@@ -18,7 +18,7 @@
 //!   0   4  field id (u32)
 //!   4   2  role (u16, see `Role`)
 //!   6   2  reserved, zero
-//!   8   4  key (u32): value code, bit number, or 0
+//!   8   4  key (u32): value code, bit number, or 0 (field id 0xFFFFFFFF: the forward index)
 //!   12  4  reserved, zero
 //!   16  8  aux (i64): BSI base value; first id of a column
 //!   24  8  blob offset (u64)
@@ -73,7 +73,17 @@ pub(crate) enum Role {
     BsiSlice = 7,
     /// `i64` value per user of the shard (0 where absent; see the existence bitmap); aux = first id.
     Ints = 8,
+    /// Forward index of flags, per user: `u32` offsets, one per user plus one, into
+    /// `ForwardFlags`; aux = first id. Stored under field id [`FORWARD_FIELD`].
+    ForwardOffsets = 9,
+    /// Concatenated `u16` positions into `ForwardFields` of every user's flags, in user order.
+    ForwardFlags = 10,
+    /// `u32` field ids of the flags of this segment, ascending.
+    ForwardFields = 11,
 }
+
+/// The pseudo field id under which a segment stores its forward index (sorts last).
+pub(crate) const FORWARD_FIELD: u32 = u32::MAX;
 
 impl Role {
     fn from_u16(v: u16) -> Option<Self> {
@@ -86,6 +96,9 @@ impl Role {
             6 => Role::BsiExists,
             7 => Role::BsiSlice,
             8 => Role::Ints,
+            9 => Role::ForwardOffsets,
+            10 => Role::ForwardFlags,
+            11 => Role::ForwardFields,
             _ => return None,
         })
     }
@@ -374,7 +387,13 @@ impl Segment {
                 Role::Flag | Role::Value | Role::BsiExists | Role::BsiSlice => {
                     self.bitmap(slot)?;
                 }
-                Role::Codes | Role::SetOffsets | Role::SetCodes | Role::Ints => {
+                Role::Codes
+                | Role::SetOffsets
+                | Role::SetCodes
+                | Role::Ints
+                | Role::ForwardOffsets
+                | Role::ForwardFlags
+                | Role::ForwardFields => {
                     self.bytes(slot)?;
                 }
             }

@@ -337,7 +337,8 @@ impl<'t> Load<'t> {
                     field_segments[pi].push((shard, file_id));
                 }
             }
-            if let Some(w) = w {
+            if let Some(mut w) = w {
+                write_forward_index(&mut w, &prepared, lo..hi)?;
                 total_bytes += w.finish()?;
                 written.push((shard, file_id));
             }
@@ -684,6 +685,60 @@ impl<'a> Prepared<'a> {
         }
         Ok(bytes)
     }
+}
+
+/// Writes the shard's forward index of flags: for each user, the flags of this load it has, so
+/// that a portrait reads one row instead of testing every flag's bitmap.
+fn write_forward_index(
+    w: &mut SegmentWriter,
+    prepared: &[Prepared<'_>],
+    range: std::ops::Range<u32>,
+) -> Result<()> {
+    let shard_all = Bitmap::from_range(range.clone());
+    let flags: Vec<(u32, Bitmap)> = prepared
+        .iter()
+        .filter_map(|p| p.flag.map(|b| (p.id, b.and(&shard_all))))
+        .filter(|(_, b)| !b.is_empty())
+        .collect();
+    if flags.is_empty() {
+        return Ok(());
+    }
+    if flags.len() > u16::MAX as usize + 1 {
+        return Err(Error::LimitExceeded(format!(
+            "one load holds at most 65,536 flags per shard, got {}",
+            flags.len()
+        )));
+    }
+    let rows = (range.end - range.start) as usize;
+    let mut offsets = vec![0u32; rows + 1];
+    for (_, b) in &flags {
+        for id in b.iter() {
+            offsets[(id - range.start) as usize + 1] += 1;
+        }
+    }
+    for i in 0..rows {
+        offsets[i + 1] += offsets[i];
+    }
+    let mut fill = offsets.clone();
+    let mut positions = vec![0u16; offsets[rows] as usize];
+    for (pos, (_, b)) in flags.iter().enumerate() {
+        for id in b.iter() {
+            let row = (id - range.start) as usize;
+            positions[fill[row] as usize] = pos as u16;
+            fill[row] += 1;
+        }
+    }
+    let key = |role| BlobKey {
+        field: segment::FORWARD_FIELD,
+        role,
+        key: 0,
+    };
+    let raw: Vec<u8> = offsets.iter().flat_map(|x| x.to_le_bytes()).collect();
+    w.add_bytes(key(Role::ForwardOffsets), range.start as i64, &raw)?;
+    let raw: Vec<u8> = positions.iter().flat_map(|x| x.to_le_bytes()).collect();
+    w.add_bytes(key(Role::ForwardFlags), range.start as i64, &raw)?;
+    let raw: Vec<u8> = flags.iter().flat_map(|(id, _)| id.to_le_bytes()).collect();
+    w.add_bytes(key(Role::ForwardFields), 0, &raw)
 }
 
 enum BlobData {

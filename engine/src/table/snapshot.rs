@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::expr::CmpOp;
 use crate::ids::{Key, KeyKind, KeyRef};
 use crate::storage::manifest::{Manifest, VersionRecord};
-use crate::storage::segment::{BlobKey, NULL_CODE, Role, Segment};
+use crate::storage::segment::{BlobKey, FORWARD_FIELD, NULL_CODE, Role, Segment};
 use crate::{SHARD_BITS, shard_count};
 
 /// A value of one field for one user.
@@ -53,6 +53,11 @@ pub struct TableSnapshot {
     /// `segments[f][v]`: the segment of each shard (by index) of version `v` of field `f`.
     segments: Vec<Vec<Vec<Option<Arc<Segment>>>>>,
     by_path: HashMap<String, usize>,
+    by_id: HashMap<u32, usize>,
+    /// Per shard: the distinct segments holding the current version of some flag.
+    flag_segments: Vec<Vec<Arc<Segment>>>,
+    /// Fields that are not flags and have a current version.
+    non_flags: Vec<usize>,
     pub(crate) dict: Arc<LiveDict>,
 }
 
@@ -87,13 +92,92 @@ impl TableSnapshot {
             }
             segments.push(versions);
         }
+        let mut by_id = HashMap::with_capacity(manifest.fields.len());
+        let mut flag_segments: Vec<Vec<Arc<Segment>>> = Vec::new();
+        let mut non_flags = Vec::new();
+        for (i, f) in manifest.fields.iter().enumerate() {
+            by_id.insert(f.meta.id, i);
+            let Some(current) = segments[i].last() else {
+                continue;
+            };
+            if f.meta.spec.kind != FieldKind::Flag {
+                non_flags.push(i);
+                continue;
+            }
+            for (shard, seg) in current.iter().enumerate() {
+                let Some(seg) = seg else { continue };
+                if flag_segments.len() <= shard {
+                    flag_segments.resize(shard + 1, Vec::new());
+                }
+                if !flag_segments[shard].iter().any(|s| Arc::ptr_eq(s, seg)) {
+                    flag_segments[shard].push(seg.clone());
+                }
+            }
+        }
         Ok(Self {
             name,
             manifest,
             segments,
             by_path,
+            by_id,
+            flag_segments,
+            non_flags,
             dict,
         })
+    }
+
+    fn current_segment(&self, field: usize, shard: u32) -> Option<&Arc<Segment>> {
+        self.segments[field].last()?.get(shard as usize)?.as_ref()
+    }
+
+    /// Every field value of user `id` (current versions), in catalog order. Flags come from
+    /// each segment's forward index: one row read per segment, not one test per flag.
+    pub fn portrait_of_id(&self, id: u32) -> Result<Vec<(String, Value)>> {
+        let mut found: Vec<(usize, Value)> = Vec::new();
+        if id >= self.users() {
+            return Ok(Vec::new());
+        }
+        let shard = id >> SHARD_BITS;
+        for seg in self.flag_segments.get(shard as usize).into_iter().flatten() {
+            match forward_row(seg, id)? {
+                Some((fields, positions)) => {
+                    for pos in positions.chunks_exact(2) {
+                        let pos = u16::from_le_bytes([pos[0], pos[1]]) as usize;
+                        let fid = read_u32(fields, pos * 4).ok_or_else(|| {
+                            Error::corrupt(seg.path(), "forward index points past its field list")
+                        })?;
+                        if let Some(&fi) = self.by_id.get(&fid)
+                            && self
+                                .current_segment(fi, shard)
+                                .is_some_and(|s| Arc::ptr_eq(s, seg))
+                        {
+                            found.push((fi, Value::Flag));
+                        }
+                    }
+                }
+                None => {
+                    return Err(Error::corrupt(
+                        seg.path(),
+                        "segment with flags lacks its forward index",
+                    ));
+                }
+            }
+        }
+        for &fi in &self.non_flags {
+            let f = FieldRef {
+                snap: self,
+                field: fi,
+                version: self.segments[fi].len() - 1,
+            };
+            if let Some(v) = f.value_of(id)? {
+                found.push((fi, v));
+            }
+        }
+        found.sort_unstable_by_key(|e| e.0);
+        Ok(found
+            .into_iter()
+            .map(|(fi, v)| (self.manifest.fields[fi].meta.spec.path.clone(), v))
+            .collect())
     }
 
     /// The table's name.
@@ -264,6 +348,34 @@ impl TableSnapshot {
         }
         self.dict.get().map(|_| ())
     }
+}
+
+/// The forward-index row of `id` in `seg`: (the segment's flag field ids, the user's u16
+/// positions into them). `None` when the segment has no forward index.
+fn forward_row(seg: &Segment, id: u32) -> Result<Option<(&[u8], &[u8])>> {
+    let key = |role| BlobKey {
+        field: FORWARD_FIELD,
+        role,
+        key: 0,
+    };
+    let (Some(o), Some(p), Some(f)) = (
+        seg.find(key(Role::ForwardOffsets)),
+        seg.find(key(Role::ForwardFlags)),
+        seg.find(key(Role::ForwardFields)),
+    ) else {
+        return Ok(None);
+    };
+    let offsets = seg.bytes(o)?;
+    let row = id as i64 - seg.entry(o).aux;
+    let rows = (offsets.len() / 4).saturating_sub(1) as i64;
+    if row < 0 || row >= rows {
+        return Ok(Some((&[], &[])));
+    }
+    let bad = || Error::corrupt(seg.path(), "forward index offsets are malformed");
+    let lo = read_u32(offsets, row as usize * 4).ok_or_else(bad)? as usize;
+    let hi = read_u32(offsets, row as usize * 4 + 4).ok_or_else(bad)? as usize;
+    let positions = seg.bytes(p)?.get(lo * 2..hi * 2).ok_or_else(bad)?;
+    Ok(Some((seg.bytes(f)?, positions)))
 }
 
 /// One version of one field, resolved in a snapshot.
