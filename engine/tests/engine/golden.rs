@@ -17,7 +17,7 @@ fn golden_dir(version: u32) -> PathBuf {
 
 /// The content of the golden database, as a function of the user number.
 fn has_flag(i: u32) -> bool {
-    i % 3 == 0
+    i.is_multiple_of(3)
 }
 fn city(i: u32) -> Option<&'static str> {
     ["beijing", "shanghai", "shenzhen"]
@@ -33,7 +33,7 @@ fn interests(i: u32) -> Vec<String> {
         .collect()
 }
 fn age(i: u32) -> Option<i64> {
-    (i % 5 != 0).then_some(14 + (i as i64 * 7) % 60)
+    (!i.is_multiple_of(5)).then_some(14 + (i as i64 * 7) % 60)
 }
 fn spend(i: u32) -> i64 {
     i as i64 * 1234 - 5000
