@@ -1,1 +1,65 @@
-//! placeholder
+//! Shared fixtures of Portrait's benchmarks.
+//!
+//! Benchmark databases are generated once by [`portrait_datagen`] and cached under
+//! `target/portrait-bench/` (keyed by the number of users), so repeated runs measure queries,
+//! not loads. Set `PORTRAIT_BENCH_USERS` (default 10,000,000) to change the size.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use portrait_datagen::Generator;
+use portrait_engine::{Database, KeyKind};
+
+/// The generator seed every benchmark uses.
+pub const SEED: u64 = 42;
+
+/// Users of the benchmark dataset: `PORTRAIT_BENCH_USERS`, 10M by default.
+pub fn bench_users() -> u32 {
+    std::env::var("PORTRAIT_BENCH_USERS")
+        .ok()
+        .and_then(|s| s.replace('_', "").parse().ok())
+        .unwrap_or(10_000_000)
+}
+
+fn cache_root() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("portrait-bench")
+}
+
+/// The directory of a database holding the generated dataset of `users` users in table
+/// `users`, building it on first use.
+pub fn dataset_dir(users: u32) -> PathBuf {
+    let dir = cache_root().join(format!("db-{users}-seed{SEED}"));
+    let done = dir.join("READY");
+    if done.exists() {
+        return dir;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the benchmark cache directory");
+    eprintln!(
+        "building the benchmark dataset of {users} users in {} (once)",
+        dir.display()
+    );
+    let t = Instant::now();
+    {
+        let db = Database::open(&dir).expect("open benchmark database");
+        let table = db
+            .create_table("users", KeyKind::Str)
+            .expect("create table");
+        let generator = Generator::new(SEED, users);
+        portrait_datagen::load::load(&table, &generator, "2026-11-25", |p| {
+            eprintln!("  {p:?} at {:.1?}", t.elapsed())
+        })
+        .expect("load the dataset");
+    }
+    std::fs::write(&done, b"").expect("mark the dataset ready");
+    eprintln!("dataset ready in {:.1?}", t.elapsed());
+    dir
+}
+
+/// Opens the cached benchmark database of `users` users.
+pub fn open_dataset(users: u32) -> Database {
+    Database::open(dataset_dir(users)).expect("open the benchmark database")
+}
