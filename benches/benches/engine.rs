@@ -9,17 +9,30 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use portrait_benches::{bench_users, dataset_dir, open_dataset};
-use portrait_engine::{Bitmap, Buckets, Database, KeyRef, TopOrder};
+use portrait_engine::{Bitmap, Buckets, Database, KeyRef, Options, TopOrder};
 
 fn storage(c: &mut Criterion) {
     let users = bench_users();
     let dir = dataset_dir(users);
     let mut g = c.benchmark_group("storage");
     g.sample_size(20);
+    // Opening reads metadata only; the id dictionary (data) loads on first use, measured below.
+    let options = Options {
+        warm_dictionary: false,
+        ..Options::default()
+    };
     g.bench_function(format!("open_{users}_users_1000_tags"), |b| {
         b.iter(|| {
-            let db = Database::open(&dir).unwrap();
+            let db = Database::open_with(&dir, options.clone()).unwrap();
             black_box(db.table("users").unwrap().snapshot().users());
+        })
+    });
+    g.sample_size(10);
+    g.bench_function(format!("open_and_load_dictionary_{users}_users"), |b| {
+        b.iter(|| {
+            let db = Database::open_with(&dir, options.clone()).unwrap();
+            let snap = db.table("users").unwrap().snapshot();
+            black_box(snap.id_of(KeyRef::Str("u0000000001")).unwrap());
         })
     });
     g.finish();

@@ -24,11 +24,17 @@ use crate::table::Table;
 pub struct Options {
     /// Versions kept per field; older ones are removed with their files (default 7).
     pub keep_versions: u32,
+    /// Load each table's id dictionary on a background thread as soon as the table opens
+    /// (default true). When false, it loads on the first key lookup.
+    pub warm_dictionary: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { keep_versions: 7 }
+        Self {
+            keep_versions: 7,
+            warm_dictionary: true,
+        }
     }
 }
 
@@ -81,7 +87,7 @@ impl Database {
                 std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
                 continue;
             }
-            let table = Table::open(&path, &name)?;
+            let table = Table::open(&path, &name, options.warm_dictionary)?;
             tables.insert(name, Arc::new(table));
         }
         Ok(Self {

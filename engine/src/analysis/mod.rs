@@ -7,6 +7,7 @@
 //! base has no TGI (`None`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use croaring::Bitmap;
 use rayon::prelude::*;
@@ -15,6 +16,33 @@ use crate::catalog::FieldKind;
 use crate::error::{Error, Result};
 use crate::query::Crowd;
 use crate::table::{FieldRef, TableSnapshot};
+
+/// Reading one forward-index entry costs about as much as intersecting this many users' worth
+/// of one flag bitmap (measured with the `query/top_20_of_1000_tags_by_tgi` benchmark).
+const FORWARD_BREAK_EVEN: f64 = 4096.0;
+
+/// How `top_values` counts flags in the crowd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FlagCounting {
+    /// Per shard, whichever of the two is cheaper for the crowd's size.
+    Auto,
+    /// Read the crowd members' forward-index rows.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Forward,
+    /// Intersect the crowd with every flag's bitmap.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Bitmaps,
+}
+
+/// Group counts over all users, computed once per snapshot and dimension list. A snapshot never
+/// changes, so reusing them is exact; a new snapshot starts empty.
+#[derive(Debug, Default)]
+pub(crate) struct Memo {
+    base_groups: parking_lot::Mutex<HashMap<Vec<String>, Arc<GroupCounts>>>,
+}
+
+/// Counts per combination of value codes, and the population they were taken over.
+type GroupCounts = (HashMap<Vec<u32>, u64>, u64);
 
 /// Most groups `group_count` may hold before it refuses (combinations of up to 3 dimensions).
 pub const MAX_GROUPS: usize = 1_000_000;
@@ -226,37 +254,38 @@ impl<'s> Crowd<'s> {
                 "{combos} possible groups exceed the limit of {MAX_GROUPS}; group by fewer or smaller dimensions"
             )));
         }
-        let base_crowd;
-        let base = match base {
-            Some(b) => b,
+        let group = |c: &Crowd<'s>| -> Result<GroupCounts> {
+            Ok(c.per_shard(|s, b| {
+                let mut m = HashMap::new();
+                group_shard(&dims, &b, s, &mut m)?;
+                Ok((m, b.cardinality()))
+            })?
+            .into_iter()
+            .fold((HashMap::new(), 0u64), |(m, t), (m2, t2)| {
+                (merge(m, m2), t + t2)
+            }))
+        };
+        let base_counts: Arc<GroupCounts> = match base {
+            Some(b) => Arc::new(group(b)?),
             None => {
-                base_crowd = Crowd {
-                    snap: self.snap,
-                    root: crate::query::plan::Node::All,
-                };
-                &base_crowd
+                let key: Vec<String> = dims.iter().map(|d| d.field.path().to_owned()).collect();
+                let cached = self.snap.memo.base_groups.lock().get(&key).cloned();
+                match cached {
+                    Some(c) => c,
+                    None => {
+                        let all = Crowd {
+                            snap: self.snap,
+                            root: crate::query::plan::Node::All,
+                        };
+                        let c = Arc::new(group(&all)?);
+                        self.snap.memo.base_groups.lock().insert(key, c.clone());
+                        c
+                    }
+                }
             }
         };
-        let crowd_groups = self.per_shard(|s, b| {
-            let mut m = HashMap::new();
-            group_shard(&dims, &b, s, &mut m)?;
-            Ok((m, b.cardinality()))
-        })?;
-        let base_groups = base.per_shard(|s, b| {
-            let mut m = HashMap::new();
-            group_shard(&dims, &b, s, &mut m)?;
-            Ok((m, b.cardinality()))
-        })?;
-        let (groups, total) = crowd_groups
-            .into_iter()
-            .fold((HashMap::new(), 0u64), |(m, t), (m2, t2)| {
-                (merge(m, m2), t + t2)
-            });
-        let (base_map, base_total) = base_groups
-            .into_iter()
-            .fold((HashMap::new(), 0u64), |(m, t), (m2, t2)| {
-                (merge(m, m2), t + t2)
-            });
+        let (groups, total) = group(self)?;
+        let (base_map, base_total) = (&base_counts.0, base_counts.1);
         let mut rows: Vec<GroupRow> = groups
             .into_iter()
             .map(|(codes, count)| {
@@ -285,6 +314,16 @@ impl<'s> Crowd<'s> {
     /// The `k` tags (flags, and values of enum/set fields) under `prefix` most common in the
     /// crowd, or most over-indexed against all users. Exact: every candidate is counted.
     pub fn top_values(&self, prefix: &str, k: usize, order: TopOrder) -> Result<Vec<TopRow>> {
+        self.top_values_with(prefix, k, order, FlagCounting::Auto)
+    }
+
+    pub(crate) fn top_values_with(
+        &self,
+        prefix: &str,
+        k: usize,
+        order: TopOrder,
+        counting: FlagCounting,
+    ) -> Result<Vec<TopRow>> {
         let snap = self.snap;
         let prefix = prefix.trim_end_matches('/');
         let mut candidates: Vec<(FieldRef<'s>, Option<u32>)> = Vec::new();
@@ -315,32 +354,69 @@ impl<'s> Crowd<'s> {
                 .map(str::to_owned),
             });
         }
-        let per_shard: Vec<(Vec<u64>, Vec<u64>, u64)> = self.per_shard(|s, crowd| {
+        // Flags are counted from the forward index when the crowd is small enough that reading
+        // its members' rows beats intersecting every flag's bitmap.
+        let flag_slot: HashMap<usize, usize> = candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, code))| code.is_none())
+            .map(|(i, (f, _))| (f.index(), i))
+            .collect();
+        let per_shard: Vec<(Vec<u64>, u64)> = self.per_shard(|s, crowd| {
             let mut inside = vec![0u64; candidates.len()];
-            let mut all = vec![0u64; candidates.len()];
+            let size = crowd.cardinality();
+            if size == 0 {
+                return Ok((inside, 0));
+            }
+            let forward = match counting {
+                FlagCounting::Auto => {
+                    (size as f64) * snap.flags_per_user(s)
+                        < flag_slot.len() as f64 * FORWARD_BREAK_EVEN
+                }
+                FlagCounting::Forward => true,
+                FlagCounting::Bitmaps => false,
+            };
+            if forward {
+                snap.count_flags_forward(
+                    s,
+                    &crowd,
+                    &|fi| flag_slot.get(&fi).copied(),
+                    &mut inside,
+                )?;
+            }
             for (i, (f, code)) in candidates.iter().enumerate() {
                 let b = match code {
+                    None if forward => continue,
                     None => f.flag_in(s)?,
                     Some(c) => f.value_in(s, *c)?,
                 };
                 if let Some(b) = b {
-                    all[i] = b.cardinality();
-                    if !crowd.is_empty() {
-                        inside[i] = crowd.and_cardinality(b);
-                    }
+                    inside[i] = crowd.and_cardinality(b);
                 }
             }
-            Ok((inside, all, crowd.cardinality()))
+            Ok((inside, size))
         })?;
         let mut inside = vec![0u64; candidates.len()];
-        let mut all = vec![0u64; candidates.len()];
         let mut total = 0;
-        for (i2, a2, t) in per_shard {
+        for (i2, t) in per_shard {
             for j in 0..candidates.len() {
                 inside[j] += i2[j];
-                all[j] += a2[j];
             }
             total += t;
+        }
+        // Population counts: flags from the catalog, values from their bitmaps.
+        let mut all = vec![0u64; candidates.len()];
+        for (i, (f, code)) in candidates.iter().enumerate() {
+            all[i] = match code {
+                None => f.version().users,
+                Some(c) => {
+                    let mut n = 0;
+                    for s in 0..f.shards() {
+                        n += f.value_in(s, *c)?.map_or(0, |b| b.cardinality());
+                    }
+                    n
+                }
+            };
         }
         let users = snap.users() as u64;
         let mut rows: Vec<TopRow> = candidates

@@ -101,25 +101,35 @@ impl BsiRef<'_> {
 
     /// Users whose value satisfies `value op c`.
     pub fn compare(&self, op: CmpOp, c: i64) -> Bitmap {
-        if self.exists.is_empty() {
+        self.compare_in(op, c, None)
+    }
+
+    /// Users of `filter` (all users when `None`) whose value satisfies `value op c`. Every
+    /// intermediate bitmap stays within the filter, so a small filter makes this cheap.
+    pub fn compare_in(&self, op: CmpOp, c: i64, filter: Option<&Bitmap>) -> Bitmap {
+        let candidates = || match filter {
+            Some(f) => self.exists.and(f),
+            None => self.exists.clone(),
+        };
+        if self.exists.is_empty() || filter.is_some_and(|f| f.is_empty()) {
             return Bitmap::new();
         }
         // Position of `c` relative to the representable offsets [0, max_offset].
         let off = (c as i128) - (self.base as i128);
         if off < 0 {
             return match op {
-                CmpOp::Gt | CmpOp::Ge | CmpOp::Ne => self.exists.clone(),
+                CmpOp::Gt | CmpOp::Ge | CmpOp::Ne => candidates(),
                 CmpOp::Lt | CmpOp::Le | CmpOp::Eq => Bitmap::new(),
             };
         }
         if off > self.max_offset() as i128 {
             return match op {
-                CmpOp::Lt | CmpOp::Le | CmpOp::Ne => self.exists.clone(),
+                CmpOp::Lt | CmpOp::Le | CmpOp::Ne => candidates(),
                 CmpOp::Gt | CmpOp::Ge | CmpOp::Eq => Bitmap::new(),
             };
         }
         let off = off as u64;
-        let mut eq = self.exists.clone();
+        let mut eq = candidates();
         let mut lt = Bitmap::new();
         let mut gt = Bitmap::new();
         let want_lt = matches!(op, CmpOp::Lt | CmpOp::Le | CmpOp::Ne);
@@ -161,14 +171,19 @@ impl BsiRef<'_> {
 
     /// Users with `lo <= value <= hi`.
     pub fn between(&self, lo: i64, hi: i64) -> Bitmap {
+        self.between_in(lo, hi, None)
+    }
+
+    /// Users of `filter` (all users when `None`) with `lo <= value <= hi`.
+    pub fn between_in(&self, lo: i64, hi: i64, filter: Option<&Bitmap>) -> Bitmap {
         if lo > hi {
             return Bitmap::new();
         }
-        let mut r = self.compare(CmpOp::Ge, lo);
-        if !r.is_empty() {
-            r.and_inplace(&self.compare(CmpOp::Le, hi));
+        let r = self.compare_in(CmpOp::Ge, lo, filter);
+        if r.is_empty() {
+            return r;
         }
-        r
+        self.compare_in(CmpOp::Le, hi, Some(&r))
     }
 
     /// Number of users of `filter` with a value, and the sum of their values.
@@ -275,6 +290,12 @@ mod tests {
             }
             let (lo, hi) = (c.min(c2), c.max(c2));
             prop_assert_eq!(r.between(lo, hi).to_vec(), model_ids(&pairs, |v| lo <= v && v <= hi));
+            // Restricted to a filter: the same answer intersected with it.
+            let filter = Bitmap::of(&pairs.iter().map(|p| p.0).filter(|id| id % 3 != 0).chain([5000]).collect::<Vec<_>>());
+            for op in [CmpOp::Lt, CmpOp::Eq, CmpOp::Ne, CmpOp::Ge] {
+                prop_assert_eq!(r.compare_in(op, c, Some(&filter)), r.compare(op, c).and(&filter));
+            }
+            prop_assert_eq!(r.between_in(lo, hi, Some(&filter)), r.between(lo, hi).and(&filter));
         }
 
         #[test]

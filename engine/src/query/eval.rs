@@ -1,9 +1,10 @@
 //! Evaluation of a planned expression on one shard: as a bitmap, as a count, or for one user.
 //!
 //! Leaves borrow zero-copy views from the segments ([`Bm::Borrowed`]); only operators allocate.
-//! `AND` intersects its operands sparsest first, in place, and stops as soon as the running
-//! result is empty; its last step and `ANDNOT` steps use count-only kernels
-//! (`and_cardinality`, `andnot_cardinality`) when only a count is wanted.
+//! `AND` evaluates its sparsest operand, then every further operand *within* the running result
+//! ([`eval_within`]): a BSI comparison, an `OR` or a `NOT` below an `AND` never computes more
+//! than the users still in play. It stops as soon as the running result is empty, and its last
+//! step uses a count-only kernel (`and_cardinality`) when only a count is wanted.
 
 use std::borrow::Cow;
 
@@ -97,7 +98,8 @@ pub(crate) fn eval<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<Bm<'s>> {
                 if acc.is_empty() {
                     break;
                 }
-                acc.andnot_inplace(eval(n, s)?.as_ref());
+                let drop = eval_within(n, s, &acc)?;
+                acc.andnot_inplace(&drop);
             }
             Cow::Owned(acc)
         }
@@ -147,9 +149,111 @@ fn intersect<'a, 's>(
         if acc.is_empty() {
             break;
         }
-        acc.and_inplace(eval(n, s)?.as_ref());
+        acc = eval_within(n, s, &acc)?;
     }
     Ok(acc)
+}
+
+/// A leaf that is a stored bitmap, borrowed; `None` for computed nodes.
+fn stored<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<Option<Option<&'s Bitmap>>> {
+    Ok(match node {
+        Node::Flag(f) => Some(f.flag_in(s.shard)?),
+        Node::AnyValue(f, codes) if codes.len() == 1 => Some(f.value_in(s.shard, codes[0])?),
+        _ => None,
+    })
+}
+
+/// The users of `node` among `within` (`node AND within`), computing no more than that.
+pub(crate) fn eval_within<'s>(node: &Node<'s>, s: &Shard<'s>, within: &Bitmap) -> Result<Bitmap> {
+    if within.is_empty() {
+        return Ok(Bitmap::new());
+    }
+    if let Some(leaf) = stored(node, s)? {
+        return Ok(leaf.map(|b| within.and(b)).unwrap_or_default());
+    }
+    let union_within =
+        |parts: &mut dyn Iterator<Item = Result<Option<&'s Bitmap>>>| -> Result<Bitmap> {
+            let mut out = Bitmap::new();
+            for p in parts {
+                if let Some(b) = p? {
+                    out.or_inplace(&within.and(b));
+                }
+            }
+            Ok(out)
+        };
+    Ok(match node {
+        Node::All => within.clone(),
+        Node::Empty => Bitmap::new(),
+        Node::AnyValue(f, codes) => {
+            union_within(&mut codes.iter().map(|&c| f.value_in(s.shard, c)))?
+        }
+        Node::AllValues(f, codes) => {
+            let mut acc = within.clone();
+            for &c in codes {
+                match f.value_in(s.shard, c)? {
+                    Some(b) if !acc.is_empty() => acc.and_inplace(b),
+                    _ => return Ok(Bitmap::new()),
+                }
+            }
+            acc
+        }
+        Node::Exists(f) => match f.kind() {
+            k if k.is_numeric() => bsi(f, s)?.map(|b| within.and(b.exists)).unwrap_or_default(),
+            crate::FieldKind::Flag => f
+                .flag_in(s.shard)?
+                .map(|b| within.and(b))
+                .unwrap_or_default(),
+            _ => union_within(&mut (0..f.values().len() as u32).map(|c| f.value_in(s.shard, c)))?,
+        },
+        Node::Compare(f, op, c) => bsi(f, s)?
+            .map(|b| b.compare_in(*op, *c, Some(within)))
+            .unwrap_or_default(),
+        Node::Between(f, lo, hi) => bsi(f, s)?
+            .map(|b| b.between_in(*lo, *hi, Some(within)))
+            .unwrap_or_default(),
+        Node::Ids(ids) => within.and(ids),
+        Node::And { pos, neg } => {
+            let mut acc = within.clone();
+            for p in ordered(pos, s) {
+                if acc.is_empty() {
+                    return Ok(acc);
+                }
+                acc = eval_within(p, s, &acc)?;
+            }
+            for n in neg {
+                if acc.is_empty() {
+                    break;
+                }
+                let drop = eval_within(n, s, &acc)?;
+                acc.andnot_inplace(&drop);
+            }
+            acc
+        }
+        Node::Or(xs) => {
+            let mut out = Bitmap::new();
+            for x in xs {
+                out.or_inplace(&eval_within(x, s, within)?);
+            }
+            out
+        }
+        Node::Xor(xs) => {
+            let mut out = Bitmap::new();
+            for x in xs {
+                out.xor_inplace(&eval_within(x, s, within)?);
+            }
+            out
+        }
+        Node::Not(x) => within.andnot(&eval_within(x, s, within)?),
+        Node::Flag(_) => unreachable!("stored leaves are handled above"),
+    })
+}
+
+/// `|node AND within|`, with a count-only kernel for stored leaves.
+fn count_within<'s>(node: &Node<'s>, s: &Shard<'s>, within: &Bitmap) -> Result<u64> {
+    match stored(node, s)? {
+        Some(leaf) => Ok(leaf.map(|b| within.and_cardinality(b)).unwrap_or(0)),
+        None => Ok(eval_within(node, s, within)?.cardinality()),
+    }
 }
 
 /// The number of users of `node` in the shard, materializing as little as possible.
@@ -168,21 +272,21 @@ pub(crate) fn count<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<u64> {
                 if acc.is_empty() {
                     return Ok(0);
                 }
-                acc.and_cardinality(eval(last, s)?.as_ref())
+                count_within(last, s, &acc)?
             } else {
-                let acc = intersect(pos, s, None)?;
+                let mut acc = intersect(pos, s, None)?;
                 let (last, rest) = neg.split_last().expect("non-empty");
-                let mut acc = acc;
                 for n in rest {
                     if acc.is_empty() {
                         return Ok(0);
                     }
-                    acc.andnot_inplace(eval(n, s)?.as_ref());
+                    let drop = eval_within(n, s, &acc)?;
+                    acc.andnot_inplace(&drop);
                 }
                 if acc.is_empty() {
                     return Ok(0);
                 }
-                acc.andnot_cardinality(eval(last, s)?.as_ref())
+                acc.cardinality() - count_within(last, s, &acc)?
             }
         }
         Node::Or(xs) if xs.len() == 2 => eval(&xs[0], s)?.or_cardinality(eval(&xs[1], s)?.as_ref()),

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 
-use crate::analysis::{Buckets, TopOrder};
+use crate::analysis::{Buckets, FlagCounting, TopOrder};
 use crate::expr::{CmpOp, Expr, HasMode, Literal, Path};
 use crate::{Database, FieldKind, FieldSpec, KeyKind, KeyRef, SHARD_BITS, Value};
 
@@ -495,17 +495,34 @@ fn analyses_match_the_naive_evaluator() {
                     .count() as u64;
                 prop_assert_eq!(r.count, n);
             }
-            // top tags under `tag`
-            let top = crowd.top_values("tag", 10, TopOrder::Count).unwrap();
-            for (i, p) in ["tag/a", "tag/b", "tag/c"].iter().enumerate() {
-                let n = members.iter().filter(|u| m.flags[i].contains(u)).count() as u64;
-                prop_assert_eq!(
-                    top.iter()
-                        .find(|r| r.path == *p)
-                        .map(|r| r.count)
-                        .unwrap_or(0),
-                    n
-                );
+            // top tags under `tag`, by both counting strategies
+            for counting in [
+                FlagCounting::Auto,
+                FlagCounting::Forward,
+                FlagCounting::Bitmaps,
+            ] {
+                let top = crowd
+                    .top_values_with("tag", 10, TopOrder::Count, counting)
+                    .unwrap();
+                for (i, p) in ["tag/a", "tag/b", "tag/c"].iter().enumerate() {
+                    let n = members.iter().filter(|u| m.flags[i].contains(u)).count() as u64;
+                    let row = top.iter().find(|r| r.path == *p);
+                    prop_assert_eq!(row.map(|r| r.count).unwrap_or(0), n, "{:?}", counting);
+                    if let Some(r) = row {
+                        let tgi =
+                            (n as f64 / total) / (m.flags[i].len() as f64 / USERS as f64) * 100.0;
+                        prop_assert!((r.tgi.unwrap() - tgi).abs() < 1e-6);
+                    }
+                }
+                prop_assert!(top.windows(2).all(|w| w[0].count >= w[1].count));
+            }
+            // Values of enum and set fields are candidates too.
+            let top = crowd.top_values("city", 2, TopOrder::Tgi).unwrap();
+            prop_assert!(top.len() <= 2);
+            for r in &top {
+                let v = r.value.as_deref().unwrap();
+                let n = members.iter().filter(|u| m.city.get(u) == Some(&v)).count() as u64;
+                prop_assert_eq!(r.count, n);
             }
             // aggregates of age
             let ages: Vec<i64> = members

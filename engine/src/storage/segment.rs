@@ -236,6 +236,11 @@ impl Entry {
     fn range(&self) -> Range<usize> {
         self.range.0..self.range.1
     }
+
+    /// Length of the blob in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.range.1 - self.range.0
+    }
 }
 
 /// An open, validated segment file.

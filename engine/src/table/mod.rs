@@ -65,12 +65,12 @@ impl Table {
         std::fs::create_dir(dir).map_err(|e| Error::io(dir, e))?;
         let m = Manifest::new(kind, crate::now_ms(), keep_versions);
         fs::replace_atomically(&dir.join(manifest::FILE_NAME), &m.encode())?;
-        Self::open(dir, name)
+        Self::open(dir, name, false)
     }
 
     /// Opens a table: reads its manifest and segment metadata, removes unreferenced files.
     /// Costs time proportional to the metadata; the id dictionary loads in the background.
-    pub(crate) fn open(dir: &Path, name: &str) -> Result<Self> {
+    pub(crate) fn open(dir: &Path, name: &str, warm_dictionary: bool) -> Result<Self> {
         let mpath = dir.join(manifest::FILE_NAME);
         let m = Manifest::decode(&mpath, &fs::read(&mpath)?)?;
         let mut open = HashMap::new();
@@ -100,12 +100,14 @@ impl Table {
             writer: Mutex::new(()),
         };
         table.remove_unreferenced();
-        // Warm the dictionary off the caller's thread; lookups wait for it if they come first.
-        let _ = std::thread::Builder::new()
-            .name(format!("portrait-dict-{}", table.name))
-            .spawn(move || {
-                let _ = dict.get();
-            });
+        if warm_dictionary {
+            // Load the dictionary off the caller's thread; lookups wait for it if they come first.
+            let _ = std::thread::Builder::new()
+                .name(format!("portrait-dict-{}", table.name))
+                .spawn(move || {
+                    let _ = dict.get();
+                });
+        }
         Ok(table)
     }
 

@@ -59,6 +59,8 @@ pub struct TableSnapshot {
     /// Fields that are not flags and have a current version.
     non_flags: Vec<usize>,
     pub(crate) dict: Arc<LiveDict>,
+    /// Results over all users that analyses reuse within this (immutable) snapshot.
+    pub(crate) memo: crate::analysis::Memo,
 }
 
 impl TableSnapshot {
@@ -123,7 +125,99 @@ impl TableSnapshot {
             flag_segments,
             non_flags,
             dict,
+            memo: Default::default(),
         })
+    }
+
+    /// Adds to `counts[slot]` the number of users of `crowd` (ids of `shard`) holding each flag
+    /// for which `slot_of(field index)` gives a slot, reading the forward index: the cost grows
+    /// with the crowd, not with the number of flags. Only current versions count.
+    pub(crate) fn count_flags_forward(
+        &self,
+        shard: u32,
+        crowd: &Bitmap,
+        slot_of: &dyn Fn(usize) -> Option<usize>,
+        counts: &mut [u64],
+    ) -> Result<()> {
+        for seg in self.flag_segments.get(shard as usize).into_iter().flatten() {
+            let key = |role| BlobKey {
+                field: FORWARD_FIELD,
+                role,
+                key: 0,
+            };
+            let (Some(o), Some(p), Some(f)) = (
+                seg.find(key(Role::ForwardOffsets)),
+                seg.find(key(Role::ForwardFlags)),
+                seg.find(key(Role::ForwardFields)),
+            ) else {
+                return Err(Error::corrupt(
+                    seg.path(),
+                    "segment with flags lacks its forward index",
+                ));
+            };
+            // Position in this segment's flag list -> slot, for current versions only.
+            let fields = seg.bytes(f)?;
+            let slots: Vec<usize> = fields
+                .chunks_exact(4)
+                .map(|b| {
+                    let fid = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    self.by_id
+                        .get(&fid)
+                        .filter(|&&fi| {
+                            self.current_segment(fi, shard)
+                                .is_some_and(|s| Arc::ptr_eq(s, seg))
+                        })
+                        .and_then(|&fi| slot_of(fi))
+                        .unwrap_or(usize::MAX)
+                })
+                .collect();
+            if slots.iter().all(|&s| s == usize::MAX) {
+                continue;
+            }
+            let offsets = seg.bytes(o)?;
+            let positions = seg.bytes(p)?;
+            let first = seg.entry(o).aux;
+            let rows = (offsets.len() / 4).saturating_sub(1) as i64;
+            let bad = || Error::corrupt(seg.path(), "forward index is malformed");
+            for id in crowd.iter() {
+                let row = id as i64 - first;
+                if row < 0 || row >= rows {
+                    continue;
+                }
+                let lo = read_u32(offsets, row as usize * 4).ok_or_else(bad)? as usize;
+                let hi = read_u32(offsets, row as usize * 4 + 4).ok_or_else(bad)? as usize;
+                let row = positions.get(lo * 2..hi * 2).ok_or_else(bad)?;
+                for pos in row.chunks_exact(2) {
+                    let slot = *slots
+                        .get(u16::from_le_bytes([pos[0], pos[1]]) as usize)
+                        .ok_or_else(bad)?;
+                    if slot != usize::MAX {
+                        counts[slot] += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Average number of flags per user in the forward rows of `shard` (0 without flags).
+    pub(crate) fn flags_per_user(&self, shard: u32) -> f64 {
+        let mut total = 0.0;
+        for seg in self.flag_segments.get(shard as usize).into_iter().flatten() {
+            let key = |role| BlobKey {
+                field: FORWARD_FIELD,
+                role,
+                key: 0,
+            };
+            if let (Some(o), Some(p)) = (
+                seg.find(key(Role::ForwardOffsets)),
+                seg.find(key(Role::ForwardFlags)),
+            ) {
+                let rows = (seg.entry(o).len() / 4).saturating_sub(1).max(1);
+                total += (seg.entry(p).len() / 2) as f64 / rows as f64;
+            }
+        }
+        total
     }
 
     fn current_segment(&self, field: usize, shard: u32) -> Option<&Arc<Segment>> {
@@ -389,6 +483,11 @@ pub struct FieldRef<'s> {
 impl<'s> FieldRef<'s> {
     fn record(&self) -> &'s VersionRecord {
         &self.snap.manifest.fields[self.field].versions[self.version]
+    }
+
+    /// Position of the field in the snapshot's catalog.
+    pub(crate) fn index(&self) -> usize {
+        self.field
     }
 
     /// The field's catalog entry.

@@ -26,6 +26,7 @@ fn fixture(keep: u32) -> (tempfile::TempDir, Database) {
         dir.path(),
         Options {
             keep_versions: keep,
+            ..Options::default()
         },
     )
     .unwrap();
@@ -268,8 +269,14 @@ fn loads_read_back_like_the_model_across_shards_and_reopens() {
             if n % 4 == 3 {
                 // Reopen from disk: the same answers.
                 db.borrow_mut().take();
-                let reopened =
-                    Database::open_with(dir.path(), Options { keep_versions: 3 }).unwrap();
+                let reopened = Database::open_with(
+                    dir.path(),
+                    Options {
+                        keep_versions: 3,
+                        ..Options::default()
+                    },
+                )
+                .unwrap();
                 check(&reopened, &d, &consts, &filter)?;
                 reopened
                     .table("users")
