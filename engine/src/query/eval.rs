@@ -123,11 +123,36 @@ pub(crate) fn eval<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<Bm<'s>> {
     })
 }
 
-/// Operands of an `AND`, sparsest first.
+/// Operands of an `AND`, sparsest first: stored leaves by their exact size in this shard, other
+/// nodes by their catalog estimate scaled to the shard.
 fn ordered<'a, 's>(pos: &'a [Node<'s>], s: &Shard<'s>) -> Vec<&'a Node<'s>> {
-    let mut v: Vec<&Node<'s>> = pos.iter().collect();
-    v.sort_by_key(|n| n.estimate(users(s)));
-    v
+    let scale = s.len() as f64 / users(s).max(1) as f64;
+    let mut v: Vec<(u64, &Node<'s>)> = pos
+        .iter()
+        .map(|n| {
+            let local = match n {
+                Node::Flag(f) => f
+                    .flag_in(s.shard)
+                    .ok()
+                    .map(|b| b.map_or(0, |b| b.cardinality())),
+                Node::AnyValue(f, codes) => codes
+                    .iter()
+                    .map(|&c| {
+                        f.value_in(s.shard, c)
+                            .ok()
+                            .map(|b| b.map_or(0, |b| b.cardinality()))
+                    })
+                    .sum::<Option<u64>>(),
+                _ => None,
+            };
+            (
+                local.unwrap_or_else(|| (n.estimate(users(s)) as f64 * scale) as u64),
+                n,
+            )
+        })
+        .collect();
+    v.sort_by_key(|e| e.0);
+    v.into_iter().map(|e| e.1).collect()
 }
 
 /// Intersection of `pos`, sparsest first, stopping early on empty. With `skip_last`, leaves the

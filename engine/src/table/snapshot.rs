@@ -656,6 +656,11 @@ impl<'s> FieldRef<'s> {
         self.combine(|s| Ok(self.bsi_in(s)?.map(|b| b.compare(op, c))))
     }
 
+    /// Users of `filter` whose value `op c` holds, computing within the filter only.
+    pub fn compare_in(&self, op: CmpOp, c: i64, filter: &Bitmap) -> Result<Bitmap> {
+        self.combine(|s| Ok(self.bsi_in(s)?.map(|b| b.compare_in(op, c, Some(filter)))))
+    }
+
     /// Users with `lo <= value <= hi`, in stored units.
     pub fn between(&self, lo: i64, hi: i64) -> Result<Bitmap> {
         self.combine(|s| Ok(self.bsi_in(s)?.map(|b| b.between(lo, hi))))
