@@ -1,0 +1,286 @@
+//! The server's settings, from four sources; the first that sets a value wins:
+//!
+//! 1. command-line flags (`--listen 0.0.0.0:7070`);
+//! 2. environment variables (`PORTRAIT_LISTEN=0.0.0.0:7070`);
+//! 3. the TOML file named by `--config FILE` (or `PORTRAIT_CONFIG`);
+//! 4. the defaults below.
+//!
+//! ```toml
+//! # portraitd.toml: every key is optional.
+//! data_dir = "./portrait-data"       # --data-dir, PORTRAIT_DATA_DIR
+//! listen = "127.0.0.1:7070"          # --listen, PORTRAIT_LISTEN
+//! demo = false                       # --demo, PORTRAIT_DEMO
+//! demo_users = 1000000               # --demo-users, PORTRAIT_DEMO_USERS
+//! max_message_bytes = 16777216       # --max-message-bytes, PORTRAIT_MAX_MESSAGE_BYTES
+//! log = "info"                       # --log, PORTRAIT_LOG (a tracing filter)
+//! shutdown_grace_secs = 10           # --shutdown-grace-secs, PORTRAIT_SHUTDOWN_GRACE_SECS
+//!
+//! [limits]                           # file only; see `limits::Limits`
+//! members_batch_keys = 4096
+//! max_export_keys = 100000000
+//! max_batch_portrait_keys = 10000
+//! max_overlap_crowds = 64
+//! max_sample = 1000000
+//! max_expr_bytes = 65536
+//! max_expr_depth = 64
+//! max_group_rows = 100000
+//! max_top_k = 10000
+//! max_buckets = 10000
+//! ```
+//!
+//! Unknown keys in the file are errors, so a typo does not silently fall back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::limits::Limits;
+
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./portrait-data";
+/// Default listen address (loopback only).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// Default size of the demo data set.
+pub const DEFAULT_DEMO_USERS: u32 = 1_000_000;
+/// Default maximum size of one gRPC message, either way.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Default tracing filter.
+pub const DEFAULT_LOG: &str = "info";
+/// Default time in-flight calls get to finish after SIGINT/SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+
+/// The settings `portraitd` runs with, every source merged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Directory of the database (created if missing).
+    pub data_dir: PathBuf,
+    /// Address to listen on; port 0 picks a free port (printed at start-up).
+    pub listen: SocketAddr,
+    /// Create and load the demo table `users` if the database has none.
+    pub demo: bool,
+    /// Users of the demo data set.
+    pub demo_users: u32,
+    /// Largest gRPC message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+    /// The tracing filter (`info`, `portrait::rpc=debug,info`, ...).
+    pub log: String,
+    /// Seconds in-flight calls get to finish after SIGINT/SIGTERM.
+    pub shutdown_grace_secs: u64,
+    /// Per-request limits.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            demo: false,
+            demo_users: DEFAULT_DEMO_USERS,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            log: DEFAULT_LOG.to_owned(),
+            shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Command-line flags; each also reads its `PORTRAIT_*` environment variable.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "portraitd",
+    version,
+    about = "The Portrait server: a bitmap-index database for user profiling, over gRPC",
+    after_help = "Flags win over PORTRAIT_* environment variables, which win over the config file."
+)]
+pub struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "PORTRAIT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Database directory [default: ./portrait-data].
+    #[arg(long, env = "PORTRAIT_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7070].
+    #[arg(long, env = "PORTRAIT_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Create the demo table `users` if it does not exist (`--demo=false` turns it off).
+    #[arg(
+        long,
+        env = "PORTRAIT_DEMO",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub demo: Option<bool>,
+    /// Users in the demo data set [default: 1000000].
+    #[arg(long, env = "PORTRAIT_DEMO_USERS", value_name = "N", value_parser = parse_count::<u32>)]
+    pub demo_users: Option<u32>,
+    /// Largest gRPC message accepted or sent, in bytes [default: 16777216].
+    #[arg(long, env = "PORTRAIT_MAX_MESSAGE_BYTES", value_name = "BYTES", value_parser = parse_count::<usize>)]
+    pub max_message_bytes: Option<usize>,
+    /// Log filter, e.g. `info` or `portrait::rpc=debug,info` [default: info].
+    #[arg(long, env = "PORTRAIT_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Seconds in-flight calls get to finish after SIGINT/SIGTERM [default: 10].
+    #[arg(long, env = "PORTRAIT_SHUTDOWN_GRACE_SECS", value_name = "SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// A count that may be written with `_` separators (`1_000_000`).
+fn parse_count<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    s.replace('_', "")
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))
+}
+
+/// The configuration file; every key optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    demo: Option<bool>,
+    demo_users: Option<u32>,
+    max_message_bytes: Option<usize>,
+    log: Option<String>,
+    shutdown_grace_secs: Option<u64>,
+    limits: Option<Limits>,
+}
+
+impl FileConfig {
+    /// Reads and parses a configuration file.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses the text of a configuration file.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+}
+
+impl Config {
+    /// The configuration of this process: its flags and environment, and the file they name.
+    pub fn load() -> anyhow::Result<Self> {
+        let args = Args::parse();
+        let file = match &args.config {
+            Some(path) => FileConfig::read(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(args, file)
+    }
+
+    /// Merges flags (and environment, which clap folds into them) over a file over defaults.
+    pub fn merge(args: Args, file: FileConfig) -> anyhow::Result<Self> {
+        let d = Config::default();
+        let config = Config {
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
+            listen: args.listen.or(file.listen).unwrap_or(d.listen),
+            demo: args.demo.or(file.demo).unwrap_or(d.demo),
+            demo_users: args.demo_users.or(file.demo_users).unwrap_or(d.demo_users),
+            max_message_bytes: args
+                .max_message_bytes
+                .or(file.max_message_bytes)
+                .unwrap_or(d.max_message_bytes),
+            log: args.log.or(file.log).unwrap_or(d.log),
+            shutdown_grace_secs: args
+                .shutdown_grace_secs
+                .or(file.shutdown_grace_secs)
+                .unwrap_or(d.shutdown_grace_secs),
+            limits: file.limits.unwrap_or(d.limits),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.demo_users == 0 {
+            bail!("demo_users must be at least 1");
+        }
+        if self.max_message_bytes < 1024 {
+            bail!(
+                "max_message_bytes must be at least 1024, got {}",
+                self.max_message_bytes
+            );
+        }
+        self.limits
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid [limits]: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(flags: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("portraitd").chain(flags.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::merge(Args::default(), FileConfig::default()).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7070");
+        assert_eq!(c.data_dir, PathBuf::from("./portrait-data"));
+        assert_eq!(c.max_message_bytes, 16 << 20);
+        assert!(!c.demo);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file = FileConfig::parse(
+            r#"
+            data_dir = "/from/file"
+            listen = "0.0.0.0:9000"
+            demo = true
+            demo_users = 5000
+            [limits]
+            max_sample = 10
+            "#,
+        )
+        .unwrap();
+        let c = Config::merge(
+            args(&[
+                "--listen",
+                "127.0.0.1:7171",
+                "--demo=false",
+                "--demo-users",
+                "1_000",
+            ]),
+            file,
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7171");
+        assert!(!c.demo);
+        assert_eq!(c.demo_users, 1_000);
+        assert_eq!(c.limits.max_sample, 10);
+        assert_eq!(
+            c.limits.max_overlap_crowds, 64,
+            "unset limits keep defaults"
+        );
+    }
+
+    #[test]
+    fn bare_demo_flag_means_true() {
+        let c = Config::merge(args(&["--demo"]), FileConfig::default()).unwrap();
+        assert!(c.demo);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(FileConfig::parse("dataa_dir = \"x\"").is_err());
+        assert!(FileConfig::parse("[limits]\nmax_smaple = 1").is_err());
+        assert!(FileConfig::parse("listen = \"not an address\"").is_err());
+        let zero = FileConfig::parse("demo_users = 0").unwrap();
+        assert!(Config::merge(Args::default(), zero).is_err());
+    }
+}

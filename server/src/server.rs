@@ -1,0 +1,223 @@
+//! Building the gRPC server and running it until SIGINT/SIGTERM.
+//!
+//! Served on one address: the four `portrait.v1` services, `grpc.health.v1.Health` and server
+//! reflection (`grpc.reflection.v1` and, for older tools, `v1alpha`). Every service has explicit
+//! maximum decoding and encoding message sizes ([`Config::max_message_bytes`]).
+//!
+//! Shutdown: on the first SIGINT or SIGTERM the health status turns `NOT_SERVING`, the listener
+//! closes, running work stops at its next check (answering `UNAVAILABLE`, which clients retry
+//! elsewhere or later) and open calls get [`Config::shutdown_grace_secs`] to finish before the
+//! process exits anyway.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use portrait_proto::v1::{
+    admin_service_server::AdminServiceServer, analysis_service_server::AnalysisServiceServer,
+    catalog_service_server::CatalogServiceServer, query_service_server::QueryServiceServer,
+};
+use tokio::sync::watch;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::config::Config;
+use crate::observe::RequestLogLayer;
+use crate::service::State;
+use crate::service::admin::AdminApi;
+use crate::service::analysis::AnalysisApi;
+use crate::service::catalog::CatalogApi;
+use crate::service::query::QueryApi;
+
+/// Fully qualified names of the Portrait services, as the health service knows them.
+pub const SERVICE_NAMES: [&str; 4] = [
+    "portrait.v1.CatalogService",
+    "portrait.v1.QueryService",
+    "portrait.v1.AnalysisService",
+    "portrait.v1.AdminService",
+];
+
+/// A bound, not yet running server.
+#[derive(Debug)]
+pub struct Bound {
+    incoming: TcpIncoming,
+    addr: SocketAddr,
+}
+
+impl Bound {
+    /// Binds `addr` (port 0 picks a free port).
+    pub fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
+        let incoming = TcpIncoming::bind(addr)
+            .with_context(|| format!("cannot listen on {addr}"))?
+            .with_nodelay(Some(true));
+        let addr = incoming.local_addr().context("no local address")?;
+        Ok(Self { incoming, addr })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves `state` until `shutdown` resolves, then drains for at most `grace`.
+    pub async fn serve(
+        self,
+        state: Arc<State>,
+        max_message_bytes: usize,
+        grace: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let m = max_message_bytes;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for name in SERVICE_NAMES {
+            health
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
+        }
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(portrait_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building the reflection service")?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(portrait_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .context("building the reflection service")?;
+
+        let router = Server::builder()
+            .layer(RequestLogLayer)
+            .add_service(
+                CatalogServiceServer::new(CatalogApi::new(state.clone()))
+                    .max_decoding_message_size(m)
+                    .max_encoding_message_size(m),
+            )
+            .add_service(
+                QueryServiceServer::new(QueryApi::new(state.clone()))
+                    .max_decoding_message_size(m)
+                    .max_encoding_message_size(m),
+            )
+            .add_service(
+                AnalysisServiceServer::new(AnalysisApi::new(state.clone()))
+                    .max_decoding_message_size(m)
+                    .max_encoding_message_size(m),
+            )
+            .add_service(
+                AdminServiceServer::new(AdminApi::new(state.clone()))
+                    .max_decoding_message_size(m)
+                    .max_encoding_message_size(m),
+            )
+            .add_service(
+                health_service
+                    .max_decoding_message_size(m)
+                    .max_encoding_message_size(m),
+            )
+            .add_service(
+                reflection_v1
+                    .max_decoding_message_size(m)
+                    .max_encoding_message_size(m),
+            )
+            .add_service(
+                reflection_v1alpha
+                    .max_decoding_message_size(m)
+                    .max_encoding_message_size(m),
+            );
+
+        let (drain_tx, mut drain_rx) = watch::channel(false);
+        let serving = router.serve_with_incoming_shutdown(self.incoming, async move {
+            let _ = drain_rx.wait_for(|d| *d).await;
+        });
+        tokio::pin!(serving);
+        tokio::select! {
+            result = &mut serving => return result.context("the server failed"),
+            () = shutdown => {}
+        }
+        tracing::info!(grace_secs = grace.as_secs_f64(), "shutting down");
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        for name in SERVICE_NAMES {
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        state.shutdown.raise();
+        let _ = drain_tx.send(true);
+        match tokio::time::timeout(grace, serving).await {
+            Ok(result) => result.context("the server failed while shutting down")?,
+            Err(_) => tracing::warn!("calls still open after the grace period; exiting anyway"),
+        }
+        Ok(())
+    }
+}
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received SIGINT"),
+        () = term => tracing::info!("received SIGTERM"),
+    }
+}
+
+/// Opens the database, loads the demo data if asked, and serves until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let dir = config.data_dir.clone();
+    let db = tokio::task::spawn_blocking(move || portrait_engine::Database::open(&dir))
+        .await
+        .context("opening the database")?
+        .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
+    let db = Arc::new(db);
+    tracing::info!(data_dir = %config.data_dir.display(), tables = ?db.tables(), "database open");
+    if config.demo {
+        let db = db.clone();
+        let users = config.demo_users;
+        tokio::task::spawn_blocking(move || crate::demo::ensure(&db, users))
+            .await
+            .context("loading the demo data")??;
+    }
+    let bound = Bound::bind(config.listen)?;
+    let addr = bound.local_addr();
+    tracing::info!(
+        %addr,
+        ready_after_ms = started.elapsed().as_millis() as u64,
+        "portraitd listening"
+    );
+    // One plain line on stdout, for scripts and tests that start the server on port 0.
+    println!("portraitd listening on {addr}");
+    let state = State::new(db, config.limits.clone(), config.max_message_bytes);
+    state.warm_up();
+    bound
+        .serve(
+            state,
+            config.max_message_bytes,
+            Duration::from_secs(config.shutdown_grace_secs),
+            shutdown_signal(),
+        )
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
