@@ -145,10 +145,7 @@ struct Dim<'s> {
 
 impl<'s> Dim<'s> {
     fn new(snap: &'s TableSnapshot, path: &str, as_of: Option<&'s str>) -> Result<Self> {
-        let field = match as_of {
-            Some(l) => snap.field_as_of(path, l)?,
-            None => snap.field(path)?,
-        };
+        let field = snap.field_at(path, as_of)?;
         if !field.kind().has_values() {
             return Err(Error::KindMismatch {
                 path: path.to_owned(),
@@ -246,7 +243,7 @@ impl<'s> Crowd<'s> {
         }
         let dims: Vec<Dim<'s>> = dims
             .iter()
-            .map(|d| Dim::new(self.snap, d, None))
+            .map(|d| Dim::new(self.snap, d, self.as_of))
             .collect::<Result<_>>()?;
         let combos: usize = dims.iter().map(Dim::values).product();
         if combos > MAX_GROUPS {
@@ -268,7 +265,11 @@ impl<'s> Crowd<'s> {
         let base_counts: Arc<GroupCounts> = match base {
             Some(b) => Arc::new(group(b)?),
             None => {
-                let key: Vec<String> = dims.iter().map(|d| d.field.path().to_owned()).collect();
+                // Keyed by each dimension's path and version label.
+                let key: Vec<String> = dims
+                    .iter()
+                    .map(|d| format!("{}@{}", d.field.path(), d.field.version().label))
+                    .collect();
                 let cached = self.snap.memo.base_groups.lock().get(&key).cloned();
                 match cached {
                     Some(c) => c,
@@ -276,6 +277,7 @@ impl<'s> Crowd<'s> {
                         let all = Crowd {
                             snap: self.snap,
                             root: crate::query::plan::Node::All,
+                            as_of: self.as_of,
                         };
                         let c = Arc::new(group(&all)?);
                         self.snap.memo.base_groups.lock().insert(key, c.clone());
@@ -335,7 +337,9 @@ impl<'s> Crowd<'s> {
             if !under {
                 continue;
             }
-            let Ok(f) = snap.field(p) else { continue };
+            let Ok(f) = snap.field_at(p, self.as_of) else {
+                continue;
+            };
             match f.kind() {
                 FieldKind::Flag => candidates.push((f, None)),
                 FieldKind::Enum | FieldKind::Set => {
@@ -368,14 +372,16 @@ impl<'s> Crowd<'s> {
             if size == 0 {
                 return Ok((inside, 0));
             }
-            let forward = match counting {
-                FlagCounting::Auto => {
-                    (size as f64) * snap.flags_per_user(s)
-                        < flag_slot.len() as f64 * FORWARD_BREAK_EVEN
-                }
-                FlagCounting::Forward => true,
-                FlagCounting::Bitmaps => false,
-            };
+            // The forward index describes current versions only.
+            let forward = self.as_of.is_none()
+                && match counting {
+                    FlagCounting::Auto => {
+                        (size as f64) * snap.flags_per_user(s)
+                            < flag_slot.len() as f64 * FORWARD_BREAK_EVEN
+                    }
+                    FlagCounting::Forward => true,
+                    FlagCounting::Bitmaps => false,
+                };
             if forward {
                 snap.count_flags_forward(
                     s,
@@ -451,7 +457,7 @@ impl<'s> Crowd<'s> {
     }
 
     fn numeric(&self, path: &str) -> Result<FieldRef<'s>> {
-        let f = self.snap.field(path)?;
+        let f = self.snap.field_at(path, self.as_of)?;
         if !f.kind().is_numeric() {
             return Err(Error::KindMismatch {
                 path: path.to_owned(),

@@ -29,6 +29,8 @@ use plan::{Node, Planner};
 pub struct Crowd<'s> {
     pub(crate) snap: &'s TableSnapshot,
     pub(crate) root: Node<'s>,
+    /// The version label analyses read other fields at (`None`: current versions).
+    pub(crate) as_of: Option<&'s str>,
 }
 
 /// One page of members.
@@ -89,7 +91,11 @@ impl TableSnapshot {
         expr.check()
             .map_err(|e| Error::InvalidArgument(format!("malformed expression: {e}")))?;
         let root = Planner { snap: self, as_of }.plan(expr)?;
-        Ok(Crowd { snap: self, root })
+        Ok(Crowd {
+            snap: self,
+            root,
+            as_of,
+        })
     }
 
     /// Parses and plans the text form of an expression.

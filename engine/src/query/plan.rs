@@ -129,10 +129,7 @@ pub(crate) struct Planner<'s> {
 
 impl<'s> Planner<'s> {
     pub(crate) fn field(&self, path: &Path) -> Result<FieldRef<'s>> {
-        match self.as_of {
-            Some(label) => self.snap.field_as_of(path.as_str(), label),
-            None => self.snap.field(path.as_str()),
-        }
+        self.snap.field_at(path.as_str(), self.as_of)
     }
 
     pub(crate) fn plan(&self, expr: &Expr) -> Result<Node<'s>> {

@@ -359,13 +359,18 @@ impl TableSnapshot {
         })
     }
 
-    /// Field `path` as of the version labelled `label`.
+    /// Field `path` as of `label`: its newest kept version whose label sorts at or before
+    /// `label` (labels are compared as strings, so date labels `YYYY-MM-DD` compare by date).
+    /// A field loaded on the 24th and not since is read at that version for `as of the 25th`.
     pub fn field_as_of(&self, path: &str, label: &str) -> Result<FieldRef<'_>> {
         let i = self.index_of(path)?;
         let version = self.manifest.fields[i]
             .versions
             .iter()
-            .position(|v| v.info.label == label)
+            .enumerate()
+            .filter(|(_, v)| v.info.label.as_str() <= label)
+            .max_by(|a, b| a.1.info.label.cmp(&b.1.info.label))
+            .map(|(i, _)| i)
             .ok_or_else(|| Error::VersionNotFound {
                 path: path.to_owned(),
                 label: label.to_owned(),
@@ -375,6 +380,40 @@ impl TableSnapshot {
             field: i,
             version,
         })
+    }
+
+    /// Field `path` at the current version, or as of `label` when given.
+    pub fn field_at(&self, path: &str, as_of: Option<&str>) -> Result<FieldRef<'_>> {
+        match as_of {
+            Some(label) => self.field_as_of(path, label),
+            None => self.field(path),
+        }
+    }
+
+    /// Every field value of user `id` as of `label`: each field read at its version for that
+    /// label; fields with no version that old are left out. When no field at all has one, the
+    /// label predates everything the table keeps: [`Error::VersionNotFound`].
+    pub fn portrait_of_id_as_of(&self, id: u32, label: &str) -> Result<Vec<(String, Value)>> {
+        let mut out = Vec::new();
+        let mut any_version = false;
+        for meta in self.fields() {
+            let f = match self.field_as_of(&meta.spec.path, label) {
+                Ok(f) => f,
+                Err(Error::VersionNotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            any_version = true;
+            if let Some(v) = f.value_of(id)? {
+                out.push((meta.spec.path.clone(), v));
+            }
+        }
+        if !any_version && !self.manifest.fields.is_empty() {
+            return Err(Error::VersionNotFound {
+                path: format!("(every field of `{}`)", self.name),
+                label: label.to_owned(),
+            });
+        }
+        Ok(out)
     }
 
     /// The id of an external key, if the user is known to this snapshot.

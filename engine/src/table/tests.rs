@@ -326,6 +326,48 @@ fn versions_are_kept_replaced_and_expired() {
             .to_vec(),
         vec![1]
     );
+    // As of a label between two versions: the older one; before every version: not found.
+    assert_eq!(
+        snap.field_as_of("tag", "d15").unwrap().version().label,
+        "d1"
+    );
+    assert_eq!(snap.field_as_of("tag", "d9").unwrap().version().label, "d2");
+    assert!(matches!(
+        snap.field_as_of("tag", "a"),
+        Err(Error::VersionNotFound { .. })
+    ));
+    let expr = crate::expr::parse("tag").unwrap();
+    assert_eq!(
+        snap.crowd_as_of(&expr, Some("d1"))
+            .unwrap()
+            .count()
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        snap.crowd_as_of(&expr, Some("d2"))
+            .unwrap()
+            .count()
+            .unwrap(),
+        2
+    );
+    let old = snap
+        .crowd_as_of(&crate::expr::parse("ALL").unwrap(), Some("d1"))
+        .unwrap();
+    let top = old.top_values("tag", 5, crate::TopOrder::Count).unwrap();
+    assert_eq!(
+        top[0].count, 1,
+        "analyses read fields as of the crowd's label"
+    );
+    assert_eq!(
+        snap.portrait_of_id_as_of(SHARD + 2, "d2").unwrap(),
+        vec![("tag".to_string(), Value::Flag)]
+    );
+    assert!(
+        snap.portrait_of_id_as_of(SHARD + 2, "d1")
+            .unwrap()
+            .is_empty()
+    );
     simple_load(&db, "d3", &[3]);
     let t = db.table("users").unwrap();
     let snap = t.snapshot();

@@ -74,42 +74,17 @@ fn portrait_message(
     }
 }
 
-/// Every value of user `id`, reading each field at its newest version labelled `<= as_of`
-/// (current versions when `as_of` is `None`). Fields without such a version are left out; when
-/// no field has one, the label is older than every kept version (`NOT_FOUND`).
+/// Every value of user `id`, each field read at its newest version labelled `<= as_of`
+/// (current versions when `as_of` is `None`); fields with no version that old are left out.
 fn values_of(
     snap: &TableSnapshot,
     id: u32,
     as_of: Option<&str>,
 ) -> Result<Vec<(String, Value)>, Status> {
-    let Some(label) = as_of else {
-        return snap.portrait_of_id(id).or_status();
-    };
-    let mut out = Vec::new();
-    let mut any_version = false;
-    for meta in snap.fields() {
-        let path = meta.spec.path.as_str();
-        let versions = snap.versions(path).or_status()?;
-        let Some(version) = versions
-            .iter()
-            .filter(|v| v.label.as_str() <= label)
-            .max_by(|a, b| a.label.cmp(&b.label))
-        else {
-            continue;
-        };
-        any_version = true;
-        let field = snap.field_as_of(path, &version.label).or_status()?;
-        if let Some(v) = field.value_of(id).or_status()? {
-            out.push((path.to_owned(), v));
-        }
+    match as_of {
+        None => snap.portrait_of_id(id).or_status(),
+        Some(label) => snap.portrait_of_id_as_of(id, label).or_status(),
     }
-    if !any_version && snap.fields().next().is_some() {
-        return Err(Status::not_found(format!(
-            "table `{}` keeps no version labelled `{label}` or earlier",
-            snap.table_name()
-        )));
-    }
-    Ok(out)
 }
 
 /// The engine id of a wire key, if the table knows the user.
