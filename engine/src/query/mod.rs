@@ -200,6 +200,21 @@ impl<'s> Crowd<'s> {
         }
     }
 
+    /// The plan tree with estimated cardinalities only; nothing is evaluated (`actual` and
+    /// `micros` are 0).
+    pub fn plan(&self) -> ExplainNode {
+        fn go(crowd: &Crowd<'_>, node: &Node<'_>) -> ExplainNode {
+            ExplainNode {
+                label: node.label(),
+                estimated: node.estimate(crowd.snap.users() as u64),
+                actual: 0,
+                micros: 0,
+                children: node.children().into_iter().map(|c| go(crowd, c)).collect(),
+            }
+        }
+        go(self, &self.root)
+    }
+
     /// Evaluates every node on every shard, with estimated and actual cardinalities and time.
     pub fn explain(&self) -> Result<ExplainNode> {
         fn go<'s>(crowd: &Crowd<'s>, node: &Node<'s>) -> Result<ExplainNode> {

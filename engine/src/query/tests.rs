@@ -611,6 +611,15 @@ fn portraits_and_explain_and_errors() {
     assert_eq!(plan.actual, crowd.count().unwrap());
     assert_eq!(plan.children.len(), 3);
     assert!(plan.render().contains("flag tag/a"));
+    let estimated = crowd.plan();
+    assert_eq!(
+        (
+            estimated.label.as_str(),
+            estimated.actual,
+            estimated.children.len()
+        ),
+        ("AND NOT", 0, 3)
+    );
 
     // Unknown fields are errors with a suggestion; absent values are just empty.
     match snap.crowd_text("tag/aa") {

@@ -407,7 +407,11 @@ impl AnalysisService for AnalysisApi {
             let snap = state.snapshot(&r.table)?;
             let expr = state.expr(&snap, r.expr.as_ref(), "expr")?;
             let crowd = plan(&snap, &expr, as_of(&r.as_of))?;
-            let tree = crowd.explain().or_status()?;
+            let tree = if r.analyze {
+                crowd.explain().or_status()?
+            } else {
+                crowd.plan()
+            };
             Ok(Response::new(v1::ExplainResponse {
                 plan: convert::plan_text(&tree, r.analyze),
                 root: Some(convert::plan_node(&tree, r.analyze)),
