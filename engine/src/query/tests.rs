@@ -664,3 +664,52 @@ fn portraits_and_explain_and_errors() {
             .is_err()
     );
 }
+
+#[test]
+fn empty_tables_answer_every_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let t = db.create_table("empty", KeyKind::Str).unwrap();
+    let snap = t.snapshot();
+    for text in ["ALL", "NOT ALL", "KEYS('nobody')"] {
+        let crowd = snap.crowd_text(text).unwrap();
+        assert_eq!(crowd.count().unwrap(), 0, "{text}");
+        assert_eq!(crowd.members(None, 10).unwrap().keys.len(), 0);
+        assert!(crowd.sample(3, 1).unwrap().is_empty());
+        assert!(!crowd.contains(KeyRef::Str("nobody")).unwrap());
+    }
+    assert!(matches!(
+        snap.crowd_text("vip"),
+        Err(crate::Error::FieldNotFound { .. })
+    ));
+    assert!(matches!(
+        snap.portrait(KeyRef::Str("nobody")),
+        Err(crate::Error::KeyNotFound(_))
+    ));
+
+    // Fields whose every user lacks a value, in a table of users without data.
+    let mut load = t.load("v1").unwrap();
+    let vip = load.field(FieldSpec::new("vip", FieldKind::Flag)).unwrap();
+    let age = load.field(FieldSpec::new("age", FieldKind::Int)).unwrap();
+    let _ = (vip, age);
+    load.user(KeyRef::Str("a")).unwrap();
+    load.commit().unwrap();
+    let snap = t.snapshot();
+    assert_eq!(snap.crowd_text("vip").unwrap().count().unwrap(), 0);
+    assert_eq!(snap.crowd_text("NOT vip").unwrap().count().unwrap(), 1);
+    assert_eq!(snap.crowd_text("age >= 0").unwrap().count().unwrap(), 0);
+    let agg = snap
+        .crowd_text("ALL")
+        .unwrap()
+        .aggregate("age", &[50.0])
+        .unwrap();
+    assert_eq!((agg.count, agg.min, agg.avg), (0, None, None));
+    assert!(
+        snap.crowd_text("ALL")
+            .unwrap()
+            .distribution("age", &Buckets::Quantiles(4))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(snap.portrait(KeyRef::Str("a")).unwrap().is_empty());
+}
