@@ -19,10 +19,13 @@ pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     let last = Lowered::new(last_segment(name));
     let mut best: Option<(usize, u8, &'a str)> = None;
     for candidate in candidates {
-        let scores = [
-            (0, whole.distance(&Lowered::new(candidate))),
-            (1, last.distance(&Lowered::new(last_segment(candidate)))),
-        ];
+        // A name may be a field's last segment (`sports` -> `interest/sports`), but matching
+        // only the last segment costs one edit more than matching the whole path, so that
+        // `intrest/sports` finds `interest/sports` rather than any other path ending in `sports`.
+        let by_last = last
+            .distance(&Lowered::new(last_segment(candidate)))
+            .map(|d| d + 1);
+        let scores = [(0, whole.distance(&Lowered::new(candidate))), (1, by_last)];
         for (kind, distance) in scores {
             let Some(distance) = distance else { continue };
             let key = (distance, kind, candidate);
@@ -175,7 +178,22 @@ mod tests {
         assert_eq!(backward, Some("ab_x"));
         // A whole-path match beats an equally distant last-segment match...
         assert_eq!(closest("b/cat", ["x/bat", "b/cap"]), Some("b/cap"));
-        // ...but not an exact last segment.
-        assert_eq!(closest("b/catt", ["b/cat", "x/catt"]), Some("x/catt"));
+        // ...and a last-segment match costs one edit more than a whole-path one.
+        assert_eq!(closest("b/catt", ["b/cat", "x/catt"]), Some("b/cat"));
+        assert_eq!(closest("b/catt", ["b/ca", "x/catt"]), Some("x/catt"));
+    }
+
+    #[test]
+    fn spelled_out_paths_are_compared_whole() {
+        let fields = [
+            "content/live_stream/sports",
+            "interest/sports",
+            "interest/travel",
+        ];
+        assert_eq!(closest("intrest/sports", fields), Some("interest/sports"));
+        assert_eq!(
+            closest("sports", fields),
+            Some("content/live_stream/sports")
+        );
     }
 }

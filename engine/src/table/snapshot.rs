@@ -284,6 +284,11 @@ impl TableSnapshot {
         self.manifest.users
     }
 
+    /// When the table was created (ms since the Unix epoch).
+    pub fn created_ms(&self) -> i64 {
+        self.manifest.created_ms
+    }
+
     /// The manifest generation this snapshot shows (grows with every published change).
     pub fn generation(&self) -> u64 {
         self.manifest.generation

@@ -24,15 +24,14 @@ impl CatalogApi {
     }
 }
 
-/// A table's summary. The engine does not expose the table's creation time yet, so
-/// `created_unix_ms` is 0.
+/// A table's summary.
 pub(crate) fn table_message(snap: &TableSnapshot) -> v1::Table {
     v1::Table {
         name: snap.table_name().to_owned(),
         key_kind: convert::key_kind(snap.key_kind()).into(),
         users: snap.users().into(),
         fields: snap.fields().count() as u64,
-        created_unix_ms: 0,
+        created_unix_ms: snap.created_ms(),
     }
 }
 
