@@ -109,11 +109,25 @@ impl Error {
     /// status's source; its text is appended to the message so that it is not lost.
     pub fn from_status(status: Status) -> Self {
         let message = message_with_causes(&status);
+        // A connection that broke before the server answered (reset, closed mid-call) is
+        // raised by the client's transport, with the cause attached; the call never completed
+        // on the server's side of the wire, so it is reported as transient.
+        if status.code() == Code::Cancelled && status.message() == "Timeout expired" {
+            // The server's deadline timer fired first (tonic's CANCELLED "Timeout expired").
+            return Error::DeadlineExceeded(message);
+        }
+        if transport_failure(&status) {
+            return Error::Unavailable(message);
+        }
         match status.code() {
             Code::InvalidArgument => {
                 let position = position_from_metadata(status.metadata())
                     .or_else(|| position_from_message(&message));
                 Error::InvalidArgument { message, position }
+            }
+            // tonic reports a message over the size limit as OUT_OF_RANGE; it is a limit.
+            Code::OutOfRange if message.contains("message length too large") => {
+                Error::ResourceExhausted(message)
             }
             Code::OutOfRange => Error::InvalidArgument {
                 message,
@@ -155,6 +169,31 @@ impl From<Status> for Error {
     fn from(status: Status) -> Self {
         Error::from_status(status)
     }
+}
+
+/// True if the status was raised by the client's transport because the connection failed (its
+/// cause chain holds a transport or HTTP/2 error), as opposed to a status the server sent.
+fn transport_failure(status: &Status) -> bool {
+    if !matches!(
+        status.code(),
+        Code::Internal | Code::Unknown | Code::Cancelled
+    ) {
+        return false;
+    }
+    let mut cause = std::error::Error::source(status);
+    while let Some(error) = cause {
+        if error.is::<tonic::TimeoutExpired>() {
+            return false;
+        }
+        if error.is::<tonic::transport::Error>()
+            || error.is::<h2::Error>()
+            || error.is::<std::io::Error>()
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// True if the status was raised by the client's deadline timer rather than sent by the server.

@@ -27,7 +27,7 @@ pub struct Limits {
     /// Bytes of an expression's text form (default 65,536).
     pub max_expr_bytes: usize,
     /// Nesting depth of a structured expression: the most `And`, `Or`, `Xor` and `Not` nodes on
-    /// one path from the root (default 64).
+    /// one path from the root (default 40).
     pub max_expr_depth: usize,
     /// Rows of one `Group` (default 100,000; 1,000 when the request asks for 0).
     pub max_group_rows: u32,
@@ -46,7 +46,8 @@ impl Default for Limits {
             max_overlap_crowds: 64,
             max_sample: 1_000_000,
             max_expr_bytes: 64 * 1024,
-            max_expr_depth: 64,
+            // Protobuf decoding allows 100 nested messages (two per level): stay well below.
+            max_expr_depth: 40,
             max_group_rows: 100_000,
             max_top_k: 10_000,
             max_buckets: 10_000,

@@ -237,7 +237,9 @@ fn produce_members(
         let mut ended = chunks.is_empty();
         for (i, chunk) in chunks.into_iter().enumerate() {
             let last_id = chunk.last().map(|(id, _)| u64::from(*id));
-            let resumable = i < last_chunk || (!exhausted && (budget_left || capped));
+            // Every batch but the crowd's very last carries a cursor, including the one that
+            // reaches the requested limit: the export can continue from it.
+            let resumable = i < last_chunk || !exhausted;
             let next_cursor = match last_id {
                 Some(id) if resumable => convert::encode_cursor(id),
                 _ => String::new(),
@@ -253,6 +255,10 @@ fn produce_members(
                 // An empty crowd: one empty, final batch.
                 sink.send(v1::MembersBatch::default());
             }
+            return;
+        }
+        if !budget_left && !capped {
+            // The requested limit is reached; the last batch's cursor continues the export.
             return;
         }
         if !budget_left {
