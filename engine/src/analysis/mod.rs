@@ -523,11 +523,17 @@ impl<'s> Crowd<'s> {
                 ) else {
                     return Ok(Vec::new());
                 };
-                let width = (((hi as i128 - lo as i128) / *n as i128) + 1).max(1);
-                let mut b: Vec<i64> = (0..=*n as i128)
-                    .map(|i| (lo as i128 + i * width).min(i64::MAX as i128) as i64)
-                    .collect();
-                b.dedup();
+                // At most `n` buckets of equal integer width covering [lo, hi]; fewer when the
+                // range holds fewer than `n` distinct values, never one past the maximum.
+                let span = hi as i128 - lo as i128 + 1;
+                let width = (span + *n as i128 - 1) / *n as i128;
+                let mut b: Vec<i64> = Vec::with_capacity(*n as usize + 1);
+                let mut edge = lo as i128;
+                while edge <= hi as i128 {
+                    b.push(edge as i64);
+                    edge += width;
+                }
+                b.push(edge.min(i64::MAX as i128) as i64);
                 b
             }
             Buckets::Quantiles(n) => {

@@ -557,6 +557,13 @@ fn analyses_match_the_naive_evaluator() {
                 prop_assert_eq!(b.count, count_in(b.lower, b.upper));
             }
             prop_assert_eq!(dist.iter().map(|b| b.count).sum::<u64>(), ages.len() as u64);
+            if let (Some(lo), Some(hi)) = (ages.iter().min(), ages.iter().max()) {
+                let d = crowd
+                    .distribution("age", &Buckets::EqualWidth(200))
+                    .unwrap();
+                prop_assert!(d.len() as i64 <= hi - lo + 1, "no bucket past the maximum");
+                prop_assert!(d.iter().all(|b| b.lower.is_some_and(|l| l <= *hi)));
+            }
             for spec in [Buckets::EqualWidth(4), Buckets::Quantiles(3)] {
                 let d = crowd.distribution("age", &spec).unwrap();
                 prop_assert_eq!(d.iter().map(|b| b.count).sum::<u64>(), ages.len() as u64);
