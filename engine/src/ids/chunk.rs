@@ -85,11 +85,15 @@ pub(crate) fn read_into(
             kind.name()
         )));
     }
+    let mut batch = Vec::with_capacity(LOAD_BATCH);
     match kind {
         KeyKind::U64 => {
             for _ in 0..count {
                 let k = d.u64().map_err(|e| bad(e.0))?;
-                push_unique(dict, KeyRef::U64(k), &bad)?;
+                batch.push(KeyRef::U64(k));
+                if batch.len() == LOAD_BATCH {
+                    extend_new(dict, &mut batch, &bad)?;
+                }
             }
         }
         KeyKind::Str => {
@@ -98,25 +102,34 @@ pub(crate) fn read_into(
                 let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
                 let raw = d.take(len).map_err(|e| bad(e.0))?;
                 let s = std::str::from_utf8(raw).map_err(|_| bad("key is not UTF-8".into()))?;
-                push_unique(dict, KeyRef::Str(s), &bad)?;
+                batch.push(KeyRef::Str(s));
+                if batch.len() == LOAD_BATCH {
+                    extend_new(dict, &mut batch, &bad)?;
+                }
             }
         }
     }
+    extend_new(dict, &mut batch, &bad)?;
     if d.remaining() != 0 {
         return Err(bad(format!("{} trailing bytes", d.remaining())));
     }
     Ok(())
 }
 
-fn push_unique(
+/// Keys appended to the dictionary at a time.
+const LOAD_BATCH: usize = 4096;
+
+/// Appends the keys of `batch` (emptying it), refusing a key the dictionary already holds.
+fn extend_new(
     dict: &mut IdDictionary,
-    key: KeyRef<'_>,
+    batch: &mut Vec<KeyRef<'_>>,
     bad: &impl Fn(String) -> Error,
 ) -> Result<()> {
-    if dict.get(key).is_some() {
-        return Err(bad(format!("key `{key}` appears twice")));
+    if let Err(j) = dict.extend_new(batch)? {
+        return Err(bad(format!("key `{}` appears twice", batch[j])));
     }
-    dict.push(key).map(|_| ())
+    batch.clear();
+    Ok(())
 }
 
 #[cfg(test)]
@@ -144,6 +157,17 @@ mod tests {
         assert!(read_into(&p, 1, 5, &mut wrong).is_err(), "count mismatch");
         let mut empty = IdDictionary::new(KeyKind::Str, 0);
         assert!(read_into(&p, 1, 4, &mut empty).is_err(), "gap in ids");
+
+        let mut again = IdDictionary::new(KeyKind::Str, 0);
+        again.push(KeyRef::Str("d")).unwrap();
+        assert!(
+            matches!(
+                read_into(&p, 1, 4, &mut again),
+                Err(Error::Corruption { .. })
+            ),
+            "a key the dictionary holds already"
+        );
+        assert_eq!(again.len(), 1);
 
         let mut bytes = std::fs::read(&p).unwrap();
         let mid = bytes.len() / 2;

@@ -4,21 +4,30 @@
 //! `0..n` and bitmaps over them stay dense and small. A table's keys are all strings or all
 //! `u64` ([`KeyKind`]).
 //!
-//! In memory, keys live in one flat store (a `Vec<u64>`, or one byte arena plus end offsets for
-//! strings) and a [`hashbrown::HashTable`] holds only the `u32` ids, hashing and comparing through
-//! the store. Memory per key is therefore the key itself plus about 14 bytes (8 for the reverse
-//! offset or the u64 key, ~5.7 for the table slot at its load factor).
+//! In memory, keys live in one flat store in id order ([`store`]: a `Vec<u64>`, or one UTF-8
+//! arena plus `u32` end offsets for strings) and an open-addressing [`index`] of `u32` slots holds
+//! only positions in that store, each with a few bits of its key's hash; a lookup always confirms
+//! its key against the store. Memory per key is therefore the key itself, 4 bytes of offset
+//! (strings) and 5.3 to 8 bytes of slot (load 1/2 to 3/4), plus the stores' growth slack (they
+//! grow by a quarter): 9.3 to 16 bytes more than the key for 11-byte strings.
+//!
+//! [`IdDictionary::get_many`] looks keys up in batches whose cache misses overlap (see
+//! [`prefetch`]): a lookup takes three dependent misses (slot, offsets, key bytes), which a
+//! batch pays once for all its keys.
 //!
 //! On disk, keys are appended as *chunks* (see [`chunk`]): each bulk load that introduces new keys
 //! writes one chunk holding the contiguous id range it assigned.
 
 pub(crate) mod chunk;
+mod index;
+mod prefetch;
+mod store;
 
 use std::fmt;
 
-use hashbrown::HashTable;
-
 use crate::error::{Error, Result};
+use index::Index;
+use store::{Arena, KeyStore, push_gently, reserve_gently};
 
 /// The type of a table's external keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -141,36 +150,22 @@ impl fmt::Display for Key {
     }
 }
 
-#[inline]
-fn hash_u64(mut k: u64) -> u64 {
-    // murmur3's fmix64: a full-avalanche mixer, enough for integer keys.
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    k ^ (k >> 33)
-}
-
-#[inline]
-fn hash_key(key: KeyRef<'_>) -> u64 {
-    match key {
-        KeyRef::Str(s) => xxhash_rust::xxh3::xxh3_64(s.as_bytes()),
-        KeyRef::U64(v) => hash_u64(v),
-    }
-}
-
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Store {
     U64(Vec<u64>),
-    Str { bytes: Vec<u8>, ends: Vec<u64> },
+    Str(Arena),
 }
+
+/// Keys looked up together by [`IdDictionary::get_many`]: each stage of a batch issues the
+/// prefetches of all its keys before the next stage reads them, so their misses overlap.
+const BATCH: usize = 16;
 
 /// Keys of ids `first..first + len`, with a hash index from key to id.
 #[derive(Clone)]
 pub(crate) struct IdDictionary {
     first: u32,
     store: Store,
-    index: HashTable<u32>,
+    index: Index,
 }
 
 impl fmt::Debug for IdDictionary {
@@ -186,23 +181,20 @@ impl IdDictionary {
     /// An empty dictionary whose first key will get id `first`.
     pub(crate) fn new(kind: KeyKind, first: u32) -> Self {
         let store = match kind {
-            KeyKind::Str => Store::Str {
-                bytes: Vec::new(),
-                ends: Vec::new(),
-            },
+            KeyKind::Str => Store::Str(Arena::default()),
             KeyKind::U64 => Store::U64(Vec::new()),
         };
         Self {
             first,
             store,
-            index: HashTable::new(),
+            index: Index::default(),
         }
     }
 
     pub(crate) fn kind(&self) -> KeyKind {
         match self.store {
             Store::U64(_) => KeyKind::U64,
-            Store::Str { .. } => KeyKind::Str,
+            Store::Str(_) => KeyKind::Str,
         }
     }
 
@@ -210,7 +202,7 @@ impl IdDictionary {
     pub(crate) fn len(&self) -> u32 {
         match &self.store {
             Store::U64(v) => v.len() as u32,
-            Store::Str { ends, .. } => ends.len() as u32,
+            Store::Str(a) => a.len() as u32,
         }
     }
 
@@ -226,76 +218,209 @@ impl IdDictionary {
     /// The key of `id`, if this dictionary holds it.
     pub(crate) fn key(&self, id: u32) -> Option<KeyRef<'_>> {
         let i = id.checked_sub(self.first)? as usize;
-        Self::key_at(&self.store, i)
-    }
-
-    #[inline]
-    fn key_at(store: &Store, i: usize) -> Option<KeyRef<'_>> {
-        match store {
-            Store::U64(v) => v.get(i).map(|k| KeyRef::U64(*k)),
-            Store::Str { bytes, ends } => {
-                let end = *ends.get(i)? as usize;
-                let start = if i == 0 { 0 } else { ends[i - 1] as usize };
-                // The arena only ever receives whole `&str`s, so every key range is valid UTF-8.
-                std::str::from_utf8(&bytes[start..end])
-                    .ok()
-                    .map(KeyRef::Str)
-            }
+        match &self.store {
+            Store::U64(v) => v.get(i).map(|&k| KeyRef::U64(k)),
+            Store::Str(a) => a.get(i).map(KeyRef::Str),
         }
     }
 
     /// The id of `key`, if present.
     #[inline]
     pub(crate) fn get(&self, key: KeyRef<'_>) -> Option<u32> {
-        let h = hash_key(key);
-        let store = &self.store;
-        let first = self.first;
-        self.index
-            .find(h, |&id| {
-                Self::key_at(store, (id - first) as usize) == Some(key)
-            })
-            .copied()
+        match &self.store {
+            Store::U64(v) => self.get_in(v, key),
+            Store::Str(a) => self.get_in(a, key),
+        }
+    }
+
+    #[inline]
+    fn get_in<S: KeyStore>(&self, store: &S, key: KeyRef<'_>) -> Option<u32> {
+        let probe = S::probe(key)?;
+        let i = self
+            .index
+            .find(S::hash(probe), |i| store.matches(i, probe))?;
+        Some(self.first + i)
     }
 
     /// Looks up many keys at once; `out[i]` is the id of `keys[i]`.
+    ///
+    /// Keys go through in batches of [`BATCH`], as a pipeline of four stages over the batch:
+    /// hash every key and prefetch its home slot; find each first tag match and prefetch its
+    /// store entry; prefetch the key bytes (strings); compare, probing on for the rare key
+    /// whose candidate was another key.
     pub(crate) fn get_many<'k>(
         &self,
         keys: impl IntoIterator<Item = KeyRef<'k>>,
         out: &mut Vec<Option<u32>>,
     ) {
         out.clear();
-        out.extend(keys.into_iter().map(|k| self.get(k)));
+        match &self.store {
+            Store::U64(v) => self.get_many_in(v, keys.into_iter(), out),
+            Store::Str(a) => self.get_many_in(a, keys.into_iter(), out),
+        }
+    }
+
+    fn get_many_in<'k, S: KeyStore>(
+        &self,
+        store: &S,
+        mut keys: impl Iterator<Item = KeyRef<'k>>,
+        out: &mut Vec<Option<u32>>,
+    ) {
+        out.reserve(keys.size_hint().0);
+        let mut batch = [KeyRef::U64(0); BATCH];
+        loop {
+            let mut n = 0;
+            while n < BATCH {
+                let Some(key) = keys.next() else { break };
+                batch[n] = key;
+                n += 1;
+            }
+            self.lookup_batch(store, &batch[..n], out);
+            if n < BATCH {
+                return;
+            }
+        }
+    }
+
+    /// Appends the ids of `keys` (at most [`BATCH`]) to `out`.
+    #[inline]
+    fn lookup_batch<S: KeyStore>(
+        &self,
+        store: &S,
+        keys: &[KeyRef<'_>],
+        out: &mut Vec<Option<u32>>,
+    ) {
+        let index = &self.index;
+        // Per key: its probe while it may still be present, its hash, and the slot and
+        // position of its current candidate.
+        let mut probes = [None; BATCH];
+        let mut hashes = [0u64; BATCH];
+        let mut at = [(0usize, 0u32); BATCH];
+        let n = keys.len().min(BATCH);
+        for j in 0..n {
+            if let Some(p) = S::probe(keys[j]) {
+                let h = S::hash(p);
+                probes[j] = Some(p);
+                hashes[j] = h;
+                at[j].0 = index.home(h);
+                index.prefetch_slot(at[j].0);
+            }
+        }
+        for j in 0..n {
+            if probes[j].is_some() {
+                match index.candidate(hashes[j], at[j].0) {
+                    Some(c) => {
+                        at[j] = c;
+                        store.prefetch_entry(c.1);
+                    }
+                    None => probes[j] = None,
+                }
+            }
+        }
+        for j in 0..n {
+            if probes[j].is_some() {
+                store.prefetch_key(at[j].1);
+            }
+        }
+        for j in 0..n {
+            let found = probes[j].and_then(|p| {
+                let (pos, i) = at[j];
+                if store.matches(i, p) {
+                    Some(i)
+                } else {
+                    index.find_after(hashes[j], pos, |i| store.matches(i, p))
+                }
+            });
+            out.push(found.map(|i| self.first + i));
+        }
     }
 
     /// Appends `key` (which must be absent and of the dictionary's kind) and returns its id.
     pub(crate) fn push(&mut self, key: KeyRef<'_>) -> Result<u32> {
-        if key.kind() != self.kind() {
-            return Err(Error::InvalidArgument(format!(
-                "key `{key}` is a {} but the table's keys are {}",
-                key.kind().name(),
-                self.kind().name()
-            )));
-        }
         let id = self.end();
-        if id == u32::MAX {
+        if id == u32::MAX && key.kind() == self.kind() {
             return Err(Error::LimitExceeded(
                 "a table holds at most 4,294,967,295 users".into(),
             ));
         }
+        let at = self.len() as usize;
         match (&mut self.store, key) {
-            (Store::U64(v), KeyRef::U64(k)) => v.push(k),
-            (Store::Str { bytes, ends }, KeyRef::Str(s)) => {
-                bytes.extend_from_slice(s.as_bytes());
-                ends.push(bytes.len() as u64);
+            (Store::U64(v), KeyRef::U64(k)) => {
+                push_gently(v, k);
+                index_range(&mut self.index, v, at..at + 1);
             }
-            _ => unreachable!("kind checked above"),
+            (Store::Str(a), KeyRef::Str(s)) => {
+                a.push(s);
+                index_range(&mut self.index, a, at..at + 1);
+            }
+            _ => return Err(self.kind_mismatch(key)),
         }
-        let store = &self.store;
-        let first = self.first;
-        self.index.insert_unique(hash_key(key), id, |&id| {
-            hash_key(Self::key_at(store, (id - first) as usize).expect("indexed ids are stored"))
-        });
         Ok(id)
+    }
+
+    fn kind_mismatch(&self, key: KeyRef<'_>) -> Error {
+        Error::InvalidArgument(format!(
+            "key `{key}` is a {} but the table's keys are {}",
+            key.kind().name(),
+            self.kind().name()
+        ))
+    }
+
+    /// Appends `keys`, all of which must be new, in order. If one is already present, or
+    /// repeats an earlier one, appends nothing and returns `Ok(Err(j))` for the first such
+    /// `keys[j]`. Much faster than `get` then `push` per key: the lookups of a batch of keys
+    /// overlap their cache misses.
+    pub(crate) fn extend_new(
+        &mut self,
+        keys: &[KeyRef<'_>],
+    ) -> Result<std::result::Result<(), usize>> {
+        if let Some(k) = keys.iter().find(|k| k.kind() != self.kind()) {
+            return Err(self.kind_mismatch(*k));
+        }
+        if u64::from(self.end()) + keys.len() as u64 > u64::from(u32::MAX) {
+            return Err(Error::LimitExceeded(
+                "a table holds at most 4,294,967,295 users".into(),
+            ));
+        }
+        let at = self.len() as usize;
+        let new = at..at + keys.len();
+        let index = &mut self.index;
+        let found = match &mut self.store {
+            Store::U64(v) => {
+                reserve_gently(v, keys.len());
+                v.extend(keys.iter().filter_map(|k| <Vec<u64>>::probe(*k)));
+                index.reserve(new.end, at, |i| v.hash_at(i));
+                let r = index.insert_range_new(
+                    new,
+                    |i| v.hash_at(i),
+                    |i, j| v.get(i as usize) == v.get(j),
+                );
+                if r.is_err() {
+                    v.truncate(at);
+                    index.reindex(at, |i| v.hash_at(i));
+                }
+                r
+            }
+            Store::Str(a) => {
+                for k in keys {
+                    if let KeyRef::Str(s) = k {
+                        a.push(s);
+                    }
+                }
+                index.reserve(new.end, at, |i| a.hash_at(i));
+                let r = index.insert_range_new(
+                    new,
+                    |i| a.hash_at(i),
+                    |i, j| a.bytes(i as usize) == a.bytes(j),
+                );
+                if r.is_err() {
+                    a.truncate(at);
+                    index.reindex(at, |i| a.hash_at(i));
+                }
+                r
+            }
+        };
+        Ok(found.map_err(|j| j - at))
     }
 
     /// Returns the id of `key`, assigning the next one if it is new.
@@ -315,10 +440,27 @@ impl IdDictionary {
                 self.end()
             )));
         }
-        self.index.reserve(other.len() as usize, |_| 0);
-        for i in 0..other.len() as usize {
-            let key = Self::key_at(&other.store, i).expect("in range");
-            self.push(key)?;
+        let at = self.len() as usize;
+        let added = other.len() as usize;
+        match (&mut self.store, &other.store) {
+            (_, _) if added == 0 => {}
+            (Store::U64(v), Store::U64(w)) => {
+                reserve_gently(v, added);
+                v.extend_from_slice(w);
+                index_range(&mut self.index, v, at..at + added);
+            }
+            (Store::Str(a), Store::Str(b)) => {
+                for i in 0..added {
+                    if let Some(key) = b.get(i) {
+                        a.push(key);
+                    }
+                }
+                index_range(&mut self.index, a, at..at + added);
+            }
+            _ => {
+                let key = other.key(other.first).unwrap_or(KeyRef::U64(0));
+                return Err(self.kind_mismatch(key));
+            }
         }
         Ok(())
     }
@@ -326,11 +468,17 @@ impl IdDictionary {
     /// Approximate heap bytes used.
     pub(crate) fn heap_bytes(&self) -> usize {
         let store = match &self.store {
-            Store::U64(v) => v.capacity() * 8,
-            Store::Str { bytes, ends } => bytes.capacity() + ends.capacity() * 8,
+            Store::U64(v) => v.capacity() * std::mem::size_of::<u64>(),
+            Store::Str(a) => a.heap_bytes(),
         };
-        store + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
+        store + self.index.heap_bytes()
     }
+}
+
+/// Indexes the keys at `range`, the last positions of `store`, growing the index if needed.
+fn index_range<S: KeyStore>(index: &mut Index, store: &S, range: std::ops::Range<usize>) {
+    index.reserve(range.end, range.start, |i| store.hash_at(i));
+    index.insert_range(range, |i| store.hash_at(i));
 }
 
 #[cfg(test)]
@@ -362,6 +510,225 @@ mod tests {
         a.append(&b).unwrap();
         assert_eq!(a.get(KeyRef::U64(20)), Some(1));
         assert!(a.append(&b).is_err(), "ranges must be contiguous");
+    }
+
+    #[test]
+    fn memory_per_key_is_the_key_plus_at_most_16_bytes() {
+        let n = 200_000u32;
+        let mut d = IdDictionary::new(KeyKind::Str, 0);
+        for i in 0..n {
+            d.push(KeyRef::Str(&format!("u{i:010}"))).unwrap();
+        }
+        let per_key = d.heap_bytes() as f64 / f64::from(n);
+        assert!(per_key <= 11.0 + 16.0, "{per_key} bytes per key");
+        let mut u = IdDictionary::new(KeyKind::U64, 0);
+        for i in 0..u64::from(n) {
+            u.push(KeyRef::U64(i * 7)).unwrap();
+        }
+        let per_key = u.heap_bytes() as f64 / f64::from(n);
+        assert!(per_key <= 8.0 + 12.0, "{per_key} bytes per key");
+    }
+
+    #[test]
+    fn lookups_of_the_other_kind_or_in_empty_dictionaries_miss() {
+        let empty = IdDictionary::new(KeyKind::Str, 7);
+        let mut out = vec![Some(1)];
+        empty.get_many([KeyRef::Str(""), KeyRef::U64(0)], &mut out);
+        assert_eq!(out, [None, None]);
+        assert_eq!(empty.get(KeyRef::Str("")), None);
+        let mut d = IdDictionary::new(KeyKind::U64, 0);
+        d.push(KeyRef::U64(0)).unwrap();
+        d.get_many([KeyRef::U64(0), KeyRef::Str("0")], &mut out);
+        assert_eq!(out, [Some(0), None]);
+        let mut s = IdDictionary::new(KeyKind::Str, 1);
+        s.push(KeyRef::Str("x")).unwrap();
+        assert!(d.append(&s).is_err(), "kinds must agree");
+        let mut t = IdDictionary::new(KeyKind::Str, 1);
+        t.append(&IdDictionary::new(KeyKind::U64, 1)).unwrap();
+        assert_eq!(t.len(), 0);
+    }
+
+    /// Two keys whose hashes share home slot and tag in a fresh dictionary: the second one's
+    /// lookups meet the first as a candidate and must compare keys and probe on.
+    #[test]
+    fn a_candidate_with_the_same_tag_is_compared_and_passed() {
+        for kind in [KeyKind::Str, KeyKind::U64] {
+            let key = |n: u64| match kind {
+                KeyKind::Str => Key::Str(format!("k{n}")),
+                KeyKind::U64 => Key::U64(n),
+            };
+            let hash = |k: &Key| match k {
+                Key::Str(s) => store::hash_bytes(s.as_bytes()),
+                Key::U64(v) => store::hash_u64(*v),
+            };
+            let mut d = IdDictionary::new(kind, 10);
+            d.push(key(u64::MAX).as_ref()).unwrap();
+            let mut seen: HashMap<(u32, u64), Key> = HashMap::new();
+            let (a, b) = (0..1_000_000u64)
+                .find_map(|n| {
+                    let k = key(n);
+                    let h = hash(&k);
+                    // Bucket by the bits that decide home and tag at 16 slots, then confirm.
+                    let bucket = ((h >> 60) as u32, h & 0xffff_ffe0);
+                    match seen.insert(bucket, k.clone()) {
+                        Some(prev) if d.index.collide(hash(&prev), h) => Some((prev, k)),
+                        _ => None,
+                    }
+                })
+                .expect("a colliding pair among a million keys");
+            d.push(a.as_ref()).unwrap();
+            d.push(b.as_ref()).unwrap();
+            let model = HashMap::from([(key(u64::MAX), 10), (a.clone(), 11), (b.clone(), 12)]);
+            check_lookups(&d, &model, &[b.clone(), a.clone(), b, key(u64::MAX - 1), a]).unwrap();
+        }
+    }
+
+    /// Looks every query up with `get` and with `get_many`, against the model.
+    fn check_lookups(
+        d: &IdDictionary,
+        model: &HashMap<Key, u32>,
+        queries: &[Key],
+    ) -> std::result::Result<(), TestCaseError> {
+        let mut out = vec![Some(u32::MAX); 3];
+        d.get_many(queries.iter().map(Key::as_ref), &mut out);
+        prop_assert_eq!(out.len(), queries.len());
+        for (q, got) in queries.iter().zip(&out) {
+            let want = model.get(q).copied();
+            prop_assert_eq!(*got, want, "get_many({})", q);
+            prop_assert_eq!(d.get(q.as_ref()), want, "get({})", q);
+        }
+        Ok(())
+    }
+
+    fn str_key() -> impl Strategy<Value = Key> {
+        "[a-e]{0,5}".prop_map(Key::Str)
+    }
+
+    fn any_key() -> impl Strategy<Value = Key> {
+        prop_oneof![
+            4 => str_key(),
+            1 => (0u64..2000).prop_map(Key::U64),
+            1 => any::<u64>().prop_map(Key::U64),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::testutil::proptest_config(48))]
+        /// Grows through many rehashes (from 16 slots to thousands) and checks single and batched
+        /// lookups (hits, misses, duplicates, the other kind, any batch length) after each load,
+        /// and the reverse map at the end.
+        #[test]
+        fn batched_lookups_match_a_hashmap_model(
+            kind in prop_oneof![Just(KeyKind::Str), Just(KeyKind::U64)],
+            first in prop_oneof![Just(0u32), 1u32..100],
+            loads in proptest::collection::vec(
+                (proptest::collection::vec(any_key(), 0..800), proptest::collection::vec(any_key(), 0..70)),
+                1..6,
+            ),
+        ) {
+            let mut d = IdDictionary::new(kind, first);
+            let mut model: HashMap<Key, u32> = HashMap::new();
+            let mut by_id = Vec::new();
+            for (keys, queries) in &loads {
+                for k in keys {
+                    let k = match (kind, k) {
+                        (KeyKind::U64, Key::Str(s)) => Key::U64(s.len() as u64 * 1000 + s.bytes().map(u64::from).sum::<u64>()),
+                        (KeyKind::Str, Key::U64(v)) => Key::Str(v.to_string()),
+                        _ => k.clone(),
+                    };
+                    let next = first + model.len() as u32;
+                    let id = *model.entry(k.clone()).or_insert_with(|| {
+                        by_id.push(k.clone());
+                        next
+                    });
+                    prop_assert_eq!(d.get_or_push(k.as_ref()).unwrap(), id);
+                }
+                let mut queries = queries.clone();
+                // Present keys, some twice, among the random ones.
+                queries.extend(by_id.iter().rev().take(40).cloned());
+                queries.extend(by_id.iter().step_by(7).take(20).cloned());
+                check_lookups(&d, &model, &queries)?;
+            }
+            prop_assert_eq!(d.len() as usize, model.len());
+            prop_assert_eq!(d.end(), first + model.len() as u32);
+            for (i, k) in by_id.iter().enumerate() {
+                prop_assert_eq!(d.key(first + i as u32), Some(k.as_ref()));
+            }
+            prop_assert_eq!(d.key(d.end()), None);
+            check_lookups(&d, &model, &by_id)?;
+        }
+
+        /// `extend_new` appends a batch of new keys, or refuses the first key already present
+        /// or repeated and leaves the dictionary as it was.
+        #[test]
+        fn extend_new_matches_a_hashmap_model(
+            kind in prop_oneof![Just(KeyKind::Str), Just(KeyKind::U64)],
+            batches in proptest::collection::vec(proptest::collection::vec(0u64..3000, 0..300), 1..12),
+        ) {
+            let key = |v: u64| match kind {
+                KeyKind::U64 => Key::U64(v),
+                KeyKind::Str => Key::Str(format!("k{v}")),
+            };
+            let mut d = IdDictionary::new(kind, 3);
+            let mut model: HashMap<Key, u32> = HashMap::new();
+            for batch in &batches {
+                let keys: Vec<Key> = batch.iter().map(|&v| key(v)).collect();
+                let refs: Vec<KeyRef<'_>> = keys.iter().map(Key::as_ref).collect();
+                let mut seen = std::collections::HashSet::new();
+                let first_dup = keys.iter().position(|k| model.contains_key(k) || !seen.insert(k));
+                let before = d.len();
+                let got = d.extend_new(&refs).unwrap();
+                match first_dup {
+                    Some(j) => {
+                        prop_assert_eq!(got, Err(j));
+                        prop_assert_eq!(d.len(), before);
+                    }
+                    None => {
+                        prop_assert_eq!(got, Ok(()));
+                        for k in keys {
+                            let id = 3 + model.len() as u32;
+                            model.insert(k, id);
+                        }
+                    }
+                }
+                let mut queries: Vec<Key> = model.keys().cloned().collect();
+                queries.extend(batch.iter().map(|&v| key(v + 1)));
+                check_lookups(&d, &model, &queries)?;
+            }
+            for (k, &id) in &model {
+                prop_assert_eq!(d.key(id), Some(k.as_ref()));
+            }
+            prop_assert_eq!(d.key(d.end()), None);
+            let other = match kind {
+                KeyKind::U64 => KeyRef::Str("x"),
+                KeyKind::Str => KeyRef::U64(1),
+            };
+            prop_assert!(d.extend_new(&[other]).is_err());
+        }
+
+        /// Appending dictionaries (as loads commit) is the same as pushing their keys.
+        #[test]
+        fn appends_match_a_hashmap_model(
+            parts in proptest::collection::vec(proptest::collection::btree_set(str_key(), 0..400), 1..8),
+            queries in proptest::collection::vec(str_key(), 0..100),
+        ) {
+            let mut d = IdDictionary::new(KeyKind::Str, 0);
+            let mut model: HashMap<Key, u32> = HashMap::new();
+            for part in &parts {
+                let mut add = IdDictionary::new(KeyKind::Str, d.end());
+                for k in part {
+                    if !model.contains_key(k) {
+                        let id = add.push(k.as_ref()).unwrap();
+                        model.insert(k.clone(), id);
+                    }
+                }
+                d.append(&add).unwrap();
+                prop_assert_eq!(d.len() as usize, model.len());
+            }
+            let mut all: Vec<Key> = model.keys().cloned().collect();
+            all.extend(queries);
+            check_lookups(&d, &model, &all)?;
+        }
     }
 
     proptest! {

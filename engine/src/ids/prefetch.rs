@@ -1,0 +1,39 @@
+//! Cache prefetch hints, so that the misses of a batch of dictionary lookups overlap.
+//!
+//! # Safety
+//! The only `unsafe` here calls `_mm_prefetch`, which is a hint: it never faults, reads nothing
+//! the program can observe and has no effect on memory contents. Its address is taken from a
+//! live element of a slice anyway. SSE, which provides it, is part of every x86_64 target.
+//! Other architectures get a no-op.
+
+/// Hints that `slice[index]` will be read soon; does nothing if `index` is out of bounds.
+#[inline(always)]
+pub(super) fn prefetch<T>(slice: &[T], index: usize) {
+    if let Some(item) = slice.get(index) {
+        prefetch_ptr(std::ptr::from_ref(item).cast::<i8>());
+    }
+}
+
+/// Hints that `slice[first..=last]` will be read soon: the cache lines of its two ends, once
+/// each (the middle of a long range is left to the hardware prefetcher).
+#[inline(always)]
+pub(super) fn prefetch_span<T>(slice: &[T], first: usize, last: usize) {
+    prefetch(slice, first);
+    let line =
+        |i: usize| (slice.as_ptr() as usize).wrapping_add(i.wrapping_mul(size_of::<T>())) / 64;
+    if line(last) != line(first) {
+        prefetch(slice, last);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_ptr(p: *const i8) {
+    use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    // SAFETY: a prefetch never faults and reads nothing; `p` points into a live slice.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn prefetch_ptr(_p: *const i8) {}

@@ -1,0 +1,349 @@
+//! The key stores of the id dictionary, in position order (position = id - first id).
+//!
+//! `u64` keys are a plain `Vec<u64>`. String keys are one UTF-8 arena ([`Arena`]) plus the end
+//! offset of each key, kept as `u32`s ([`Ends`]): 4 bytes per key instead of 8, with the rare
+//! crossings of a 4 GiB boundary recorded aside. The arena is a `String` and only ever receives
+//! whole `&str`s, so every key range is valid UTF-8 and falls on character boundaries: keys come
+//! back as `&str` without re-validation, and lookups compare bytes.
+//!
+//! Both grow by a quarter rather than doubling (see [`grown_capacity`]).
+
+use super::prefetch::{prefetch, prefetch_span};
+
+#[inline]
+pub(super) fn hash_u64(mut k: u64) -> u64 {
+    // murmur3's fmix64: a full-avalanche mixer, enough for integer keys.
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^ (k >> 33)
+}
+
+#[inline]
+pub(super) fn hash_bytes(b: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(b)
+}
+
+/// The capacity to reserve for `len + additional` items, or `None` if `capacity` suffices.
+///
+/// A dictionary is one large, long-lived allocation per store, so doubling would leave up to
+/// half of it unused; growing by a quarter bounds the slack at a fifth of the allocation while
+/// keeping appends amortized O(1) (and glibc reallocates large blocks by moving pages, not bytes).
+fn grown_capacity(capacity: usize, len: usize, additional: usize) -> Option<usize> {
+    let need = len.saturating_add(additional);
+    (need > capacity).then(|| need.max(capacity + (capacity / 4).max(64)))
+}
+
+/// Makes room in `v` for `additional` more items, growing by a quarter.
+pub(super) fn reserve_gently<T>(v: &mut Vec<T>, additional: usize) {
+    if let Some(cap) = grown_capacity(v.capacity(), v.len(), additional) {
+        v.reserve_exact(cap - v.len());
+    }
+}
+
+/// Appends `item` to `v`, growing by a quarter.
+pub(super) fn push_gently<T>(v: &mut Vec<T>, item: T) {
+    reserve_gently(v, 1);
+    v.push(item);
+}
+
+/// End offsets of the keys in the arena, as `u32`s plus the positions where the full offset
+/// passes a multiple of 2^32 (once per multiple passed, in order).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Ends {
+    low: Vec<u32>,
+    wraps: Vec<u32>,
+}
+
+impl Ends {
+    pub(super) fn len(&self) -> usize {
+        self.low.len()
+    }
+
+    /// Records the next key's end offset `end`, after one at `prev` (0 for the first key).
+    fn push(&mut self, prev: u64, end: u64) {
+        let i = self.low.len() as u32;
+        for _ in prev >> 32..end >> 32 {
+            push_gently(&mut self.wraps, i);
+        }
+        push_gently(&mut self.low, end as u32);
+    }
+
+    /// Keeps the first `len` offsets.
+    fn truncate(&mut self, len: usize) {
+        self.low.truncate(len);
+        let keep = self.wraps.partition_point(|&w| (w as usize) < len);
+        self.wraps.truncate(keep);
+    }
+
+    /// The end offset of key `i`.
+    #[inline]
+    pub(super) fn get(&self, i: usize) -> Option<u64> {
+        let low = u64::from(*self.low.get(i)?);
+        if self.wraps.is_empty() {
+            return Some(low);
+        }
+        let high = self.wraps.partition_point(|&w| w as usize <= i) as u64;
+        Some(high << 32 | low)
+    }
+
+    /// The byte range of key `i`.
+    #[inline]
+    fn range(&self, i: usize) -> Option<(usize, usize)> {
+        let end = self.get(i)?;
+        let start = match i.checked_sub(1) {
+            Some(p) => self.get(p)?,
+            None => 0,
+        };
+        Some((usize::try_from(start).ok()?, usize::try_from(end).ok()?))
+    }
+
+    fn heap_bytes(&self) -> usize {
+        (self.low.capacity() + self.wraps.capacity()) * std::mem::size_of::<u32>()
+    }
+}
+
+/// String keys: one UTF-8 arena and the end offset of each key.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Arena {
+    text: String,
+    ends: Ends,
+}
+
+impl Arena {
+    pub(super) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub(super) fn push(&mut self, key: &str) {
+        if let Some(cap) = grown_capacity(self.text.capacity(), self.text.len(), key.len()) {
+            self.text.reserve_exact(cap - self.text.len());
+        }
+        let prev = self.text.len() as u64;
+        self.text.push_str(key);
+        self.ends.push(prev, self.text.len() as u64);
+    }
+
+    /// Keeps the first `len` keys.
+    pub(super) fn truncate(&mut self, len: usize) {
+        let end = len
+            .checked_sub(1)
+            .and_then(|i| self.ends.get(i))
+            .unwrap_or(0);
+        self.text
+            .truncate(usize::try_from(end).unwrap_or(usize::MAX));
+        self.ends.truncate(len);
+    }
+
+    /// Key `i`.
+    #[inline]
+    pub(super) fn get(&self, i: usize) -> Option<&str> {
+        let (start, end) = self.ends.range(i)?;
+        self.text.get(start..end)
+    }
+
+    #[inline]
+    pub(super) fn bytes(&self, i: usize) -> Option<&[u8]> {
+        let (start, end) = self.ends.range(i)?;
+        self.text.as_bytes().get(start..end)
+    }
+
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.text.capacity() + self.ends.heap_bytes()
+    }
+}
+
+/// `a == b`, inlined for keys of 8 to 16 bytes (two overlapping word compares instead of a call).
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    match (a.first_chunk::<8>(), a.last_chunk::<8>()) {
+        (Some(a0), Some(a1)) if a.len() <= 16 => {
+            b.first_chunk::<8>() == Some(a0) && b.last_chunk::<8>() == Some(a1)
+        }
+        _ => a == b,
+    }
+}
+
+/// A key store as the lookups see it: hashing, prefetching and comparing by position.
+pub(super) trait KeyStore {
+    /// A key to look up, in the form this store compares.
+    type Probe<'k>: Copy;
+
+    /// `key` in this store's form; `None` if it is of the other kind (and so absent).
+    fn probe(key: super::KeyRef<'_>) -> Option<Self::Probe<'_>>;
+
+    fn hash(probe: Self::Probe<'_>) -> u64;
+
+    /// The hash of the key at position `i`.
+    fn hash_at(&self, i: usize) -> u64;
+
+    /// Hints that the entry of position `i` (the key, or its offsets) will be read.
+    fn prefetch_entry(&self, i: u32);
+
+    /// Hints that the bytes of the key at position `i` will be read; its entry is in cache.
+    fn prefetch_key(&self, i: u32);
+
+    /// Whether the key at position `i` is `probe` (false if there is no position `i`).
+    fn matches(&self, i: u32, probe: Self::Probe<'_>) -> bool;
+}
+
+impl KeyStore for Vec<u64> {
+    type Probe<'k> = u64;
+
+    #[inline]
+    fn probe(key: super::KeyRef<'_>) -> Option<u64> {
+        match key {
+            super::KeyRef::U64(k) => Some(k),
+            super::KeyRef::Str(_) => None,
+        }
+    }
+
+    #[inline]
+    fn hash(probe: u64) -> u64 {
+        hash_u64(probe)
+    }
+
+    #[inline]
+    fn hash_at(&self, i: usize) -> u64 {
+        self.get(i).map_or(0, |&k| hash_u64(k))
+    }
+
+    #[inline]
+    fn prefetch_entry(&self, i: u32) {
+        prefetch(self, i as usize);
+    }
+
+    #[inline]
+    fn prefetch_key(&self, _i: u32) {}
+
+    #[inline]
+    fn matches(&self, i: u32, probe: u64) -> bool {
+        self.get(i as usize) == Some(&probe)
+    }
+}
+
+impl KeyStore for Arena {
+    type Probe<'k> = &'k [u8];
+
+    #[inline]
+    fn probe(key: super::KeyRef<'_>) -> Option<&[u8]> {
+        match key {
+            super::KeyRef::Str(s) => Some(s.as_bytes()),
+            super::KeyRef::U64(_) => None,
+        }
+    }
+
+    #[inline]
+    fn hash(probe: &[u8]) -> u64 {
+        hash_bytes(probe)
+    }
+
+    #[inline]
+    fn hash_at(&self, i: usize) -> u64 {
+        self.bytes(i).map_or(0, hash_bytes)
+    }
+
+    #[inline]
+    fn prefetch_entry(&self, i: u32) {
+        let i = i as usize;
+        prefetch_span(&self.ends.low, i.saturating_sub(1), i);
+    }
+
+    #[inline]
+    fn prefetch_key(&self, i: u32) {
+        if let Some((start, end)) = self.ends.range(i as usize) {
+            prefetch_span(
+                self.text.as_bytes(),
+                start,
+                end.saturating_sub(1).max(start),
+            );
+        }
+    }
+
+    #[inline]
+    fn matches(&self, i: u32, probe: &[u8]) -> bool {
+        self.bytes(i as usize)
+            .is_some_and(|key| same_bytes(key, probe))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::testutil::proptest_config(64))]
+        /// End offsets far past 4 GiB (no arena behind them) read back exactly.
+        #[test]
+        fn ends_survive_4gib_crossings(lens in proptest::collection::vec(
+            prop_oneof![0u64..100, (1u64 << 31)..(1u64 << 34)], 0..200)
+        ) {
+            let mut ends = Ends::default();
+            let mut model = Vec::new();
+            let mut total = 0u64;
+            for len in lens {
+                ends.push(total, total + len);
+                total += len;
+                model.push(total);
+            }
+            for (i, &end) in model.iter().enumerate() {
+                prop_assert_eq!(ends.get(i), Some(end));
+            }
+            prop_assert_eq!(ends.get(model.len()), None);
+        }
+    }
+
+    #[test]
+    fn growth_is_geometric_with_bounded_slack() {
+        let mut v = Vec::new();
+        let mut reallocations = 0;
+        for i in 0..1_000_000u32 {
+            let cap = v.capacity();
+            push_gently(&mut v, i);
+            reallocations += usize::from(v.capacity() != cap);
+            assert!(v.capacity() <= v.len() + v.len() / 4 + 64);
+        }
+        assert!(reallocations < 60, "{reallocations}");
+    }
+
+    #[test]
+    fn short_key_comparison_is_byte_equality() {
+        let keys: Vec<Vec<u8>> = (0..=20usize)
+            .flat_map(|n| {
+                [
+                    vec![b'a'; n],
+                    (0..n as u8).collect(),
+                    (1..=n as u8).collect(),
+                ]
+            })
+            .collect();
+        for a in &keys {
+            for b in &keys {
+                assert_eq!(same_bytes(a, b), a == b, "{a:?} {b:?}");
+            }
+            let mut c = a.clone();
+            for i in 0..c.len() {
+                c[i] ^= 1;
+                assert!(!same_bytes(a, &c));
+                c[i] ^= 1;
+            }
+        }
+    }
+
+    #[test]
+    fn arena_keys_read_back_as_str() {
+        let mut a = Arena::default();
+        for k in ["", "a", "ünïcode", "", "zz"] {
+            a.push(k);
+        }
+        assert_eq!(a.get(2), Some("ünïcode"));
+        assert_eq!(a.get(3), Some(""));
+        assert_eq!(a.get(5), None);
+        assert!(a.matches(4, b"zz") && !a.matches(4, b"z") && !a.matches(9, b""));
+    }
+}
