@@ -273,6 +273,24 @@ pub(crate) fn eval_within<'s>(node: &Node<'s>, s: &Shard<'s>, within: &Bitmap) -
     })
 }
 
+/// Whether an `AND`'s negated operands are small next to its positive ones (by exact sizes of
+/// stored leaves, catalog estimates otherwise), so subtracting their overlap is cheaper than
+/// materializing the positive intersection.
+fn negations_are_small<'s>(pos: &[Node<'s>], neg: &[Node<'s>], s: &Shard<'s>) -> bool {
+    let smallest_pos = pos.iter().map(|n| shard_size(n, s)).min().unwrap_or(0);
+    let negs: u64 = neg.iter().map(|n| shard_size(n, s)).sum();
+    negs.saturating_mul(8) < smallest_pos
+}
+
+/// The exact size of a stored leaf in the shard, or its scaled catalog estimate.
+fn shard_size<'s>(n: &Node<'s>, s: &Shard<'s>) -> u64 {
+    let scale = s.len() as f64 / users(s).max(1) as f64;
+    match stored(n, s) {
+        Ok(Some(b)) => b.map_or(0, |b| b.cardinality()),
+        _ => (n.estimate(users(s)) as f64 * scale) as u64,
+    }
+}
+
 /// `|node AND within|`, with a count-only kernel for stored leaves.
 fn count_within<'s>(node: &Node<'s>, s: &Shard<'s>, within: &Bitmap) -> Result<u64> {
     match stored(node, s)? {
@@ -291,6 +309,15 @@ pub(crate) fn count<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<u64> {
                 if pos.len() == 1 {
                     return count(&pos[0], s);
                 }
+                // Two stored bitmaps: the count-only kernel, nothing materialized.
+                if let [a, b] = pos.as_slice()
+                    && let (Some(a), Some(b)) = (stored(a, s)?, stored(b, s)?)
+                {
+                    return Ok(match (a, b) {
+                        (Some(a), Some(b)) => a.and_cardinality(b),
+                        _ => 0,
+                    });
+                }
                 let mut last = None;
                 let acc = intersect(pos, s, Some(&mut last))?;
                 let last = last.expect("AND has operands");
@@ -298,6 +325,20 @@ pub(crate) fn count<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<u64> {
                     return Ok(0);
                 }
                 count_within(last, s, &acc)?
+            } else if negations_are_small(pos, neg, s) {
+                // |P AND NOT N| = |P| - |P AND N|: the first term by count-only kernels, the
+                // second evaluated from the (small) negated operands outwards.
+                let positive = Node::And {
+                    pos: pos.clone(),
+                    neg: Vec::new(),
+                };
+                let mut within = pos.clone();
+                within.push(Node::Or(neg.clone()));
+                let overlap = Node::And {
+                    pos: within,
+                    neg: Vec::new(),
+                };
+                count(&positive, s)? - count(&overlap, s)?
             } else {
                 let mut acc = intersect(pos, s, None)?;
                 let (last, rest) = neg.split_last().expect("non-empty");
