@@ -63,3 +63,18 @@ pub fn dataset_dir(users: u32) -> PathBuf {
 pub fn open_dataset(users: u32) -> Database {
     Database::open(dataset_dir(users)).expect("open the benchmark database")
 }
+
+/// `n` keys of existing users of the `users`-user dataset, in a scattered (xorshift) order as a
+/// service would ask; `seed` (non-zero) picks the sequence.
+pub fn scattered_keys(users: u32, n: usize, seed: u64) -> Vec<String> {
+    assert!(users > 0, "the dataset has no users");
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            portrait_datagen::key((x % u64::from(users)) as u32)
+        })
+        .collect()
+}
