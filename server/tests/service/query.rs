@@ -181,11 +181,17 @@ async fn members_stream_in_batches_and_resume_from_cursors() {
     assert!(end.is_none());
     assert_eq!(rest, expected[200..]);
 
-    // A limit ends the stream early, with a final batch.
+    // A limit ends the stream early; its last batch's cursor continues the export.
     let (first, cursors, end) = drain(&h, members_request(expr, "", 150)).await.unwrap();
     assert!(end.is_none());
     assert_eq!(first, expected[..150]);
-    assert_eq!(cursors.last().unwrap(), "");
+    let resume = cursors.last().unwrap();
+    assert!(
+        !resume.is_empty(),
+        "the batch that reaches the limit carries a cursor"
+    );
+    let (rest, _, _) = drain(&h, members_request(expr, resume, 0)).await.unwrap();
+    assert_eq!(rest, expected[150..]);
 
     let (none, cursors, _) = drain(&h, members_request("NOT ALL", "", 0)).await.unwrap();
     assert!(none.is_empty());
