@@ -88,6 +88,10 @@ impl Bound {
             .context("building the reflection service")?;
 
         let router = Server::builder()
+            // Bounded streams per connection: with tonic's unlimited default, a backlog of
+            // thousands of small requests trips h2's flood protection, which closes the
+            // connection and fails every call on it; with a bound, clients queue instead.
+            .max_concurrent_streams(Some(256))
             .layer(RequestLogLayer)
             .add_service(
                 CatalogServiceServer::new(CatalogApi::new(state.clone()))
