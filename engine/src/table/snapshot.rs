@@ -140,16 +140,7 @@ impl TableSnapshot {
         counts: &mut [u64],
     ) -> Result<()> {
         for seg in self.flag_segments.get(shard as usize).into_iter().flatten() {
-            let key = |role| BlobKey {
-                field: FORWARD_FIELD,
-                role,
-                key: 0,
-            };
-            let (Some(o), Some(p), Some(f)) = (
-                seg.find(key(Role::ForwardOffsets)),
-                seg.find(key(Role::ForwardFlags)),
-                seg.find(key(Role::ForwardFields)),
-            ) else {
+            let Some((o, p, f)) = forward_blobs(seg) else {
                 return Err(Error::corrupt(
                     seg.path(),
                     "segment with flags lacks its forward index",
@@ -204,15 +195,7 @@ impl TableSnapshot {
     pub(crate) fn flags_per_user(&self, shard: u32) -> f64 {
         let mut total = 0.0;
         for seg in self.flag_segments.get(shard as usize).into_iter().flatten() {
-            let key = |role| BlobKey {
-                field: FORWARD_FIELD,
-                role,
-                key: 0,
-            };
-            if let (Some(o), Some(p)) = (
-                seg.find(key(Role::ForwardOffsets)),
-                seg.find(key(Role::ForwardFlags)),
-            ) {
+            if let Some((o, p, _)) = forward_blobs(seg) {
                 let rows = (seg.entry(o).len() / 4).saturating_sub(1).max(1);
                 total += (seg.entry(p).len() / 2) as f64 / rows as f64;
             }
@@ -488,19 +471,24 @@ impl TableSnapshot {
     }
 }
 
-/// The forward-index row of `id` in `seg`: (the segment's flag field ids, the user's u16
-/// positions into them). `None` when the segment has no forward index.
-fn forward_row(seg: &Segment, id: u32) -> Result<Option<(&[u8], &[u8])>> {
+/// Slots of a segment's forward-index blobs: (offsets, flag positions, field ids).
+fn forward_blobs(seg: &Segment) -> Option<(usize, usize, usize)> {
     let key = |role| BlobKey {
         field: FORWARD_FIELD,
         role,
         key: 0,
     };
-    let (Some(o), Some(p), Some(f)) = (
-        seg.find(key(Role::ForwardOffsets)),
-        seg.find(key(Role::ForwardFlags)),
-        seg.find(key(Role::ForwardFields)),
-    ) else {
+    Some((
+        seg.find(key(Role::ForwardOffsets))?,
+        seg.find(key(Role::ForwardFlags))?,
+        seg.find(key(Role::ForwardFields))?,
+    ))
+}
+
+/// The forward-index row of `id` in `seg`: (the segment's flag field ids, the user's u16
+/// positions into them). `None` when the segment has no forward index.
+fn forward_row(seg: &Segment, id: u32) -> Result<Option<(&[u8], &[u8])>> {
+    let Some((o, p, f)) = forward_blobs(seg) else {
         return Ok(None);
     };
     let offsets = seg.bytes(o)?;
