@@ -388,7 +388,7 @@ pub(crate) fn contains(node: &Node<'_>, snap: &TableSnapshot, id: u32) -> Result
             true
         }
         Node::Exists(f) => f.value_of(id)?.is_some(),
-        Node::Compare(f, op, c) => numeric_value(f, id)?.is_some_and(|v| op_holds(*op, v, *c)),
+        Node::Compare(f, op, c) => numeric_value(f, id)?.is_some_and(|v| op.holds(v, *c)),
         Node::Between(f, lo, hi) => numeric_value(f, id)?.is_some_and(|v| *lo <= v && v <= *hi),
         Node::Ids(ids) => ids.contains(id),
         Node::And { pos, neg } => {
@@ -431,8 +431,4 @@ fn numeric_value(f: &FieldRef<'_>, id: u32) -> Result<Option<i64>> {
         }
         _ => None,
     })
-}
-
-fn op_holds(op: crate::expr::CmpOp, a: i64, b: i64) -> bool {
-    op.holds(a, b)
 }

@@ -455,6 +455,20 @@ fn merge_spec(into: &mut FieldSpec, from: &FieldSpec) {
     into.freshness = from.freshness;
 }
 
+/// `(id, value)` pairs sorted by id with one pair per id: the last one given (a stable sort
+/// keeps arrival order within an id).
+fn last_value_per_user<T>(mut pairs: Vec<(u32, T)>) -> Vec<(u32, T)> {
+    pairs.sort_by_key(|p| p.0);
+    let mut out: Vec<(u32, T)> = Vec::with_capacity(pairs.len());
+    for x in pairs {
+        match out.last_mut() {
+            Some(last) if last.0 == x.0 => *last = x,
+            _ => out.push(x),
+        }
+    }
+    out
+}
+
 /// A staged field turned into its stored form: sorted values, deduplicated pairs.
 struct Prepared<'a> {
     id: u32,
@@ -501,16 +515,7 @@ impl<'a> Prepared<'a> {
                     .map(|&(id, c)| (id, remap[c as usize]))
                     .collect();
                 if staged.spec.kind == FieldKind::Enum {
-                    // Last value wins: stable sort by id, keep the last of each run.
-                    v.sort_by_key(|p| p.0);
-                    let mut out: Vec<(u32, u32)> = Vec::with_capacity(v.len());
-                    for x in v {
-                        match out.last_mut() {
-                            Some(last) if last.0 == x.0 => *last = x,
-                            _ => out.push(x),
-                        }
-                    }
-                    v = out;
+                    v = last_value_per_user(v);
                 } else {
                     v.sort_unstable();
                     v.dedup();
@@ -539,15 +544,7 @@ impl<'a> Prepared<'a> {
                 p.pairs = v;
             }
             Staged::Ints(pairs) => {
-                let mut v = pairs.clone();
-                v.sort_by_key(|p| p.0);
-                let mut out: Vec<(u32, i64)> = Vec::with_capacity(v.len());
-                for x in v {
-                    match out.last_mut() {
-                        Some(last) if last.0 == x.0 => *last = x,
-                        _ => out.push(x),
-                    }
-                }
+                let out = last_value_per_user(pairs.clone());
                 p.users = out.len() as u64;
                 let mut vals: Vec<i64> = out.iter().map(|p| p.1).collect();
                 vals.sort_unstable();
