@@ -18,8 +18,9 @@
 //! | 1,000 flag tags | flag | `interest/sports/running`, `risk/blacklist`, ... in 16 families |
 //!
 //! User keys are `u0000000000`, `u0000000001`, ...; the generator's dense ids are the engine's
-//! ids because every user is added, in id order, before any value. Behaviour events are not
-//! stored by the engine yet, so the demo leaves them out.
+//! ids because every user is added, in id order, before any value. The generator's 10 behaviour
+//! events (`login`, `view`, …, `pay`) are event fields over the 30 days ending on the reference
+//! day.
 
 use std::time::Instant;
 
@@ -135,7 +136,10 @@ mod tests {
         ensure(&db, 2_000).unwrap();
         let snap = db.table(DEMO_TABLE).unwrap().snapshot();
         assert_eq!(snap.users(), 2_000);
-        assert_eq!(snap.fields().count(), 9 + datagen::TAG_COUNT);
+        assert_eq!(
+            snap.fields().count(),
+            9 + datagen::TAG_COUNT + datagen::EVENTS.len()
+        );
         let female = snap
             .crowd_text("demographic/gender = 'female'")
             .unwrap()

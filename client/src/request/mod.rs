@@ -15,12 +15,14 @@ use crate::client::Client;
 
 mod admin;
 mod analysis;
+mod behaviour;
 mod catalog;
 mod members;
 mod query;
 
 pub use admin::{Stats, Version};
 pub use analysis::{Aggregate, Distribution, Explain, Group, Overlap, OverlapMatrix, Sample, Top};
+pub use behaviour::{Active, Frequency, Funnel, Retention};
 pub use catalog::{CreateTable, DropTable, GetField, ListFields, ListTables, Tree};
 pub use members::{MemberStream, Members};
 pub use query::{BatchPortrait, Contains, Count, GetPortrait};
