@@ -81,7 +81,6 @@ pub fn load(table: &Table, users: u32) -> anyhow::Result<()> {
     let started = Instant::now();
     let label = demo_label();
     tracing::info!(users, seed = DEMO_SEED, label = %label, "demo: loading the data set");
-    tracing::info!("demo: behaviour events are not stored by the engine yet; skipping them");
     let generator = Generator::new(DEMO_SEED, users);
     let elapsed_ms = || started.elapsed().as_millis() as u64;
     let summary = datagen::load::load(table, &generator, &label, |progress| match progress {
@@ -100,6 +99,10 @@ pub fn load(table: &Table, users: u32) -> anyhow::Result<()> {
             tracing::info!(elapsed_ms = elapsed_ms(), tags = n, "demo: tags staged")
         }
         Progress::Tags(_) => {}
+        Progress::EventDays(n) if n % 10 == 0 => {
+            tracing::info!(days = n, elapsed_ms = elapsed_ms(), "demo: events staged")
+        }
+        Progress::EventDays(_) => {}
         Progress::Committing => tracing::info!(elapsed_ms = elapsed_ms(), "demo: committing"),
     })
     .context("loading the demo data set")?;
