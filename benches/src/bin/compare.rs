@@ -13,8 +13,8 @@
 //! 4. Writes every answer and time as JSON to `FILE`; the Python harness compares the answers with
 //!    ClickHouse's. In-process and gRPC answers must agree, or the run fails here.
 //!
-//! Behaviour queries (retention, funnel, frequency) carry an oracle answer computed naively from
-//! the generator; their Portrait columns stay empty until the engine has event storage.
+//! Behaviour queries (retention, funnel, frequency) run in-process only (there are no gRPC
+//! methods for them yet) and must also equal an oracle computed naively from the generator.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +27,10 @@ use portrait_client::proto as pb;
 use portrait_datagen::{
     EVENT_DAY_COUNT, Event, FIRST_EVENT_DAY, Generator, REFERENCE_DAY, tag_index, tags,
 };
+use portrait_engine::behaviour::funnel::FunnelQuery;
+use portrait_engine::behaviour::retention::RetentionQuery;
+use portrait_engine::behaviour::{DayRange, Period};
+use portrait_engine::expr::Measure;
 use portrait_engine::{Bitmap, Buckets, Database, KeyKind, TableSnapshot, TopOrder, Value};
 use serde_json::{Value as Json, json};
 
@@ -297,6 +301,8 @@ fn main() -> Result<()> {
     drop(std::hint::black_box(generator.attributes()));
     let mut memberships = 0usize;
     generator.for_each_tag(|_, m| memberships += m.len());
+    let mut event_rows = 0usize;
+    generator.for_each_event_day(|_, _, m| event_rows += m.len());
     let generate = t.elapsed();
     eprintln!("generation alone: {generate:.1?} ({memberships} tag memberships)");
 
@@ -327,10 +333,10 @@ fn main() -> Result<()> {
         let snap = table.snapshot();
         let export_tag = nearest_flag(&snap, EXPORT_TARGET)?;
         eprintln!("export crowd: {export_tag}");
-        let rows = in_process(&snap, &args, &keys, &one_key, &member_key, &export_tag)?;
+        let mut rows = in_process(&snap, &args, &keys, &one_key, &member_key, &export_tag)?;
+        behaviour(&generator, &snap, args.min_runs, &mut rows)?;
         rows
     };
-    behaviour(&generator, &mut rows);
 
     let server = Server::start(&args.portraitd, &args.db)?;
     let grpc_result = grpc(
@@ -358,6 +364,7 @@ fn main() -> Result<()> {
             "generate_seconds": generate.as_secs_f64(),
             "bytes": bytes,
             "tag_memberships": memberships,
+            "event_rows": event_rows,
         },
         "queries": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
         "grpc_answers": rows.iter().map(|r| (r.id, r.grpc_answer.clone())).collect::<BTreeMap<_, _>>(),
@@ -701,8 +708,9 @@ fn check_kernel_top(top: &[(u64, &str)], answer: &Json) -> Result<()> {
     Ok(())
 }
 
-/// Behaviour queries: the oracle answers, computed naively from the generator.
-fn behaviour(g: &Generator, rows: &mut Vec<Row>) {
+/// Behaviour queries, timed in-process; each answer must equal the oracle computed naively from
+/// the generator. They have no gRPC methods yet (`pending` says so).
+fn behaviour(g: &Generator, snap: &TableSnapshot, k: usize, rows: &mut Vec<Row>) -> Result<()> {
     let members = |e: Event, d: i32| -> Vec<u32> { g.event_members(e, d) };
 
     let mut row = Row::new(
@@ -723,7 +731,49 @@ fn behaviour(g: &Generator, rows: &mut Vec<Row>) {
         );
     }
     row.answer = json!({"counts": counts});
-    row.pending = Some("engine");
+    let q = RetentionQuery {
+        cohort_event: RETENTION_EVENT.name().to_owned(),
+        return_event: RETENTION_EVENT.name().to_owned(),
+        cohorts: DayRange::new(RETENTION_DAY0, RETENTION_DAY0),
+        period: Period::Day,
+        periods: RETENTION_DAYS as u32,
+        split: None,
+        reference: None,
+    };
+    let (r, t) = measure(k, || Ok(snap.crowd_text("ALL")?.retention(&q)?))?;
+    let engine: Vec<u64> = r
+        .first()
+        .map(|r| {
+            std::iter::once(r.size)
+                .chain(r.retained[1..].iter().copied())
+                .collect()
+        })
+        .unwrap_or_default();
+    oracle_check("retention", &json!({"counts": engine}), &row.answer)?;
+    row.in_process = Some(t);
+    let event = snap.field(RETENTION_EVENT.name())?;
+    let day_bitmap = |d: i32| -> Result<Bitmap> {
+        let mut b = Bitmap::new();
+        for shard in 0..snap.shards() {
+            if let Some(x) = event.event_day_in(shard, d)? {
+                b.or_inplace(x);
+            }
+        }
+        Ok(b)
+    };
+    let cohort = day_bitmap(RETENTION_DAY0)?;
+    let back: Vec<Bitmap> = (1..=RETENTION_DAYS)
+        .map(|k| day_bitmap(RETENTION_DAY0 + k))
+        .collect::<Result<_>>()?;
+    let (kc, t) = measure(k, || {
+        let mut c = vec![cohort.cardinality()];
+        c.extend(back.iter().map(|b| cohort.and_cardinality(b)));
+        Ok(c)
+    })?;
+    anyhow::ensure!(kc == engine, "retention kernel {kc:?} vs engine {engine:?}");
+    row.kernel = Some(t);
+    row.kernel_note = "cohort day bitmap and_cardinality with each return day's bitmap";
+    row.pending = Some("server");
     rows.push(row);
 
     let mut row = Row::new(
@@ -733,7 +783,17 @@ fn behaviour(g: &Generator, rows: &mut Vec<Row>) {
                "first_to": civil(FUNNEL_FIRST.1), "window_days": FUNNEL_WINDOW}),
     );
     row.answer = json!({"reached": funnel_oracle(g)});
-    row.pending = Some("engine");
+    let q = FunnelQuery {
+        steps: FUNNEL.iter().map(|e| e.name().to_owned()).collect(),
+        window: FUNNEL_WINDOW as u32,
+        starts: DayRange::new(FUNNEL_FIRST.0, FUNNEL_FIRST.1),
+        split: None,
+    };
+    let (f, t) = measure(k, || Ok(snap.crowd_text("ALL")?.funnel(&q)?))?;
+    let engine = f.first().map(|r| r.reached.clone()).unwrap_or_default();
+    oracle_check("funnel", &json!({"reached": engine}), &row.answer)?;
+    row.in_process = Some(t);
+    row.pending = Some("server");
     rows.push(row);
 
     let mut row = Row::new(
@@ -754,8 +814,33 @@ fn behaviour(g: &Generator, rows: &mut Vec<Row>) {
         hist[days[u as usize] as usize] += 1;
     }
     row.answer = json!({"histogram": hist});
-    row.pending = Some("engine");
+    let (f, t) = measure(k, || {
+        Ok(snap.crowd_text(FREQ_CROWD)?.frequency(
+            FREQ_EVENT.name(),
+            DayRange::new(FIRST_EVENT_DAY, REFERENCE_DAY),
+            Measure::Days,
+        )?)
+    })?;
+    let mut engine = vec![0u64; EVENT_DAY_COUNT as usize + 1];
+    engine[0] = f.inactive();
+    for (n, users) in f.histogram {
+        *engine
+            .get_mut(n as usize)
+            .context("frequency beyond the window")? = users;
+    }
+    oracle_check("frequency", &json!({"histogram": engine}), &row.answer)?;
+    row.in_process = Some(t);
+    row.pending = Some("server");
     rows.push(row);
+    Ok(())
+}
+
+fn oracle_check(id: &str, engine: &Json, oracle: &Json) -> Result<()> {
+    anyhow::ensure!(
+        engine == oracle,
+        "{id}: the engine answers {engine}, the generator's oracle {oracle}"
+    );
+    Ok(())
 }
 
 /// Users reaching each step of the funnel, by ClickHouse's `windowFunnel(window)` (default mode)
