@@ -59,6 +59,7 @@ mod tests {
                 "CatalogService",
                 "QueryService",
                 "AnalysisService",
+                "BehaviourService",
                 "AdminService"
             ]
         );

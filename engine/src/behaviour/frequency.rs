@@ -52,6 +52,11 @@ impl<'s> Crowd<'s> {
     pub fn frequency(&self, event: &str, days: DayRange, measure: Measure) -> Result<Frequency> {
         let snap = self.snap;
         let event = event_field(snap, event)?;
+        if days.is_empty() {
+            return Err(Error::InvalidArgument(
+                "the day range ends before it starts".into(),
+            ));
+        }
         let window: Vec<i32> = event
             .event_days()
             .into_iter()
