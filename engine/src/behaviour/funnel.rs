@@ -34,6 +34,9 @@ use crate::table::FieldRef;
 pub const MAX_FUNNEL_STEPS: usize = 32;
 /// The longest window, in days.
 pub const MAX_FUNNEL_WINDOW: u32 = 3_660;
+/// The most (step, stored day) pairs one funnel expands per shard (128 KiB each): bounds the
+/// memory of a funnel over many steps and a long span of days.
+pub const MAX_FUNNEL_STEP_DAYS: usize = 2_048;
 
 /// A funnel question.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +120,23 @@ impl<'s> Crowd<'s> {
             .into_iter()
             .filter(|&d| q.starts.contains(d))
             .collect();
+        if let (Some(&first), Some(&last)) = (start_days.first(), start_days.last()) {
+            let end = last.saturating_add(q.window as i32);
+            let step_days: usize = steps
+                .iter()
+                .map(|s| {
+                    s.event_days()
+                        .iter()
+                        .filter(|&&d| first <= d && d <= end)
+                        .count()
+                })
+                .sum();
+            if step_days > MAX_FUNNEL_STEP_DAYS {
+                return Err(Error::LimitExceeded(format!(
+                    "the funnel spans {step_days} (step, day) pairs, more than {MAX_FUNNEL_STEP_DAYS}; narrow the start days or the window, or use fewer steps"
+                )));
+            }
+        }
         let per_shard: Vec<Vec<Vec<u64>>> = (0..snap.shards())
             .into_par_iter()
             .map(|shard| -> Result<Vec<Vec<u64>>> {

@@ -33,6 +33,8 @@ struct Model {
     /// Per event: the days stored (someone did it).
     days: [BTreeSet<i32>; 3],
     vip: BTreeSet<u32>,
+    /// An enum dimension for splits: `tier` of some users.
+    tier: BTreeMap<u32, &'static str>,
     /// Users carrying any data.
     universe: BTreeSet<u32>,
     /// The newest stored day of any event.
@@ -72,6 +74,10 @@ impl Model {
             m.universe.insert(id);
             if rng.below(3) == 0 {
                 m.vip.insert(id);
+            }
+            if rng.below(4) != 0 {
+                m.tier
+                    .insert(id, ["gold", "silver", "bronze"][rng.below(3) as usize]);
             }
             let activity = 1 + rng.below(4);
             for day in 0..SPAN {
@@ -236,6 +242,10 @@ fn fixture() -> &'static (tempfile::TempDir, Database, Model) {
                 let vip = load.field(FieldSpec::new("vip", FieldKind::Flag)).unwrap();
                 for &u in &m.vip {
                     load.flag_id(vip, u).unwrap();
+                }
+                let tier = load.field(FieldSpec::new("tier", FieldKind::Enum)).unwrap();
+                for (&u, &t) in &m.tier {
+                    load.value_id(tier, u, crate::Value::Str(t.into())).unwrap();
                 }
             }
             for (e, name) in EVENTS.iter().enumerate() {
@@ -540,6 +550,78 @@ fn funnels_match_the_model() {
             Ok(())
         })
         .unwrap();
+}
+
+#[test]
+fn splits_break_retention_and_funnels_down_by_value() {
+    let (_dir, db, m) = fixture();
+    let t = db.table("users").unwrap();
+    let snap = t.snapshot();
+    let everyone = snap.crowd(&Expr::All).unwrap();
+    let tiers = ["bronze", "gold", "silver"]; // the dictionary's (sorted) order
+    let members = |tier: &str| -> Vec<u32> {
+        m.tier
+            .iter()
+            .filter(|e| *e.1 == tier)
+            .map(|e| *e.0)
+            .collect()
+    };
+    // Funnel.
+    let starts = DayRange::new(d0(), d0() + SPAN);
+    let q = FunnelQuery {
+        steps: vec!["open".into(), "view".into(), "buy".into()],
+        window: 5,
+        starts,
+        split: Some("tier".into()),
+    };
+    let rows = everyone.funnel(&q).unwrap();
+    assert_eq!(rows.len(), 3);
+    for (row, tier) in rows.iter().zip(tiers) {
+        assert_eq!(row.group.as_deref(), Some(tier));
+        assert_eq!(
+            row.reached,
+            model_funnel(m, &[0, 1, 2], 5, starts, &members(tier))
+        );
+        assert!(row.reached[0] > 0);
+    }
+    // Retention.
+    let q = RetentionQuery {
+        cohort_event: "open".into(),
+        return_event: "view".into(),
+        cohorts: DayRange::new(d0() + 3, d0() + 12),
+        period: Period::Week,
+        periods: 3,
+        split: Some("tier".into()),
+        reference: None,
+    };
+    let rows = everyone.retention(&q).unwrap();
+    assert_eq!(rows.len() % 3, 0);
+    for row in &rows {
+        let users = members(row.group.as_deref().unwrap());
+        let next = Period::Week.next(row.cohort);
+        let cohort: Vec<u32> = users
+            .into_iter()
+            .filter(|&u| m.did_between(0, u, row.cohort, next))
+            .collect();
+        assert_eq!(row.size, cohort.len() as u64);
+        for (k, &got) in row.retained.iter().enumerate() {
+            let s = Period::Week.advance(row.cohort, k as u32);
+            let want = cohort
+                .iter()
+                .filter(|&&u| m.did_between(1, u, s, Period::Week.next(s)))
+                .count() as u64;
+            assert_eq!(got, want, "{row:?} offset {k}");
+        }
+    }
+    // A split on a field that is not a dimension is refused.
+    let bad = RetentionQuery {
+        split: Some("vip".into()),
+        ..q
+    };
+    assert!(matches!(
+        everyone.retention(&bad),
+        Err(crate::Error::KindMismatch { .. })
+    ));
 }
 
 #[test]
