@@ -152,18 +152,64 @@ impl Dense {
             .sum()
     }
 
-    /// The set bits as a bitmap of ids of `shard`.
+    /// The set bits as a bitmap of ids of `shard`: written in CRoaring's portable format
+    /// (dense containers as bitsets, the others as arrays) and read back, so a dense result
+    /// costs a copy, not one insertion per member.
     pub(crate) fn to_bitmap(&self, shard: u32) -> Bitmap {
-        let base = shard << SHARD_BITS;
-        let mut ids = Vec::new();
-        for (i, &w) in self.words.iter().enumerate() {
-            let mut w = w;
-            while w != 0 {
-                ids.push(base + (i as u32) * 64 + w.trailing_zeros());
-                w &= w - 1;
+        let mut keys: Vec<(u16, u32)> = Vec::new(); // (key, cardinality)
+        for c in 0..CONTAINERS as usize {
+            let card: u32 = self.words[c * 1024..(c + 1) * 1024]
+                .iter()
+                .map(|w| w.count_ones())
+                .sum();
+            if card > 0 {
+                keys.push(((shard * CONTAINERS + c as u32) as u16, card));
             }
         }
-        Bitmap::of(&ids)
+        let n = keys.len();
+        let mut out = Vec::with_capacity(8 + n * 8 + n * 8192);
+        out.extend_from_slice(&SERIAL_COOKIE_NO_RUNCONTAINER.to_le_bytes());
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+        for &(key, card) in &keys {
+            out.extend_from_slice(&key.to_le_bytes());
+            out.extend_from_slice(&((card - 1) as u16).to_le_bytes());
+        }
+        let mut offset = (8 + n * 8) as u32;
+        for &(_, card) in &keys {
+            out.extend_from_slice(&offset.to_le_bytes());
+            offset += if card > 4096 { 8192 } else { card * 2 };
+        }
+        for &(key, card) in &keys {
+            let c = (u32::from(key) - shard * CONTAINERS) as usize;
+            let words = &self.words[c * 1024..(c + 1) * 1024];
+            if card > 4096 {
+                for w in words {
+                    out.extend_from_slice(&w.to_le_bytes());
+                }
+            } else {
+                for (i, &w) in words.iter().enumerate() {
+                    let mut w = w;
+                    while w != 0 {
+                        let v = (i as u32 * 64 + w.trailing_zeros()) as u16;
+                        out.extend_from_slice(&v.to_le_bytes());
+                        w &= w - 1;
+                    }
+                }
+            }
+        }
+        // Well-formed by construction; should CRoaring disagree, insert the members one by one.
+        Bitmap::try_deserialize::<Portable>(&out).unwrap_or_else(|| {
+            let base = shard << SHARD_BITS;
+            let mut ids = Vec::new();
+            for (i, &w) in self.words.iter().enumerate() {
+                let mut w = w;
+                while w != 0 {
+                    ids.push(base + (i as u32) * 64 + w.trailing_zeros());
+                    w &= w - 1;
+                }
+            }
+            Bitmap::of(&ids)
+        })
     }
 }
 
