@@ -27,6 +27,9 @@ impl Encoder {
     pub(crate) fn i64(&mut self, v: i64) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
+    pub(crate) fn i32(&mut self, v: i32) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
     pub(crate) fn str(&mut self, s: &str) {
         self.u32(u32::try_from(s.len()).expect("metadata strings are far below 4 GiB"));
         self.buf.extend_from_slice(s.as_bytes());
@@ -92,6 +95,9 @@ impl<'a> Decoder<'a> {
     }
     pub(crate) fn i64(&mut self) -> Result<i64, DecodeError> {
         Ok(i64::from_le_bytes(self.array()?))
+    }
+    pub(crate) fn i32(&mut self) -> Result<i32, DecodeError> {
+        Ok(i32::from_le_bytes(self.array()?))
     }
     pub(crate) fn str(&mut self) -> Result<String, DecodeError> {
         let len = self.u32()? as usize;

@@ -30,6 +30,7 @@
 //! ```
 
 pub mod analysis;
+pub mod behaviour;
 pub mod bitmap;
 pub mod catalog;
 mod codec;

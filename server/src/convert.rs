@@ -509,6 +509,7 @@ pub fn field_kind(kind: FieldKind) -> v1::FieldKind {
         FieldKind::Int => v1::FieldKind::Int,
         FieldKind::Decimal { .. } => v1::FieldKind::Decimal,
         FieldKind::Timestamp => v1::FieldKind::Timestamp,
+        FieldKind::Event => v1::FieldKind::Event,
     }
 }
 

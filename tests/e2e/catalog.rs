@@ -15,6 +15,7 @@ fn wire_kind(kind: FieldKind) -> WireKind {
         FieldKind::Int => WireKind::Int,
         FieldKind::Decimal { .. } => WireKind::Decimal,
         FieldKind::Timestamp => WireKind::Timestamp,
+        FieldKind::Event => WireKind::Event,
     }
 }
 

@@ -319,6 +319,7 @@ fn field_kind(kind: v1::FieldKind) -> &'static str {
         v1::FieldKind::Int => "int",
         v1::FieldKind::Decimal => "decimal",
         v1::FieldKind::Timestamp => "timestamp",
+        v1::FieldKind::Event => "event",
     }
 }
 

@@ -217,7 +217,7 @@ fn merge(mut a: HashMap<Vec<u32>, u64>, b: HashMap<Vec<u32>, u64>) -> HashMap<Ve
 }
 
 impl<'s> Crowd<'s> {
-    fn per_shard<T: Send>(
+    pub(crate) fn per_shard<T: Send>(
         &self,
         f: impl Fn(u32, Bitmap) -> Result<T> + Sync + Send,
     ) -> Result<Vec<T>> {

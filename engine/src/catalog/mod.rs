@@ -29,6 +29,9 @@ pub enum FieldKind {
     },
     /// A point in time, as milliseconds since the Unix epoch (UTC).
     Timestamp,
+    /// A behaviour: per day (in the table's time zone), the users who did it, and how many
+    /// times each did it that day. A version's value dictionary lists its days as `YYYY-MM-DD`.
+    Event,
 }
 
 impl FieldKind {
@@ -41,6 +44,7 @@ impl FieldKind {
             FieldKind::Int => "int",
             FieldKind::Decimal { .. } => "decimal",
             FieldKind::Timestamp => "timestamp",
+            FieldKind::Event => "event",
         }
     }
 
@@ -65,6 +69,7 @@ impl FieldKind {
             FieldKind::Int => (4, 0),
             FieldKind::Decimal { scale } => (5, scale),
             FieldKind::Timestamp => (6, 0),
+            FieldKind::Event => (7, 0),
         }
     }
 
@@ -76,6 +81,7 @@ impl FieldKind {
             (4, _) => FieldKind::Int,
             (5, s) if s <= 18 => FieldKind::Decimal { scale: s },
             (6, _) => FieldKind::Timestamp,
+            (7, _) => FieldKind::Event,
             _ => return None,
         })
     }
@@ -245,6 +251,7 @@ mod tests {
             FieldKind::Int,
             FieldKind::Decimal { scale: 2 },
             FieldKind::Timestamp,
+            FieldKind::Event,
         ] {
             let (a, b) = k.code();
             assert_eq!(FieldKind::from_code(a, b), Some(k));

@@ -293,6 +293,79 @@ pub enum HasMode {
     All,
 }
 
+/// The days a `did(...)` looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Window {
+    /// `last N days [ending DATE 'x']`: the `days` days ending at the reference day (or at
+    /// `ending`), both ends included; `last 1 days` is the reference day alone.
+    Last {
+        /// How many days, at least 1.
+        days: u32,
+        /// The last day of the window; `None`: the query's reference day.
+        ending: Option<Date>,
+    },
+    /// `DATE 'a' TO DATE 'b'`: the days from `from` to `to`, both included.
+    Range {
+        /// First day.
+        from: Date,
+        /// Last day.
+        to: Date,
+    },
+    /// `ever`: every day kept.
+    Ever,
+}
+
+/// What a `did(...)` count counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Measure {
+    /// `>= n times`: occurrences, summed over the window's days.
+    Times,
+    /// `on >= n days`: days with at least one occurrence.
+    Days,
+}
+
+/// The count test of a `did(...)`: `op n times` or `on op n days`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DidCount {
+    /// The comparison.
+    pub op: CmpOp,
+    /// The number compared with.
+    pub n: u64,
+    /// Times or days.
+    pub measure: Measure,
+}
+
+/// Which occurrence `first_did` / `last_did` tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Occurrence {
+    /// `first_did(...)`: the earliest day kept with the event.
+    First,
+    /// `last_did(...)`: the latest such day.
+    Last,
+}
+
+/// The test of a `first_did` / `last_did`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum When {
+    /// `op N days ago`: compares the occurrence's *age* in days (0 on the reference day), so
+    /// `last_did(e) > 30 days ago` is "last did it more than 30 days ago".
+    DaysAgo {
+        /// The comparison of the age with `days`.
+        op: CmpOp,
+        /// Days before the reference day.
+        days: u32,
+    },
+    /// `op DATE 'x'`: compares the occurrence's *date*, so `> DATE 'x'` is "after x".
+    Date {
+        /// The comparison of the date with `date`.
+        op: CmpOp,
+        /// The date compared with.
+        date: Date,
+    },
+    /// `within N days`: the occurrence is one of the last `N` days (age below `N`).
+    Within(u32),
+}
+
 /// A crowd expression: a set of users of one table.
 ///
 /// Future predicates get their own variants, which is why the enum is `#[non_exhaustive]`; the
@@ -351,10 +424,27 @@ pub enum Expr {
     Or(Vec<Expr>),
     /// `a XOR b XOR ...`: users in an odd number of the operands; at least two operands.
     Xor(Vec<Expr>),
-    // Seam: behaviour predicates. `did(event, window) >= n`, `first_did(...)`, `last_did(...)`
-    // will become `Did { func, event: Path, window: Window, op: CmpOp, count: u64 }`; the
-    // keywords DID, FIRST_DID and LAST_DID are reserved and rejected by the parser today.
-    //
+    /// `did(event, window)`: users who did `event` at least once in `window`; with `count`,
+    /// users whose number of times (or of days) in the window satisfies it. A count that holds
+    /// for zero (`did(e, w) < 2`) includes the known users who never did it.
+    Did {
+        /// The event field.
+        event: Path,
+        /// The days looked at.
+        window: Window,
+        /// `op n times` / `on op n days`; `None`: at least once.
+        count: Option<DidCount>,
+    },
+    /// `first_did(event) ...` / `last_did(event) ...`: users whose first (or last) occurrence of
+    /// `event` among the days kept satisfies `when`. Users who never did it match no such test.
+    Occurred {
+        /// First or last occurrence.
+        which: Occurrence,
+        /// The event field.
+        event: Path,
+        /// The test on the occurrence's day.
+        when: When,
+    },
     // Seam: saved crowds. `crowd('name')` will become `Crowd(String)`, resolved by the planner
     // against the saved-crowd registry; CROWD is reserved.
     //
@@ -387,6 +477,9 @@ pub enum InvalidExpr {
         /// The offending literal.
         key: Literal,
     },
+    /// A behaviour window without days: `last 0 days`, `within 0 days` or a range that ends
+    /// before it starts.
+    EmptyWindow,
 }
 
 impl fmt::Display for InvalidExpr {
@@ -403,6 +496,9 @@ impl fmt::Display for InvalidExpr {
                     f,
                     "HAS without ANY or ALL takes exactly one value, found {found}"
                 )
+            }
+            InvalidExpr::EmptyWindow => {
+                write!(f, "a behaviour window must hold at least one day")
             }
             InvalidExpr::InvalidKey { key } => {
                 write!(
@@ -428,6 +524,20 @@ impl Expr {
         while let Some(expr) = stack.pop() {
             match expr {
                 Expr::All | Expr::Field(_) | Expr::Compare { .. } | Expr::Between { .. } => {}
+                Expr::Did { window, .. } => match window {
+                    Window::Last { days: 0, .. } => {
+                        return Err(InvalidExpr::EmptyWindow);
+                    }
+                    Window::Range { from, to } if from > to => {
+                        return Err(InvalidExpr::EmptyWindow);
+                    }
+                    _ => {}
+                },
+                Expr::Occurred { when, .. } => {
+                    if matches!(when, When::Within(0)) {
+                        return Err(InvalidExpr::EmptyWindow);
+                    }
+                }
                 Expr::In { values, .. } => {
                     if values.is_empty() {
                         return Err(InvalidExpr::EmptyList { construct: "IN" });

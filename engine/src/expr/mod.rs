@@ -21,7 +21,8 @@ mod print;
 mod suggest;
 
 pub use ast::{
-    CmpOp, Date, Decimal, Expr, HasMode, InvalidExpr, Literal, MAX_DECIMAL_SCALE, Path, PathError,
+    CmpOp, Date, Decimal, DidCount, Expr, HasMode, InvalidExpr, Literal, MAX_DECIMAL_SCALE,
+    Measure, Occurrence, Path, PathError, When, Window,
 };
 pub use parse::{ParseError, ParseLimits};
 pub use suggest::closest;

@@ -28,8 +28,19 @@
 //! parenthesised operand stays a child node (`a AND (b AND c)` is `And[a, And[b, c]]`), so the
 //! printer can reproduce the text's grouping. Parentheses around a single operand leave no trace.
 //!
-//! Reserved for later and rejected with "not supported yet": `did(...)`, `first_did(...)`,
-//! `last_did(...)` (behaviour), `crowd(...)` (saved crowds) and `expr AS OF 'label'`.
+//! Behaviour predicates (the words in them are not reserved: `days`, `last`... stay usable as
+//! field names elsewhere):
+//!
+//! ```text
+//! primary  |= "DID" "(" path "," window ")" [ cmp_op number [ "TIMES" ] | "ON" cmp_op number "DAYS" ]
+//!           | ( "FIRST_DID" | "LAST_DID" ) "(" path ")" when ;
+//! window    = "LAST" number "DAYS" [ "ENDING" date ] | date "TO" date | "EVER" ;
+//! when      = cmp_op number "DAYS" "AGO" | cmp_op date | "WITHIN" number "DAYS" ;
+//! date      = "DATE" string ;
+//! ```
+//!
+//! Reserved for later and rejected with "not supported yet": `crowd(...)` (saved crowds) and
+//! `expr AS OF 'label'`.
 //!
 //! Limits: the input length and the nesting depth (each open parenthesis and each `NOT` counts
 //! one level) are capped by [`ParseLimits`], so hostile input yields an error, never a stack
@@ -37,7 +48,7 @@
 
 use std::fmt;
 
-use super::ast::{Date, Expr, HasMode, Literal, Path};
+use super::ast::{Date, DidCount, Expr, HasMode, Literal, Measure, Occurrence, Path, When, Window};
 use super::lexer::{Keyword, Lexer, Token, TokenKind, describe_text, shorten};
 
 /// Bounds on the input the parser accepts.
@@ -395,19 +406,20 @@ impl<'a> Parser<'a> {
                 keyword @ (Keyword::Did | Keyword::FirstDid | Keyword::LastDid | Keyword::Crowd),
             ) => {
                 let called = self.text[self.tok.end..].trim_start().starts_with('(');
-                let word = keyword.as_str().to_ascii_lowercase();
-                let message = if !called {
-                    format!(
+                if !called {
+                    let message = format!(
                         "{} is a reserved word; write `{}` in backticks to use it as a field name",
                         keyword.as_str(),
                         self.source()
-                    )
-                } else if keyword == Keyword::Crowd {
-                    "saved-crowd reference crowd(...) is not supported yet".to_owned()
-                } else {
-                    format!("behaviour predicate {word}(...) is not supported yet")
-                };
-                Err(self.error_here(EXPR_STARTS, message))
+                    );
+                    return Err(self.error_here(EXPR_STARTS, message));
+                }
+                if keyword == Keyword::Crowd {
+                    let message =
+                        "saved-crowd reference crowd(...) is not supported yet".to_owned();
+                    return Err(self.error_here(EXPR_STARTS, message));
+                }
+                self.parse_behaviour(keyword)
             }
             TokenKind::Path(path) => {
                 let path = path.clone();
@@ -563,6 +575,194 @@ impl<'a> Parser<'a> {
                 }
                 _ => return Err(self.expected("',' or ')' in the KEYS list", &["','", "')'"], "")),
             }
+        }
+    }
+
+    /// Whether the current token is the bare word `word` (any case), e.g. `days`.
+    fn at_word(&self, word: &str) -> bool {
+        matches!(&self.tok.kind, TokenKind::Path(_))
+            && !self.source().starts_with('`')
+            && self.source().eq_ignore_ascii_case(word)
+    }
+
+    /// Consumes the bare word `word` (or its singular/plural twin `alt`).
+    fn expect_word(&mut self, word: &str, alt: &str, what: &str) -> PResult<()> {
+        if self.at_word(word) || self.at_word(alt) {
+            return self.advance();
+        }
+        Err(self.expected(what, &[word], ""))
+    }
+
+    /// A non-negative whole number.
+    fn parse_count(&mut self, what: &str) -> PResult<u64> {
+        match &self.tok.kind {
+            TokenKind::Number(Literal::Int(n)) if *n >= 0 => {
+                let n = *n as u64;
+                self.advance()?;
+                Ok(n)
+            }
+            _ => Err(self.expected(what, &["number"], "")),
+        }
+    }
+
+    /// A number of days: a whole number in `0..=u32::MAX`.
+    fn parse_days(&mut self, what: &str) -> PResult<u32> {
+        let start = self.tok.start;
+        let n = self.parse_count(what)?;
+        u32::try_from(n).map_err(|_| {
+            Box::new(ParseError::new(
+                self.text,
+                start,
+                &["number"],
+                n.to_string(),
+                format!("{n} days is too many"),
+            ))
+        })
+    }
+
+    /// The length of a window: a number of days, at least 1.
+    fn parse_window_days(&mut self, what: &str) -> PResult<u32> {
+        let start = self.tok.start;
+        let days = self.parse_days(what)?;
+        if days == 0 {
+            return Err(Box::new(ParseError::new(
+                self.text,
+                start,
+                &["number"],
+                "0".to_owned(),
+                "a window holds at least one day".to_owned(),
+            )));
+        }
+        Ok(days)
+    }
+
+    /// `DATE 'YYYY-MM-DD'`.
+    fn parse_date(&mut self, what: &str) -> PResult<Date> {
+        if !self.at_keyword(Keyword::Date) {
+            return Err(self.expected(what, &["DATE"], ""));
+        }
+        match self.parse_literal(what)? {
+            Literal::Date(d) => Ok(d),
+            _ => Err(self.expected(what, &["DATE"], "")),
+        }
+    }
+
+    /// `did(event, window) [count]`, `first_did(event) when`, `last_did(event) when`; the
+    /// current token is the keyword.
+    fn parse_behaviour(&mut self, keyword: Keyword) -> PResult<Expr> {
+        let name = keyword.as_str();
+        self.advance()?;
+        self.expect(&TokenKind::LParen, &format!("'(' after {name}"))?;
+        let event = match &self.tok.kind {
+            TokenKind::Path(path) => path.clone(),
+            _ => return Err(self.expected("an event name", &["event"], "")),
+        };
+        self.advance()?;
+        if keyword == Keyword::Did {
+            self.expect(
+                &TokenKind::Comma,
+                "',' and a window after the event, like did(purchase, last 7 days)",
+            )?;
+            let window = self.parse_window()?;
+            self.expect(&TokenKind::RParen, "')' after the window")?;
+            let count = if let TokenKind::Cmp(op) = self.tok.kind {
+                self.advance()?;
+                let n = self.parse_count("a number of times")?;
+                if self.at_word("times") || self.at_word("time") {
+                    self.advance()?;
+                }
+                Some(DidCount {
+                    op,
+                    n,
+                    measure: Measure::Times,
+                })
+            } else if self.at_word("on") {
+                self.advance()?;
+                let TokenKind::Cmp(op) = self.tok.kind else {
+                    return Err(self.expected(
+                        "a comparison after ON, like ON >= 3 DAYS",
+                        &[">="],
+                        "",
+                    ));
+                };
+                self.advance()?;
+                let n = self.parse_count("a number of days")?;
+                self.expect_word("days", "day", "DAYS after the number of days")?;
+                Some(DidCount {
+                    op,
+                    n,
+                    measure: Measure::Days,
+                })
+            } else {
+                None
+            };
+            return Ok(Expr::Did {
+                event,
+                window,
+                count,
+            });
+        }
+        self.expect(&TokenKind::RParen, "')' after the event")?;
+        let which = if keyword == Keyword::FirstDid {
+            Occurrence::First
+        } else {
+            Occurrence::Last
+        };
+        let when = if self.at_word("within") {
+            self.advance()?;
+            let days = self.parse_window_days("a number of days after WITHIN")?;
+            self.expect_word("days", "day", "DAYS after the number of days")?;
+            When::Within(days)
+        } else if let TokenKind::Cmp(op) = self.tok.kind {
+            self.advance()?;
+            if self.at_keyword(Keyword::Date) {
+                When::Date {
+                    op,
+                    date: self.parse_date("a date")?,
+                }
+            } else {
+                let days = self.parse_days("a number of days or a DATE")?;
+                self.expect_word("days", "day", "DAYS AGO after the number of days")?;
+                self.expect_word("ago", "ago", "AGO after DAYS")?;
+                When::DaysAgo { op, days }
+            }
+        } else {
+            return Err(self.expected(
+                &format!("a test after {name}(...): a comparison with N DAYS AGO or a DATE, or WITHIN N DAYS"),
+                &[">", "WITHIN"],
+                "",
+            ));
+        };
+        Ok(Expr::Occurred { which, event, when })
+    }
+
+    /// `last N days [ending DATE 'x']`, `DATE 'a' TO DATE 'b'` or `ever`.
+    fn parse_window(&mut self) -> PResult<Window> {
+        if self.at_word("last") {
+            self.advance()?;
+            let days = self.parse_window_days("a number of days after LAST")?;
+            self.expect_word("days", "day", "DAYS after the number of days")?;
+            let ending = if self.at_word("ending") {
+                self.advance()?;
+                Some(self.parse_date("a date after ENDING")?)
+            } else {
+                None
+            };
+            Ok(Window::Last { days, ending })
+        } else if self.at_word("ever") {
+            self.advance()?;
+            Ok(Window::Ever)
+        } else if self.at_keyword(Keyword::Date) {
+            let from = self.parse_date("a date")?;
+            self.expect_word("to", "to", "TO and the last date of the window")?;
+            let to = self.parse_date("the last date of the window")?;
+            Ok(Window::Range { from, to })
+        } else {
+            Err(self.expected(
+                "a window: LAST N DAYS, DATE 'a' TO DATE 'b' or EVER",
+                &["LAST", "DATE", "EVER"],
+                "",
+            ))
         }
     }
 
@@ -1143,26 +1343,133 @@ mod tests {
     }
 
     #[test]
+    fn behaviour_predicates() {
+        let date = |y, m, d| Date::new(y, m, d).unwrap();
+        assert_eq!(
+            ok("did(purchase, last 7 days) >= 2 AND NOT DID(login, LAST 30 DAYS)"),
+            Expr::And(vec![
+                Expr::Did {
+                    event: p("purchase"),
+                    window: Window::Last {
+                        days: 7,
+                        ending: None
+                    },
+                    count: Some(DidCount {
+                        op: CmpOp::Ge,
+                        n: 2,
+                        measure: Measure::Times
+                    }),
+                },
+                Expr::Not(Box::new(Expr::Did {
+                    event: p("login"),
+                    window: Window::Last {
+                        days: 30,
+                        ending: None
+                    },
+                    count: None,
+                })),
+            ])
+        );
+        assert_eq!(
+            ok("did(app/open, last 1 day ending DATE '2026-11-20') on < 3 days"),
+            Expr::Did {
+                event: p("app/open"),
+                window: Window::Last {
+                    days: 1,
+                    ending: Some(date(2026, 11, 20))
+                },
+                count: Some(DidCount {
+                    op: CmpOp::Lt,
+                    n: 3,
+                    measure: Measure::Days
+                }),
+            }
+        );
+        assert_eq!(
+            ok("did(x, DATE '2026-11-01' TO DATE '2026-11-07') = 1 times"),
+            Expr::Did {
+                event: p("x"),
+                window: Window::Range {
+                    from: date(2026, 11, 1),
+                    to: date(2026, 11, 7)
+                },
+                count: Some(DidCount {
+                    op: CmpOp::Eq,
+                    n: 1,
+                    measure: Measure::Times
+                }),
+            }
+        );
+        assert_eq!(
+            ok("last_did(login) > 30 days ago"),
+            Expr::Occurred {
+                which: Occurrence::Last,
+                event: p("login"),
+                when: When::DaysAgo {
+                    op: CmpOp::Gt,
+                    days: 30
+                },
+            }
+        );
+        assert_eq!(
+            ok("first_did(pay) within 7 days"),
+            Expr::Occurred {
+                which: Occurrence::First,
+                event: p("pay"),
+                when: When::Within(7),
+            }
+        );
+        assert_eq!(
+            ok("first_did(pay) <= DATE '2026-11-02'"),
+            Expr::Occurred {
+                which: Occurrence::First,
+                event: p("pay"),
+                when: When::Date {
+                    op: CmpOp::Le,
+                    date: date(2026, 11, 2)
+                },
+            }
+        );
+        assert_eq!(
+            ok("did(x, ever)"),
+            Expr::Did {
+                event: p("x"),
+                window: Window::Ever,
+                count: None
+            }
+        );
+        // The window words stay usable as field names.
+        assert_eq!(
+            ok("last AND days"),
+            Expr::And(vec![field("last"), field("days")])
+        );
+    }
+
+    #[test]
+    fn malformed_behaviour_predicates_point_at_the_problem() {
+        assert_err("did(purchase)", 1, 13, "',' and a window");
+        assert_err("did(purchase, 7 days)", 1, 15, "a window: LAST N DAYS");
+        assert_err(
+            "did(purchase, last days)",
+            1,
+            20,
+            "a number of days after LAST",
+        );
+        assert_err("did(purchase, last 7)", 1, 21, "DAYS after the number");
+        assert_err(
+            "did(p, last 7 days) on 3 days",
+            1,
+            24,
+            "a comparison after ON",
+        );
+        assert_err("last_did(login) > 30 days", 1, 26, "AGO after DAYS");
+        assert_err("last_did(login)", 1, 16, "a test after LAST_DID");
+        assert_err("first_did('x') within 3 days", 1, 11, "an event name");
+        assert_err("did(p, last -1 days)", 1, 13, "a number of days");
+    }
+
+    #[test]
     fn future_predicates_are_not_supported_yet() {
-        assert_err(
-            "did(purchase, last 7 days) >= 2",
-            1,
-            1,
-            "behaviour predicate did(...) is not supported yet",
-        );
-        assert_err(
-            "vip AND NOT DID (login)",
-            1,
-            13,
-            "behaviour predicate did(...) is not supported yet",
-        );
-        assert_err(
-            "a OR\n first_did(x)",
-            2,
-            2,
-            "behaviour predicate first_did(...) is not supported yet",
-        );
-        assert_err("last_did(x)", 1, 1, "last_did(...) is not supported yet");
         assert_err(
             "a AND crowd('spring_campaign')",
             1,

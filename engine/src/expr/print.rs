@@ -13,7 +13,9 @@
 
 use std::fmt::{self, Display, Formatter, Write as _};
 
-use super::ast::{CmpOp, Date, Decimal, Expr, HasMode, Literal, Path};
+use super::ast::{
+    CmpOp, Date, Decimal, DidCount, Expr, HasMode, Literal, Measure, Occurrence, Path, When, Window,
+};
 use super::lexer::{Keyword, is_bare_segment};
 
 /// Binding strength, loosest first; an operand binding looser than its slot needs parentheses.
@@ -74,6 +76,55 @@ fn write_expr(f: &mut Formatter<'_>, expr: &Expr, min: u8) -> fmt::Result {
         Expr::And(items) => write_chain(f, items, " AND ", 4),
         Expr::Xor(items) => write_chain(f, items, " XOR ", 3),
         Expr::Or(items) => write_chain(f, items, " OR ", 2),
+        Expr::Did {
+            event,
+            window,
+            count,
+        } => {
+            write!(f, "DID({event}, {window})")?;
+            match count {
+                Some(DidCount {
+                    op,
+                    n,
+                    measure: Measure::Times,
+                }) => write!(f, " {op} {n} TIMES"),
+                Some(DidCount {
+                    op,
+                    n,
+                    measure: Measure::Days,
+                }) => write!(f, " ON {op} {n} DAYS"),
+                None => Ok(()),
+            }
+        }
+        Expr::Occurred { which, event, when } => {
+            let name = match which {
+                Occurrence::First => "FIRST_DID",
+                Occurrence::Last => "LAST_DID",
+            };
+            write!(f, "{name}({event}) ")?;
+            match when {
+                When::DaysAgo { op, days } => write!(f, "{op} {days} DAYS AGO"),
+                When::Date { op, date } => write!(f, "{op} DATE '{date}'"),
+                When::Within(days) => write!(f, "WITHIN {days} DAYS"),
+            }
+        }
+    }
+}
+
+impl Display for Window {
+    /// `LAST 7 DAYS`, `LAST 7 DAYS ENDING DATE '2026-11-20'`, `DATE 'a' TO DATE 'b'`, `EVER`.
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match self {
+            Window::Last { days, ending } => {
+                write!(f, "LAST {days} DAYS")?;
+                match ending {
+                    Some(d) => write!(f, " ENDING DATE '{d}'"),
+                    None => Ok(()),
+                }
+            }
+            Window::Range { from, to } => write!(f, "DATE '{from}' TO DATE '{to}'"),
+            Window::Ever => f.write_str("EVER"),
+        }
     }
 }
 
@@ -499,6 +550,69 @@ mod tests {
                 }
             }),
             prop::collection::vec(key_strategy(), 1..4).prop_map(Expr::Keys),
+            (path_strategy(), window_strategy(), count_strategy()).prop_map(
+                |(event, window, count)| Expr::Did {
+                    event,
+                    window,
+                    count
+                }
+            ),
+            (path_strategy(), any::<bool>(), when_strategy()).prop_map(|(event, first, when)| {
+                Expr::Occurred {
+                    which: if first {
+                        Occurrence::First
+                    } else {
+                        Occurrence::Last
+                    },
+                    event,
+                    when,
+                }
+            }),
+        ]
+    }
+
+    fn op_strategy() -> impl Strategy<Value = CmpOp> {
+        prop::sample::select(vec![
+            CmpOp::Eq,
+            CmpOp::Ne,
+            CmpOp::Lt,
+            CmpOp::Le,
+            CmpOp::Gt,
+            CmpOp::Ge,
+        ])
+    }
+
+    fn date_strategy() -> impl Strategy<Value = Date> {
+        (0i32..=9999, 1u8..=12, 1u8..=28).prop_map(|(y, m, d)| Date::new(y, m, d).unwrap())
+    }
+
+    fn window_strategy() -> impl Strategy<Value = Window> {
+        prop_oneof![
+            (1u32..=u32::MAX, proptest::option::of(date_strategy()))
+                .prop_map(|(days, ending)| Window::Last { days, ending }),
+            (date_strategy(), date_strategy()).prop_map(|(a, b)| Window::Range {
+                from: a.min(b),
+                to: a.max(b)
+            }),
+            Just(Window::Ever),
+        ]
+    }
+
+    fn count_strategy() -> impl Strategy<Value = Option<DidCount>> {
+        proptest::option::of((op_strategy(), any::<u64>(), any::<bool>()).prop_map(
+            |(op, n, days)| DidCount {
+                op,
+                n: n >> 1,
+                measure: if days { Measure::Days } else { Measure::Times },
+            },
+        ))
+    }
+
+    fn when_strategy() -> impl Strategy<Value = When> {
+        prop_oneof![
+            (op_strategy(), any::<u32>()).prop_map(|(op, days)| When::DaysAgo { op, days }),
+            (op_strategy(), date_strategy()).prop_map(|(op, date)| When::Date { op, date }),
+            (1u32..=u32::MAX).prop_map(When::Within),
         ]
     }
 

@@ -120,6 +120,7 @@ pub(crate) fn eval<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<Bm<'s>> {
             all.andnot_inplace(eval(x, s)?.as_ref());
             Cow::Owned(all)
         }
+        Node::Did(d) => Cow::Owned(d.eval_in(s.snap, s.shard, None)?),
     })
 }
 
@@ -269,6 +270,7 @@ pub(crate) fn eval_within<'s>(node: &Node<'s>, s: &Shard<'s>, within: &Bitmap) -
             out
         }
         Node::Not(x) => within.andnot(&eval_within(x, s, within)?),
+        Node::Did(d) => d.eval_in(s.snap, s.shard, Some(within))?,
         Node::Flag(_) => unreachable!("stored leaves are handled above"),
     })
 }
@@ -420,6 +422,7 @@ pub(crate) fn contains(node: &Node<'_>, snap: &TableSnapshot, id: u32) -> Result
             odd
         }
         Node::Not(x) => id < snap.users() && !contains(x, snap, id)?,
+        Node::Did(d) => d.contains(snap, id)?,
     })
 }
 

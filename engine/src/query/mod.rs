@@ -88,9 +88,27 @@ impl TableSnapshot {
 
     /// Plans `expr` reading every field at the version labelled `as_of` (current when `None`).
     pub fn crowd_as_of<'s>(&'s self, expr: &Expr, as_of: Option<&'s str>) -> Result<Crowd<'s>> {
+        self.crowd_with(expr, as_of, None)
+    }
+
+    /// Plans `expr` with every option: fields read as of version `as_of` (current when
+    /// `None`), and behaviour windows (`last 7 days`, `30 days ago`) counted back from day
+    /// `reference` (days since 1970-01-01; `None`: [`TableSnapshot::reference_day`]).
+    pub fn crowd_with<'s>(
+        &'s self,
+        expr: &Expr,
+        as_of: Option<&'s str>,
+        reference: Option<i32>,
+    ) -> Result<Crowd<'s>> {
         expr.check()
             .map_err(|e| Error::InvalidArgument(format!("malformed expression: {e}")))?;
-        let root = Planner { snap: self, as_of }.plan(expr)?;
+        let reference = reference.or_else(|| self.reference_day());
+        let root = Planner {
+            snap: self,
+            as_of,
+            reference,
+        }
+        .plan(expr)?;
         Ok(Crowd {
             snap: self,
             root,

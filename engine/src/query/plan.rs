@@ -16,9 +16,11 @@ use std::sync::Arc;
 
 use croaring::Bitmap;
 
+use crate::behaviour::predicate::{DidNode, DidTest};
+use crate::behaviour::{DayRange, day_of_date};
 use crate::catalog::FieldKind;
 use crate::error::{Error, Result};
-use crate::expr::{CmpOp, Expr, HasMode, Literal, Path};
+use crate::expr::{CmpOp, Expr, HasMode, Literal, Occurrence, Path, When, Window};
 use crate::ids::KeyRef;
 use crate::table::{FieldRef, TableSnapshot};
 
@@ -54,6 +56,8 @@ pub(crate) enum Node<'s> {
     Xor(Vec<Node<'s>>),
     /// Known users not in the operand.
     Not(Box<Node<'s>>),
+    /// A behaviour test: `did(...)` over some days of an event.
+    Did(DidNode<'s>),
 }
 
 impl Node<'_> {
@@ -79,6 +83,7 @@ impl Node<'_> {
                 xs.iter().map(|n| n.estimate(users)).sum::<u64>().min(users)
             }
             Node::Not(x) => users.saturating_sub(x.estimate(users)),
+            Node::Did(d) => d.estimate(users),
         }
     }
 
@@ -107,6 +112,7 @@ impl Node<'_> {
             Node::Or(_) => "OR".into(),
             Node::Xor(_) => "XOR".into(),
             Node::Not(_) => "NOT".into(),
+            Node::Did(d) => d.label(),
         }
     }
 
@@ -125,6 +131,8 @@ impl Node<'_> {
 pub(crate) struct Planner<'s> {
     pub(crate) snap: &'s TableSnapshot,
     pub(crate) as_of: Option<&'s str>,
+    /// The day `last N days` and `N days ago` count back from (`None`: no event data).
+    pub(crate) reference: Option<i32>,
 }
 
 impl<'s> Planner<'s> {
@@ -213,6 +221,38 @@ impl<'s> Planner<'s> {
                     Node::Ids(Arc::new(ids))
                 }
             }
+            Expr::Did {
+                event,
+                window,
+                count,
+            } => {
+                let f = self.event(event)?;
+                let days = self.window_days(&f, window);
+                let test = match count {
+                    None => DidTest::Any,
+                    Some(c) => DidTest::Count {
+                        op: c.op,
+                        n: c.n,
+                        measure: c.measure,
+                    },
+                };
+                let node = DidNode {
+                    event: f,
+                    days,
+                    test,
+                };
+                if node.zero_passes() {
+                    Node::Did(node)
+                } else if node.days.is_empty() {
+                    Node::Empty
+                } else {
+                    Node::Did(node)
+                }
+            }
+            Expr::Occurred { which, event, when } => {
+                let f = self.event(event)?;
+                self.occurred(f, *which, when)?
+            }
             Expr::Not(inner) => not(self.plan(inner)?),
             Expr::And(xs) => {
                 let mut parts = Vec::with_capacity(xs.len());
@@ -242,6 +282,99 @@ impl<'s> Planner<'s> {
                     1 => parts.into_iter().next().expect("one"),
                     _ => Node::Xor(parts),
                 }
+            }
+        })
+    }
+
+    fn event(&self, path: &Path) -> Result<FieldRef<'s>> {
+        let f = self.field(path)?;
+        require(&f, f.kind() == FieldKind::Event, "an event")?;
+        Ok(f)
+    }
+
+    /// The stored days of `f` inside `window`.
+    fn window_days(&self, f: &FieldRef<'s>, window: &Window) -> Vec<i32> {
+        let range = match window {
+            Window::Ever => return f.event_days(),
+            Window::Last { days, ending } => {
+                let end = match ending {
+                    Some(d) => Some(day_of_date(d.year(), d.month(), d.day())),
+                    None => self.reference,
+                };
+                match end {
+                    Some(end) => DayRange::new(end - (*days).min(i32::MAX as u32) as i32 + 1, end),
+                    None => return Vec::new(),
+                }
+            }
+            Window::Range { from, to } => DayRange::new(
+                day_of_date(from.year(), from.month(), from.day()),
+                day_of_date(to.year(), to.month(), to.day()),
+            ),
+        };
+        f.event_days()
+            .into_iter()
+            .filter(|&d| range.contains(d))
+            .collect()
+    }
+
+    /// `first_did` / `last_did` as unions of days: "the last day is on or after D" is "did
+    /// it on a day >= D", "on or before D" is "did it, and not on a day > D", and so on.
+    fn occurred(&self, f: FieldRef<'s>, which: Occurrence, when: &When) -> Result<Node<'s>> {
+        // The test as `day op d` on the occurrence's day.
+        let (op, d) = match *when {
+            When::Date { op, date } => (op, day_of_date(date.year(), date.month(), date.day())),
+            When::DaysAgo { days, .. } | When::Within(days) => {
+                let Some(reference) = self.reference else {
+                    return Ok(Node::Empty);
+                };
+                let d = reference as i64 - days as i64;
+                let d = d.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+                // The age compares the other way round from the day.
+                let op = match *when {
+                    When::DaysAgo { op, .. } => match op {
+                        CmpOp::Lt => CmpOp::Gt,
+                        CmpOp::Le => CmpOp::Ge,
+                        CmpOp::Gt => CmpOp::Lt,
+                        CmpOp::Ge => CmpOp::Le,
+                        other => other,
+                    },
+                    _ => CmpOp::Gt,
+                };
+                (op, d)
+            }
+        };
+        let all = f.event_days();
+        let any = |keep: &dyn Fn(i32) -> bool| -> Node<'s> {
+            let days: Vec<i32> = all.iter().copied().filter(|&x| keep(x)).collect();
+            if days.is_empty() {
+                Node::Empty
+            } else {
+                Node::Did(DidNode {
+                    event: f,
+                    days,
+                    test: DidTest::Any,
+                })
+            }
+        };
+        let ever = || any(&|_| true);
+        // `at` holds for days at or past the occurrence in the direction of the test.
+        let (on_or_beyond, beyond): (Node<'s>, Node<'s>) = match which {
+            // Last day >= d: some day >= d.
+            Occurrence::Last => (any(&|x| x >= d), any(&|x| x > d)),
+            // First day <= d: some day <= d.
+            Occurrence::First => (any(&|x| x <= d), any(&|x| x < d)),
+        };
+        let exactly = || and_not(any(&|x| x == d), beyond.clone());
+        Ok(match (which, op) {
+            (_, CmpOp::Eq) => exactly(),
+            (_, CmpOp::Ne) => and_not(ever(), exactly()),
+            (Occurrence::Last, CmpOp::Ge) | (Occurrence::First, CmpOp::Le) => on_or_beyond,
+            (Occurrence::Last, CmpOp::Gt) | (Occurrence::First, CmpOp::Lt) => beyond,
+            (Occurrence::Last, CmpOp::Le) | (Occurrence::First, CmpOp::Ge) => {
+                and_not(ever(), beyond)
+            }
+            (Occurrence::Last, CmpOp::Lt) | (Occurrence::First, CmpOp::Gt) => {
+                and_not(ever(), on_or_beyond)
             }
         })
     }

@@ -22,6 +22,8 @@
 //!         str label, i64 created ms, u64 users, u64 distinct, u64 bytes,
 //!         u32 value count, then per value: str   (sorted; value code = position)
 //!         u32 segment count, then per segment: u32 shard, u64 file id
+//! i32 UTC offset (minutes) of the table's days    (format version 2; absent in 1: 0)
+//! u32 event horizon (days kept per event, 0 = all) (format version 2; absent in 1: 0)
 //! ```
 //! Strings are a u32 byte length and UTF-8 bytes.
 
@@ -34,6 +36,8 @@ use crate::ids::KeyKind;
 use crate::storage::fs;
 
 const MAGIC: &[u8; 8] = b"PRTMANI1";
+/// The widest UTC offset a table's time zone may have (±18 hours, as in ISO 8601).
+pub(crate) const MAX_UTC_OFFSET_MINUTES: i32 = 18 * 60;
 /// Name of the manifest file in a table directory.
 pub(crate) const FILE_NAME: &str = "MANIFEST";
 
@@ -75,6 +79,10 @@ pub(crate) struct Manifest {
     pub next_field_id: u32,
     pub chunks: Vec<ChunkRef>,
     pub fields: Vec<FieldRecord>,
+    /// Offset from UTC, in minutes, of the time zone in which event days are counted.
+    pub utc_offset_minutes: i32,
+    /// Days of events kept, counting back from each event's newest day (0: all).
+    pub event_horizon_days: u32,
 }
 
 impl Manifest {
@@ -89,6 +97,8 @@ impl Manifest {
             next_field_id: 1,
             chunks: Vec::new(),
             fields: Vec::new(),
+            utc_offset_minutes: 0,
+            event_horizon_days: 0,
         }
     }
 
@@ -142,6 +152,8 @@ impl Manifest {
                 }
             }
         }
+        e.i32(self.utc_offset_minutes);
+        e.u32(self.event_horizon_days);
         fs::seal(MAGIC, &e.buf, false)
     }
 
@@ -230,8 +242,19 @@ impl Manifest {
                 versions,
             });
         }
+        // Format version 1 ends here; version 2 adds the table's time options.
+        let (utc_offset_minutes, event_horizon_days) = if d.remaining() == 0 {
+            (0, 0)
+        } else {
+            (d.i32()?, d.u32()?)
+        };
         if d.remaining() != 0 {
             return Err(DecodeError(format!("{} trailing bytes", d.remaining())));
+        }
+        if utc_offset_minutes.abs() > MAX_UTC_OFFSET_MINUTES {
+            return Err(DecodeError(format!(
+                "UTC offset {utc_offset_minutes} minutes is out of range"
+            )));
         }
         let m = Self {
             generation,
@@ -243,6 +266,8 @@ impl Manifest {
             next_field_id,
             chunks,
             fields,
+            utc_offset_minutes,
+            event_horizon_days,
         };
         m.validate()?;
         Ok(m)

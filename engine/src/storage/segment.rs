@@ -80,6 +80,11 @@ pub(crate) enum Role {
     ForwardFlags = 10,
     /// `u32` field ids of the flags of this segment, ascending.
     ForwardFields = 11,
+    /// Bitmap of the users who did an event on day `key` (days since 1970-01-01).
+    EventDay = 12,
+    /// Slice `key & 31` of the BSI of `count - 1` of day `key >> 5`, over that day's users
+    /// (absent slices are empty; a user who did the event once that day is in none).
+    EventCount = 13,
 }
 
 /// The pseudo field id under which a segment stores its forward index (sorts last).
@@ -99,6 +104,8 @@ impl Role {
             9 => Role::ForwardOffsets,
             10 => Role::ForwardFlags,
             11 => Role::ForwardFields,
+            12 => Role::EventDay,
+            13 => Role::EventCount,
             _ => return None,
         })
     }
@@ -389,7 +396,12 @@ impl Segment {
     pub(crate) fn check_integrity(&self) -> Result<()> {
         for slot in 0..self.entries.len() {
             match self.entries[slot].key.role {
-                Role::Flag | Role::Value | Role::BsiExists | Role::BsiSlice => {
+                Role::Flag
+                | Role::Value
+                | Role::BsiExists
+                | Role::BsiSlice
+                | Role::EventDay
+                | Role::EventCount => {
                     self.bitmap(slot)?;
                 }
                 Role::Codes

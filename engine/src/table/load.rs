@@ -42,6 +42,8 @@ enum Staged {
         pairs: Vec<(u32, u32)>,
     },
     Ints(Vec<(u32, i64)>),
+    /// Events: per day, `(id, count)` pairs (a user may appear several times; counts add up).
+    Events(BTreeMap<i32, Vec<(u32, u32)>>),
 }
 
 #[derive(Debug)]
@@ -143,6 +145,7 @@ impl<'t> Load<'t> {
                 codes: HashMap::new(),
                 pairs: Vec::new(),
             },
+            FieldKind::Event => Staged::Events(BTreeMap::new()),
             _ => Staged::Ints(Vec::new()),
         };
         self.by_path.insert(spec.path.clone(), self.fields.len());
@@ -253,6 +256,67 @@ impl<'t> Load<'t> {
                 Ok(())
             }
             _ => Err(mismatch(&f.spec, "a flag")),
+        }
+    }
+
+    /// Records that user `key` did event `field` `count` times on `day` (days since
+    /// 1970-01-01, counted in the table's time zone). Counts of the same user and day add up.
+    /// The load replaces every day it holds an event for and keeps the event's other days.
+    pub fn event<'k>(
+        &mut self,
+        field: LoadField,
+        key: impl Into<KeyRef<'k>>,
+        day: i32,
+        count: u32,
+    ) -> Result<()> {
+        let id = self.user(key)?;
+        self.event_id(field, id, day, count)
+    }
+
+    /// Records that user `key` did event `field` once at `ms` (milliseconds since the Unix
+    /// epoch), on the day that instant falls on in the table's time zone.
+    pub fn event_at<'k>(
+        &mut self,
+        field: LoadField,
+        key: impl Into<KeyRef<'k>>,
+        ms: i64,
+    ) -> Result<()> {
+        let day = crate::behaviour::day_of_ms(ms, self.base.utc_offset_minutes());
+        self.event(field, key, day, 1)
+    }
+
+    /// [`Load::event`] for user `id`.
+    pub fn event_id(&mut self, field: LoadField, id: u32, day: i32, count: u32) -> Result<()> {
+        self.check_id(id)?;
+        crate::behaviour::check_day(day)?;
+        let f = self.staged(field)?;
+        match &mut f.data {
+            Staged::Events(days) => {
+                if count > 0 {
+                    days.entry(day).or_default().push((id, count));
+                }
+                Ok(())
+            }
+            _ => Err(mismatch(&f.spec, "an event")),
+        }
+    }
+
+    /// Adds every user of `ids` to event `field` on `day`, once each: the bulk form of
+    /// [`Load::event_id`] for users who did it once that day.
+    pub fn event_day_bitmap(&mut self, field: LoadField, day: i32, ids: &Bitmap) -> Result<()> {
+        if let Some(max) = ids.maximum() {
+            self.check_id(max)?;
+        }
+        crate::behaviour::check_day(day)?;
+        let f = self.staged(field)?;
+        match &mut f.data {
+            Staged::Events(days) => {
+                days.entry(day)
+                    .or_default()
+                    .extend(ids.iter().map(|id| (id, 1)));
+                Ok(())
+            }
+            _ => Err(mismatch(&f.spec, "an event")),
         }
     }
 
@@ -402,9 +466,18 @@ impl<'t> Load<'t> {
         }
         order.sort_unstable();
 
+        let horizon = manifest.event_horizon_days;
         let prepared: Vec<Prepared> = order
             .iter()
-            .map(|&(id, i)| Prepared::new(id, i, &self.fields[i]))
+            .map(|&(id, i)| {
+                let staged = &self.fields[i];
+                // Events keep the days this load does not replace.
+                let previous = match staged.spec.kind {
+                    FieldKind::Event => base.field(&staged.spec.path).ok(),
+                    _ => None,
+                };
+                Prepared::new(id, i, staged, previous, horizon)
+            })
             .collect();
 
         // Step 1: one segment per shard.
@@ -452,7 +525,7 @@ impl<'t> Load<'t> {
                 info: VersionInfo {
                     label: self.label.clone(),
                     created_ms: now,
-                    users: p.users,
+                    users: p.users + p.event_users.get(),
                     distinct: p.distinct,
                     bytes: field_bytes[pi],
                 },
@@ -561,6 +634,13 @@ struct Prepared<'a> {
     id: u32,
     index: usize,
     kind: FieldKind,
+    /// Events: the new days' `(id, count)` pairs, sorted by id with counts summed.
+    event_days: BTreeMap<i32, Vec<(u32, u32)>>,
+    /// Events: days kept from the previous version, and that version.
+    carried: Vec<i32>,
+    previous: Option<crate::table::FieldRef<'a>>,
+    /// Events: users who did the event on some kept day, summed over shards as they are written.
+    event_users: std::cell::Cell<u64>,
     flag: Option<&'a Bitmap>,
     /// Sorted value dictionary; codes in `pairs` refer to it.
     values: Vec<String>,
@@ -572,11 +652,21 @@ struct Prepared<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    fn new(id: u32, index: usize, staged: &'a StagedField) -> Self {
+    fn new(
+        id: u32,
+        index: usize,
+        staged: &'a StagedField,
+        previous: Option<crate::table::FieldRef<'a>>,
+        horizon: u32,
+    ) -> Self {
         let mut p = Prepared {
             id,
             index,
             kind: staged.spec.kind,
+            event_days: BTreeMap::new(),
+            carried: Vec::new(),
+            previous: None,
+            event_users: std::cell::Cell::new(0),
             flag: None,
             values: Vec::new(),
             pairs: Vec::new(),
@@ -630,6 +720,47 @@ impl<'a> Prepared<'a> {
                 p.values = values;
                 p.pairs = v;
             }
+            Staged::Events(days) => {
+                for (&day, pairs) in days {
+                    let mut v = pairs.clone();
+                    v.sort_unstable_by_key(|p| p.0);
+                    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(v.len());
+                    for (id, c) in v {
+                        match merged.last_mut() {
+                            Some(last) if last.0 == id => last.1 = last.1.saturating_add(c),
+                            _ => merged.push((id, c)),
+                        }
+                    }
+                    p.event_days.insert(day, merged);
+                }
+                let previous_days = previous.map(|f| f.event_days()).unwrap_or_default();
+                let mut all: Vec<i32> = previous_days
+                    .iter()
+                    .copied()
+                    .filter(|d| !p.event_days.contains_key(d))
+                    .chain(p.event_days.keys().copied())
+                    .collect();
+                all.sort_unstable();
+                // The horizon counts back from the newest day kept.
+                if horizon > 0
+                    && let Some(&newest) = all.last()
+                {
+                    let oldest = newest - horizon as i32 + 1;
+                    all.retain(|&d| d >= oldest);
+                    p.event_days.retain(|&d, _| d >= oldest);
+                }
+                p.carried = all
+                    .iter()
+                    .copied()
+                    .filter(|d| !p.event_days.contains_key(d))
+                    .collect();
+                p.previous = previous.filter(|_| !p.carried.is_empty());
+                p.distinct = all.len() as u64;
+                p.values = all
+                    .iter()
+                    .map(|&d| crate::behaviour::format_day(d))
+                    .collect();
+            }
             Staged::Ints(pairs) => {
                 let out = last_value_per_user(pairs.clone());
                 p.users = out.len() as u64;
@@ -653,7 +784,7 @@ impl<'a> Prepared<'a> {
         shard: u32,
         range: std::ops::Range<u32>,
     ) -> Result<u64> {
-        let mut blobs: Vec<(BlobKey, i64, BlobData)> = Vec::new();
+        let mut blobs: Vec<(BlobKey, i64, BlobData<'a>)> = Vec::new();
         let key = |role, key| BlobKey {
             field: self.id,
             role,
@@ -719,6 +850,59 @@ impl<'a> Prepared<'a> {
                     }
                 }
             }
+            FieldKind::Event => {
+                let mut union = Bitmap::new();
+                for (&day, pairs) in &self.event_days {
+                    let lo = pairs.partition_point(|p| p.0 < range.start);
+                    let hi = pairs.partition_point(|p| p.0 < range.end);
+                    let part = &pairs[lo..hi];
+                    if part.is_empty() {
+                        continue;
+                    }
+                    let day_key = day as u32;
+                    let mut b = Bitmap::of(&part.iter().map(|p| p.0).collect::<Vec<_>>());
+                    b.run_optimize();
+                    union.or_inplace(&b);
+                    blobs.push((key(Role::EventDay, day_key), 0, BlobData::Bitmap(b)));
+                    // BSI of count - 1 over the day's users.
+                    let extra: Vec<(u32, u32)> = part
+                        .iter()
+                        .filter(|p| p.1 > 1)
+                        .map(|&(id, c)| (id, c - 1))
+                        .collect();
+                    let top = extra.iter().map(|p| p.1).max().unwrap_or(0);
+                    for bit in 0..(32 - top.leading_zeros()) {
+                        let ids: Vec<u32> = extra
+                            .iter()
+                            .filter(|p| p.1 >> bit & 1 == 1)
+                            .map(|p| p.0)
+                            .collect();
+                        if !ids.is_empty() {
+                            let mut s = Bitmap::of(&ids);
+                            s.run_optimize();
+                            blobs.push((
+                                key(Role::EventCount, day_key << 5 | bit),
+                                0,
+                                BlobData::Bitmap(s),
+                            ));
+                        }
+                    }
+                }
+                if let Some(prev) = &self.previous {
+                    for (k, bytes) in prev.event_raw_blobs(shard, &self.carried)? {
+                        if k.role == Role::EventDay {
+                            union.or_inplace(
+                                prev.event_day_in(shard, k.key as i32)?
+                                    .unwrap_or(&Bitmap::new()),
+                            );
+                        }
+                        blobs.push((key(k.role, k.key), 0, BlobData::Raw(bytes)));
+                    }
+                }
+                self.event_users
+                    .set(self.event_users.get() + union.cardinality());
+                blobs.sort_by_key(|b| b.0);
+            }
             _ => {
                 let lo = self.ints.partition_point(|p| p.0 < range.start);
                 let hi = self.ints.partition_point(|p| p.0 < range.end);
@@ -763,6 +947,10 @@ impl<'a> Prepared<'a> {
                 BlobData::I64(v) => {
                     let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
                     w.add_bytes(k, aux, &raw)?;
+                    raw.len() as u64
+                }
+                BlobData::Raw(raw) => {
+                    w.add_bytes(k, aux, raw)?;
                     raw.len() as u64
                 }
             };
@@ -825,7 +1013,9 @@ fn write_forward_index(
     w.add_bytes(key(Role::ForwardFields), 0, &raw)
 }
 
-enum BlobData {
+enum BlobData<'a> {
+    /// Bytes copied as they are from a previous version's segment (already verified).
+    Raw(&'a [u8]),
     Bitmap(Bitmap),
     U32(Vec<u32>),
     I64(Vec<i64>),

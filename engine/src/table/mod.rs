@@ -159,6 +159,28 @@ impl Table {
         Ok(())
     }
 
+    /// Sets the time zone event days are counted in (an offset from UTC in minutes, within
+    /// ±18 hours) and how many days of each event are kept (0: all). Applies to loads from now
+    /// on: days already stored keep their numbers.
+    pub fn set_time_options(&self, utc_offset_minutes: i32, event_horizon_days: u32) -> Result<()> {
+        if utc_offset_minutes.abs() > manifest::MAX_UTC_OFFSET_MINUTES {
+            return Err(Error::InvalidArgument(format!(
+                "UTC offset {utc_offset_minutes} minutes is outside ±18 hours"
+            )));
+        }
+        let _w = self.writer.lock();
+        let snap = self.snapshot();
+        let mut m = snap.manifest.clone();
+        m.utc_offset_minutes = utc_offset_minutes;
+        m.event_horizon_days = event_horizon_days;
+        m.generation += 1;
+        let open = self.open_segments();
+        let next = TableSnapshot::build(self.name.clone(), m, &open, snap.dict.clone())?;
+        self.write_manifest(&next.manifest)?;
+        self.publish(next, open);
+        Ok(())
+    }
+
     pub(crate) fn open_segments(&self) -> HashMap<(u32, u64), Arc<Segment>> {
         self.segments.lock().clone()
     }

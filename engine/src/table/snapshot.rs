@@ -277,6 +277,29 @@ impl TableSnapshot {
         self.manifest.generation
     }
 
+    /// Offset from UTC, in minutes, of the time zone in which the table counts event days.
+    pub fn utc_offset_minutes(&self) -> i32 {
+        self.manifest.utc_offset_minutes
+    }
+
+    /// The default reference day of behaviour windows: the newest day any event field holds
+    /// in its current version (`None` without event data).
+    pub fn reference_day(&self) -> Option<i32> {
+        self.manifest
+            .fields
+            .iter()
+            .filter(|f| f.meta.spec.kind == FieldKind::Event)
+            .filter_map(|f| f.versions.last())
+            .filter_map(|v| v.values.last())
+            .filter_map(|d| crate::behaviour::parse_day(d))
+            .max()
+    }
+
+    /// Days of events kept per event, counting back from its newest day (0: all).
+    pub fn event_horizon_days(&self) -> u32 {
+        self.manifest.event_horizon_days
+    }
+
     /// The type of the table's keys.
     pub fn key_kind(&self) -> KeyKind {
         self.manifest.key_kind
@@ -604,6 +627,7 @@ impl<'s> FieldRef<'s> {
     pub fn exists_in(&self, shard: u32) -> Result<Bitmap> {
         match self.kind() {
             FieldKind::Flag => Ok(self.flag_in(shard)?.cloned().unwrap_or_default()),
+            FieldKind::Event => self.event_exists_in(shard),
             k if k.is_numeric() => Ok(self
                 .bsi_in(shard)?
                 .map(|b| b.exists.clone())
@@ -618,6 +642,17 @@ impl<'s> FieldRef<'s> {
                 Ok(Bitmap::fast_or(&parts))
             }
         }
+    }
+
+    /// Users of one shard who did the event on any day of this version.
+    fn event_exists_in(&self, shard: u32) -> Result<Bitmap> {
+        let mut parts = Vec::new();
+        for day in self.event_days() {
+            if let Some(b) = self.event_day_in(shard, day)? {
+                parts.push(b);
+            }
+        }
+        Ok(Bitmap::fast_or(&parts))
     }
 
     /// The bit-sliced index of a numeric field in one shard.
@@ -652,6 +687,85 @@ impl<'s> FieldRef<'s> {
             base: entry.aux,
             slices,
         }))
+    }
+
+    /// The days (since 1970-01-01) this version of an event field holds, ascending.
+    pub fn event_days(&self) -> Vec<i32> {
+        if self.kind() != FieldKind::Event {
+            return Vec::new();
+        }
+        self.values()
+            .iter()
+            .filter_map(|v| crate::behaviour::parse_day(v))
+            .collect()
+    }
+
+    /// Users of one shard who did the event on `day` (`None`: nobody).
+    pub fn event_day_in(&self, shard: u32, day: i32) -> Result<Option<&'s Bitmap>> {
+        self.expect(self.kind() == FieldKind::Event, "an event")?;
+        if day < 0 {
+            return Ok(None);
+        }
+        self.blob(shard, Role::EventDay, day as u32)
+    }
+
+    /// The BSI slices of `count - 1` for `day` in one shard, as `(bit, slice)`, ascending.
+    pub fn event_count_slices_in(&self, shard: u32, day: i32) -> Result<Vec<(u32, &'s Bitmap)>> {
+        self.expect(self.kind() == FieldKind::Event, "an event")?;
+        let Some(seg) = self.segment(shard) else {
+            return Ok(Vec::new());
+        };
+        if day < 0 {
+            return Ok(Vec::new());
+        }
+        let range = seg.range_of(self.meta().id, Role::EventCount);
+        let first = (day as u32) << 5;
+        let (mut lo, mut hi) = (range.start, range.end);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if seg.entry(mid).key.key < first {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut out = Vec::new();
+        for slot in lo..range.end {
+            let k = seg.entry(slot).key.key;
+            if k >> 5 != day as u32 {
+                break;
+            }
+            out.push((k & 31, seg.bitmap(slot)?));
+        }
+        Ok(out)
+    }
+
+    /// The stored blobs of `days` in one shard, verified, as they are on disk (for a load that
+    /// carries those days over into a new version).
+    pub(crate) fn event_raw_blobs(
+        &self,
+        shard: u32,
+        days: &[i32],
+    ) -> Result<Vec<(BlobKey, &'s [u8])>> {
+        let Some(seg) = self.segment(shard) else {
+            return Ok(Vec::new());
+        };
+        let id = self.meta().id;
+        let mut out = Vec::new();
+        for role in [Role::EventDay, Role::EventCount] {
+            for slot in seg.range_of(id, role) {
+                let k = seg.entry(slot).key;
+                let day = if role == Role::EventDay {
+                    k.key
+                } else {
+                    k.key >> 5
+                } as i32;
+                if days.binary_search(&day).is_ok() {
+                    out.push((k, seg.bytes(slot)?));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Shards that may hold data of this version.
@@ -755,6 +869,8 @@ impl<'s> FieldRef<'s> {
             )
         };
         match self.kind() {
+            // A behaviour is not a value: portraits leave events out.
+            FieldKind::Event => Ok(None),
             FieldKind::Flag => Ok(self
                 .flag_in(shard)?
                 .is_some_and(|b| b.contains(id))

@@ -42,6 +42,14 @@ fn registered(i: u32) -> i64 {
     1_700_000_000_000 + i as i64 * 86_400_000
 }
 
+/// Events (format version 2 on): user `i` logged in on one day, `login_count(i)` times.
+fn login_day(i: u32) -> i32 {
+    portrait_engine::behaviour::day_of_date(2026, 11, 20) + (i % 5) as i32
+}
+fn login_count(i: u32) -> u32 {
+    i % 3 + 1
+}
+
 fn write(dir: &Path) {
     let db = Database::open(dir).unwrap();
     let t = db.create_table("users", KeyKind::Str).unwrap();
@@ -105,6 +113,22 @@ fn write(dir: &Path) {
         )
         .unwrap();
         load.value(r, key, Value::Timestamp(registered(i))).unwrap();
+    }
+    load.commit().unwrap();
+
+    t.set_time_options(8 * 60, 30).unwrap();
+    let mut load = t.load("2026-11-25").unwrap();
+    let login = load
+        .field(FieldSpec::new("login", FieldKind::Event))
+        .unwrap();
+    for i in 0..USERS {
+        load.event(
+            login,
+            format!("u{i}").as_str(),
+            login_day(i),
+            login_count(i),
+        )
+        .unwrap();
     }
     load.commit().unwrap();
 }
@@ -202,5 +226,16 @@ fn golden_databases_of_every_format_version_open() {
             })
             .count() as u64;
         assert_eq!(adults.count().unwrap(), want, "format v{version}");
+        if version >= 2 {
+            assert_eq!(snap.utc_offset_minutes(), 8 * 60);
+            assert_eq!(snap.event_horizon_days(), 30);
+            let twice = snap
+                .crowd_text("did(login, DATE '2026-11-20' TO DATE '2026-11-22') >= 2 times")
+                .unwrap();
+            let want = (0..USERS)
+                .filter(|&i| login_day(i) <= login_day(2) && login_count(i) >= 2)
+                .count() as u64;
+            assert_eq!(twice.count().unwrap(), want);
+        }
     }
 }

@@ -1,0 +1,162 @@
+//! Frequency and activity of a crowd.
+//!
+//! - [`Crowd::frequency`]: how many users of the crowd did an event on exactly 1, 2, … days
+//!   (or times) of a window — per shard, a dense counter over the window's day bitmaps (and,
+//!   for times, their count slices), restricted to the crowd; histograms add up.
+//! - [`Crowd::active`]: users of the crowd who did an event in each day, week or month of a
+//!   range (DAU/WAU/MAU series), from unions of day bitmaps counted with `and_cardinality`.
+
+use std::collections::BTreeMap;
+
+use rayon::prelude::*;
+
+use super::predicate::{ShardCounts, union_in};
+use super::{DayRange, Period, event_field};
+use crate::error::{Error, Result};
+use crate::expr::Measure;
+use crate::query::Crowd;
+
+/// How often the users of a crowd did an event in a window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frequency {
+    /// Users of the crowd.
+    pub crowd: u64,
+    /// `(n, users)`: users who did it exactly `n` times (or on `n` days), `n >= 1`, ascending.
+    pub histogram: Vec<(u64, u64)>,
+}
+
+impl Frequency {
+    /// Users of the crowd who never did it in the window.
+    pub fn inactive(&self) -> u64 {
+        self.crowd - self.histogram.iter().map(|e| e.1).sum::<u64>()
+    }
+}
+
+/// Users active in one period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveRow {
+    /// First day of the period.
+    pub period: i32,
+    /// Users of the crowd who did the event on some day of the period.
+    pub users: u64,
+}
+
+/// The most periods an activity series may have.
+pub const MAX_ACTIVE_PERIODS: usize = 100_000;
+
+impl<'s> Crowd<'s> {
+    /// The histogram of how many times (or days) each user of the crowd did `event` in `days`.
+    pub fn frequency(&self, event: &str, days: DayRange, measure: Measure) -> Result<Frequency> {
+        let snap = self.snap;
+        let event = event_field(snap, event)?;
+        let window: Vec<i32> = event
+            .event_days()
+            .into_iter()
+            .filter(|&d| days.contains(d))
+            .collect();
+        let parts: Vec<(u64, BTreeMap<u64, u64>)> = (0..snap.shards())
+            .into_par_iter()
+            .map(|shard| -> Result<(u64, BTreeMap<u64, u64>)> {
+                let crowd = self.shard_bitmap(shard)?;
+                let mut hist = BTreeMap::new();
+                if crowd.is_empty() || window.is_empty() {
+                    return Ok((crowd.cardinality(), hist));
+                }
+                let counts = ShardCounts::count(
+                    &event,
+                    shard,
+                    snap.shard_range(shard),
+                    &window,
+                    measure,
+                    Some(&crowd),
+                )?;
+                // Counts are capped by the window (days) or small (times): a dense tally of
+                // the small ones, a map for the rest.
+                let mut small = [0u64; 256];
+                for &c in counts.all() {
+                    if (c as usize) < small.len() {
+                        small[c as usize] += 1;
+                    } else {
+                        *hist.entry(u64::from(c)).or_insert(0) += 1;
+                    }
+                }
+                for (n, &users) in small.iter().enumerate().skip(1) {
+                    if users > 0 {
+                        *hist.entry(n as u64).or_insert(0) += users;
+                    }
+                }
+                Ok((crowd.cardinality(), hist))
+            })
+            .collect::<Result<_>>()?;
+        let mut crowd = 0;
+        let mut hist: BTreeMap<u64, u64> = BTreeMap::new();
+        for (n, h) in parts {
+            crowd += n;
+            for (k, v) in h {
+                *hist.entry(k).or_insert(0) += v;
+            }
+        }
+        Ok(Frequency {
+            crowd,
+            histogram: hist.into_iter().collect(),
+        })
+    }
+
+    /// Users of the crowd who did `event` in each `period` overlapping `days` (periods are
+    /// whole: a week that starts before `days.first` still counts all its days).
+    pub fn active(&self, event: &str, days: DayRange, period: Period) -> Result<Vec<ActiveRow>> {
+        let snap = self.snap;
+        let event = event_field(snap, event)?;
+        if days.is_empty() {
+            return Err(Error::InvalidArgument(
+                "the day range ends before it starts".into(),
+            ));
+        }
+        let mut starts = Vec::new();
+        let mut p = period.start_of(days.first);
+        while p <= days.last {
+            if starts.len() == MAX_ACTIVE_PERIODS {
+                return Err(Error::LimitExceeded(format!(
+                    "an activity series has at most {MAX_ACTIVE_PERIODS} periods"
+                )));
+            }
+            starts.push(p);
+            p = period.next(p);
+        }
+        let stored = event.event_days();
+        let period_days: Vec<Vec<i32>> = starts
+            .iter()
+            .map(|&s| {
+                let end = period.next(s);
+                stored
+                    .iter()
+                    .copied()
+                    .filter(|&d| d >= s && d < end)
+                    .collect()
+            })
+            .collect();
+        let parts: Vec<Vec<u64>> = (0..snap.shards())
+            .into_par_iter()
+            .map(|shard| -> Result<Vec<u64>> {
+                let crowd = self.shard_bitmap(shard)?;
+                period_days
+                    .iter()
+                    .map(|d| {
+                        if d.is_empty() || crowd.is_empty() {
+                            return Ok(0);
+                        }
+                        Ok(union_in(&event, shard, d, None)?.and_cardinality(&crowd))
+                    })
+                    .collect()
+            })
+            .collect::<Result<_>>()?;
+        Ok(starts
+            .iter()
+            .enumerate()
+            .map(|(i, &period)| ActiveRow {
+                period,
+                users: parts.iter().map(|p| p[i]).sum(),
+            })
+            .collect())
+    }
+}
