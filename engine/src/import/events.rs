@@ -5,22 +5,22 @@
 //! 1970-01-01 when the column is named `day`, Unix milliseconds otherwise. `count` (optional,
 //! default 1) is a non-negative integer.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 
 use super::infer::{self, When};
 use super::keys::{self, KeyScratch, NO_ID};
 use super::mapping::MappedKind;
 use super::source::{Batch, Cell, ColumnInfo, Source, SourceType, Unit};
 use super::{BATCH_ROWS, Ctx};
-use crate::catalog::validate_path;
-use crate::error::{Error, Result};
-use crate::table::Load;
+use crate::catalog::{FieldKind, validate_path};
+use crate::error::Result;
+use crate::table::{Load, LoadField};
 
-/// The events of one import, over all its files.
+/// The event fields of one import, over all its files.
 #[derive(Debug, Default)]
 pub(crate) struct Events {
-    rows: u64,
-    names: BTreeSet<String>,
+    /// Per event name: its field, or `None` when the mapping skips it.
+    fields: HashMap<String, Option<LoadField>>,
 }
 
 struct Layout {
@@ -113,7 +113,7 @@ impl Events {
         while src.next(&wanted, BATCH_ROWS, &mut batch, ctx.bad)? {
             any = true;
             keys::resolve(load, &batch, key, ctx, &mut scratch, &mut ids)?;
-            self.rows_of(&batch, &ids, &l, ctx)?;
+            self.rows_of(load, &batch, &ids, &l, ctx)?;
             ctx.advance(batch.len(), src)?;
         }
         if !any {
@@ -124,6 +124,7 @@ impl Events {
 
     fn rows_of(
         &mut self,
+        load: &mut Load<'_>,
         batch: &Batch,
         ids: &[u32],
         l: &Layout,
@@ -154,10 +155,14 @@ impl Events {
                 Cell::Text(t) => infer::parse_when(t),
                 _ => None,
             };
-            let Some(_when) = when else {
+            let Some(when) = when else {
                 ctx.bad
                     .report(row, "invalid time", "not a day or a timestamp")?;
                 continue;
+            };
+            let day = match when {
+                When::Day(d) => d,
+                When::Ms(ms) => load.day_of_ms(ms),
             };
             let count = match l.count.map(|c| batch.cols[c].cell(r)) {
                 None | Some(Cell::Null) => Some(1),
@@ -165,52 +170,54 @@ impl Events {
                 Some(Cell::Text(t)) => std::str::from_utf8(t).ok().and_then(|s| s.parse().ok()),
                 Some(_) => None,
             };
-            if count.is_none() {
+            let Some(count) = count else {
                 ctx.bad
                     .report(row, "invalid count", "not a count from 0 to 4294967295")?;
                 continue;
-            }
-            let mapping = &ctx.options.mapping;
-            if mapping.skips(name) {
-                continue;
-            }
-            if !self.names.contains(name) {
-                let path = mapping.path_of(name);
-                if validate_path(&path).is_err() {
-                    ctx.bad.report(
-                        row,
-                        "invalid field path",
-                        format!(
-                            "`{name}` does not make a valid field path; rename it in the mapping"
-                        ),
-                    )?;
-                    continue;
+            };
+            let field = match self.fields.get(name) {
+                Some(f) => *f,
+                None => {
+                    let mapping = &ctx.options.mapping;
+                    let field = if mapping.skips(name) {
+                        None
+                    } else {
+                        let path = mapping.path_of(name);
+                        if validate_path(&path).is_err() {
+                            ctx.bad.report(
+                                row,
+                                "invalid field path",
+                                format!(
+                                    "`{name}` does not make a valid field path; rename it in the mapping"
+                                ),
+                            )?;
+                            continue;
+                        }
+                        if let Some(f) = mapping.get(name)
+                            && !matches!(f.kind(name)?, None | Some(MappedKind::Event))
+                        {
+                            return Err(ctx.error(
+                                Some(row),
+                                format!("event `{name}` is mapped to another kind"),
+                            ));
+                        }
+                        Some(load.field(mapping.spec(name, FieldKind::Event))?)
+                    };
+                    self.fields.insert(name.to_owned(), field);
+                    field
                 }
-                if let Some(f) = mapping.get(name)
-                    && !matches!(f.kind(name)?, None | Some(MappedKind::Event))
-                {
-                    return Err(ctx.error(
-                        Some(row),
-                        format!("event `{name}` is mapped to another kind"),
-                    ));
+            };
+            if let Some(field) = field
+                && let Err(e) = load.event_id(field, id, day, count)
+            {
+                match e {
+                    crate::Error::InvalidArgument(why) => {
+                        ctx.bad.report(row, "invalid day", why)?
+                    }
+                    other => return Err(other),
                 }
-                self.names.insert(name.to_owned());
             }
-            self.rows += 1;
         }
         Ok(())
-    }
-
-    /// Stages the events read into the load.
-    pub(crate) fn finish(&mut self, _load: &mut Load<'_>) -> Result<()> {
-        if self.rows == 0 && self.names.is_empty() {
-            return Ok(());
-        }
-        Err(Error::Unsupported(format!(
-            "event fields are not stored by this build yet; the files parsed ({} event rows of {} \
-             events) but nothing was loaded",
-            self.rows,
-            self.names.len()
-        )))
     }
 }

@@ -292,7 +292,6 @@ pub fn import_files_with(
         state.bytes_before += bytes;
         state.done.bytes = state.bytes_before;
     }
-    events.finish(&mut load)?;
     let mut fields = load.declared_paths();
     fields.sort();
     let rows = state.done.rows;

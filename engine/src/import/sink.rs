@@ -45,6 +45,8 @@ pub(crate) fn compatible(kind: FieldKind, ty: &SourceType) -> bool {
                 T::Int(Unit::Plain | Unit::Days | Unit::Millis) | T::Text
             )
         }
+        // Events come from events files only.
+        FieldKind::Event => false,
     }
 }
 
@@ -125,6 +127,7 @@ pub(crate) fn convert(kind: FieldKind, unit: Unit, cell: Cell<'_>) -> Result<Con
             Some(w) => Conv::Int(w.ms()),
             None => return bad(&show(t)),
         },
+        (FieldKind::Event, _) => return Err("events load from events files".into()),
         (_, Cell::Bool(b)) => return bad(&b.to_string()),
         (_, Cell::Float(f)) => return bad(&f.to_string()),
     })

@@ -494,23 +494,58 @@ fn malformed_files_give_typed_errors_and_change_nothing() {
 }
 
 #[test]
-fn events_are_parsed_and_refused_until_stored() {
+fn events_load_per_day_and_replace_only_their_days() {
     let f = fixture(KeyKind::Str);
     let csv = f.file(
         "ev.csv",
-        "key,event,timestamp,count\nu1,login,2026-11-25,2\nu1,buy,2026-11-25T10:00:00Z,\n",
+        "key,event,timestamp,count\n\
+         u1,login,2026-11-25,2\n\
+         u2,login,2026-11-24T23:30:00Z,\n\
+         u1,buy,2026-11-25T10:00:00Z,1\n",
     );
+    f.import("d1", &[csv], &ImportOptions::new(Shape::Events))
+        .unwrap();
+    assert_eq!(f.kind("login"), FieldKind::Event);
+    let d25 = infer::days_from_civil(2026, 11, 25) as i32;
+    let members = |path: &str, day: i32| -> BTreeSet<String> {
+        let snap = f.table.snapshot();
+        let field = snap.field(path).unwrap();
+        match field.event_day_in(0, day).unwrap() {
+            Some(b) => b.iter().map(|id| key_str(&snap, id)).collect(),
+            None => BTreeSet::new(),
+        }
+    };
+    assert_eq!(
+        f.table.snapshot().field("login").unwrap().event_days(),
+        [d25 - 1, d25]
+    );
+    assert_eq!(members("login", d25), BTreeSet::from(["u1".to_owned()]));
+    assert_eq!(members("login", d25 - 1), BTreeSet::from(["u2".to_owned()]));
+    // A Parquet file with DATE days replaces day 25 and keeps day 24.
+    let p = f.path("ev.parquet");
+    write_parquet(
+        &p,
+        "message m { optional binary key (UTF8); optional binary event (UTF8); \
+         optional int32 day (DATE); }",
+        &[
+            Pq::Str(vec![Some("u3".into())]),
+            Pq::Str(vec![Some("login".into())]),
+            Pq::I32(vec![Some(d25)]),
+        ],
+        10,
+    );
+    f.import("d2", &[p], &ImportOptions::new(Shape::Events))
+        .unwrap();
+    assert_eq!(members("login", d25), BTreeSet::from(["u3".to_owned()]));
+    assert_eq!(members("login", d25 - 1), BTreeSet::from(["u2".to_owned()]));
+
     let before = f.state();
-    let e = f
-        .import("d1", &[csv], &ImportOptions::new(Shape::Events))
-        .unwrap_err();
-    assert!(matches!(e, Error::Unsupported(_)), "{e}");
-    assert_eq!(f.state(), before);
     let bad = f.file("ev2.csv", "key,event,day\nu1,login,yesterday\n");
     let e = f
-        .import("d1", &[bad], &ImportOptions::new(Shape::Events))
+        .import("d3", &[bad], &ImportOptions::new(Shape::Events))
         .unwrap_err();
     assert!(matches!(e, Error::Import { row: Some(1), .. }), "{e}");
+    assert_eq!(f.state(), before);
 }
 
 #[test]

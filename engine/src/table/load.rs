@@ -199,6 +199,11 @@ impl<'t> Load<'t> {
             .map(|m| m.spec.kind)
     }
 
+    /// The day (in the table's time zone) instant `ms` falls on.
+    pub(crate) fn day_of_ms(&self, ms: i64) -> i32 {
+        crate::behaviour::day_of_ms(ms, self.base.utc_offset_minutes())
+    }
+
     /// How the table's keys are typed.
     pub(crate) fn key_kind(&self) -> crate::ids::KeyKind {
         self.base.key_kind()
