@@ -253,6 +253,9 @@ pub fn import_files_with(
     let mut events = events::Events::default();
     for path in files {
         bad.file.clone_from(path);
+        if !path.is_file() {
+            return Err(import_error(path, None, "no such file"));
+        }
         let file_type = match options.file_type {
             Some(t) => t,
             None => detect(path)?,
