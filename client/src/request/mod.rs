@@ -16,12 +16,14 @@ use crate::client::Client;
 mod admin;
 mod analysis;
 mod catalog;
+mod ingest;
 mod members;
 mod query;
 
 pub use admin::{Stats, Version};
 pub use analysis::{Aggregate, Distribution, Explain, Group, Overlap, OverlapMatrix, Sample, Top};
 pub use catalog::{CreateTable, DropTable, GetField, ListFields, ListTables, Tree};
+pub use ingest::{DropVersion, LOAD_CHUNK_BYTES, ListVersions, Load, LoadFormat, LoadPath};
 pub use members::{MemberStream, Members};
 pub use query::{BatchPortrait, Contains, Count, GetPortrait};
 

@@ -38,9 +38,9 @@ pub fn spill_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("tmp")
 }
 
-/// A spilled upload, removed when dropped.
+/// A spilled upload, removed when dropped, and the name its client gave it.
 #[derive(Debug)]
-struct Spill(PathBuf);
+struct Spill(PathBuf, String);
 
 impl Drop for Spill {
     fn drop(&mut self) {
@@ -65,7 +65,8 @@ fn import_options(o: &v1::LoadOptions) -> Result<(ImportOptions, String), Status
         Ok(v1::FileType::Csv) => Some(FileType::Csv),
         Ok(v1::FileType::Tsv) => Some(FileType::Tsv),
         Ok(v1::FileType::Parquet) => Some(FileType::Parquet),
-        _ => FileType::from_path(Path::new(&o.file_name)),
+        // Each file's extension (kept by its spilled copy) or first bytes decide.
+        _ => None,
     };
     options.key = Some(o.key_column.clone()).filter(|k| !k.is_empty());
     if !o.mapping_toml.is_empty() {
@@ -115,23 +116,43 @@ async fn run_import(
     paths: Vec<PathBuf>,
     options: ImportOptions,
     label: String,
-    spill: Option<Spill>,
+    spills: Vec<Spill>,
 ) -> Result<v1::LoadResponse, Status> {
     let started = Instant::now();
     let result = run_blocking(call, move |call| {
-        let _spill = spill;
+        let names: Vec<(String, String)> = spills
+            .iter()
+            .map(|s| (s.0.display().to_string(), s.1.clone()))
+            .collect();
+        let _spills = spills;
+        // Messages name the files as the client knows them, not their spilled copies.
+        let rename = |status: Status| {
+            let mut message = status.message().to_owned();
+            for (spilled, name) in &names {
+                message = message.replace(spilled.as_str(), name);
+            }
+            Status::new(status.code(), message)
+        };
         let t = state.db.table(&table).or_status()?;
         let outcome =
             import::import_files_with(&t, &label, &paths, &options, &mut |_| call.check().is_ok());
         // Loading resolved keys, so the dictionary is in memory now.
         state.set_warm(&table, true);
         match outcome {
-            Ok(summary) => Ok(summary),
+            Ok(mut summary) => {
+                for skipped in &mut summary.skipped {
+                    let spilled = skipped.first_file.display().to_string();
+                    if let Some((_, name)) = names.iter().find(|(s, _)| *s == spilled) {
+                        skipped.first_file = PathBuf::from(name);
+                    }
+                }
+                Ok(summary)
+            }
             // A stopped import reports why it stopped, not that it stopped.
             Err(e) => Err(call
                 .check()
                 .err()
-                .unwrap_or_else(|| crate::status::to_status(e))),
+                .unwrap_or_else(|| rename(crate::status::to_status(e)))),
         }
     })
     .await?;
@@ -139,6 +160,12 @@ async fn run_import(
 }
 
 static SPILLS: AtomicU64 = AtomicU64::new(0);
+
+/// What the upload writer is told.
+enum Spilled {
+    Chunk(Vec<u8>),
+    Next(PathBuf),
+}
 
 #[tonic::async_trait]
 impl IngestService for IngestApi {
@@ -166,74 +193,86 @@ impl IngestService for IngestApi {
         state.db.table(&o.table).or_status()?;
 
         let dir = spill_dir(state.db.dir());
-        let ext = Path::new(&o.file_name)
-            .extension()
-            .and_then(|e| e.to_str())
-            .filter(|e| e.chars().all(|c| c.is_ascii_alphanumeric()))
-            .map(|e| format!(".{e}"))
-            .unwrap_or_default();
-        let path = dir.join(format!(
-            "load-{}-{}{ext}",
-            std::process::id(),
-            SPILLS.fetch_add(1, Ordering::Relaxed)
-        ));
-        let spill = Spill(path.clone());
+        let spill_path = |name: &str| {
+            let ext = Path::new(name)
+                .extension()
+                .and_then(|e| e.to_str())
+                .filter(|e| e.chars().all(|c| c.is_ascii_alphanumeric()))
+                .map(|e| format!(".{e}"))
+                .unwrap_or_default();
+            dir.join(format!(
+                "load-{}-{}{ext}",
+                std::process::id(),
+                SPILLS.fetch_add(1, Ordering::Relaxed)
+            ))
+        };
+        let first = spill_path(&o.file_name);
+        let mut spills = vec![Spill(first.clone(), o.file_name.clone())];
 
         // A blocking writer drains the chunks, so that the async thread never waits on the disk.
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
-        let writer_path = path.clone();
-        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        let (tx, mut rx) = mpsc::channel::<Spilled>(8);
+        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             use std::io::Write as _;
-            std::fs::create_dir_all(writer_path.parent().unwrap_or(Path::new(".")))?;
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&writer_path)?);
-            let mut n = 0u64;
-            while let Some(chunk) = rx.blocking_recv() {
-                f.write_all(&chunk)?;
-                n += chunk.len() as u64;
+            std::fs::create_dir_all(first.parent().unwrap_or(Path::new(".")))?;
+            let create = |p: &Path| std::fs::File::create(p).map(std::io::BufWriter::new);
+            let finish = |f: std::io::BufWriter<std::fs::File>| -> std::io::Result<()> {
+                f.into_inner().map_err(|e| e.into_error())?.sync_data()
+            };
+            let mut f = create(&first)?;
+            while let Some(m) = rx.blocking_recv() {
+                match m {
+                    Spilled::Chunk(bytes) => f.write_all(&bytes)?,
+                    Spilled::Next(path) => {
+                        finish(f)?;
+                        f = create(&path)?;
+                    }
+                }
             }
-            f.into_inner().map_err(|e| e.into_error())?.sync_data()?;
-            Ok(n)
+            finish(f)
         });
+        let mut sent = Ok(());
         loop {
             call.check()?;
-            match stream.message().await? {
+            let message = match stream.message().await? {
                 None => break,
                 Some(v1::LoadRequest {
                     kind: Some(load_request::Kind::Chunk(bytes)),
+                }) => Spilled::Chunk(bytes),
+                Some(v1::LoadRequest {
+                    kind: Some(load_request::Kind::NextFile(name)),
                 }) => {
-                    if tx.send(bytes).await.is_err() {
-                        // The writer failed; its error is reported below.
-                        break;
-                    }
+                    let path = spill_path(&name);
+                    let name = name.clone();
+                    spills.push(Spill(path.clone(), name));
+                    Spilled::Next(path)
                 }
                 Some(_) => {
                     return Err(Status::invalid_argument(
                         "only the first message of a load carries options",
                     ));
                 }
+            };
+            if tx.send(message).await.is_err() {
+                // The writer failed; its error is reported below.
+                sent = Err(());
+                break;
             }
         }
         drop(tx);
         match writer.await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(())) if sent.is_ok() => {}
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, file = %path.display(), "cannot spill an upload");
+                tracing::warn!(error = %e, "cannot spill an upload");
                 return Err(Status::unavailable(format!(
                     "the server cannot store the upload: {e}"
                 )));
             }
+            Ok(Ok(())) => return Err(Status::internal("upload writer stopped early")),
             Err(e) => return Err(Status::internal(format!("upload writer failed: {e}"))),
         }
-        let response = run_import(
-            state,
-            call,
-            o.table.clone(),
-            vec![path],
-            options,
-            label,
-            Some(spill),
-        )
-        .await?;
+        let paths = spills.iter().map(|s| s.0.clone()).collect();
+        let response =
+            run_import(state, call, o.table.clone(), paths, options, label, spills).await?;
         Ok(Response::new(response))
     }
 
@@ -256,7 +295,7 @@ impl IngestService for IngestApi {
         // Without a file type, each file's own extension decides.
         let (options, label) = import_options(&o)?;
         let paths = r.paths.into_iter().map(PathBuf::from).collect();
-        let response = run_import(state, call, o.table, paths, options, label, None).await?;
+        let response = run_import(state, call, o.table, paths, options, label, Vec::new()).await?;
         Ok(Response::new(response))
     }
 
@@ -317,7 +356,7 @@ mod tests {
     fn wire_options_become_import_options() {
         let (o, label) = import_options(&options(v1::LoadFormat::Long)).unwrap();
         assert_eq!(o.shape, Shape::Long);
-        assert_eq!(o.file_type, Some(FileType::Parquet));
+        assert_eq!(o.file_type, None);
         assert_eq!(label.len(), 10, "{label}");
         let mut w = options(v1::LoadFormat::Wide);
         w.file_type = v1::FileType::Tsv.into();
