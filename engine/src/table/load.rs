@@ -186,11 +186,13 @@ impl<'t> Load<'t> {
         Ok(())
     }
 
+    #[cfg(feature = "import")]
     /// The paths of the fields declared so far.
     pub(crate) fn declared_paths(&self) -> Vec<String> {
         self.fields.iter().map(|f| f.spec.path.clone()).collect()
     }
 
+    #[cfg(feature = "import")]
     /// The kind of field `path` in the table's catalog, if it exists.
     pub(crate) fn catalog_kind(&self, path: &str) -> Option<FieldKind> {
         self.base
@@ -199,11 +201,13 @@ impl<'t> Load<'t> {
             .map(|m| m.spec.kind)
     }
 
+    #[cfg(feature = "import")]
     /// The day (in the table's time zone) instant `ms` falls on.
     pub(crate) fn day_of_ms(&self, ms: i64) -> i32 {
         crate::behaviour::day_of_ms(ms, self.base.utc_offset_minutes())
     }
 
+    #[cfg(feature = "import")]
     /// How the table's keys are typed.
     pub(crate) fn key_kind(&self) -> crate::ids::KeyKind {
         self.base.key_kind()
