@@ -111,7 +111,9 @@ fn write_wide(path: &Path, users: u64) {
             .unwrap();
         c.close().unwrap();
         for f in 0..200u64 {
-            let v: Vec<bool> = (start..end).map(|u| mix(u * 256 + f) % 10 == 0).collect();
+            let v: Vec<bool> = (start..end)
+                .map(|u| mix(u * 256 + f).is_multiple_of(10))
+                .collect();
             let mut c = rg.next_column().unwrap().unwrap();
             c.typed::<BoolType>().write_batch(&v, None, None).unwrap();
             c.close().unwrap();
@@ -185,7 +187,13 @@ fn main() {
 
     let t = db.create_table("long", KeyKind::U64).unwrap();
     let started = Instant::now();
-    let s = import_files(&t, "d1", &[long.clone()], &ImportOptions::new(Shape::Long)).unwrap();
+    let s = import_files(
+        &t,
+        "d1",
+        std::slice::from_ref(&long),
+        &ImportOptions::new(Shape::Long),
+    )
+    .unwrap();
     let secs = started.elapsed().as_secs_f64();
     println!(
         "long: {} pairs, {} users, {} fields in {:.2} s = {:.1} M pairs/s (file {:.0} MB)",
@@ -199,7 +207,13 @@ fn main() {
 
     let t = db.create_table("wide", KeyKind::U64).unwrap();
     let started = Instant::now();
-    let s = import_files(&t, "d1", &[wide.clone()], &ImportOptions::new(Shape::Wide)).unwrap();
+    let s = import_files(
+        &t,
+        "d1",
+        std::slice::from_ref(&wide),
+        &ImportOptions::new(Shape::Wide),
+    )
+    .unwrap();
     let secs = started.elapsed().as_secs_f64();
     println!(
         "wide: {} rows x {} fields in {:.2} s = {:.2} M rows/s (file {:.0} MB)",
