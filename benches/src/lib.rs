@@ -13,6 +13,10 @@ use portrait_engine::{Database, KeyKind};
 /// The generator seed every benchmark uses.
 pub const SEED: u64 = 42;
 
+/// Bumped whenever the cached dataset's content changes (2: with events), so stale caches are
+/// rebuilt rather than measured.
+pub const DATASET_VERSION: u32 = 2;
+
 /// Users of the benchmark dataset: `PORTRAIT_BENCH_USERS`, 10M by default.
 pub fn bench_users() -> u32 {
     std::env::var("PORTRAIT_BENCH_USERS")
@@ -31,7 +35,7 @@ fn cache_root() -> PathBuf {
 /// The directory of a database holding the generated dataset of `users` users in table
 /// `users`, building it on first use.
 pub fn dataset_dir(users: u32) -> PathBuf {
-    let dir = cache_root().join(format!("db-{users}-seed{SEED}"));
+    let dir = cache_root().join(format!("db-{users}-seed{SEED}-v{DATASET_VERSION}"));
     let done = dir.join("READY");
     if done.exists() {
         return dir;

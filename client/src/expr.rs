@@ -208,6 +208,151 @@ pub mod ast {
         literal(v1::literal::Value::DateValue(value.into()))
     }
 
+    /// Users who did the EVENT field at `event` at least once in `window`
+    /// (`did(event, window)`).
+    ///
+    /// ```
+    /// use portrait_client::ast::{did, did_count, last_days, not};
+    /// use portrait_client::proto::{CompareOp, Measure};
+    ///
+    /// // did(purchase, last 7 days) >= 2 AND NOT did(login, last 30 days)
+    /// let lapsed_buyers = portrait_client::ast::and([
+    ///     did_count("purchase", last_days(7), CompareOp::Ge, 2, Measure::Times),
+    ///     not(did("login", last_days(30))),
+    /// ]);
+    /// # let _ = lapsed_buyers;
+    /// ```
+    pub fn did(event: impl Into<String>, window: v1::Window) -> Node {
+        wrap(node::Kind::Did(node::Did {
+            event: event.into(),
+            window: Some(window),
+            count: None,
+        }))
+    }
+
+    /// Users whose number of times (or of days, per `measure`) doing `event` in `window`
+    /// compares to `n` with `op` (`did(event, window) >= n`, `did(event, window) on >= n days`).
+    pub fn did_count(
+        event: impl Into<String>,
+        window: v1::Window,
+        op: v1::CompareOp,
+        n: u64,
+        measure: v1::Measure,
+    ) -> Node {
+        wrap(node::Kind::Did(node::Did {
+            event: event.into(),
+            window: Some(window),
+            count: Some(v1::DidCount {
+                op: op as i32,
+                n,
+                measure: measure as i32,
+            }),
+        }))
+    }
+
+    fn window(kind: v1::window::Kind) -> v1::Window {
+        v1::Window { kind: Some(kind) }
+    }
+
+    /// The `days` days ending at the reference day, both included (`last N days`).
+    pub fn last_days(days: u32) -> v1::Window {
+        window(v1::window::Kind::Last(v1::window::LastDays {
+            days,
+            ending: String::new(),
+        }))
+    }
+
+    /// The `days` days ending at the date `ending` (`YYYY-MM-DD`), both included
+    /// (`last N days ending DATE 'x'`).
+    pub fn last_days_ending(days: u32, ending: impl Into<String>) -> v1::Window {
+        window(v1::window::Kind::Last(v1::window::LastDays {
+            days,
+            ending: ending.into(),
+        }))
+    }
+
+    /// The days from `first` to `last` (`YYYY-MM-DD`), both included
+    /// (`DATE 'first' TO DATE 'last'`).
+    pub fn dates(first: impl Into<String>, last: impl Into<String>) -> v1::Window {
+        window(v1::window::Kind::Range(v1::DateRange {
+            first: first.into(),
+            last: last.into(),
+        }))
+    }
+
+    /// Every day kept (`ever`).
+    pub fn ever() -> v1::Window {
+        window(v1::window::Kind::Ever(v1::window::Ever {}))
+    }
+
+    /// The first occurrence of `event` (`first_did(event) …`); finish it with a test.
+    pub fn first_did(event: impl Into<String>) -> OccurrenceRef {
+        OccurrenceRef {
+            which: v1::Occurrence::First,
+            event: event.into(),
+        }
+    }
+
+    /// The last occurrence of `event` (`last_did(event) …`); finish it with a test.
+    ///
+    /// ```
+    /// use portrait_client::ast::last_did;
+    /// use portrait_client::proto::CompareOp;
+    ///
+    /// // last_did(login) > 30 days ago
+    /// let churned = last_did("login").days_ago(CompareOp::Gt, 30);
+    /// # let _ = churned;
+    /// ```
+    pub fn last_did(event: impl Into<String>) -> OccurrenceRef {
+        OccurrenceRef {
+            which: v1::Occurrence::Last,
+            event: event.into(),
+        }
+    }
+
+    /// The first or last occurrence of an event, about to be tested; see [`first_did`] and
+    /// [`last_did`].
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    #[must_use = "an occurrence selects nothing until it is tested"]
+    pub struct OccurrenceRef {
+        which: v1::Occurrence,
+        event: String,
+    }
+
+    impl OccurrenceRef {
+        fn test(self, test: node::occurred::Test) -> Node {
+            wrap(node::Kind::Occurred(node::Occurred {
+                which: self.which as i32,
+                event: self.event,
+                test: Some(test),
+            }))
+        }
+
+        /// Compares the occurrence's age in days (0 on the reference day) with `days`:
+        /// `days_ago(CompareOp::Gt, 30)` is `> 30 days ago`.
+        pub fn days_ago(self, op: v1::CompareOp, days: u32) -> Node {
+            self.test(node::occurred::Test::DaysAgo(node::occurred::DaysAgo {
+                op: op as i32,
+                days,
+            }))
+        }
+
+        /// Compares the occurrence's date with `date` (`YYYY-MM-DD`): `on(CompareOp::Gt, d)`
+        /// is "after d".
+        pub fn on(self, op: v1::CompareOp, date: impl Into<String>) -> Node {
+            self.test(node::occurred::Test::OnDate(node::occurred::OnDate {
+                op: op as i32,
+                date: date.into(),
+            }))
+        }
+
+        /// The occurrence is one of the last `days` days, the reference day included
+        /// (`within N days`).
+        pub fn within_days(self, days: u32) -> Node {
+            self.test(node::occurred::Test::WithinDays(days))
+        }
+    }
+
     /// A predicate on the field at `path`; finish it with a comparison.
     pub fn field(path: impl Into<String>) -> FieldRef {
         FieldRef { path: path.into() }
@@ -376,6 +521,70 @@ mod tests {
         };
         assert_eq!(and.operands.len(), 2);
         assert_eq!(and.operands[0], flag("a"));
+    }
+
+    #[test]
+    fn behaviour_predicates_carry_window_count_and_test() {
+        let Some(node::Kind::Did(d)) = did("login", last_days(30)).kind else {
+            panic!("not a did node");
+        };
+        assert_eq!((d.event.as_str(), d.count), ("login", None));
+        let Some(v1::window::Kind::Last(last)) = d.window.unwrap().kind else {
+            panic!("not a last-days window");
+        };
+        assert_eq!((last.days, last.ending.as_str()), (30, ""));
+
+        let n = did_count(
+            "purchase",
+            dates("2026-11-01", "2026-11-07"),
+            v1::CompareOp::Ge,
+            2,
+            v1::Measure::Days,
+        );
+        let Some(node::Kind::Did(d)) = n.kind else {
+            panic!("not a did node");
+        };
+        let count = d.count.unwrap();
+        assert_eq!(
+            (count.op(), count.n, count.measure()),
+            (v1::CompareOp::Ge, 2, v1::Measure::Days)
+        );
+        assert!(matches!(
+            d.window.unwrap().kind,
+            Some(v1::window::Kind::Range(r)) if r.first == "2026-11-01" && r.last == "2026-11-07"
+        ));
+        assert!(matches!(
+            last_days_ending(1, "2026-11-20").kind,
+            Some(v1::window::Kind::Last(l)) if l.ending == "2026-11-20"
+        ));
+        assert!(matches!(ever().kind, Some(v1::window::Kind::Ever(_))));
+
+        let Some(node::Kind::Occurred(o)) = last_did("login").days_ago(v1::CompareOp::Gt, 30).kind
+        else {
+            panic!("not an occurred node");
+        };
+        assert_eq!(
+            (o.which(), o.event.as_str()),
+            (v1::Occurrence::Last, "login")
+        );
+        assert!(matches!(
+            o.test,
+            Some(node::occurred::Test::DaysAgo(a)) if a.days == 30 && a.op() == v1::CompareOp::Gt
+        ));
+        let Some(node::Kind::Occurred(o)) = first_did("pay").within_days(7).kind else {
+            panic!("not an occurred node");
+        };
+        assert_eq!(o.which(), v1::Occurrence::First);
+        assert_eq!(o.test, Some(node::occurred::Test::WithinDays(7)));
+        let Some(node::Kind::Occurred(o)) =
+            first_did("pay").on(v1::CompareOp::Le, "2026-11-02").kind
+        else {
+            panic!("not an occurred node");
+        };
+        assert!(matches!(
+            o.test,
+            Some(node::occurred::Test::OnDate(d)) if d.date == "2026-11-02"
+        ));
     }
 
     #[test]

@@ -108,6 +108,53 @@
 //! # }
 //! ```
 //!
+//! ## Analyse behaviour
+//!
+//! Event fields (the demo has `login`, `view`, `add_cart`, `purchase`, `pay`, …) answer
+//! `did(...)` predicates in crowds, and retention, funnels, frequency and activity:
+//!
+//! ```no_run
+//! # async fn demo(client: portrait_client::Client) -> portrait_client::Result<()> {
+//! use portrait_client::ast::{and, did, did_count, last_days, not};
+//! use portrait_client::proto::{CompareOp, Measure, Period};
+//!
+//! // Bought at least twice in the last 7 days, but has not logged in for 3 days.
+//! let at_risk = and([
+//!     did_count("purchase", last_days(7), CompareOp::Ge, 2, Measure::Times),
+//!     not(did("login", last_days(3))),
+//! ]);
+//! println!("{} buyers at risk", client.count(at_risk).await?);
+//!
+//! // Of each day's logins in the first week of November (users over 30), who bought 0-7 days later.
+//! let retention = client
+//!     .retention("login", "purchase", "2026-11-01", "2026-11-07")
+//!     .period(Period::Day)
+//!     .periods(7)
+//!     .crowd("demographic/age >= 30")
+//!     .await?;
+//! for row in &retention.rows {
+//!     println!("{}: {} users, day-1 rate {:?}", row.cohort, row.size, row.rates.get(1));
+//! }
+//!
+//! // A 4-step funnel within 7 days, by gender.
+//! let funnel = client
+//!     .funnel(["view", "add_cart", "purchase", "pay"], "2026-10-27", "2026-11-18")
+//!     .window_days(7)
+//!     .split("demographic/gender")
+//!     .await?;
+//! for group in &funnel.groups {
+//!     let last = group.steps.last().map_or(0.0, |s| s.overall);
+//!     println!("{:?}: {:.1}% pay", group.group, last * 100.0);
+//! }
+//!
+//! // How many days users bought, and weekly active users.
+//! let freq = client.frequency("purchase", "2026-11-01", "2026-11-25").await?;
+//! let wau = client.active("login", "2026-11-01", "2026-11-25").period(Period::Week).await?;
+//! println!("{} never bought; {} weeks", freq.inactive, wau.periods.len());
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Handle errors
 //!
 //! Failures come back as a typed [`Error`]. An expression the server rejects is an

@@ -16,11 +16,16 @@
 //! `Keys` follow the table's key kind: in a table keyed by `u64`, a key that is not a decimal
 //! `u64` cannot name a user and is ignored, like any unknown key.
 //!
+//! Behaviour nodes (`Did`, `Occurred`) need their window, operator and test; their dates are
+//! `YYYY-MM-DD`. [`node`] converts the other way, an engine [`Expr`] into the structured form.
+//!
 //! Outbound, engine values become [`v1::Value`]s; decimals travel as exact strings built from
 //! their stored units (`units × 10^-scale`), timestamps as epoch milliseconds.
 
+use portrait_engine::behaviour::{self, DayRange, Period};
 use portrait_engine::expr::{
-    self, CmpOp, Date, Decimal, Expr, HasMode, Literal, ParseLimits, Path,
+    self, CmpOp, Date, Decimal, DidCount, Expr, HasMode, Literal, Measure, Occurrence, ParseLimits,
+    Path, When, Window,
 };
 use portrait_engine::{
     ExplainNode, FieldKind, FieldMeta, Freshness, Key, KeyKind, Value, VersionInfo,
@@ -106,7 +111,7 @@ impl AstConverter {
             node::Kind::Flag(f) => Expr::Field(path("flag", &f.path)?),
             node::Kind::Compare(c) => {
                 let path = path("compare", &c.path)?;
-                let op = compare_op(c.op, &path)?;
+                let op = compare_op(c.op, "compare", &path)?;
                 let value = literal(c.value.as_ref(), "compare", &path)?;
                 Expr::Compare { path, op, value }
             }
@@ -211,6 +216,69 @@ impl AstConverter {
                     .ok_or_else(|| bad("logical_not has no operand".into()))?;
                 Expr::Not(Box::new(self.node(operand, depth + 1)?))
             }
+            node::Kind::Did(d) => {
+                let event = path("did", &d.event)?;
+                let window = window(d.window.as_ref(), &event)?;
+                let count = d
+                    .count
+                    .as_ref()
+                    .map(|c| -> Result<DidCount, Status> {
+                        Ok(DidCount {
+                            op: compare_op(c.op, "did", &event)?,
+                            n: c.n,
+                            measure: match v1::Measure::try_from(c.measure) {
+                                Ok(v1::Measure::Days) => Measure::Days,
+                                Ok(v1::Measure::Times | v1::Measure::Unspecified) | Err(_) => {
+                                    Measure::Times
+                                }
+                            },
+                        })
+                    })
+                    .transpose()?;
+                Expr::Did {
+                    event,
+                    window,
+                    count,
+                }
+            }
+            node::Kind::Occurred(o) => {
+                let event = path("occurred", &o.event)?;
+                let which = match v1::Occurrence::try_from(o.which) {
+                    Ok(v1::Occurrence::First) => Occurrence::First,
+                    Ok(v1::Occurrence::Last) => Occurrence::Last,
+                    Ok(v1::Occurrence::Unspecified) | Err(_) => {
+                        return Err(bad(format!(
+                            "occurred on `{event}`: which must be FIRST or LAST, got {}",
+                            o.which
+                        )));
+                    }
+                };
+                use node::occurred::Test;
+                let when = match &o.test {
+                    Some(Test::DaysAgo(a)) => When::DaysAgo {
+                        op: compare_op(a.op, "occurred (days_ago)", &event)?,
+                        days: a.days,
+                    },
+                    Some(Test::OnDate(d)) => When::Date {
+                        op: compare_op(d.op, "occurred (on_date)", &event)?,
+                        date: date(&d.date)
+                            .map_err(|e| bad(format!("occurred on `{event}`: on_date: {e}")))?,
+                    },
+                    Some(Test::WithinDays(0)) => {
+                        return Err(bad(format!(
+                            "occurred on `{event}`: within_days must be at least 1"
+                        )));
+                    }
+                    Some(Test::WithinDays(n)) => When::Within(*n),
+                    None => {
+                        return Err(bad(format!(
+                            "occurred on `{event}`: set one test (days_ago, on_date or \
+                             within_days)"
+                        )));
+                    }
+                };
+                Expr::Occurred { which, event, when }
+            }
         })
     }
 
@@ -256,7 +324,57 @@ fn path(what: &str, text: &str) -> Result<Path, Status> {
     Path::new(text).map_err(|e| bad(format!("{what}: invalid path {text:?}: {e}")))
 }
 
-fn compare_op(op: i32, path: &Path) -> Result<CmpOp, Status> {
+/// The window of a `did` on `event`.
+fn window(w: Option<&v1::Window>, event: &Path) -> Result<Window, Status> {
+    use v1::window::Kind;
+    let kind = w.and_then(|w| w.kind.as_ref()).ok_or_else(|| {
+        bad(format!(
+            "did on `{event}`: the window is missing (set last, range or ever)"
+        ))
+    })?;
+    let in_did = |e: String| bad(format!("did on `{event}`: {e}"));
+    Ok(match kind {
+        Kind::Last(l) => {
+            if l.days == 0 {
+                return Err(in_did("a window of the last 0 days holds no day".into()));
+            }
+            let ending = if l.ending.is_empty() {
+                None
+            } else {
+                Some(date(&l.ending).map_err(|e| in_did(format!("ending: {e}")))?)
+            };
+            Window::Last {
+                days: l.days,
+                ending,
+            }
+        }
+        Kind::Range(r) => {
+            let from = date(&r.first).map_err(|e| in_did(format!("range.first: {e}")))?;
+            let to = date(&r.last).map_err(|e| in_did(format!("range.last: {e}")))?;
+            if from > to {
+                return Err(in_did(format!(
+                    "range ends ({}) before it starts ({})",
+                    r.last, r.first
+                )));
+            }
+            Window::Range { from, to }
+        }
+        Kind::Ever(_) => Window::Ever,
+    })
+}
+
+/// A calendar date `YYYY-MM-DD`; the error says what is wrong with it.
+pub fn date(text: &str) -> Result<Date, String> {
+    Date::parse_iso(text).ok_or_else(|| {
+        if text.is_empty() {
+            "the date is missing (YYYY-MM-DD)".to_owned()
+        } else {
+            format!("{text:?} is not a calendar date YYYY-MM-DD")
+        }
+    })
+}
+
+fn compare_op(op: i32, what: &str, path: &Path) -> Result<CmpOp, Status> {
     Ok(match v1::CompareOp::try_from(op) {
         Ok(v1::CompareOp::Eq) => CmpOp::Eq,
         Ok(v1::CompareOp::Ne) => CmpOp::Ne,
@@ -266,7 +384,7 @@ fn compare_op(op: i32, path: &Path) -> Result<CmpOp, Status> {
         Ok(v1::CompareOp::Ge) => CmpOp::Ge,
         Ok(v1::CompareOp::Unspecified) | Err(_) => {
             return Err(bad(format!(
-                "compare on `{path}`: op must be one of EQ, NE, LT, LE, GT, GE, got {op}"
+                "{what} on `{path}`: op must be one of EQ, NE, LT, LE, GT, GE, got {op}"
             )));
         }
     })
@@ -384,6 +502,236 @@ pub fn days_from_civil(year: i32, month: u8, day: u8) -> i64 {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+/// The structured form of an engine expression, the inverse of [`ast`] on the trees the parser
+/// builds: `ast(&node(e)?, kind, depth) == e` for an expression `e` that parses on a table whose
+/// keys are of kind `kind`.
+///
+/// # Errors
+///
+/// `INVALID_ARGUMENT` for a kind of expression the structured form has no node for yet.
+pub fn node(e: &Expr) -> Result<v1::Node, Status> {
+    let wrap = |kind| v1::Node { kind: Some(kind) };
+    let nodes = |items: &[Expr]| items.iter().map(node).collect::<Result<Vec<_>, _>>();
+    let lit = |l: &Literal| v1::Literal {
+        value: Some(wire_literal(l)),
+    };
+    Ok(wrap(match e {
+        Expr::All => node::Kind::All(node::All {}),
+        Expr::Field(p) => node::Kind::Flag(node::Flag {
+            path: p.as_str().to_owned(),
+        }),
+        Expr::Compare { path, op, value } => node::Kind::Compare(node::Compare {
+            path: path.as_str().to_owned(),
+            op: wire_op(*op).into(),
+            value: Some(lit(value)),
+        }),
+        Expr::In {
+            path,
+            values,
+            negated,
+        } => node::Kind::InList(node::InList {
+            path: path.as_str().to_owned(),
+            values: values.iter().map(lit).collect(),
+            negated: *negated,
+        }),
+        Expr::Between { path, low, high } => node::Kind::Between(node::Between {
+            path: path.as_str().to_owned(),
+            low: Some(lit(low)),
+            high: Some(lit(high)),
+        }),
+        Expr::Has { path, mode, values } => node::Kind::Has(node::Has {
+            path: path.as_str().to_owned(),
+            mode: match mode {
+                HasMode::One => v1::HasMode::One,
+                HasMode::Any => v1::HasMode::Any,
+                HasMode::All => v1::HasMode::All,
+            }
+            .into(),
+            values: values.iter().map(lit).collect(),
+        }),
+        Expr::Keys(keys) => node::Kind::Keys(node::Keys {
+            keys: keys
+                .iter()
+                .map(|k| match k {
+                    Literal::Str(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect(),
+        }),
+        Expr::Not(inner) => node::Kind::LogicalNot(Box::new(node::Not {
+            operand: Some(Box::new(node(inner)?)),
+        })),
+        Expr::And(items) => node::Kind::LogicalAnd(node::And {
+            operands: nodes(items)?,
+        }),
+        Expr::Or(items) => node::Kind::LogicalOr(node::Or {
+            operands: nodes(items)?,
+        }),
+        Expr::Xor(items) => node::Kind::LogicalXor(node::Xor {
+            operands: nodes(items)?,
+        }),
+        Expr::Did {
+            event,
+            window,
+            count,
+        } => {
+            use v1::window::Kind as W;
+            let window = match window {
+                Window::Last { days, ending } => W::Last(v1::window::LastDays {
+                    days: *days,
+                    ending: ending.map(date_text).unwrap_or_default(),
+                }),
+                Window::Range { from, to } => W::Range(v1::DateRange {
+                    first: date_text(*from),
+                    last: date_text(*to),
+                }),
+                Window::Ever => W::Ever(v1::window::Ever {}),
+            };
+            node::Kind::Did(node::Did {
+                event: event.as_str().to_owned(),
+                window: Some(v1::Window { kind: Some(window) }),
+                count: count.map(|c| v1::DidCount {
+                    op: wire_op(c.op).into(),
+                    n: c.n,
+                    measure: wire_measure(c.measure).into(),
+                }),
+            })
+        }
+        Expr::Occurred { which, event, when } => {
+            use node::occurred::{DaysAgo, OnDate, Test};
+            node::Kind::Occurred(node::Occurred {
+                which: match which {
+                    Occurrence::First => v1::Occurrence::First,
+                    Occurrence::Last => v1::Occurrence::Last,
+                }
+                .into(),
+                event: event.as_str().to_owned(),
+                test: Some(match when {
+                    When::DaysAgo { op, days } => Test::DaysAgo(DaysAgo {
+                        op: wire_op(*op).into(),
+                        days: *days,
+                    }),
+                    When::Date { op, date } => Test::OnDate(OnDate {
+                        op: wire_op(*op).into(),
+                        date: date_text(*date),
+                    }),
+                    When::Within(n) => Test::WithinDays(*n),
+                }),
+            })
+        }
+        other => {
+            return Err(bad(format!(
+                "`{other}` has no structured form in this version of the contract"
+            )));
+        }
+    }))
+}
+
+fn wire_op(op: CmpOp) -> v1::CompareOp {
+    match op {
+        CmpOp::Eq => v1::CompareOp::Eq,
+        CmpOp::Ne => v1::CompareOp::Ne,
+        CmpOp::Lt => v1::CompareOp::Lt,
+        CmpOp::Le => v1::CompareOp::Le,
+        CmpOp::Gt => v1::CompareOp::Gt,
+        CmpOp::Ge => v1::CompareOp::Ge,
+    }
+}
+
+/// A measure on the wire.
+pub fn wire_measure(m: Measure) -> v1::Measure {
+    match m {
+        Measure::Times => v1::Measure::Times,
+        Measure::Days => v1::Measure::Days,
+    }
+}
+
+fn wire_literal(l: &Literal) -> v1::literal::Value {
+    use v1::literal::Value as V;
+    match l {
+        Literal::Str(s) => V::StringValue(s.clone()),
+        Literal::Int(i) => V::IntValue(*i),
+        Literal::Decimal(d) => V::DecimalValue(decimal_string(d.mantissa(), d.scale())),
+        Literal::Bool(b) => V::BoolValue(*b),
+        Literal::Date(d) => V::DateValue(date_text(*d)),
+    }
+}
+
+/// `YYYY-MM-DD` of a date.
+fn date_text(d: Date) -> String {
+    format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Behaviour requests
+// ---------------------------------------------------------------------------------------------
+
+/// The day number (days since 1970-01-01, in the table's time zone) of the request field `what`,
+/// a date `YYYY-MM-DD`.
+pub fn day(text: &str, what: &str) -> Result<i32, Status> {
+    let d = date(text).map_err(|e| bad(format!("{what}: {e}")))?;
+    Ok(behaviour::day_of_date(d.year(), d.month(), d.day()))
+}
+
+/// The optional reference date of a behaviour request: `None` when absent or empty.
+pub fn reference_day(text: &Option<String>) -> Result<Option<i32>, Status> {
+    match text.as_deref() {
+        None | Some("") => Ok(None),
+        Some(t) => day(t, "reference_date").map(Some),
+    }
+}
+
+/// The required inclusive range of days of the request field `what`.
+pub fn day_range(range: Option<&v1::DateRange>, what: &str) -> Result<DayRange, Status> {
+    let r = range.ok_or_else(|| {
+        bad(format!(
+            "{what} is required: a range of dates `first` to `last` (YYYY-MM-DD)"
+        ))
+    })?;
+    let first = day(&r.first, &format!("{what}.first"))?;
+    let last = day(&r.last, &format!("{what}.last"))?;
+    if last < first {
+        return Err(bad(format!(
+            "{what} ends ({}) before it starts ({})",
+            r.last, r.first
+        )));
+    }
+    Ok(DayRange::new(first, last))
+}
+
+/// The period of a behaviour request; unspecified means a day.
+pub fn period(p: i32) -> Result<Period, Status> {
+    match v1::Period::try_from(p) {
+        Ok(v1::Period::Unspecified | v1::Period::Day) => Ok(Period::Day),
+        Ok(v1::Period::Week) => Ok(Period::Week),
+        Ok(v1::Period::Month) => Ok(Period::Month),
+        Err(_) => Err(bad(format!("period must be DAY, WEEK or MONTH, got {p}"))),
+    }
+}
+
+/// The measure of a frequency request; unspecified means days.
+pub fn frequency_measure(m: i32) -> Result<Measure, Status> {
+    match v1::Measure::try_from(m) {
+        Ok(v1::Measure::Unspecified | v1::Measure::Days) => Ok(Measure::Days),
+        Ok(v1::Measure::Times) => Ok(Measure::Times),
+        Err(_) => Err(bad(format!("measure must be TIMES or DAYS, got {m}"))),
+    }
+}
+
+/// `YYYY-MM-DD` of a day number.
+pub fn day_text(day: i32) -> String {
+    behaviour::format_day(day)
+}
+
+/// `part / whole`, 0 when `whole` is 0.
+pub fn rate(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

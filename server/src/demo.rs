@@ -18,8 +18,9 @@
 //! | 1,000 flag tags | flag | `interest/sports/running`, `risk/blacklist`, ... in 16 families |
 //!
 //! User keys are `u0000000000`, `u0000000001`, ...; the generator's dense ids are the engine's
-//! ids because every user is added, in id order, before any value. Behaviour events are not
-//! stored by the engine yet, so the demo leaves them out.
+//! ids because every user is added, in id order, before any value. The generator's 10 behaviour
+//! events (`login`, `view`, …, `pay`) are event fields over the 30 days ending on the reference
+//! day.
 
 use std::time::Instant;
 
@@ -81,7 +82,6 @@ pub fn load(table: &Table, users: u32) -> anyhow::Result<()> {
     let started = Instant::now();
     let label = demo_label();
     tracing::info!(users, seed = DEMO_SEED, label = %label, "demo: loading the data set");
-    tracing::info!("demo: behaviour events are not stored by the engine yet; skipping them");
     let generator = Generator::new(DEMO_SEED, users);
     let elapsed_ms = || started.elapsed().as_millis() as u64;
     let summary = datagen::load::load(table, &generator, &label, |progress| match progress {
@@ -100,6 +100,10 @@ pub fn load(table: &Table, users: u32) -> anyhow::Result<()> {
             tracing::info!(elapsed_ms = elapsed_ms(), tags = n, "demo: tags staged")
         }
         Progress::Tags(_) => {}
+        Progress::EventDays(n) if n % 10 == 0 => {
+            tracing::info!(days = n, elapsed_ms = elapsed_ms(), "demo: events staged")
+        }
+        Progress::EventDays(_) => {}
         Progress::Committing => tracing::info!(elapsed_ms = elapsed_ms(), "demo: committing"),
     })
     .context("loading the demo data set")?;
@@ -132,7 +136,10 @@ mod tests {
         ensure(&db, 2_000).unwrap();
         let snap = db.table(DEMO_TABLE).unwrap().snapshot();
         assert_eq!(snap.users(), 2_000);
-        assert_eq!(snap.fields().count(), 9 + datagen::TAG_COUNT);
+        assert_eq!(
+            snap.fields().count(),
+            9 + datagen::TAG_COUNT + datagen::EVENTS.len()
+        );
         let female = snap
             .crowd_text("demographic/gender = 'female'")
             .unwrap()

@@ -1,6 +1,6 @@
 //! Building the gRPC server and running it until SIGINT/SIGTERM.
 //!
-//! Served on one address: the five `portrait.v1` services, `grpc.health.v1.Health` and server
+//! Served on one address: the six `portrait.v1` services, `grpc.health.v1.Health` and server
 //! reflection (`grpc.reflection.v1` and, for older tools, `v1alpha`). Every service has explicit
 //! maximum decoding and encoding message sizes ([`Config::max_message_bytes`]).
 //!
@@ -16,8 +16,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use portrait_proto::v1::{
     admin_service_server::AdminServiceServer, analysis_service_server::AnalysisServiceServer,
-    catalog_service_server::CatalogServiceServer, ingest_service_server::IngestServiceServer,
-    query_service_server::QueryServiceServer,
+    behaviour_service_server::BehaviourServiceServer, catalog_service_server::CatalogServiceServer,
+    ingest_service_server::IngestServiceServer, query_service_server::QueryServiceServer,
 };
 use tokio::sync::watch;
 use tonic::transport::Server;
@@ -29,15 +29,17 @@ use crate::observe::RequestLogLayer;
 use crate::service::State;
 use crate::service::admin::AdminApi;
 use crate::service::analysis::AnalysisApi;
+use crate::service::behaviour::BehaviourApi;
 use crate::service::catalog::CatalogApi;
 use crate::service::ingest::IngestApi;
 use crate::service::query::QueryApi;
 
 /// Fully qualified names of the Portrait services, as the health service knows them.
-pub const SERVICE_NAMES: [&str; 5] = [
+pub const SERVICE_NAMES: [&str; 6] = [
     "portrait.v1.CatalogService",
     "portrait.v1.QueryService",
     "portrait.v1.AnalysisService",
+    "portrait.v1.BehaviourService",
     "portrait.v1.AdminService",
     "portrait.v1.IngestService",
 ];
@@ -108,6 +110,11 @@ impl Bound {
             )
             .add_service(
                 AnalysisServiceServer::new(AnalysisApi::new(state.clone()))
+                    .max_decoding_message_size(m)
+                    .max_encoding_message_size(m),
+            )
+            .add_service(
+                BehaviourServiceServer::new(BehaviourApi::new(state.clone()))
                     .max_decoding_message_size(m)
                     .max_encoding_message_size(m),
             )

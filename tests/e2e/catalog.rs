@@ -40,8 +40,8 @@ async fn tables_list_the_demo_table() {
     assert_eq!(table.fields, snap.fields().count() as u64);
     assert_eq!(
         table.fields,
-        9 + portrait_datagen::TAG_COUNT as u64,
-        "9 attributes and the tags"
+        9 + portrait_datagen::TAG_COUNT as u64 + portrait_datagen::EVENTS.len() as u64,
+        "9 attributes, the tags and the events"
     );
 }
 

@@ -7,6 +7,8 @@
 //! - [`fixture`]: the shared demo server and the same data set loaded in-process (the expected
 //!   answers);
 //! - [`query`], [`analysis`], [`catalog`]: every RPC through the client, against the engine;
+//! - [`behaviour`]: retention, funnels, frequency and activity through the CLI, and `did(...)`
+//!   through the structured AST;
 //! - [`cli`]: the command line's output and exit codes;
 //! - [`errors`]: malformed expressions, unknown fields, tables and users;
 //! - [`limits`]: oversized requests;
@@ -18,6 +20,7 @@
 //! The harness (binaries, the `Server` guard) is the library of this crate, `tests/src/lib.rs`.
 
 mod analysis;
+mod behaviour;
 mod catalog;
 mod cli;
 mod deadline;

@@ -87,6 +87,8 @@ mod tags;
 
 #[cfg(feature = "engine")]
 pub mod load;
+#[cfg(feature = "parquet")]
+pub mod parquet_files;
 
 use std::fmt;
 use std::sync::OnceLock;

@@ -7,13 +7,16 @@
 //! - `demographic/age`, `account/vip_level`: int;
 //! - `commerce/total_spend`: decimal with 2 digits;
 //! - `account/registered`, `activity/last_active`: timestamp (midnight UTC of the day);
-//! - the [`TAG_COUNT`](crate::TAG_COUNT) flag tags of [`tags`](crate::tags) under their paths.
+//! - the [`TAG_COUNT`](crate::TAG_COUNT) flag tags of [`tags`](crate::tags) under their paths;
+//! - the 10 event types of [`EVENTS`](crate::EVENTS) (`login`, `view`, …, `pay`) as event
+//!   fields, with each user's count per day, over the 30 days ending at
+//!   [`REFERENCE_DAY`](crate::REFERENCE_DAY).
 //!
 //! Everything is one load, so it publishes atomically under one version label.
 
 use portrait_engine::{Bitmap, FieldKind, FieldSpec, LoadSummary, Result, Table, Value};
 
-use crate::{CHANNELS, GENDERS, Generator, PROVINCES, city_names, key, tags};
+use crate::{CHANNELS, Event, GENDERS, Generator, PROVINCES, city_names, key, tags};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -26,6 +29,8 @@ pub enum Progress {
     Attributes,
     /// Tags staged so far.
     Tags(usize),
+    /// Days of events staged so far.
+    EventDays(usize),
     /// Segments are being written.
     Committing,
 }
@@ -170,6 +175,36 @@ pub fn load(
         }
         if tag % 100 == 99 {
             progress(Progress::Tags(tag + 1));
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+
+    let events: Vec<_> = Event::ALL
+        .iter()
+        .map(|e| {
+            load.field(
+                FieldSpec::new(e.name(), FieldKind::Event)
+                    .description(format!("Synthetic `{}` events per day", e.name()))
+                    .owner("demo"),
+            )
+        })
+        .collect::<Result<_>>()?;
+    let mut days = 0;
+    generator.for_each_event_day(|event, day, members| {
+        if failure.is_some() {
+            return;
+        }
+        for (u, count) in members {
+            if let Err(e) = load.event_id(events[event as usize], id_of(u), day, u32::from(count)) {
+                failure = Some(e);
+                return;
+            }
+        }
+        if event == Event::Pay {
+            days += 1;
+            progress(Progress::EventDays(days));
         }
     });
     if let Some(e) = failure {

@@ -214,6 +214,83 @@ pub enum Command {
         snapshot: Snapshot,
     },
 
+    /// Retention: of the users who did an event in a period, how many came back later.
+    Retention {
+        /// The event that puts a user in a cohort.
+        #[arg(long, value_name = "EVENT")]
+        cohort: String,
+        /// The event that counts as coming back.
+        #[arg(long = "return", value_name = "EVENT")]
+        return_event: String,
+        #[command(flatten)]
+        dates: DateArgs,
+        /// The unit of cohorts and offsets.
+        #[arg(long, value_enum, default_value_t = PeriodArg::Day)]
+        period: PeriodArg,
+        /// Offsets computed: 0 to N periods after the cohort's.
+        #[arg(long, value_name = "N", default_value_t = 7)]
+        periods: u32,
+        /// Split every cohort by the values of this enum or set field.
+        #[arg(long, value_name = "DIM")]
+        split: Option<String>,
+        #[command(flatten)]
+        crowd: CrowdArgs,
+        #[command(flatten)]
+        snapshot: Snapshot,
+    },
+
+    /// An ordered funnel of events within a window of days, with conversion and drop-off.
+    Funnel {
+        /// The events of the steps, in order (2 or more).
+        #[arg(required = true, num_args = 2.., value_name = "EVENT")]
+        steps: Vec<String>,
+        /// Days the last step may come after the first.
+        #[arg(long, value_name = "DAYS", default_value_t = 7)]
+        window: u32,
+        #[command(flatten)]
+        dates: DateArgs,
+        /// Break the funnel down by the values of this enum or set field.
+        #[arg(long, value_name = "DIM")]
+        split: Option<String>,
+        #[command(flatten)]
+        crowd: CrowdArgs,
+        #[command(flatten)]
+        snapshot: Snapshot,
+    },
+
+    /// How many users did an event on 1, 2, … days (or times) of a range.
+    Freq {
+        /// The event.
+        event: String,
+        #[command(flatten)]
+        dates: DateArgs,
+        /// Count days with the event (the default).
+        #[arg(long, conflicts_with = "times")]
+        days: bool,
+        /// Count times instead of days.
+        #[arg(long)]
+        times: bool,
+        #[command(flatten)]
+        crowd: CrowdArgs,
+        #[command(flatten)]
+        snapshot: Snapshot,
+    },
+
+    /// Users who did an event in each day, week or month of a range (DAU / WAU / MAU).
+    Active {
+        /// The event.
+        event: String,
+        #[command(flatten)]
+        dates: DateArgs,
+        /// The unit of the series.
+        #[arg(long, value_enum, default_value_t = PeriodArg::Day)]
+        period: PeriodArg,
+        #[command(flatten)]
+        crowd: CrowdArgs,
+        #[command(flatten)]
+        snapshot: Snapshot,
+    },
+
     /// Size statistics of every table.
     Stats,
 
@@ -252,6 +329,10 @@ impl Command {
             | Command::Agg { expr, .. }
             | Command::Sample { expr, .. }
             | Command::Explain { expr, .. } => Some(expr),
+            Command::Retention { crowd, .. }
+            | Command::Funnel { crowd, .. }
+            | Command::Freq { crowd, .. }
+            | Command::Active { crowd, .. } => crowd.filter.as_deref(),
             Command::Tables
             | Command::Tags { .. }
             | Command::Field { .. }
@@ -285,6 +366,71 @@ impl From<TopBy> for TopOrder {
             TopBy::Tgi => TopOrder::Tgi,
         }
     }
+}
+
+/// The inclusive range of dates of a behaviour command.
+#[derive(Debug, Clone, Args, PartialEq, Eq)]
+pub struct DateArgs {
+    /// First day, YYYY-MM-DD (in the table's time zone).
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    pub from: String,
+    /// Last day, YYYY-MM-DD, included.
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    pub to: String,
+}
+
+/// The crowd a behaviour command analyses, and the day its relative windows count back from.
+#[derive(Debug, Clone, Default, Args, PartialEq, Eq)]
+pub struct CrowdArgs {
+    /// Analyse only the users matching this expression (default: all users).
+    #[arg(long = "where", value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// The day relative windows count back from, YYYY-MM-DD (default: the newest event day).
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    pub reference: Option<String>,
+}
+
+/// The unit of a retention matrix or an activity series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PeriodArg {
+    /// Days.
+    Day,
+    /// Weeks, Monday to Sunday.
+    Week,
+    /// Calendar months.
+    Month,
+}
+
+impl From<PeriodArg> for v1::Period {
+    fn from(period: PeriodArg) -> Self {
+        match period {
+            PeriodArg::Day => v1::Period::Day,
+            PeriodArg::Week => v1::Period::Week,
+            PeriodArg::Month => v1::Period::Month,
+        }
+    }
+}
+
+/// Parses a calendar date `YYYY-MM-DD`.
+pub fn parse_date(text: &str) -> Result<String, String> {
+    let invalid = || format!("`{text}` is not a calendar date YYYY-MM-DD");
+    if !is_date(text) {
+        return Err(invalid());
+    }
+    let number = |range: std::ops::Range<usize>| text[range].parse::<u32>().map_err(|_| invalid());
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return Err(invalid()),
+    };
+    if !(1..=days_in_month).contains(&day) {
+        return Err(invalid());
+    }
+    Ok(text.to_owned())
 }
 
 /// How `dist` chooses its buckets; at most one option may be given (default: `--equal 10`).
@@ -625,6 +771,150 @@ mod tests {
             Command::Explain { analyze: true, .. }
         ));
         assert_eq!(parse(&["version"]).unwrap().command, Command::Version);
+    }
+
+    #[test]
+    fn behaviour_commands_parse() {
+        let cli = parse(&[
+            "retention",
+            "--cohort",
+            "login",
+            "--return",
+            "purchase",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-07",
+            "--period",
+            "week",
+            "--periods",
+            "4",
+            "--where",
+            "vip",
+            "--split",
+            "gender",
+            "--reference",
+            "2026-11-20",
+        ])
+        .unwrap();
+        let Command::Retention {
+            cohort,
+            return_event,
+            dates,
+            period,
+            periods,
+            split,
+            crowd,
+            ..
+        } = &cli.command
+        else {
+            panic!("not retention")
+        };
+        assert_eq!(
+            (cohort.as_str(), return_event.as_str()),
+            ("login", "purchase")
+        );
+        assert_eq!(
+            (dates.from.as_str(), dates.to.as_str()),
+            ("2026-11-01", "2026-11-07")
+        );
+        assert_eq!((*period, *periods), (PeriodArg::Week, 4));
+        assert_eq!(split.as_deref(), Some("gender"));
+        assert_eq!(crowd.reference.as_deref(), Some("2026-11-20"));
+        assert_eq!(cli.command.expression(), Some("vip"));
+
+        let cli = parse(&[
+            "funnel",
+            "view",
+            "add_cart",
+            "pay",
+            "--from",
+            "2026-10-27",
+            "--to",
+            "2026-11-18",
+        ])
+        .unwrap();
+        let Command::Funnel { steps, window, .. } = &cli.command else {
+            panic!("not funnel")
+        };
+        assert_eq!((steps.len(), *window), (3, 7));
+        assert_eq!(cli.command.expression(), None);
+        assert_eq!(
+            parse(&[
+                "funnel",
+                "view",
+                "--from",
+                "2026-10-27",
+                "--to",
+                "2026-11-18"
+            ])
+            .unwrap_err()
+            .kind(),
+            ErrorKind::TooFewValues
+        );
+
+        let cli = parse(&[
+            "freq",
+            "purchase",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-25",
+            "--times",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Freq {
+                times: true,
+                days: false,
+                ..
+            }
+        ));
+        assert_eq!(
+            parse(&[
+                "freq",
+                "p",
+                "--from",
+                "2026-11-01",
+                "--to",
+                "2026-11-25",
+                "--days",
+                "--times"
+            ])
+            .unwrap_err()
+            .kind(),
+            ErrorKind::ArgumentConflict
+        );
+        let cli = parse(&[
+            "active",
+            "login",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-25",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Active {
+                period: PeriodArg::Day,
+                ..
+            }
+        ));
+        assert_eq!(
+            parse(&["active", "login", "--from", "2026-11-01"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        for bad in ["2026-02-30", "2026-13-01", "2026-1-01", "yesterday"] {
+            let error =
+                parse(&["active", "login", "--from", bad, "--to", "2026-11-25"]).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::ValueValidation, "{bad}");
+        }
+        assert_eq!(parse_date("2024-02-29").unwrap(), "2024-02-29");
+        assert!(parse_date("2023-02-29").is_err());
     }
 
     #[test]

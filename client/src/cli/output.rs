@@ -11,6 +11,8 @@ use portrait_client::proto::{self as v1, value::Kind as ValueKind};
 use portrait_client::{Error as ClientError, OverlapMatrix as _};
 use serde_json::{Map, Value as Json, json};
 
+mod behaviour;
+
 /// One result of a command, ready to render.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {
@@ -45,6 +47,20 @@ pub enum Report {
     Sample(v1::SampleResponse),
     /// `portrait explain`
     Explain(v1::ExplainResponse),
+    /// `portrait retention`, with the period of its offsets.
+    Retention {
+        period: v1::Period,
+        response: v1::RetentionResponse,
+    },
+    /// `portrait funnel`
+    Funnel(v1::FunnelResponse),
+    /// `portrait freq`
+    Frequency(v1::FrequencyResponse),
+    /// `portrait active`, with the period of its series.
+    Active {
+        period: v1::Period,
+        response: v1::ActiveResponse,
+    },
     /// `portrait stats`
     Stats(Vec<v1::TableStats>),
     /// `portrait version`
@@ -73,6 +89,10 @@ impl Report {
             Report::Overlap { exprs, response } => overlap_human(exprs, response),
             Report::Sample(sample) => sample.keys.iter().map(|k| format!("{k}\n")).collect(),
             Report::Explain(explain) => explain_human(explain),
+            Report::Retention { period, response } => behaviour::retention_human(*period, response),
+            Report::Funnel(funnel) => behaviour::funnel_human(funnel),
+            Report::Frequency(freq) => behaviour::frequency_human(freq),
+            Report::Active { period, response } => behaviour::active_human(*period, response),
             Report::Stats(stats) => stats_human(stats),
             Report::Version { client, server } => version_human(client, server),
         }
@@ -102,6 +122,10 @@ impl Report {
                 "plan": explain.plan,
                 "root": explain.root.as_ref().map(plan_json),
             }),
+            Report::Retention { period, response } => behaviour::retention_json(*period, response),
+            Report::Funnel(funnel) => behaviour::funnel_json(funnel),
+            Report::Frequency(freq) => behaviour::frequency_json(freq),
+            Report::Active { period, response } => behaviour::active_json(*period, response),
             Report::Stats(stats) => stats_json(stats),
             Report::Version { client, server } => json!({
                 "client_version": client,

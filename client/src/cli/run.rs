@@ -3,13 +3,14 @@
 use std::io::{self, BufWriter, IsTerminal as _, Write};
 
 use anyhow::Context as _;
+use portrait_client::proto::Measure;
 use portrait_client::request::{
-    Aggregate, Contains, Count, Distribution, Explain, GetPortrait, Group, Members, Overlap,
-    Sample, Top,
+    Active, Aggregate, Contains, Count, Distribution, Explain, Frequency, Funnel, GetPortrait,
+    Group, Members, Overlap, Retention, Sample, Top,
 };
 use portrait_client::{Client, ClientBuilder};
 
-use super::args::{BucketArgs, Cli, Command, Snapshot};
+use super::args::{BucketArgs, Cli, Command, CrowdArgs, Snapshot};
 use super::output::Report;
 use super::progress::Progress;
 
@@ -62,8 +63,35 @@ at_snapshot!(
     Aggregate,
     Overlap,
     Sample,
-    Explain
+    Explain,
+    Retention,
+    Funnel,
+    Frequency,
+    Active
 );
+
+/// Applies `--where` and `--reference` to the behaviour builders.
+trait InCrowd: Sized {
+    fn within(self, crowd: &CrowdArgs) -> Self;
+}
+
+macro_rules! in_crowd {
+    ($($builder:ty),*) => {$(
+        impl InCrowd for $builder {
+            fn within(self, crowd: &CrowdArgs) -> Self {
+                let mut request = self;
+                if let Some(filter) = &crowd.filter {
+                    request = request.crowd(filter);
+                }
+                if let Some(date) = &crowd.reference {
+                    request = request.reference_date(date);
+                }
+                request
+            }
+        }
+    )*};
+}
+in_crowd!(Retention, Funnel, Frequency, Active);
 
 async fn execute(client: &Client, command: &Command, printer: &mut Printer) -> anyhow::Result<()> {
     let report = match command {
@@ -190,6 +218,82 @@ async fn execute(client: &Client, command: &Command, printer: &mut Printer) -> a
             analyze,
             snapshot,
         } => Report::Explain(client.explain(expr).analyze(*analyze).at(snapshot).await?),
+        Command::Retention {
+            cohort,
+            return_event,
+            dates,
+            period,
+            periods,
+            split,
+            crowd,
+            snapshot,
+        } => {
+            let mut request = client
+                .retention(cohort, return_event, &dates.from, &dates.to)
+                .period((*period).into())
+                .periods(*periods)
+                .within(crowd)
+                .at(snapshot);
+            if let Some(split) = split {
+                request = request.split(split);
+            }
+            Report::Retention {
+                period: (*period).into(),
+                response: request.await?,
+            }
+        }
+        Command::Funnel {
+            steps,
+            window,
+            dates,
+            split,
+            crowd,
+            snapshot,
+        } => {
+            let mut request = client
+                .funnel(steps, &dates.from, &dates.to)
+                .window_days(*window)
+                .within(crowd)
+                .at(snapshot);
+            if let Some(split) = split {
+                request = request.split(split);
+            }
+            Report::Funnel(request.await?)
+        }
+        Command::Freq {
+            event,
+            dates,
+            times,
+            crowd,
+            snapshot,
+            ..
+        } => Report::Frequency(
+            client
+                .frequency(event, &dates.from, &dates.to)
+                .measure(if *times {
+                    Measure::Times
+                } else {
+                    Measure::Days
+                })
+                .within(crowd)
+                .at(snapshot)
+                .await?,
+        ),
+        Command::Active {
+            event,
+            dates,
+            period,
+            crowd,
+            snapshot,
+        } => Report::Active {
+            period: (*period).into(),
+            response: client
+                .active(event, &dates.from, &dates.to)
+                .period((*period).into())
+                .within(crowd)
+                .at(snapshot)
+                .await?,
+        },
         Command::Load(args) => return super::load::load(client, args, printer.json).await,
         Command::Versions { path } => {
             return super::load::versions(client, path, printer.json).await;

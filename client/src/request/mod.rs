@@ -15,6 +15,7 @@ use crate::client::Client;
 
 mod admin;
 mod analysis;
+mod behaviour;
 mod catalog;
 mod ingest;
 mod members;
@@ -22,6 +23,7 @@ mod query;
 
 pub use admin::{Stats, Version};
 pub use analysis::{Aggregate, Distribution, Explain, Group, Overlap, OverlapMatrix, Sample, Top};
+pub use behaviour::{Active, Frequency, Funnel, Retention};
 pub use catalog::{CreateTable, DropTable, GetField, ListFields, ListTables, Tree};
 pub use ingest::{DropVersion, LOAD_CHUNK_BYTES, ListVersions, Load, LoadFormat, LoadPath};
 pub use members::{MemberStream, Members};

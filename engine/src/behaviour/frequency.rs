@@ -1,8 +1,10 @@
 //! Frequency and activity of a crowd.
 //!
 //! - [`Crowd::frequency`]: how many users of the crowd did an event on exactly 1, 2, … days
-//!   (or times) of a window — per shard, a dense counter over the window's day bitmaps (and,
-//!   for times, their count slices), restricted to the crowd; histograms add up.
+//!   (or times) of a window — per shard, a bit-sliced counter over dense bit vectors (the
+//!   bits of each user's count) summing the window's day bitmaps (and, for times, their count
+//!   slices), restricted to the crowd, then split by its slices into the histogram; histograms
+//!   add up.
 //! - [`Crowd::active`]: users of the crowd who did an event in each day, week or month of a
 //!   range (DAU/WAU/MAU series), from unions of day bitmaps counted with `and_cardinality`.
 
@@ -10,7 +12,8 @@ use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 
-use super::predicate::{ShardCounts, union_in};
+use super::dense::{Dense, DenseCounter};
+use super::predicate::union_in;
 use super::{DayRange, Period, event_field};
 use crate::error::{Error, Result};
 use crate::expr::Measure;
@@ -49,6 +52,11 @@ impl<'s> Crowd<'s> {
     pub fn frequency(&self, event: &str, days: DayRange, measure: Measure) -> Result<Frequency> {
         let snap = self.snap;
         let event = event_field(snap, event)?;
+        if days.is_empty() {
+            return Err(Error::InvalidArgument(
+                "the day range ends before it starts".into(),
+            ));
+        }
         let window: Vec<i32> = event
             .event_days()
             .into_iter()
@@ -62,28 +70,10 @@ impl<'s> Crowd<'s> {
                 if crowd.is_empty() || window.is_empty() {
                     return Ok((crowd.cardinality(), hist));
                 }
-                let counts = ShardCounts::count(
-                    &event,
-                    shard,
-                    snap.shard_range(shard),
-                    &window,
-                    measure,
-                    Some(&crowd),
-                )?;
-                // Counts are capped by the window (days) or small (times): a dense tally of
-                // the small ones, a map for the rest.
-                let mut small = [0u64; 256];
-                for &c in counts.all() {
-                    if (c as usize) < small.len() {
-                        small[c as usize] += 1;
-                    } else {
-                        *hist.entry(u64::from(c)).or_insert(0) += 1;
-                    }
-                }
-                for (n, &users) in small.iter().enumerate().skip(1) {
-                    if users > 0 {
-                        *hist.entry(n as u64).or_insert(0) += users;
-                    }
+                let within = Dense::from_bitmap(&crowd, shard);
+                let counts = DenseCounter::count(&event, shard, &window, measure, Some(&within))?;
+                for (n, users) in counts.histogram() {
+                    *hist.entry(n).or_insert(0) += users;
                 }
                 Ok((crowd.cardinality(), hist))
             })

@@ -17,11 +17,14 @@
 //! Per shard, for each start day `s`: the users who did step 1 on `s` (within the crowd) are
 //! level 1; then for each day `t` from `s` to `s + window`, level `i` gains the users of level
 //! `i-1` who did step `i` on `t` (levels are updated in step order, so one day can advance
-//! several steps). A user's best level over all starts is the answer; shards add up.
+//! several steps). A user's best level over all starts is the answer; shards add up. The day
+//! bitmaps are expanded into dense per-shard bit vectors once, and the levels of 4,096 users at
+//! a time stay in L1 (see `reached_in`).
 
 use croaring::Bitmap;
 use rayon::prelude::*;
 
+use super::dense::{Dense, WORDS};
 use super::{DayRange, Split, event_field};
 use crate::error::{Error, Result};
 use crate::query::Crowd;
@@ -119,10 +122,16 @@ impl<'s> Crowd<'s> {
             .map(|shard| -> Result<Vec<Vec<u64>>> {
                 let crowd = self.shard_bitmap(shard)?;
                 let reached = reached_in(&steps, shard, &start_days, q.window, &crowd)?;
+                if q.split.is_none() {
+                    return Ok(vec![reached.iter().map(Dense::count).collect()]);
+                }
                 split
                     .groups(shard, &crowd)?
                     .iter()
-                    .map(|g| Ok(reached.iter().map(|r| r.and_cardinality(g)).collect()))
+                    .map(|g| {
+                        let g = Dense::from_bitmap(g, shard);
+                        Ok(reached.iter().map(|r| r.and_count(&g)).collect())
+                    })
                     .collect()
             })
             .collect::<Result<_>>()?;
@@ -139,46 +148,97 @@ impl<'s> Crowd<'s> {
     }
 }
 
-/// Per step, the users of `crowd` in `shard` reaching it.
+/// Per step, the users of `crowd` in `shard` reaching it, as dense bit vectors.
+///
+/// Every (step, day) bitmap the funnel can touch is expanded once into a dense vector; the
+/// chains are then followed 4,096 users at a time (64 words, in L1), start by start, so the
+/// inner loop is a vectorized pass over 64 words.
 fn reached_in(
     steps: &[FieldRef<'_>],
     shard: u32,
     start_days: &[i32],
     window: u32,
     crowd: &Bitmap,
-) -> Result<Vec<Bitmap>> {
+) -> Result<Vec<Dense>> {
+    const CHUNK: usize = 64;
     let k = steps.len();
-    let mut reached = vec![Bitmap::new(); k];
-    // Days each later step has data for, to skip days without any.
-    let step_days: Vec<Vec<i32>> = steps.iter().map(FieldRef::event_days).collect();
-    for &s in start_days {
-        let Some(first) = steps[0].event_day_in(shard, s)? else {
-            continue;
-        };
-        let mut levels = vec![Bitmap::new(); k];
-        levels[0] = first.and(crowd);
-        if levels[0].is_empty() {
+    let mut reached: Vec<Dense> = (0..k).map(|_| Dense::zero()).collect();
+    let (Some(&first_day), Some(&last_start)) = (start_days.first(), start_days.last()) else {
+        return Ok(reached);
+    };
+    let last_day = last_start.saturating_add(window as i32);
+    let span = (last_day - first_day + 1) as usize;
+    // days[i][t - first_day]: step i's users on day t (None: nobody).
+    let mut days: Vec<Vec<Option<Dense>>> = Vec::with_capacity(k);
+    for (i, step) in steps.iter().enumerate() {
+        let mut row = Vec::with_capacity(span);
+        for t in first_day..=last_day {
+            // Step 1 only matters on start days.
+            let needed = i > 0 || start_days.binary_search(&t).is_ok();
+            row.push(match step.event_day_bytes_in(shard, t)? {
+                Some((bytes, path)) if needed => {
+                    let mut d = Dense::zero();
+                    d.or_portable(bytes, shard, path)?;
+                    Some(d)
+                }
+                _ => None,
+            });
+        }
+        days.push(row);
+    }
+    let crowd = Dense::from_bitmap(crowd, shard);
+    let zero = [0u64; CHUNK];
+    let chunk_of = |d: &Option<Dense>, at: usize| -> [u64; CHUNK] {
+        match d {
+            Some(d) => d.words[at..at + CHUNK].try_into().expect("chunk"),
+            None => zero,
+        }
+    };
+    let mut levels = vec![[0u64; CHUNK]; k];
+    let mut best = vec![[0u64; CHUNK]; k];
+    for at in (0..WORDS).step_by(CHUNK) {
+        let c: [u64; CHUNK] = crowd.words[at..at + CHUNK].try_into().expect("chunk");
+        if c.iter().all(|&x| x == 0) {
             continue;
         }
-        let end = s.saturating_add(window as i32);
-        for t in s..=end {
-            for i in 1..k {
-                if levels[i - 1].is_empty() || step_days[i].binary_search(&t).is_err() {
-                    continue;
+        for b in best.iter_mut() {
+            *b = zero;
+        }
+        for &s in start_days {
+            let si = (s - first_day) as usize;
+            let mut l0 = chunk_of(&days[0][si], at);
+            for (x, y) in l0.iter_mut().zip(c) {
+                *x &= y;
+            }
+            if l0.iter().all(|&x| x == 0) {
+                continue;
+            }
+            levels[0] = l0;
+            for l in levels[1..].iter_mut() {
+                *l = zero;
+            }
+            let end = (si + window as usize).min(span - 1);
+            // Days outer, steps inner (in order): one day can advance several steps.
+            #[allow(clippy::needless_range_loop)]
+            for t in si..=end {
+                for i in 1..k {
+                    let Some(d) = &days[i][t] else { continue };
+                    let did: &[u64; CHUNK] = d.words[at..at + CHUNK].try_into().expect("chunk");
+                    let (lower, upper) = levels.split_at_mut(i);
+                    let prev = &lower[i - 1];
+                    for j in 0..CHUNK {
+                        upper[0][j] |= prev[j] & did[j];
+                    }
                 }
-                let Some(did) = steps[i].event_day_in(shard, t)? else {
-                    continue;
-                };
-                // Users of the previous level not yet at this one who did step i on day t.
-                let mut gain = levels[i - 1].andnot(&levels[i]);
-                gain.and_inplace(did);
-                if !gain.is_empty() {
-                    levels[i].or_inplace(&gain);
+            }
+            for (b, l) in best.iter_mut().zip(&levels) {
+                for j in 0..CHUNK {
+                    b[j] |= l[j];
                 }
             }
         }
-        for (r, l) in reached.iter_mut().zip(&levels) {
-            r.or_inplace(l);
+        for (r, b) in reached.iter_mut().zip(&best) {
+            r.words[at..at + CHUNK].copy_from_slice(b);
         }
     }
     Ok(reached)

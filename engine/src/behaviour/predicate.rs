@@ -2,12 +2,14 @@
 //!
 //! The planner resolves a `did` to the event's stored days inside its window and one of two
 //! tests: *at least once* (the union of the day bitmaps) or a *count* (`op n times` / `on op n
-//! days`), which sums per-user counts over the window in a dense per-shard counter. `first_did`
+//! days`), which sums per-user counts over the window in a bit-sliced counter over dense
+//! per-shard bit vectors (see `dense`). `first_did`
 //! and `last_did` are planned as unions of days and differences of unions (see
 //! `query::plan`), so they need nothing here.
 
 use croaring::Bitmap;
 
+use super::dense::{Dense, DenseCounter};
 use crate::error::Result;
 use crate::expr::{CmpOp, Measure};
 use crate::table::{FieldRef, TableSnapshot};
@@ -82,23 +84,30 @@ impl<'s> DidNode<'s> {
         shard: u32,
         within: Option<&Bitmap>,
     ) -> Result<Bitmap> {
-        let union = union_in(&self.event, shard, &self.days, within)?;
-        let DidTest::Count { op, n, measure } = self.test else {
-            return Ok(union);
-        };
-        // `>= 1` is the union itself; no counting needed.
-        if matches!((op, n), (CmpOp::Ge, 1) | (CmpOp::Gt, 0) | (CmpOp::Ne, 0)) {
-            return Ok(union);
-        }
-        let range = snap.shard_range(shard);
-        let counts = ShardCounts::count(&self.event, shard, range, &self.days, measure, within)?;
-        let mut passing = Vec::new();
-        for id in union.iter() {
-            if holds(op, counts.get(id), n) {
-                passing.push(id);
+        let (op, n, measure) = match self.test {
+            // `>= 1` is the union itself; no counting needed.
+            DidTest::Any
+            | DidTest::Count {
+                op: CmpOp::Ge,
+                n: 1,
+                ..
             }
-        }
-        let passing = Bitmap::of(&passing);
+            | DidTest::Count {
+                op: CmpOp::Gt | CmpOp::Ne,
+                n: 0,
+                ..
+            } => return union_in(&self.event, shard, &self.days, within),
+            DidTest::Count { op, n, measure } => (op, n, measure),
+        };
+        let within_bits = within.map(|w| Dense::from_bitmap(w, shard));
+        let counts = DenseCounter::count(
+            &self.event,
+            shard,
+            &self.days,
+            measure,
+            within_bits.as_ref(),
+        )?;
+        let passing = counts.passing(op, n).to_bitmap(shard);
         if !holds(op, 0, n) {
             return Ok(passing);
         }
@@ -107,7 +116,7 @@ impl<'s> DidNode<'s> {
             Some(w) => w.clone(),
             None => snap.all_in(shard),
         };
-        let mut failing = union;
+        let mut failing = counts.nonzero().to_bitmap(shard);
         failing.andnot_inplace(&passing);
         out.andnot_inplace(&failing);
         Ok(out)
@@ -184,76 +193,4 @@ pub(crate) fn union_in(
         out.and_inplace(w);
     }
     Ok(out)
-}
-
-/// Calls `f` with the members of `b` in ascending batches (bulk reads, not one call per id).
-pub(crate) fn for_each_batch(b: &Bitmap, mut f: impl FnMut(&[u32])) {
-    let mut buf = [0u32; 1024];
-    let mut it = b.iter();
-    loop {
-        let n = it.next_many(&mut buf);
-        if n == 0 {
-            break;
-        }
-        f(&buf[..n]);
-    }
-}
-
-/// Per-user counts of one shard over a set of days: occurrences or active days.
-pub(crate) struct ShardCounts {
-    first: u32,
-    counts: Vec<u32>,
-}
-
-impl ShardCounts {
-    /// Counts, for every user of `range` (the shard's ids) in `within` (everyone when `None`),
-    /// the times (or days) they did `event` on `days`.
-    pub(crate) fn count(
-        event: &FieldRef<'_>,
-        shard: u32,
-        range: std::ops::Range<u32>,
-        days: &[i32],
-        measure: Measure,
-        within: Option<&Bitmap>,
-    ) -> Result<Self> {
-        let first = range.start;
-        let mut counts = vec![0u32; (range.end - range.start) as usize];
-        let mut add = |b: &Bitmap, weight: u32| {
-            let mut bump = |ids: &[u32]| {
-                for &id in ids {
-                    if let Some(c) = counts.get_mut((id - first) as usize) {
-                        *c = c.saturating_add(weight);
-                    }
-                }
-            };
-            match within {
-                Some(w) => for_each_batch(&b.and(w), &mut bump),
-                None => for_each_batch(b, &mut bump),
-            }
-        };
-        for &day in days {
-            let Some(members) = event.event_day_in(shard, day)? else {
-                continue;
-            };
-            add(members, 1);
-            if measure == Measure::Times {
-                for (bit, slice) in event.event_count_slices_in(shard, day)? {
-                    add(slice, 1u32.checked_shl(bit).unwrap_or(u32::MAX));
-                }
-            }
-        }
-        Ok(Self { first, counts })
-    }
-
-    /// The count of user `id` (0 outside the shard).
-    pub(crate) fn get(&self, id: u32) -> u64 {
-        id.checked_sub(self.first)
-            .and_then(|i| self.counts.get(i as usize))
-            .map_or(0, |&c| u64::from(c))
-    }
-
-    /// Every user's count, in id order from the shard's first id.
-    pub(crate) fn all(&self) -> &[u32] {
-        &self.counts
-    }
 }

@@ -718,26 +718,73 @@ impl<'s> FieldRef<'s> {
         if day < 0 {
             return Ok(Vec::new());
         }
-        let range = seg.range_of(self.meta().id, Role::EventCount);
-        let first = (day as u32) << 5;
-        let (mut lo, mut hi) = (range.start, range.end);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if seg.entry(mid).key.key < first {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
         let mut out = Vec::new();
-        for slot in lo..range.end {
-            let k = seg.entry(slot).key.key;
-            if k >> 5 != day as u32 {
-                break;
-            }
-            out.push((k & 31, seg.bitmap(slot)?));
+        for slot in self.count_slots(seg, day) {
+            out.push((seg.entry(slot).key.key & 31, seg.bitmap(slot)?));
         }
         Ok(out)
+    }
+
+    /// The serialized (portable) bytes of the users of `day` in one shard, verified, with the
+    /// path of their file (`None`: nobody).
+    pub(crate) fn event_day_bytes_in(
+        &self,
+        shard: u32,
+        day: i32,
+    ) -> Result<Option<(&'s [u8], &'s std::path::Path)>> {
+        let Some(seg) = self.segment(shard) else {
+            return Ok(None);
+        };
+        if day < 0 {
+            return Ok(None);
+        }
+        let key = BlobKey {
+            field: self.meta().id,
+            role: Role::EventDay,
+            key: day as u32,
+        };
+        match seg.find(key) {
+            Some(slot) => Ok(Some((seg.bytes(slot)?, seg.path()))),
+            None => Ok(None),
+        }
+    }
+
+    /// The serialized bytes of the count slices of `day` in one shard, as `(bit, bytes, path)`.
+    pub(crate) fn event_count_slice_bytes_in(
+        &self,
+        shard: u32,
+        day: i32,
+    ) -> Result<Vec<(u32, &'s [u8], &'s std::path::Path)>> {
+        let Some(seg) = self.segment(shard) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for slot in self.count_slots(seg, day) {
+            out.push((seg.entry(slot).key.key & 31, seg.bytes(slot)?, seg.path()));
+        }
+        Ok(out)
+    }
+
+    /// Slots of the count slices of `day` in `seg`.
+    fn count_slots(&self, seg: &Segment, day: i32) -> std::ops::Range<usize> {
+        if day < 0 {
+            return 0..0;
+        }
+        let range = seg.range_of(self.meta().id, Role::EventCount);
+        let first = (day as u32) << 5;
+        let find = |bound: u32| {
+            let (mut lo, mut hi) = (range.start, range.end);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if seg.entry(mid).key.key < bound {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            lo
+        };
+        find(first)..find(first + 32)
     }
 
     /// The stored blobs of `days` in one shard, verified, as they are on disk (for a load that

@@ -636,3 +636,314 @@ fn plans() {
     );
     assert!(plan_text(&root, true).contains("actual 8"));
 }
+
+// --- behaviour predicates --------------------------------------------------------------------
+
+fn window(kind: v1::window::Kind) -> Option<v1::Window> {
+    Some(v1::Window { kind: Some(kind) })
+}
+
+fn last_days(days: u32, ending: &str) -> Option<v1::Window> {
+    window(v1::window::Kind::Last(v1::window::LastDays {
+        days,
+        ending: ending.into(),
+    }))
+}
+
+fn did(event: &str, window: Option<v1::Window>, count: Option<v1::DidCount>) -> v1::Node {
+    wrap(node::Kind::Did(node::Did {
+        event: event.into(),
+        window,
+        count,
+    }))
+}
+
+fn occurred(which: v1::Occurrence, test: Option<node::occurred::Test>) -> v1::Node {
+    wrap(node::Kind::Occurred(node::Occurred {
+        which: which.into(),
+        event: "login".into(),
+        test,
+    }))
+}
+
+fn d(text: &str) -> Date {
+    Date::parse_iso(text).unwrap()
+}
+
+#[test]
+fn behaviour_nodes_convert() {
+    use node::occurred::{DaysAgo, OnDate, Test};
+
+    assert_eq!(
+        ok(did("purchase", last_days(7, ""), None)),
+        Expr::Did {
+            event: p("purchase"),
+            window: Window::Last {
+                days: 7,
+                ending: None
+            },
+            count: None,
+        }
+    );
+    let count = |measure: v1::Measure| {
+        Some(v1::DidCount {
+            op: v1::CompareOp::Ge.into(),
+            n: 2,
+            measure: measure.into(),
+        })
+    };
+    for (wire, engine) in [
+        (v1::Measure::Times, Measure::Times),
+        (v1::Measure::Unspecified, Measure::Times),
+        (v1::Measure::Days, Measure::Days),
+    ] {
+        assert_eq!(
+            ok(did("app/open", last_days(1, "2026-11-20"), count(wire))),
+            Expr::Did {
+                event: p("app/open"),
+                window: Window::Last {
+                    days: 1,
+                    ending: Some(d("2026-11-20"))
+                },
+                count: Some(DidCount {
+                    op: CmpOp::Ge,
+                    n: 2,
+                    measure: engine
+                }),
+            },
+            "{wire:?}"
+        );
+    }
+    let range = window(v1::window::Kind::Range(v1::DateRange {
+        first: "2026-11-01".into(),
+        last: "2026-11-07".into(),
+    }));
+    assert_eq!(
+        ok(did("x", range, None)),
+        Expr::Did {
+            event: p("x"),
+            window: Window::Range {
+                from: d("2026-11-01"),
+                to: d("2026-11-07")
+            },
+            count: None,
+        }
+    );
+    let ever = window(v1::window::Kind::Ever(v1::window::Ever {}));
+    assert!(matches!(
+        ok(did("x", ever, None)),
+        Expr::Did {
+            window: Window::Ever,
+            ..
+        }
+    ));
+
+    let cases = [
+        (
+            v1::Occurrence::Last,
+            Test::DaysAgo(DaysAgo {
+                op: v1::CompareOp::Gt.into(),
+                days: 30,
+            }),
+            Occurrence::Last,
+            When::DaysAgo {
+                op: CmpOp::Gt,
+                days: 30,
+            },
+        ),
+        (
+            v1::Occurrence::First,
+            Test::OnDate(OnDate {
+                op: v1::CompareOp::Le.into(),
+                date: "2026-11-02".into(),
+            }),
+            Occurrence::First,
+            When::Date {
+                op: CmpOp::Le,
+                date: d("2026-11-02"),
+            },
+        ),
+        (
+            v1::Occurrence::First,
+            Test::WithinDays(7),
+            Occurrence::First,
+            When::Within(7),
+        ),
+    ];
+    for (wire_which, test, which, when) in cases {
+        assert_eq!(
+            ok(occurred(wire_which, Some(test))),
+            Expr::Occurred {
+                which,
+                event: p("login"),
+                when
+            }
+        );
+    }
+}
+
+#[test]
+fn malformed_behaviour_nodes_are_refused() {
+    use node::occurred::{DaysAgo, OnDate, Test};
+
+    let cases = [
+        (did("x", None, None), "the window is missing"),
+        (
+            did("x", Some(v1::Window { kind: None }), None),
+            "the window is missing",
+        ),
+        (did("x", last_days(0, ""), None), "last 0 days"),
+        (
+            did("x", last_days(3, "2026-02-30"), None),
+            "ending: \"2026-02-30\"",
+        ),
+        (
+            did(
+                "x",
+                window(v1::window::Kind::Range(v1::DateRange {
+                    first: "2026-11-07".into(),
+                    last: "2026-11-01".into(),
+                })),
+                None,
+            ),
+            "before it starts",
+        ),
+        (
+            did(
+                "x",
+                window(v1::window::Kind::Range(v1::DateRange {
+                    first: String::new(),
+                    last: "2026-11-01".into(),
+                })),
+                None,
+            ),
+            "range.first: the date is missing",
+        ),
+        (
+            did(
+                "x",
+                last_days(7, ""),
+                Some(v1::DidCount {
+                    op: 0,
+                    n: 2,
+                    measure: 0,
+                }),
+            ),
+            "did on `x`: op must be one of",
+        ),
+        (did("", last_days(7, ""), None), "did: invalid path"),
+        (
+            occurred(v1::Occurrence::Unspecified, Some(Test::WithinDays(3))),
+            "which must be FIRST or LAST",
+        ),
+        (occurred(v1::Occurrence::Last, None), "set one test"),
+        (
+            occurred(v1::Occurrence::Last, Some(Test::WithinDays(0))),
+            "within_days must be at least 1",
+        ),
+        (
+            occurred(
+                v1::Occurrence::Last,
+                Some(Test::DaysAgo(DaysAgo { op: 9, days: 3 })),
+            ),
+            "op must be one of",
+        ),
+        (
+            occurred(
+                v1::Occurrence::Last,
+                Some(Test::OnDate(OnDate {
+                    op: v1::CompareOp::Gt.into(),
+                    date: "11/02/2026".into(),
+                })),
+            ),
+            "is not a calendar date",
+        ),
+    ];
+    for (n, expected) in cases {
+        let message = refused(n.clone());
+        assert!(message.contains(expected), "{n:?}: {message}");
+    }
+}
+
+#[test]
+fn parsed_expressions_survive_the_structured_form() {
+    let texts = [
+        "ALL",
+        "vip AND NOT risk/blacklist",
+        "demographic/gender = 'female' AND demographic/age BETWEEN 18 AND 30",
+        "geo/city IN ('Beijing', 'Shanghai') OR geo/city NOT IN ('x')",
+        "interest HAS 'sports' XOR interest HAS ANY ('a', 'b') XOR interest HAS ALL ('c', 'd')",
+        "commerce/total_spend >= 100.50 AND account/registered < DATE '2026-01-01'",
+        "KEYS('u1', 'u2') OR flag = TRUE",
+        "did(purchase, last 7 days) >= 2 AND NOT did(login, last 30 days)",
+        "did(app/open, last 1 day ending DATE '2026-11-20') on < 3 days",
+        "did(x, DATE '2026-11-01' TO DATE '2026-11-07') = 1 times OR did(x, ever)",
+        "last_did(login) > 30 days ago AND first_did(pay) within 7 days",
+        "first_did(pay) <= DATE '2026-11-02'",
+    ];
+    for text in texts {
+        let parsed = expr::parse(text).unwrap();
+        let wire = node(&parsed).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(ok(wire), parsed, "{text}");
+    }
+}
+
+#[test]
+fn behaviour_request_fields() {
+    let range = |first: &str, last: &str| v1::DateRange {
+        first: first.into(),
+        last: last.into(),
+    };
+    let week = day_range(Some(&range("2026-11-01", "2026-11-07")), "cohorts").unwrap();
+    assert_eq!(week.len(), 7);
+    assert_eq!(day_text(week.first), "2026-11-01");
+    assert_eq!(day_text(week.last), "2026-11-07");
+    assert_eq!(day("1970-01-02", "x").unwrap(), 1);
+
+    let refusal = |r: Result<DayRange, Status>| {
+        let status = r.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        status.message().to_owned()
+    };
+    assert!(refusal(day_range(None, "cohorts")).starts_with("cohorts is required"));
+    assert!(
+        refusal(day_range(Some(&range("2026-11-07", "2026-11-01")), "days"))
+            .contains("days ends (2026-11-01) before it starts (2026-11-07)")
+    );
+    assert!(
+        refusal(day_range(
+            Some(&range("2026-11-01", "2026-13-01")),
+            "starts"
+        ))
+        .starts_with("starts.last: \"2026-13-01\" is not a calendar date")
+    );
+
+    assert_eq!(reference_day(&None).unwrap(), None);
+    assert_eq!(reference_day(&Some(String::new())).unwrap(), None);
+    assert_eq!(
+        reference_day(&Some("2026-11-25".into())).unwrap(),
+        Some(behaviour::day_of_date(2026, 11, 25))
+    );
+    assert!(
+        reference_day(&Some("yesterday".into()))
+            .unwrap_err()
+            .message()
+            .starts_with("reference_date:")
+    );
+
+    assert_eq!(period(0).unwrap(), Period::Day);
+    assert_eq!(period(v1::Period::Week.into()).unwrap(), Period::Week);
+    assert_eq!(period(v1::Period::Month.into()).unwrap(), Period::Month);
+    assert_eq!(period(42).unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(frequency_measure(0).unwrap(), Measure::Days);
+    assert_eq!(
+        frequency_measure(v1::Measure::Times.into()).unwrap(),
+        Measure::Times
+    );
+    assert_eq!(
+        frequency_measure(7).unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(rate(1, 4), 0.25);
+    assert_eq!(rate(3, 0), 0.0);
+}

@@ -6,7 +6,8 @@ use std::time::Duration;
 use portrait_engine::{Database, TableSnapshot};
 use portrait_proto::v1::{
     self, analysis_service_client::AnalysisServiceClient,
-    catalog_service_client::CatalogServiceClient, query_service_client::QueryServiceClient,
+    behaviour_service_client::BehaviourServiceClient, catalog_service_client::CatalogServiceClient,
+    query_service_client::QueryServiceClient,
 };
 use portrait_server::Limits;
 use portrait_server::server::Bound;
@@ -75,6 +76,10 @@ impl Harness {
 
     pub fn analysis(&self) -> AnalysisServiceClient<Channel> {
         AnalysisServiceClient::new(self.channel.clone())
+    }
+
+    pub fn behaviour(&self) -> BehaviourServiceClient<Channel> {
+        BehaviourServiceClient::new(self.channel.clone())
     }
 
     pub fn catalog(&self) -> CatalogServiceClient<Channel> {

@@ -3,6 +3,7 @@
 //!
 //! The end-to-end tests of the real `portraitd` binary live in the workspace's `tests/` crate.
 
+mod behaviour;
 mod harness;
 mod platform;
 mod query;

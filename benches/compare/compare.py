@@ -1,0 +1,350 @@
+"""ClickHouse's side of the Portrait comparison, the answer check, and BENCHMARKS.md.
+
+Run by ``benches/compare.sh`` (see ``benches/compare/README.md``)::
+
+    compare.py --data DIR --portrait FILE.json --db DIR --report BENCHMARKS.md [...]
+
+1. Loads the Parquet files of ``DIR`` into chdb (ClickHouse in-process) in every modelling of
+   ``suite.MODELLINGS`` (fresh database directory each run), timing each and measuring its
+   size on disk (``system.parts``).
+2. Runs every query of the suite in each modelling that can answer it: one warm-up, then at
+   least ``--min-runs`` runs and about a second of them; median wall time of ``session.query``
+   (the result is parsed outside the timing). The query cache and the query-condition cache are
+   off, so every run does the work.
+3. Compares each modelling's answer with Portrait's (the JSON written by the ``compare`` Rust
+   binary). Any mismatch fails the run with a diff; the fastest matching modelling is reported.
+4. Writes the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import chdb
+from chdb import session as chs
+
+import suite
+from common import set_tags
+
+NO_CACHES = {
+    "use_query_cache": 0,
+    "use_query_condition_cache": 0,
+    "output_format_json_quote_64bit_integers": 0,
+    "output_format_json_quote_decimals": 1,
+}
+
+
+class Mismatch(Exception):
+    pass
+
+
+class ClickHouse:
+    def __init__(self, path: Path):
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        self.s = chs.Session(str(path))
+        for k, v in NO_CACHES.items():
+            self.s.query(f"SET {k} = {v}")
+        for k, v in NO_CACHES.items():
+            got = self.rows(f"SELECT getSetting('{k}')")[0][0]
+            if int(got) != v:
+                raise RuntimeError(f"setting {k} did not stick: {got}")
+
+    def run(self, sql: str):
+        return self.s.query(sql, "JSONCompact")
+
+    def rows(self, sql: str):
+        res = self.run(sql)
+        raw = res.bytes()
+        return json.loads(raw)["data"] if raw else []
+
+    def version(self) -> str:
+        return self.rows("SELECT version()")[0][0]
+
+    def sizes(self) -> dict[str, tuple[int, int]]:
+        return {
+            t: (int(b), int(r))
+            for t, b, r in self.rows(
+                "SELECT table, sum(bytes_on_disk), sum(rows) FROM system.parts "
+                "WHERE active AND database = currentDatabase() GROUP BY table"
+            )
+        }
+
+
+def measure(fn, min_runs: int):
+    """Warm-up, then >= min_runs runs and ~1 s; returns (last result, median s, runs)."""
+    out = fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_runs or (time.perf_counter() - start < 1.0 and len(times) < 2000):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return out, statistics.median(times), len(times)
+
+
+def load(ch: ClickHouse, data: Path) -> list[dict]:
+    results = []
+    for m in suite.MODELLINGS:
+        t = time.perf_counter()
+        for sql in m["load"](str(data)):
+            ch.run(sql)
+        secs = time.perf_counter() - t
+        sizes = ch.sizes()
+        size = sum(sizes.get(tb, (0, 0))[0] for tb in m["tables"])
+        results.append({"name": m["name"], "what": m["what"], "seconds": secs, "bytes": size,
+                        "tables": {tb: sizes.get(tb, (0, 0)) for tb in m["tables"]}})
+        print(f"loaded {m['name']:<8} in {secs:7.2f} s, {size / 2**20:8.1f} MiB", flush=True)
+    return results
+
+
+def run_queries(ch: ClickHouse, portrait: dict, min_runs: int) -> list[dict]:
+    out = []
+    for q in portrait["queries"]:
+        qid = q["id"]
+        variants = suite.QUERIES.get(qid)
+        if variants is None:
+            raise RuntimeError(f"no ClickHouse form for query {qid}")
+        expected = q["answer"]
+        row = {"id": qid, "title": q["title"], "modellings": {}, "pending": q.get("pending"),
+               "portrait": q}
+        for v in variants:
+            run = v["run"](q["params"])
+            result, secs, runs = measure(lambda: run(ch), min_runs)
+            answer = v["answer"](result, q["params"])
+            problems = v.get("check", suite.check_equal)(ch, answer, expected, q["params"])
+            if problems:
+                raise Mismatch(f"query {qid}, modelling {v['modelling']}: ClickHouse and "
+                               f"Portrait disagree:\n  " + "\n  ".join(problems))
+            row["modellings"][v["modelling"]] = {"seconds": secs, "runs": runs}
+            print(f"{qid:<14} {v['modelling']:<8} {fmt(secs):>10}  ({runs} runs) ok", flush=True)
+        best = min(row["modellings"].items(), key=lambda kv: kv[1]["seconds"])
+        row["best"] = {"modelling": best[0], **best[1]}
+        out.append(row)
+    return out
+
+
+def fmt(secs) -> str:
+    if secs is None:
+        return "—"
+    if secs < 1e-6:
+        return f"{secs * 1e9:.0f} ns"
+    if secs < 1e-3:
+        return f"{secs * 1e6:.1f} µs"
+    if secs < 1:
+        return f"{secs * 1e3:.2f} ms"
+    return f"{secs:.2f} s"
+
+
+def ratio(a, b) -> str:
+    if a is None or b is None or b == 0:
+        return "—"
+    r = a / b
+    return f"{r:,.0f}×" if r >= 10 else f"{r:.1f}×"
+
+
+def ns(t):
+    return None if not t else t["ns"] / 1e9
+
+
+def sh(cmd) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def machine() -> dict:
+    cpu = "?"
+    mem = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram": mem, "os": platform.platform()}
+
+
+def report(path: Path, args, portrait, ch_version, loads, rows, files):
+    m = machine()
+    repo = Path(__file__).resolve().parents[2]
+    commit = sh(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
+    dirty = sh(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"])
+    rustc = sh(["rustc", "--version"])
+    users = portrait["users"]
+    L = []
+    L.append("# Benchmarks: Portrait vs ClickHouse\n")
+    L.append(f"Generated by `{args.command}` on "
+             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. "
+             "Same data, same machine, same run; every answer checked (a mismatch fails the run).\n")
+    L.append("## Setup\n")
+    L.append(f"- **Machine**: {m['cpu']}, {m['cores']} cores, {m['ram']} RAM; {m['os']}. "
+             "The cores are shared with other work, so single numbers carry noise.")
+    L.append(f"- **ClickHouse**: chdb {chdb.__version__} (ClickHouse {ch_version}, in-process, "
+             "all cores), query cache and query-condition cache off.")
+    L.append(f"- **Portrait**: commit `{commit}`{' (uncommitted changes)' if dirty else ''}, "
+             f"{rustc}, release build; in-process = engine API in the runner; gRPC = "
+             "`portraitd` on loopback + `portrait-client`, one connection, sequential calls.")
+    L.append(f"- **Data**: {users:,} users (seed {portrait['seed']}), 9 attributes, 1,000 flag tags "
+             f"({portrait['load']['tag_memberships']:,} memberships), 10 event types × 30 days. "
+             "Parquet files: " + ", ".join(f"`{f['name']}` {f['rows']:,} rows / "
+                                           f"{f['bytes'] / 2**20:.0f} MiB" for f in files) + ".")
+    L.append("- **Timing**: median of ≥ 5 runs after one warm-up (more runs, up to ~1 s, for fast "
+             "queries); wall time around the call (ClickHouse: `session.query`, result in "
+             "JSONCompact; Portrait: the API call or the gRPC round trip, answer decoded).\n")
+
+    L.append("## Queries\n")
+    L.append("| query | ClickHouse best (modelling) | Portrait in-process | Portrait gRPC | "
+             "kernel limit | CH / gRPC | CH / in-process | in-process / kernel |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    grpc_ratios = []
+    for r in rows:
+        p = r["portrait"]
+        ch = r["best"]["seconds"]
+        ip, gr, k = ns(p["in_process"]), ns(p["grpc"]), ns(p["kernel"])
+        cell_ip = fmt(ip) if ip else f"pending {r['pending']}"
+        cell_gr = fmt(gr) if gr else f"pending {r['pending']}"
+        if gr:
+            grpc_ratios.append(ch / gr)
+        L.append(f"| {r['title']} | {fmt(ch)} ({r['best']['modelling']}) | {cell_ip} | {cell_gr} | "
+                 f"{fmt(k)} | {ratio(ch, gr)} | {ratio(ch, ip)} | {ratio(ip, k)} |")
+    pl = portrait["load"]
+    bm = sum(x["seconds"] for x in loads if x["name"] in ("bitmap", "events")) or None
+    L.append(f"| bulk load of the same data (see Loads) | {fmt(bm)} (bitmap + events) | "
+             f"{fmt(pl['seconds'])} | — | — | — | {ratio(bm, pl['seconds'])} | |")
+    if grpc_ratios:
+        L.append(f"\nOver the {len(grpc_ratios)} measured queries, ClickHouse's best / Portrait "
+                 f"over gRPC: median **{statistics.median(grpc_ratios):,.0f}×**, "
+                 f"minimum {min(grpc_ratios):,.1f}×.")
+    L.append("\nKernel limit: the bare CRoaring operation on the same operand bitmaps, loaded as "
+             "owned `croaring::Bitmap`s before timing (what each measures is listed below); "
+             "`in-process / kernel` is how far the engine is from it.\n")
+
+    L.append("### Every ClickHouse modelling\n")
+    names = []
+    for r in rows:
+        names += [n for n in r["modellings"] if n not in names]
+    L.append("| query | " + " | ".join(names) + " | Portrait's answer |")
+    L.append("|---|" + "---|" * (len(names) + 1))
+    for r in rows:
+        cells = [fmt(r["modellings"][n]["seconds"]) if n in r["modellings"] else "" for n in names]
+        L.append(f"| {r['id']} | " + " | ".join(cells) + f" | {summary(r['portrait'])} |")
+
+    L.append("\n### What each query is\n")
+    for r in rows:
+        p = r["portrait"]
+        params = json.dumps(p["params"], ensure_ascii=False)
+        if len(params) > 300:
+            params = params[:300] + "…"
+        note = f" Kernel: {p['kernel_note']}." if p.get("kernel_note") else ""
+        L.append(f"- **{r['id']}** — {r['title']}. `{params}`.{note}")
+    L.append("- Behaviour queries (retention, funnel, frequency): Portrait's in-process answers "
+             "equal an oracle computed naively from the generator (checked in the Rust runner), and "
+             "ClickHouse's equal Portrait's. "
+             + ("They have no gRPC methods yet, so their gRPC cells say *pending server*."
+                if any(r["pending"] == "server" for r in rows) else ""))
+
+    L.append("\n## Loads\n")
+    L.append("| system / modelling | what | load time | on disk |")
+    L.append("|---|---|---|---|")
+    L.append(f"| Portrait | users, attributes, 1,000 tags, events (`load::load`; generation "
+             f"included, {pl['generate_seconds']:.1f} s of it) | {fmt(pl['seconds'])} | "
+             f"{pl['bytes'] / 2**20:.0f} MiB |")
+    for x in loads:
+        L.append(f"| ClickHouse {x['name']} | {x['what']} | {fmt(x['seconds'])} | "
+                 f"{x['bytes'] / 2**20:.0f} MiB |")
+    L.append("\nClickHouse loads read the Parquet files; Portrait's load generates the same data in "
+             "process (the Parquet importer is another issue), so its time includes generation "
+             "and no Parquet decoding.\n")
+    path.write_text("\n".join(L) + "\n")
+
+
+def summary(p) -> str:
+    a = p["answer"]
+    if "count" in a and "fnv" not in a:
+        return f"{a['count']:,}"
+    if "member" in a:
+        return str(a["member"]).lower()
+    if "fnv" in a:
+        return f"{a['count']:,} keys"
+    if "rows" in a:
+        return f"{len(a['rows'])} rows"
+    if "buckets" in a:
+        return "/".join(str(b[2]) for b in a["buckets"])
+    if "keys" in a:
+        return f"{len(a['keys'])} keys"
+    if "counts" in a:
+        return "/".join(map(str, a["counts"]))
+    if "reached" in a:
+        return "/".join(map(str, a["reached"]))
+    if "histogram" in a:
+        return f"{sum(a['histogram']):,} users"
+    if isinstance(a, list):
+        return f"{len(a)} portraits"
+    if "tags" in a:
+        return f"{len(a['tags'])} tags"
+    return ""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="directory of the Parquet files")
+    ap.add_argument("--portrait", type=Path, required=True, help="JSON of the Rust runner")
+    ap.add_argument("--db", type=Path, required=True, help="chdb database directory (recreated)")
+    ap.add_argument("--report", type=Path, help="write BENCHMARKS.md here")
+    ap.add_argument("--json", type=Path, help="write ClickHouse's times here")
+    ap.add_argument("--min-runs", type=int, default=5)
+    ap.add_argument("--command", default="benches/compare.sh", help="command shown in the report")
+    args = ap.parse_args()
+
+    args.data = args.data.resolve()
+    portrait = json.loads(args.portrait.read_text())
+    files = []
+    for name in ("users.parquet", "tags.parquet", "events.parquet"):
+        f = args.data / name
+        if not f.exists():
+            sys.exit(f"{f} is missing: generate it with gen-parquet")
+        files.append({"name": name, "bytes": f.stat().st_size, "rows": 0})
+    ch = ClickHouse(args.db)
+    for f in files:
+        f["rows"] = ch.rows(f"SELECT count() FROM file('{args.data / f['name']}')")[0][0]
+    if files[0]["rows"] != portrait["users"]:
+        sys.exit(f"users.parquet has {files[0]['rows']} rows, Portrait loaded {portrait['users']} "
+                 "users: different data sets")
+    columns = [r[0] for r in ch.rows(f"DESCRIBE file('{args.data}/users.parquet')") if r[1] == "Bool"]
+    set_tags(columns)
+    version = ch.version()
+    print(f"chdb {chdb.__version__}, ClickHouse {version}", flush=True)
+    loads = load(ch, args.data)
+    try:
+        rows = run_queries(ch, portrait, max(5, args.min_runs))
+    except Mismatch as e:
+        print(f"\nFAILED: {e}", file=sys.stderr)
+        sys.exit(1)
+    if args.json:
+        args.json.write_text(json.dumps({"clickhouse": version, "loads": loads,
+                                         "queries": [{k: v for k, v in r.items() if k != "portrait"}
+                                                     for r in rows]}, indent=1))
+    if args.report:
+        report(args.report, args, portrait, version, loads, rows, files)
+        print(f"wrote {args.report}")
+
+
+if __name__ == "__main__":
+    main()
