@@ -13,6 +13,7 @@ use portrait_proto::v1::admin_service_client::AdminServiceClient;
 use portrait_proto::v1::analysis_service_client::AnalysisServiceClient;
 use portrait_proto::v1::behaviour_service_client::BehaviourServiceClient;
 use portrait_proto::v1::catalog_service_client::CatalogServiceClient;
+use portrait_proto::v1::ingest_service_client::IngestServiceClient;
 use portrait_proto::v1::query_service_client::QueryServiceClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Response, Status};
@@ -91,6 +92,13 @@ impl Client {
     pub(crate) fn analysis_stub(&self) -> AnalysisServiceClient<Channel> {
         let size = self.config.max_message_size;
         AnalysisServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(size)
+            .max_encoding_message_size(size)
+    }
+
+    pub(crate) fn ingest_stub(&self) -> IngestServiceClient<Channel> {
+        let size = self.config.max_message_size;
+        IngestServiceClient::new(self.channel.clone())
             .max_decoding_message_size(size)
             .max_encoding_message_size(size)
     }

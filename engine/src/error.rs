@@ -61,6 +61,22 @@ pub enum Error {
     #[error("{0}")]
     Parse(#[from] crate::expr::ParseError),
 
+    /// Class [`ErrorClass::BadInput`]: a file being imported cannot be loaded: malformed, of
+    /// the wrong shape, or (unless bad rows are skipped) holding a row that does not fit.
+    #[error("{}{}: {reason}", path.display(), row.map(|r| format!(", row {r}")).unwrap_or_default())]
+    Import {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based data row (a CSV header is not a row), when one row is at fault.
+        row: Option<u64>,
+        /// What is wrong, naming the column or field involved.
+        reason: String,
+    },
+
+    /// Class [`ErrorClass::BadInput`]: the request needs something this build does not offer.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
     /// Class [`ErrorClass::NotFound`]: no such table.
     #[error("table `{0}` not found")]
     TableNotFound(String),
@@ -154,7 +170,9 @@ impl Error {
             Error::InvalidArgument(_)
             | Error::InvalidName { .. }
             | Error::KindMismatch { .. }
-            | Error::Parse(_) => ErrorClass::BadInput,
+            | Error::Parse(_)
+            | Error::Import { .. }
+            | Error::Unsupported(_) => ErrorClass::BadInput,
             Error::TableNotFound(_)
             | Error::FieldNotFound { .. }
             | Error::VersionNotFound { .. }

@@ -38,6 +38,8 @@ mod db;
 mod error;
 pub mod expr;
 pub mod ids;
+#[cfg(feature = "import")]
+pub mod import;
 pub mod query;
 pub mod storage;
 

@@ -9,7 +9,8 @@
 //! - a client per service, e.g. [`v1::query_service_client::QueryServiceClient`];
 //! - a server trait per service, e.g. [`v1::query_service_server::QueryService`].
 //!
-//! The services are `CatalogService`, `QueryService`, `AnalysisService` and `AdminService`. The
+//! The services are `CatalogService`, `QueryService`, `AnalysisService`, `BehaviourService` and
+//! `AdminService` (`portrait.proto`), and `IngestService` (`ingest.proto`). The
 //! rules for evolving `v1` without breaking deployed clients are in `proto/README.md`.
 //!
 //! ```

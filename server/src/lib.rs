@@ -7,14 +7,14 @@
 //!
 //! ```text
 //! TCP ─▶ observe (request id, method, duration, status log)
-//!     ─▶ tonic router ─▶ service::{catalog, query, analysis, behaviour, admin}   thin handlers
+//!     ─▶ tonic router ─▶ service::{catalog, query, analysis, behaviour, admin, ingest}   thin handlers
 //!            convert    proto request  ─▶ engine types  (expressions, literals, keys)
 //!            call       engine work on tokio's blocking pool, deadline- and cancel-aware
 //!            convert    engine result  ─▶ proto response
 //!            status     engine Error   ─▶ tonic::Status (the one mapping)
 //! ```
 //!
-//! Next to the five Portrait services the server offers `grpc.health.v1` and gRPC server
+//! Next to the six Portrait services the server offers `grpc.health.v1` and gRPC server
 //! reflection (v1 and v1alpha), so generic tools can discover and call the API.
 //!
 //! - [`config`]: the settings, from a TOML file, `PORTRAIT_*` environment variables and flags.

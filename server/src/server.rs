@@ -1,6 +1,6 @@
 //! Building the gRPC server and running it until SIGINT/SIGTERM.
 //!
-//! Served on one address: the five `portrait.v1` services, `grpc.health.v1.Health` and server
+//! Served on one address: the six `portrait.v1` services, `grpc.health.v1.Health` and server
 //! reflection (`grpc.reflection.v1` and, for older tools, `v1alpha`). Every service has explicit
 //! maximum decoding and encoding message sizes ([`Config::max_message_bytes`]).
 //!
@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use portrait_proto::v1::{
     admin_service_server::AdminServiceServer, analysis_service_server::AnalysisServiceServer,
     behaviour_service_server::BehaviourServiceServer, catalog_service_server::CatalogServiceServer,
-    query_service_server::QueryServiceServer,
+    ingest_service_server::IngestServiceServer, query_service_server::QueryServiceServer,
 };
 use tokio::sync::watch;
 use tonic::transport::Server;
@@ -31,15 +31,17 @@ use crate::service::admin::AdminApi;
 use crate::service::analysis::AnalysisApi;
 use crate::service::behaviour::BehaviourApi;
 use crate::service::catalog::CatalogApi;
+use crate::service::ingest::IngestApi;
 use crate::service::query::QueryApi;
 
 /// Fully qualified names of the Portrait services, as the health service knows them.
-pub const SERVICE_NAMES: [&str; 5] = [
+pub const SERVICE_NAMES: [&str; 6] = [
     "portrait.v1.CatalogService",
     "portrait.v1.QueryService",
     "portrait.v1.AnalysisService",
     "portrait.v1.BehaviourService",
     "portrait.v1.AdminService",
+    "portrait.v1.IngestService",
 ];
 
 /// A bound, not yet running server.
@@ -118,6 +120,11 @@ impl Bound {
             )
             .add_service(
                 AdminServiceServer::new(AdminApi::new(state.clone()))
+                    .max_decoding_message_size(m)
+                    .max_encoding_message_size(m),
+            )
+            .add_service(
+                IngestServiceServer::new(IngestApi::new(state.clone()))
                     .max_decoding_message_size(m)
                     .max_encoding_message_size(m),
             )
@@ -203,6 +210,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("opening the database")?
         .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
     let db = Arc::new(db);
+    // Uploads spilled by loads that were running when the process last stopped.
+    let _ = std::fs::remove_dir_all(crate::service::ingest::spill_dir(&config.data_dir));
     tracing::info!(data_dir = %config.data_dir.display(), tables = ?db.tables(), "database open");
     if config.demo {
         let db = db.clone();

@@ -14,6 +14,7 @@
 //! - [`limits`]: oversized requests;
 //! - [`deadline`]: deadlines that expire;
 //! - [`restart`]: a server restart while a client keeps calling (its own server);
+//! - [`ingest`]: `portrait load` of CSV and Parquet files, versions (its own server);
 //! - [`reflection`]: gRPC server reflection.
 //!
 //! The harness (binaries, the `Server` guard) is the library of this crate, `tests/src/lib.rs`.
@@ -25,6 +26,7 @@ mod cli;
 mod deadline;
 mod errors;
 mod fixture;
+mod ingest;
 mod limits;
 mod query;
 mod reflection;

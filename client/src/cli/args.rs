@@ -296,6 +296,24 @@ pub enum Command {
 
     /// Client and server versions.
     Version,
+
+    /// Load CSV, TSV or Parquet files as a new version of their fields.
+    #[command(disable_version_flag = true)]
+    Load(super::load::LoadArgs),
+
+    /// List the kept versions of a field (label, time, users, size).
+    Versions {
+        /// Full path of the field.
+        path: String,
+    },
+
+    /// Drop one version of a field.
+    DropVersion {
+        /// Full path of the field.
+        path: String,
+        /// The version label.
+        label: String,
+    },
 }
 
 impl Command {
@@ -321,7 +339,10 @@ impl Command {
             | Command::Portrait { .. }
             | Command::Overlap { .. }
             | Command::Stats
-            | Command::Version => None,
+            | Command::Version
+            | Command::Load(_)
+            | Command::Versions { .. }
+            | Command::DropVersion { .. } => None,
         }
     }
 }

@@ -3,7 +3,8 @@
 //! - [`args`] parses the command line (clap derive);
 //! - [`run`] turns a parsed command into client calls;
 //! - [`output`] renders results as aligned tables or JSON;
-//! - [`progress`] draws a counter on stderr during long exports.
+//! - [`progress`] draws a counter on stderr during long exports;
+//! - [`load`] runs `portrait load`, `versions` and `drop-version`.
 //!
 //! Exit codes: 0 on success, 2 on a usage error (reported by clap), 1 on any other error.
 //! Results go to stdout, errors and progress to stderr.
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 pub mod args;
+pub mod load;
 pub mod output;
 pub mod progress;
 pub mod run;

@@ -294,6 +294,13 @@ async fn execute(client: &Client, command: &Command, printer: &mut Printer) -> a
                 .at(snapshot)
                 .await?,
         },
+        Command::Load(args) => return super::load::load(client, args, printer.json).await,
+        Command::Versions { path } => {
+            return super::load::versions(client, path, printer.json).await;
+        }
+        Command::DropVersion { path, label } => {
+            return super::load::drop_version(client, path, label, printer.json).await;
+        }
         Command::Stats => Report::Stats(client.stats().await?),
         Command::Version => Report::Version {
             client: env!("CARGO_PKG_VERSION").to_owned(),

@@ -17,6 +17,7 @@ mod admin;
 mod analysis;
 mod behaviour;
 mod catalog;
+mod ingest;
 mod members;
 mod query;
 
@@ -24,6 +25,7 @@ pub use admin::{Stats, Version};
 pub use analysis::{Aggregate, Distribution, Explain, Group, Overlap, OverlapMatrix, Sample, Top};
 pub use behaviour::{Active, Frequency, Funnel, Retention};
 pub use catalog::{CreateTable, DropTable, GetField, ListFields, ListTables, Tree};
+pub use ingest::{DropVersion, LOAD_CHUNK_BYTES, ListVersions, Load, LoadFormat, LoadPath};
 pub use members::{MemberStream, Members};
 pub use query::{BatchPortrait, Contains, Count, GetPortrait};
 

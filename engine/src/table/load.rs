@@ -164,6 +164,55 @@ impl<'t> Load<'t> {
         self.new_keys.get_or_push(key)
     }
 
+    /// The ids of `keys` in order, assigning new ids (visible after commit) to new users: what
+    /// [`Load::user`] does for each key, with the lookups in the table's dictionary batched so
+    /// that their cache misses overlap.
+    pub fn users_many(&mut self, keys: &[KeyRef<'_>], out: &mut Vec<u32>) -> Result<()> {
+        out.clear();
+        out.reserve(keys.len());
+        let mut found = Vec::with_capacity(keys.len());
+        self.base
+            .dict
+            .get()?
+            .read()
+            .get_many(keys.iter().copied(), &mut found);
+        let known = self.base.users();
+        for (&key, id) in keys.iter().zip(found) {
+            out.push(match id {
+                Some(id) if id < known => id,
+                _ => self.new_keys.get_or_push(key)?,
+            });
+        }
+        Ok(())
+    }
+
+    #[cfg(feature = "import")]
+    /// The paths of the fields declared so far.
+    pub(crate) fn declared_paths(&self) -> Vec<String> {
+        self.fields.iter().map(|f| f.spec.path.clone()).collect()
+    }
+
+    #[cfg(feature = "import")]
+    /// The kind of field `path` in the table's catalog, if it exists.
+    pub(crate) fn catalog_kind(&self, path: &str) -> Option<FieldKind> {
+        self.base
+            .fields()
+            .find(|m| m.spec.path == path)
+            .map(|m| m.spec.kind)
+    }
+
+    #[cfg(feature = "import")]
+    /// The day (in the table's time zone) instant `ms` falls on.
+    pub(crate) fn day_of_ms(&self, ms: i64) -> i32 {
+        crate::behaviour::day_of_ms(ms, self.base.utc_offset_minutes())
+    }
+
+    #[cfg(feature = "import")]
+    /// How the table's keys are typed.
+    pub(crate) fn key_kind(&self) -> crate::ids::KeyKind {
+        self.base.key_kind()
+    }
+
     /// Users known to the table once this load commits.
     pub fn users(&self) -> u32 {
         self.new_keys.end()
@@ -346,6 +395,53 @@ impl<'t> Load<'t> {
                     kind.name()
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// Adds `(id, i)` pairs to the enum or set `field`, meaning "user `id` has value
+    /// `values[i]`": the batched form of [`Load::value_id`] with [`Value::Str`], which looks each
+    /// distinct value up once per call instead of once per pair.
+    pub fn value_codes(
+        &mut self,
+        field: LoadField,
+        values: &[impl AsRef<str>],
+        pairs: &[(u32, u32)],
+    ) -> Result<()> {
+        if let Some(&(id, _)) = pairs.iter().max_by_key(|p| p.0) {
+            self.check_id(id)?;
+        }
+        let f = self.staged(field)?;
+        let Staged::Values {
+            codes,
+            pairs: staged,
+        } = &mut f.data
+        else {
+            return Err(mismatch(&f.spec, "an enum or a set"));
+        };
+        let mut remap = vec![None; values.len()];
+        staged.reserve(pairs.len());
+        for &(id, i) in pairs {
+            let slot = remap.get_mut(i as usize).ok_or_else(|| {
+                Error::InvalidArgument(format!("value index {i} of {} values", values.len()))
+            })?;
+            let code = match *slot {
+                Some(c) => c,
+                None => {
+                    let s = values[i as usize].as_ref();
+                    let c = match codes.get(s) {
+                        Some(&c) => c,
+                        None => {
+                            let c = codes.len() as u32;
+                            codes.insert(s.to_owned(), c);
+                            c
+                        }
+                    };
+                    *slot = Some(c);
+                    c
+                }
+            };
+            staged.push((id, code));
         }
         Ok(())
     }

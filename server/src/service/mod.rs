@@ -1,5 +1,5 @@
 //! The gRPC services, one file each: [`catalog`], [`query`], [`analysis`], [`behaviour`],
-//! [`admin`].
+//! [`admin`], [`ingest`].
 //!
 //! Handlers stay thin: take the request apart, run the engine work on the blocking pool with
 //! [`crate::call::run_blocking`], convert the result with [`crate::convert`]. Engine errors become
@@ -9,6 +9,7 @@ pub mod admin;
 pub mod analysis;
 pub mod behaviour;
 pub mod catalog;
+pub mod ingest;
 pub mod query;
 
 use std::collections::HashSet;

@@ -1,0 +1,223 @@
+//! Events files: `(key, event, timestamp or day[, count])` rows.
+//!
+//! The `when` column is a Parquet DATE (a day) or TIMESTAMP/INT96 (a point in time), or text:
+//! `YYYY-MM-DD` is a day, a date and time is a point in time. Plain integers are days since
+//! 1970-01-01 when the column is named `day`, Unix milliseconds otherwise. `count` (optional,
+//! default 1) is a non-negative integer.
+
+use std::collections::HashMap;
+
+use super::infer::{self, When};
+use super::keys::{self, KeyScratch, NO_ID};
+use super::mapping::MappedKind;
+use super::source::{Batch, Cell, ColumnInfo, Source, SourceType, Unit};
+use super::{BATCH_ROWS, Ctx};
+use crate::catalog::{FieldKind, validate_path};
+use crate::error::Result;
+use crate::table::{Load, LoadField};
+
+/// The event fields of one import, over all its files.
+#[derive(Debug, Default)]
+pub(crate) struct Events {
+    /// Per event name: its field, or `None` when the mapping skips it.
+    fields: HashMap<String, Option<LoadField>>,
+}
+
+struct Layout {
+    event: usize,
+    when: usize,
+    count: Option<usize>,
+    /// Plain integers in `when` are days.
+    int_days: bool,
+    when_unit: Unit,
+}
+
+fn layout(columns: &[ColumnInfo], key: usize, ctx: &Ctx<'_, '_>) -> Result<Layout> {
+    let find = |names: &[&str]| {
+        columns
+            .iter()
+            .position(|c| names.iter().any(|n| c.name.eq_ignore_ascii_case(n)))
+    };
+    let rest: Vec<usize> = (0..columns.len()).filter(|&i| i != key).collect();
+    let event = find(&["event"]).or(rest.first().copied());
+    let when = find(&["timestamp", "time", "ts", "day", "date"]).or(rest.get(1).copied());
+    let count = find(&["count"]).or(rest.get(2).copied());
+    let (Some(event), Some(when)) = (event, when) else {
+        return Err(ctx.error(
+            None,
+            "an events file has a key, an event and a timestamp or day column (and optionally a count)",
+        ));
+    };
+    if rest.len() > 3 {
+        return Err(ctx.error(
+            None,
+            format!(
+                "an events file has at most 4 columns, this one has {}",
+                columns.len()
+            ),
+        ));
+    }
+    for (i, what, ok) in [
+        (event, "event names", columns[event].ty == SourceType::Text),
+        (
+            when,
+            "timestamps or days",
+            matches!(columns[when].ty, SourceType::Text | SourceType::Int(_)),
+        ),
+    ] {
+        if !ok {
+            return Err(ctx.error(
+                None,
+                format!(
+                    "column `{}` must hold {what}, not {} values",
+                    columns[i].name,
+                    columns[i].ty.name()
+                ),
+            ));
+        }
+    }
+    Ok(Layout {
+        event,
+        when,
+        count,
+        int_days: columns[when].name.eq_ignore_ascii_case("day"),
+        when_unit: match columns[when].ty {
+            SourceType::Int(u) => u,
+            _ => Unit::Plain,
+        },
+    })
+}
+
+impl Events {
+    /// Reads one events file.
+    pub(crate) fn import(
+        &mut self,
+        load: &mut Load<'_>,
+        src: &mut dyn Source,
+        ctx: &mut Ctx<'_, '_>,
+    ) -> Result<()> {
+        let columns = src.columns().to_vec();
+        let key = ctx.key_column(&columns)?;
+        let l = layout(&columns, key, ctx)?;
+        let mut wanted = vec![false; columns.len()];
+        for i in [Some(key), Some(l.event), Some(l.when), l.count]
+            .into_iter()
+            .flatten()
+        {
+            wanted[i] = true;
+        }
+        let mut batch = Batch::default();
+        let mut scratch = KeyScratch::default();
+        let mut ids = Vec::new();
+        let mut any = false;
+        while src.next(&wanted, BATCH_ROWS, &mut batch, ctx.bad)? {
+            any = true;
+            keys::resolve(load, &batch, key, ctx, &mut scratch, &mut ids)?;
+            self.rows_of(load, &batch, &ids, &l, ctx)?;
+            ctx.advance(batch.len(), src)?;
+        }
+        if !any {
+            return Err(ctx.error(None, "the file has no data rows"));
+        }
+        Ok(())
+    }
+
+    fn rows_of(
+        &mut self,
+        load: &mut Load<'_>,
+        batch: &Batch,
+        ids: &[u32],
+        l: &Layout,
+        ctx: &mut Ctx<'_, '_>,
+    ) -> Result<()> {
+        for (r, &id) in ids.iter().enumerate() {
+            if id == NO_ID {
+                continue;
+            }
+            let row = batch.rows[r];
+            let Cell::Text(name) = batch.cols[l.event].cell(r) else {
+                ctx.bad
+                    .report(row, "missing event", "the event name is empty")?;
+                continue;
+            };
+            let Ok(name) = std::str::from_utf8(name) else {
+                ctx.bad
+                    .report(row, "invalid event", "the event name is not valid UTF-8")?;
+                continue;
+            };
+            let when = match batch.cols[l.when].cell(r) {
+                Cell::Int(x) => match l.when_unit {
+                    Unit::Days => i32::try_from(x).ok().map(When::Day),
+                    Unit::Millis => Some(When::Ms(x)),
+                    _ if l.int_days => i32::try_from(x).ok().map(When::Day),
+                    _ => Some(When::Ms(x)),
+                },
+                Cell::Text(t) => infer::parse_when(t),
+                _ => None,
+            };
+            let Some(when) = when else {
+                ctx.bad
+                    .report(row, "invalid time", "not a day or a timestamp")?;
+                continue;
+            };
+            let day = match when {
+                When::Day(d) => d,
+                When::Ms(ms) => load.day_of_ms(ms),
+            };
+            let count = match l.count.map(|c| batch.cols[c].cell(r)) {
+                None | Some(Cell::Null) => Some(1),
+                Some(Cell::Int(x)) => u32::try_from(x).ok(),
+                Some(Cell::Text(t)) => std::str::from_utf8(t).ok().and_then(|s| s.parse().ok()),
+                Some(_) => None,
+            };
+            let Some(count) = count else {
+                ctx.bad
+                    .report(row, "invalid count", "not a count from 0 to 4294967295")?;
+                continue;
+            };
+            let field = match self.fields.get(name) {
+                Some(f) => *f,
+                None => {
+                    let mapping = &ctx.options.mapping;
+                    let field = if mapping.skips(name) {
+                        None
+                    } else {
+                        let path = mapping.path_of(name);
+                        if validate_path(&path).is_err() {
+                            ctx.bad.report(
+                                row,
+                                "invalid field path",
+                                format!(
+                                    "`{name}` does not make a valid field path; rename it in the mapping"
+                                ),
+                            )?;
+                            continue;
+                        }
+                        if let Some(f) = mapping.get(name)
+                            && !matches!(f.kind(name)?, None | Some(MappedKind::Event))
+                        {
+                            return Err(ctx.error(
+                                Some(row),
+                                format!("event `{name}` is mapped to another kind"),
+                            ));
+                        }
+                        Some(load.field(mapping.spec(name, FieldKind::Event))?)
+                    };
+                    self.fields.insert(name.to_owned(), field);
+                    field
+                }
+            };
+            if let Some(field) = field
+                && let Err(e) = load.event_id(field, id, day, count)
+            {
+                match e {
+                    crate::Error::InvalidArgument(why) => {
+                        ctx.bad.report(row, "invalid day", why)?
+                    }
+                    other => return Err(other),
+                }
+            }
+        }
+        Ok(())
+    }
+}

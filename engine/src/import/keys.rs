@@ -1,0 +1,114 @@
+//! The key column of a batch to user ids, a batch at a time.
+
+use super::source::{Batch, Cell, Col};
+use super::{Ctx, import_error};
+use crate::error::Result;
+use crate::ids::{KeyKind, KeyRef};
+use crate::table::Load;
+
+/// Marks a row whose key is unusable.
+pub(crate) const NO_ID: u32 = u32::MAX;
+
+/// Reusable buffers of [`resolve`].
+#[derive(Debug, Default)]
+pub(crate) struct KeyScratch {
+    /// Decimal renderings of integer keys of a string-keyed table.
+    text: String,
+    ends: Vec<usize>,
+    uniq_ids: Vec<u32>,
+    slots: Vec<u32>,
+}
+
+/// The id of every row of `batch` (by the key column `col`) into `ids`; [`NO_ID`] for rows whose
+/// key is missing or invalid, which are reported to `ctx`'s bad-row accounting. Consecutive
+/// rows with the same key are looked up once.
+pub(crate) fn resolve(
+    load: &mut Load<'_>,
+    batch: &Batch,
+    col: usize,
+    ctx: &mut Ctx<'_, '_>,
+    scratch: &mut KeyScratch,
+    ids: &mut Vec<u32>,
+) -> Result<()> {
+    let key_col: &Col = &batch.cols[col];
+    let kind = load.key_kind();
+    let n = batch.len();
+    // Integer keys of a string-keyed table are rendered in decimal first, so that the key
+    // references below can borrow them.
+    scratch.text.clear();
+    scratch.ends.clear();
+    if kind == KeyKind::Str {
+        for i in 0..n {
+            if let Cell::Int(v) = key_col.cell(i) {
+                use std::fmt::Write as _;
+                let _ = write!(scratch.text, "{v}");
+            }
+            scratch.ends.push(scratch.text.len());
+        }
+    }
+    let mut uniq: Vec<KeyRef<'_>> = Vec::with_capacity(n / 2 + 1);
+    scratch.slots.clear();
+    let mut last: Option<Cell<'_>> = None;
+    for i in 0..n {
+        let cell = key_col.cell(i);
+        let previous = scratch.slots.last().copied().unwrap_or(NO_ID);
+        if last == Some(cell) && previous != NO_ID {
+            scratch.slots.push(previous);
+            continue;
+        }
+        last = Some(cell);
+        let key = match (kind, cell) {
+            (_, Cell::Null) => Err("missing key".to_owned()),
+            (KeyKind::Str, Cell::Text(b)) => std::str::from_utf8(b)
+                .map(KeyRef::Str)
+                .map_err(|_| "key is not valid UTF-8".to_owned()),
+            (KeyKind::Str, Cell::Int(_)) => {
+                let start = if i == 0 { 0 } else { scratch.ends[i - 1] };
+                Ok(KeyRef::Str(&scratch.text[start..scratch.ends[i]]))
+            }
+            (KeyKind::U64, Cell::Int(v)) => u64::try_from(v)
+                .map(KeyRef::U64)
+                .map_err(|_| format!("key {v} is negative")),
+            (KeyKind::U64, Cell::Text(b)) => std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(KeyRef::U64)
+                .ok_or_else(|| {
+                    format!(
+                        "key `{}` is not an unsigned integer (the table's keys are)",
+                        String::from_utf8_lossy(b)
+                    )
+                }),
+            (_, other) => Err(format!("a key cannot be {other:?}")),
+        };
+        match key {
+            Ok(k) => {
+                scratch.slots.push(uniq.len() as u32);
+                uniq.push(k);
+            }
+            Err(reason) => {
+                scratch.slots.push(NO_ID);
+                let category = if reason.starts_with("missing") {
+                    "missing key"
+                } else {
+                    "invalid key"
+                };
+                ctx.bad.report(batch.rows[i], category, reason)?;
+            }
+        }
+    }
+    load.users_many(&uniq, &mut scratch.uniq_ids)
+        .map_err(|e| match e {
+            crate::Error::InvalidArgument(m) => import_error(ctx.path, None, m),
+            other => other,
+        })?;
+    ids.clear();
+    ids.extend(scratch.slots.iter().map(|&s| {
+        if s == NO_ID {
+            NO_ID
+        } else {
+            scratch.uniq_ids[s as usize]
+        }
+    }));
+    Ok(())
+}

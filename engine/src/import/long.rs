@@ -1,0 +1,389 @@
+//! Long files: `(key, tag)` rows make flags; `(key, field, value)` rows make values.
+
+use std::collections::{HashMap, HashSet};
+
+use super::infer::{Inferred, infer_text};
+use super::keys::{self, KeyScratch, NO_ID};
+use super::mapping::MappedKind;
+use super::sink::{self, Sink};
+use super::source::{Batch, Cell, ColumnInfo, Source, SourceType, Unit};
+use super::{BATCH_ROWS, Ctx, LONG_SAMPLE};
+use crate::catalog::{FieldKind, validate_path};
+use crate::error::Result;
+use crate::table::Load;
+
+/// The columns of a long file besides the key: `(tag)` or `(field, value)`.
+enum Layout {
+    Tags { tag: usize },
+    Values { field: usize, value: usize },
+}
+
+fn layout(columns: &[ColumnInfo], key: usize, ctx: &Ctx<'_, '_>) -> Result<Layout> {
+    let find = |name: &str| {
+        columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(name))
+            .filter(|&i| i != key)
+    };
+    if let Some(tag) = find("tag") {
+        return Ok(Layout::Tags { tag });
+    }
+    if let (Some(field), Some(value)) = (find("field"), find("value")) {
+        return Ok(Layout::Values { field, value });
+    }
+    let rest: Vec<usize> = (0..columns.len()).filter(|&i| i != key).collect();
+    match rest[..] {
+        [tag] => Ok(Layout::Tags { tag }),
+        [field, value] => Ok(Layout::Values { field, value }),
+        _ => Err(ctx.error(
+            None,
+            format!(
+                "a long file has a key column and either a tag column or a field and a value \
+                 column; this one has {} columns besides the key",
+                rest.len()
+            ),
+        )),
+    }
+}
+
+/// Imports one long file into `load`.
+pub(crate) fn import(
+    load: &mut Load<'_>,
+    src: &mut dyn Source,
+    ctx: &mut Ctx<'_, '_>,
+) -> Result<()> {
+    let columns = src.columns().to_vec();
+    let key = ctx.key_column(&columns)?;
+    let layout = layout(&columns, key, ctx)?;
+    let names = match layout {
+        Layout::Tags { tag } => tag,
+        Layout::Values { field, .. } => field,
+    };
+    if columns[names].ty != SourceType::Text {
+        return Err(ctx.error(
+            None,
+            format!(
+                "column `{}` must hold strings (field names), not {} values",
+                columns[names].name,
+                columns[names].ty.name()
+            ),
+        ));
+    }
+    let mut wanted = vec![false; columns.len()];
+    wanted[key] = true;
+    wanted[names] = true;
+    if let Layout::Values { value, .. } = layout {
+        if let SourceType::Unsupported(why) = &columns[value].ty {
+            return Err(ctx.error(
+                None,
+                format!(
+                    "column `{}` is {why}, which cannot hold values",
+                    columns[value].name
+                ),
+            ));
+        }
+        wanted[value] = true;
+    }
+    let mut fields = Fields::new(&columns, &layout);
+    let mut batch = Batch::default();
+    let mut scratch = KeyScratch::default();
+    let mut ids = Vec::new();
+    let mut any = false;
+    while src.next(&wanted, BATCH_ROWS, &mut batch, ctx.bad)? {
+        any = true;
+        keys::resolve(load, &batch, key, ctx, &mut scratch, &mut ids)?;
+        match layout {
+            Layout::Tags { tag } => fields.tags(load, &batch, &ids, tag, ctx)?,
+            Layout::Values { field, value } => {
+                fields.values(load, &batch, &ids, field, value, ctx)?
+            }
+        }
+        fields.flush(load)?;
+        ctx.advance(batch.len(), src)?;
+    }
+    if !any {
+        return Err(ctx.error(None, "the file has no data rows"));
+    }
+    fields.finish(load, ctx)
+}
+
+enum State {
+    Skipped,
+    /// Values waiting for the field's kind to be decided: `(id, row, text)`.
+    Pending(Vec<(u32, u64, Vec<u8>)>),
+    Ready(Box<Sink>),
+}
+
+struct Fields {
+    value_type: SourceType,
+    value_unit: Unit,
+    by_name: HashMap<Vec<u8>, usize>,
+    names: Vec<String>,
+    states: Vec<State>,
+    /// The last name seen and its index: rows of one name usually come together.
+    last: Option<(Vec<u8>, usize)>,
+}
+
+impl Fields {
+    fn new(columns: &[ColumnInfo], layout: &Layout) -> Self {
+        let value_type = match layout {
+            Layout::Tags { .. } => SourceType::Bool,
+            Layout::Values { value, .. } => columns[*value].ty.clone(),
+        };
+        let value_unit = match value_type {
+            SourceType::Int(u) => u,
+            _ => Unit::Plain,
+        };
+        Self {
+            value_type,
+            value_unit,
+            by_name: HashMap::new(),
+            names: Vec::new(),
+            states: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// The index of the field named `name`, declaring it on first sight; `Err(reason)` if the
+    /// name cannot be a field (a bad row).
+    fn index(
+        &mut self,
+        load: &mut Load<'_>,
+        name: &[u8],
+        tags: bool,
+        ctx: &Ctx<'_, '_>,
+    ) -> Result<std::result::Result<usize, (String, String)>> {
+        if let Some((n, i)) = &self.last
+            && n == name
+        {
+            return Ok(Ok(*i));
+        }
+        if let Some(&i) = self.by_name.get(name) {
+            self.last = Some((name.to_vec(), i));
+            return Ok(Ok(i));
+        }
+        let Ok(text) = std::str::from_utf8(name) else {
+            return Ok(Err(("invalid name".into(), "not valid UTF-8".into())));
+        };
+        let mapping = &ctx.options.mapping;
+        let path = mapping.path_of(text);
+        let state = if mapping.skips(text) {
+            State::Skipped
+        } else {
+            if validate_path(&path).is_err() {
+                return Ok(Err((
+                    "invalid field path".into(),
+                    format!("`{text}` does not make a valid field path; rename it in the mapping"),
+                )));
+            }
+            let mapped = match mapping.get(text).map(|f| f.kind(text)).transpose()? {
+                Some(Some(MappedKind::Field(k))) => Some(k),
+                Some(Some(MappedKind::Event)) => {
+                    return Err(ctx.error(
+                        None,
+                        format!("`{text}` is mapped to events; load events with the events shape"),
+                    ));
+                }
+                _ => None,
+            };
+            let kind = if tags {
+                Some(FieldKind::Flag)
+            } else {
+                mapped
+                    .or_else(|| load.catalog_kind(&path))
+                    .or_else(|| sink::natural_kind(&self.value_type, ctx.options.float_scale()))
+            };
+            match kind {
+                Some(kind) => State::Ready(Box::new(self.sink(load, text, kind, ctx)?)),
+                None => State::Pending(Vec::new()),
+            }
+        };
+        let i = self.states.len();
+        self.states.push(state);
+        self.names.push(text.to_owned());
+        self.by_name.insert(name.to_vec(), i);
+        self.last = Some((name.to_vec(), i));
+        Ok(Ok(i))
+    }
+
+    fn sink(
+        &self,
+        load: &mut Load<'_>,
+        name: &str,
+        kind: FieldKind,
+        ctx: &Ctx<'_, '_>,
+    ) -> Result<Sink> {
+        let mapping = &ctx.options.mapping;
+        let path = mapping.path_of(name);
+        if !sink::compatible(kind, &self.value_type) {
+            return Err(ctx.error(
+                None,
+                format!(
+                    "the value column holds {} values, which cannot load into {} field `{path}`",
+                    self.value_type.name(),
+                    kind.name()
+                ),
+            ));
+        }
+        let field = load.field(mapping.spec(name, kind))?;
+        let sep = (kind == FieldKind::Set).then(|| mapping.separator(name));
+        // A long file gives a set one value per row unless the mapping names a separator.
+        let sep = sep.filter(|_| mapping.get(name).is_some_and(|f| f.separator.is_some()));
+        Ok(Sink::new(field, kind, self.value_unit, &path, sep))
+    }
+
+    fn tags(
+        &mut self,
+        load: &mut Load<'_>,
+        batch: &Batch,
+        ids: &[u32],
+        tag: usize,
+        ctx: &mut Ctx<'_, '_>,
+    ) -> Result<()> {
+        let col = &batch.cols[tag];
+        for (r, &id) in ids.iter().enumerate() {
+            if id == NO_ID {
+                continue;
+            }
+            let Cell::Text(name) = col.cell(r) else {
+                ctx.bad
+                    .report(batch.rows[r], "missing tag", "the tag is empty")?;
+                continue;
+            };
+            match self.index(load, name, true, ctx)? {
+                Ok(i) => {
+                    if let State::Ready(s) = &mut self.states[i] {
+                        s.push_flag(id);
+                    }
+                }
+                Err((reason, detail)) => ctx.bad.report(batch.rows[r], &reason, detail)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn values(
+        &mut self,
+        load: &mut Load<'_>,
+        batch: &Batch,
+        ids: &[u32],
+        field: usize,
+        value: usize,
+        ctx: &mut Ctx<'_, '_>,
+    ) -> Result<()> {
+        let names = &batch.cols[field];
+        let values = &batch.cols[value];
+        for (r, &id) in ids.iter().enumerate() {
+            if id == NO_ID {
+                continue;
+            }
+            let row = batch.rows[r];
+            let Cell::Text(name) = names.cell(r) else {
+                ctx.bad
+                    .report(row, "missing field name", "the field name is empty")?;
+                continue;
+            };
+            let i = match self.index(load, name, false, ctx)? {
+                Ok(i) => i,
+                Err((reason, detail)) => {
+                    ctx.bad.report(row, &reason, detail)?;
+                    continue;
+                }
+            };
+            let cell = values.cell(r);
+            if cell == Cell::Null {
+                ctx.bad.report(
+                    row,
+                    "missing value",
+                    format!("no value for `{}`", self.names[i]),
+                )?;
+                continue;
+            }
+            match &mut self.states[i] {
+                State::Skipped => {}
+                State::Ready(s) => match s.convert(cell) {
+                    Ok(v) => s.push(load, id, v)?,
+                    Err(why) => ctx.bad.report(row, &s.reason, why)?,
+                },
+                State::Pending(sample) => {
+                    let Cell::Text(t) = cell else {
+                        return Err(crate::Error::Internal(
+                            "a pending field with typed values".into(),
+                        ));
+                    };
+                    sample.push((id, row, t.to_vec()));
+                    if sample.len() >= LONG_SAMPLE {
+                        self.decide(load, i, ctx)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides the kind of pending field `i` from its sample and stages the sample.
+    fn decide(&mut self, load: &mut Load<'_>, i: usize, ctx: &mut Ctx<'_, '_>) -> Result<()> {
+        if !matches!(self.states[i], State::Pending(_)) {
+            return Ok(());
+        }
+        let State::Pending(sample) = std::mem::replace(&mut self.states[i], State::Skipped) else {
+            unreachable!("checked above")
+        };
+        let name = self.names[i].clone();
+        let inferred = infer_text(
+            sample.iter().map(|s| s.2.as_slice()),
+            ctx.options.float_scale(),
+            ctx.options.enum_max_distinct(),
+        );
+        let kind = match inferred {
+            Inferred::Kind(FieldKind::Enum) => {
+                let mut seen = HashSet::new();
+                if sample.iter().all(|s| seen.insert(s.0)) {
+                    FieldKind::Enum
+                } else {
+                    FieldKind::Set
+                }
+            }
+            Inferred::Kind(k) => k,
+            Inferred::Empty => return Ok(()),
+            Inferred::HighCardinality(n) => {
+                return Err(ctx.error(
+                    None,
+                    format!(
+                        "field `{name}` has {n} distinct strings in its first {} values: map it \
+                         (kind = \"enum\" or \"set\") or skip it",
+                        sample.len()
+                    ),
+                ));
+            }
+        };
+        let mut s = self.sink(load, &name, kind, ctx)?;
+        for (id, row, text) in &sample {
+            match s.convert(Cell::Text(text)) {
+                Ok(v) => s.push(load, *id, v)?,
+                Err(why) => ctx.bad.report(*row, &s.reason, why)?,
+            }
+        }
+        self.states[i] = State::Ready(Box::new(s));
+        Ok(())
+    }
+
+    fn flush(&mut self, load: &mut Load<'_>) -> Result<()> {
+        for s in &mut self.states {
+            if let State::Ready(s) = s {
+                s.flush(load)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, load: &mut Load<'_>, ctx: &mut Ctx<'_, '_>) -> Result<()> {
+        for i in 0..self.states.len() {
+            self.decide(load, i, ctx)?;
+            if let State::Ready(s) = &mut self.states[i] {
+                s.finish(load)?;
+            }
+        }
+        Ok(())
+    }
+}

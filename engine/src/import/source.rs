@@ -1,0 +1,845 @@
+//! Reading files as batches of columns: CSV/TSV with the `csv` crate, Parquet with the `parquet`
+//! crate's typed column readers (no arrow).
+//!
+//! A [`Source`] yields [`Batch`]es of at most a given number of rows, reading only the columns
+//! asked for. Parquet is read one row group at a time, page by page, so memory stays bounded by
+//! the batch size whatever the size of the file. Values keep the unit their file gives them
+//! ([`SourceType`]); converting them to a field's kind is the shapes' business.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use parquet::basic::{ConvertedType, LogicalType, TimeUnit, Type as Physical};
+use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
+use parquet::data_type::{
+    BoolType, ByteArrayType, DoubleType, FixedLenByteArrayType, FloatType, Int32Type, Int64Type,
+    Int96Type,
+};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::schema::types::ColumnDescriptor;
+
+use super::{FileType, import_error};
+use crate::error::Result;
+
+/// What a column's values are, as its file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SourceType {
+    /// Booleans.
+    Bool,
+    /// Integers in a unit.
+    Int(Unit),
+    /// Floating point numbers.
+    Float,
+    /// Text (CSV cells, Parquet strings and binaries); UTF-8 is checked where it matters.
+    Text,
+    /// A column this importer cannot read, and why (nested, unsupported type).
+    Unsupported(String),
+}
+
+/// The unit of an integer column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unit {
+    /// Plain integers.
+    Plain,
+    /// A decimal: units of `10^-scale`.
+    Decimal(u8),
+    /// Days since 1970-01-01 (Parquet DATE).
+    Days,
+    /// Milliseconds since the Unix epoch (Parquet timestamps, converted on read).
+    Millis,
+}
+
+impl SourceType {
+    /// Human name, for messages.
+    pub(crate) fn name(&self) -> String {
+        match self {
+            SourceType::Bool => "boolean".into(),
+            SourceType::Int(Unit::Plain) => "integer".into(),
+            SourceType::Int(Unit::Decimal(s)) => format!("decimal(scale {s})"),
+            SourceType::Int(Unit::Days) => "date".into(),
+            SourceType::Int(Unit::Millis) => "timestamp".into(),
+            SourceType::Float => "floating point".into(),
+            SourceType::Text => "string".into(),
+            SourceType::Unsupported(why) => why.clone(),
+        }
+    }
+}
+
+/// A column of a file.
+#[derive(Debug, Clone)]
+pub(crate) struct ColumnInfo {
+    pub(crate) name: String,
+    pub(crate) ty: SourceType,
+}
+
+/// Text values stored back to back.
+#[derive(Debug, Default)]
+pub(crate) struct Texts {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Texts {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    fn push(&mut self, v: &[u8]) {
+        self.bytes.extend_from_slice(v);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Value `i`.
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+}
+
+/// The values of one column in a batch. Missing values have `valid[i] == false` and a
+/// placeholder in the data.
+#[derive(Debug)]
+pub(crate) enum Data {
+    Bool(Vec<bool>),
+    Int(Vec<i64>),
+    Float(Vec<f64>),
+    Text(Texts),
+}
+
+/// One column of a batch.
+#[derive(Debug)]
+pub(crate) struct Col {
+    pub(crate) valid: Vec<bool>,
+    pub(crate) data: Data,
+}
+
+/// One value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Cell<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(&'a [u8]),
+}
+
+impl Col {
+    fn new(ty: &SourceType) -> Self {
+        let data = match ty {
+            SourceType::Bool => Data::Bool(Vec::new()),
+            SourceType::Int(_) => Data::Int(Vec::new()),
+            SourceType::Float => Data::Float(Vec::new()),
+            SourceType::Text | SourceType::Unsupported(_) => Data::Text(Texts::default()),
+        };
+        Col {
+            valid: Vec::new(),
+            data,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.valid.clear();
+        match &mut self.data {
+            Data::Bool(v) => v.clear(),
+            Data::Int(v) => v.clear(),
+            Data::Float(v) => v.clear(),
+            Data::Text(t) => t.clear(),
+        }
+    }
+
+    /// Value `i`.
+    #[inline]
+    pub(crate) fn cell(&self, i: usize) -> Cell<'_> {
+        if !self.valid[i] {
+            return Cell::Null;
+        }
+        match &self.data {
+            Data::Bool(v) => Cell::Bool(v[i]),
+            Data::Int(v) => Cell::Int(v[i]),
+            Data::Float(v) => Cell::Float(v[i]),
+            Data::Text(t) => Cell::Text(t.get(i)),
+        }
+    }
+}
+
+/// Rows read from a file: the columns asked for (others stay empty).
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    /// 1-based row numbers within the file (the CSV header is not a row).
+    pub(crate) rows: Vec<u64>,
+    pub(crate) cols: Vec<Col>,
+}
+
+impl Batch {
+    pub(crate) fn len(&self) -> usize {
+        self.rows.len()
+    }
+}
+
+/// Rows that cannot be loaded: counted per reason when skipping, the end of the load otherwise.
+#[derive(Debug)]
+pub(crate) struct BadRows {
+    pub(crate) skip: bool,
+    pub(crate) file: PathBuf,
+    /// Per reason: rows skipped, and the first (file, row) skipped.
+    pub(crate) counts: BTreeMap<String, (u64, PathBuf, u64)>,
+}
+
+impl BadRows {
+    /// Reports row `row` as bad: an error unless bad rows are skipped.
+    pub(crate) fn report(
+        &mut self,
+        row: u64,
+        reason: &str,
+        detail: impl std::fmt::Display,
+    ) -> Result<()> {
+        if !self.skip {
+            return Err(import_error(
+                &self.file,
+                Some(row),
+                format!("{reason}: {detail}"),
+            ));
+        }
+        match self.counts.get_mut(reason) {
+            Some(c) => c.0 += 1,
+            None => {
+                self.counts
+                    .insert(reason.to_owned(), (1, self.file.clone(), row));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A file being read.
+pub(crate) trait Source {
+    /// The file's columns, in file order.
+    fn columns(&self) -> &[ColumnInfo];
+    /// Reads the next rows (at most `max_rows`) of the columns whose `wanted` entry is true into
+    /// `batch`; `false` at the end of the file.
+    fn next(
+        &mut self,
+        wanted: &[bool],
+        max_rows: usize,
+        batch: &mut Batch,
+        bad: &mut BadRows,
+    ) -> Result<bool>;
+    /// Bytes of the file consumed so far (approximately).
+    fn bytes_read(&self) -> u64;
+}
+
+/// Opens `path` as `file_type`.
+pub(crate) fn open(path: &Path, file_type: FileType, delimiter: u8) -> Result<Box<dyn Source>> {
+    match file_type {
+        FileType::Csv | FileType::Tsv => Ok(Box::new(CsvSource::open(path, delimiter)?)),
+        FileType::Parquet => Ok(Box::new(ParquetSource::open(path)?)),
+    }
+}
+
+fn prepare(batch: &mut Batch, columns: &[ColumnInfo], wanted: &[bool]) {
+    if batch.cols.len() != columns.len() {
+        batch.cols = columns.iter().map(|c| Col::new(&c.ty)).collect();
+    }
+    batch.rows.clear();
+    for (c, &w) in batch.cols.iter_mut().zip(wanted) {
+        if w {
+            c.clear();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV / TSV
+
+struct CsvSource {
+    path: PathBuf,
+    reader: csv::Reader<File>,
+    columns: Vec<ColumnInfo>,
+    record: csv::ByteRecord,
+    row: u64,
+    /// A ragged row met after some good rows of a batch: reported at the start of the next
+    /// batch, so that bad rows are reported in file order.
+    ragged: Option<(u64, usize)>,
+}
+
+impl CsvSource {
+    fn open(path: &Path, delimiter: u8) -> Result<Self> {
+        let file = File::open(path).map_err(|e| crate::error::Error::io(path, e))?;
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .has_headers(true)
+            .flexible(true)
+            .from_reader(file);
+        let header = reader
+            .byte_headers()
+            .map_err(|e| csv_error(path, None, e))?
+            .clone();
+        if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
+            return Err(import_error(
+                path,
+                None,
+                "the file is empty: a header row is required",
+            ));
+        }
+        let mut columns = Vec::with_capacity(header.len());
+        for (i, name) in header.iter().enumerate() {
+            let name = std::str::from_utf8(name).map_err(|_| {
+                import_error(
+                    path,
+                    None,
+                    format!("header column {} is not valid UTF-8", i + 1),
+                )
+            })?;
+            let name = name.trim().trim_start_matches('\u{feff}').to_owned();
+            if columns.iter().any(|c: &ColumnInfo| c.name == name) {
+                return Err(import_error(
+                    path,
+                    None,
+                    format!("the header names column `{name}` twice"),
+                ));
+            }
+            columns.push(ColumnInfo {
+                name,
+                ty: SourceType::Text,
+            });
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            reader,
+            columns,
+            record: csv::ByteRecord::new(),
+            row: 0,
+            ragged: None,
+        })
+    }
+}
+
+fn csv_error(path: &Path, row: Option<u64>, e: csv::Error) -> crate::error::Error {
+    match e.kind() {
+        csv::ErrorKind::Io(_) => {
+            let csv::ErrorKind::Io(io) = e.into_kind() else {
+                unreachable!("matched above")
+            };
+            crate::error::Error::io(path, io)
+        }
+        _ => import_error(path, row, e.to_string()),
+    }
+}
+
+impl Source for CsvSource {
+    fn columns(&self) -> &[ColumnInfo] {
+        &self.columns
+    }
+
+    fn next(
+        &mut self,
+        wanted: &[bool],
+        max_rows: usize,
+        batch: &mut Batch,
+        bad: &mut BadRows,
+    ) -> Result<bool> {
+        prepare(batch, &self.columns, wanted);
+        let width = self.columns.len();
+        if let Some((row, fields)) = self.ragged.take() {
+            bad.report(
+                row,
+                "ragged row",
+                format!("{fields} fields, the header has {width}"),
+            )?;
+        }
+        while batch.rows.len() < max_rows {
+            let more = self
+                .reader
+                .read_byte_record(&mut self.record)
+                .map_err(|e| csv_error(&self.path, Some(self.row + 1), e))?;
+            if !more {
+                break;
+            }
+            self.row += 1;
+            if self.record.len() != width {
+                // A blank line at the end of a file is not a row.
+                if self.record.len() == 1 && self.record[0].is_empty() {
+                    continue;
+                }
+                if !bad.skip && !batch.rows.is_empty() {
+                    // The rows before it may hold a bad row of their own, to be reported first.
+                    self.ragged = Some((self.row, self.record.len()));
+                    break;
+                }
+                bad.report(
+                    self.row,
+                    "ragged row",
+                    format!("{} fields, the header has {width}", self.record.len()),
+                )?;
+                continue;
+            }
+            batch.rows.push(self.row);
+            for ((col, &w), value) in batch.cols.iter_mut().zip(wanted).zip(self.record.iter()) {
+                if !w {
+                    continue;
+                }
+                let Data::Text(t) = &mut col.data else {
+                    unreachable!("CSV columns are text")
+                };
+                col.valid.push(!value.is_empty());
+                t.push(value);
+            }
+        }
+        Ok(!batch.rows.is_empty())
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.reader.position().byte()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parquet
+
+enum Typed {
+    Bool(ColumnReaderImpl<BoolType>),
+    I32(ColumnReaderImpl<Int32Type>),
+    I64(ColumnReaderImpl<Int64Type>),
+    I96(ColumnReaderImpl<Int96Type>),
+    F32(ColumnReaderImpl<FloatType>),
+    F64(ColumnReaderImpl<DoubleType>),
+    Bytes(ColumnReaderImpl<ByteArrayType>),
+    Fixed(ColumnReaderImpl<FixedLenByteArrayType>),
+}
+
+impl Typed {
+    fn new(r: ColumnReader) -> Self {
+        match r {
+            ColumnReader::BoolColumnReader(r) => Typed::Bool(r),
+            ColumnReader::Int32ColumnReader(r) => Typed::I32(r),
+            ColumnReader::Int64ColumnReader(r) => Typed::I64(r),
+            ColumnReader::Int96ColumnReader(r) => Typed::I96(r),
+            ColumnReader::FloatColumnReader(r) => Typed::F32(r),
+            ColumnReader::DoubleColumnReader(r) => Typed::F64(r),
+            ColumnReader::ByteArrayColumnReader(r) => Typed::Bytes(r),
+            ColumnReader::FixedLenByteArrayColumnReader(r) => Typed::Fixed(r),
+        }
+    }
+}
+
+/// How a Parquet leaf column's raw values become a [`Col`].
+#[derive(Debug, Clone, Copy)]
+enum Decode {
+    Plain,
+    /// Raw integers divided by this give milliseconds (timestamps in micro- or nanoseconds).
+    TimestampDiv(i64),
+    /// Big-endian two's complement bytes of a decimal.
+    BigEndianDecimal,
+}
+
+struct ParquetSource {
+    path: PathBuf,
+    reader: SerializedFileReader<File>,
+    columns: Vec<ColumnInfo>,
+    decode: Vec<Decode>,
+    max_def: Vec<i16>,
+    group: usize,
+    readers: Vec<Option<Typed>>,
+    left_in_group: u64,
+    row: u64,
+    bytes_done: u64,
+    defs: Vec<i16>,
+}
+
+fn parquet_error(
+    path: &Path,
+    row: Option<u64>,
+    e: parquet::errors::ParquetError,
+) -> crate::error::Error {
+    match e {
+        parquet::errors::ParquetError::External(inner) => {
+            match inner.downcast::<std::io::Error>() {
+                Ok(io) => crate::error::Error::io(path, *io),
+                Err(other) => import_error(path, row, format!("invalid Parquet: {other}")),
+            }
+        }
+        other => import_error(path, row, format!("invalid Parquet: {other}")),
+    }
+}
+
+fn leaf_type(d: &ColumnDescriptor) -> (SourceType, Decode) {
+    if d.max_rep_level() > 0 || d.path().parts().len() > 1 {
+        return (
+            SourceType::Unsupported("a nested or repeated column".into()),
+            Decode::Plain,
+        );
+    }
+    let scale = d.type_scale().clamp(0, 18) as u8;
+    let decimal = matches!(d.logical_type_ref(), Some(LogicalType::Decimal(_)))
+        || d.converted_type() == ConvertedType::DECIMAL;
+    let timestamp = match d.logical_type_ref() {
+        Some(LogicalType::Timestamp(t)) => Some(match t.unit {
+            TimeUnit::MILLIS => 1,
+            TimeUnit::MICROS => 1_000,
+            TimeUnit::NANOS => 1_000_000,
+        }),
+        _ => match d.converted_type() {
+            ConvertedType::TIMESTAMP_MILLIS => Some(1),
+            ConvertedType::TIMESTAMP_MICROS => Some(1_000),
+            _ => None,
+        },
+    };
+    let date = matches!(d.logical_type_ref(), Some(LogicalType::Date))
+        || d.converted_type() == ConvertedType::DATE;
+    match d.physical_type() {
+        Physical::BOOLEAN => (SourceType::Bool, Decode::Plain),
+        Physical::INT32 | Physical::INT64 => {
+            if decimal && d.type_scale() > 18 {
+                (
+                    SourceType::Unsupported(format!("a decimal of scale {}", d.type_scale())),
+                    Decode::Plain,
+                )
+            } else if decimal {
+                (SourceType::Int(Unit::Decimal(scale)), Decode::Plain)
+            } else if let Some(div) = timestamp {
+                (SourceType::Int(Unit::Millis), Decode::TimestampDiv(div))
+            } else if date {
+                (SourceType::Int(Unit::Days), Decode::Plain)
+            } else {
+                (SourceType::Int(Unit::Plain), Decode::Plain)
+            }
+        }
+        Physical::INT96 => (SourceType::Int(Unit::Millis), Decode::Plain),
+        Physical::FLOAT | Physical::DOUBLE => (SourceType::Float, Decode::Plain),
+        Physical::BYTE_ARRAY | Physical::FIXED_LEN_BYTE_ARRAY => {
+            if decimal && d.type_scale() <= 18 {
+                (
+                    SourceType::Int(Unit::Decimal(scale)),
+                    Decode::BigEndianDecimal,
+                )
+            } else if decimal {
+                (
+                    SourceType::Unsupported(format!("a decimal of scale {}", d.type_scale())),
+                    Decode::Plain,
+                )
+            } else {
+                (SourceType::Text, Decode::Plain)
+            }
+        }
+    }
+}
+
+impl ParquetSource {
+    fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| crate::error::Error::io(path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| crate::error::Error::io(path, e))?
+            .len();
+        if len == 0 {
+            return Err(import_error(path, None, "the file is empty"));
+        }
+        let reader = SerializedFileReader::new(file).map_err(|e| parquet_error(path, None, e))?;
+        let schema = reader.metadata().file_metadata().schema_descr_ptr();
+        let mut columns = Vec::new();
+        let mut decode = Vec::new();
+        let mut max_def = Vec::new();
+        for d in schema.columns() {
+            let (ty, dec) = leaf_type(d);
+            columns.push(ColumnInfo {
+                name: d.path().string(),
+                ty,
+            });
+            decode.push(dec);
+            max_def.push(d.max_def_level());
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            readers: (0..columns.len()).map(|_| None).collect(),
+            reader,
+            columns,
+            decode,
+            max_def,
+            group: 0,
+            left_in_group: 0,
+            row: 0,
+            bytes_done: 0,
+            defs: Vec::new(),
+        })
+    }
+
+    /// Opens the readers of the next row group with rows; `false` at the end of the file.
+    fn next_group(&mut self, wanted: &[bool]) -> Result<bool> {
+        let meta = self.reader.metadata();
+        while self.group < meta.num_row_groups() {
+            let g = self.group;
+            self.group += 1;
+            let rg_meta = meta.row_group(g);
+            let rows = u64::try_from(rg_meta.num_rows()).unwrap_or(0);
+            if rows == 0 {
+                continue;
+            }
+            let rg = self
+                .reader
+                .get_row_group(g)
+                .map_err(|e| parquet_error(&self.path, Some(self.row + 1), e))?;
+            for (i, &w) in wanted.iter().enumerate() {
+                self.readers[i] = if w {
+                    let r = rg
+                        .get_column_reader(i)
+                        .map_err(|e| parquet_error(&self.path, Some(self.row + 1), e))?;
+                    Some(Typed::new(r))
+                } else {
+                    None
+                };
+            }
+            self.left_in_group = rows;
+            self.bytes_done += u64::try_from(rg_meta.compressed_size()).unwrap_or(0);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// Reads exactly `n` records of one column into `col` (nulls spread out with placeholders).
+fn read_column(
+    reader: &mut Typed,
+    n: usize,
+    max_def: i16,
+    decode: Decode,
+    defs: &mut Vec<i16>,
+    col: &mut Col,
+) -> parquet::errors::Result<usize> {
+    macro_rules! read {
+        ($r:expr, $values:expr) => {{
+            let mut got = 0usize;
+            defs.clear();
+            while got < n {
+                let (records, _, _) =
+                    $r.read_records(n - got, (max_def > 0).then_some(&mut *defs), None, $values)?;
+                if records == 0 {
+                    break;
+                }
+                got += records;
+            }
+            got
+        }};
+    }
+    let valid_from = col.valid.len();
+    let got;
+    match (reader, &mut col.data) {
+        (Typed::Bool(r), Data::Bool(out)) => {
+            let mut v = Vec::with_capacity(n);
+            got = read!(r, &mut v);
+            spread(&v, defs, max_def, got, false, out, &mut col.valid);
+        }
+        (Typed::I32(r), Data::Int(out)) => {
+            let mut v: Vec<i32> = Vec::with_capacity(n);
+            got = read!(r, &mut v);
+            let v: Vec<i64> = v
+                .into_iter()
+                .map(|x| decode_int(x as i64, decode))
+                .collect();
+            spread(&v, defs, max_def, got, 0, out, &mut col.valid);
+        }
+        (Typed::I64(r), Data::Int(out)) => {
+            let mut v: Vec<i64> = Vec::with_capacity(n);
+            got = read!(r, &mut v);
+            if !matches!(decode, Decode::Plain) {
+                for x in &mut v {
+                    *x = decode_int(*x, decode);
+                }
+            }
+            spread(&v, defs, max_def, got, 0, out, &mut col.valid);
+        }
+        (Typed::I96(r), Data::Int(out)) => {
+            let mut v = Vec::with_capacity(n);
+            got = read!(r, &mut v);
+            let v: Vec<i64> = v.iter().map(|x| x.to_millis()).collect();
+            spread(&v, defs, max_def, got, 0, out, &mut col.valid);
+        }
+        (Typed::F32(r), Data::Float(out)) => {
+            let mut v: Vec<f32> = Vec::with_capacity(n);
+            got = read!(r, &mut v);
+            let v: Vec<f64> = v.into_iter().map(f64::from).collect();
+            spread(&v, defs, max_def, got, 0.0, out, &mut col.valid);
+        }
+        (Typed::F64(r), Data::Float(out)) => {
+            let mut v: Vec<f64> = Vec::with_capacity(n);
+            got = read!(r, &mut v);
+            spread(&v, defs, max_def, got, 0.0, out, &mut col.valid);
+        }
+        (Typed::Bytes(r), data) => {
+            let mut v = Vec::with_capacity(n);
+            got = read!(r, &mut v);
+            spread_bytes(
+                v.iter().map(|b| b.data()),
+                defs,
+                max_def,
+                got,
+                data,
+                &mut col.valid,
+            );
+        }
+        (Typed::Fixed(r), data) => {
+            let mut v = Vec::with_capacity(n);
+            got = read!(r, &mut v);
+            spread_bytes(
+                v.iter().map(|b| b.data()),
+                defs,
+                max_def,
+                got,
+                data,
+                &mut col.valid,
+            );
+        }
+        _ => {
+            return Err(parquet::errors::ParquetError::General(
+                "column reader and column type disagree".into(),
+            ));
+        }
+    }
+    debug_assert!(col.valid.len() - valid_from == got);
+    Ok(got)
+}
+
+#[inline]
+fn decode_int(x: i64, decode: Decode) -> i64 {
+    match decode {
+        Decode::TimestampDiv(d) => x.div_euclid(d),
+        _ => x,
+    }
+}
+
+/// Appends `got` records to `out`/`valid`: `values` holds the non-null ones.
+fn spread<T: Copy>(
+    values: &[T],
+    defs: &[i16],
+    max_def: i16,
+    got: usize,
+    null: T,
+    out: &mut Vec<T>,
+    valid: &mut Vec<bool>,
+) {
+    if max_def == 0 || values.len() == got {
+        out.extend_from_slice(&values[..got.min(values.len())]);
+        valid.resize(valid.len() + got.min(values.len()), true);
+        return;
+    }
+    let mut it = values.iter();
+    for &d in &defs[..got.min(defs.len())] {
+        if d == max_def {
+            out.push(*it.next().unwrap_or(&null));
+            valid.push(true);
+        } else {
+            out.push(null);
+            valid.push(false);
+        }
+    }
+}
+
+fn spread_bytes<'a>(
+    mut values: impl Iterator<Item = &'a [u8]>,
+    defs: &[i16],
+    max_def: i16,
+    got: usize,
+    data: &mut Data,
+    valid: &mut Vec<bool>,
+) {
+    let mut next = |present: bool, data: &mut Data| {
+        let v = if present { values.next() } else { None };
+        match data {
+            Data::Text(t) => {
+                t.push(v.unwrap_or_default());
+                valid.push(v.is_some());
+            }
+            Data::Int(out) => {
+                // A big-endian two's complement decimal.
+                match v.and_then(be_decimal) {
+                    Some(x) => {
+                        out.push(x);
+                        valid.push(true);
+                    }
+                    None => {
+                        out.push(0);
+                        valid.push(false);
+                    }
+                }
+            }
+            _ => valid.push(false),
+        }
+    };
+    if max_def == 0 {
+        for _ in 0..got {
+            next(true, data);
+        }
+    } else {
+        for &d in &defs[..got.min(defs.len())] {
+            next(d == max_def, data);
+        }
+    }
+}
+
+fn be_decimal(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 16 {
+        return None;
+    }
+    let mut v: i128 = if b[0] & 0x80 != 0 { -1 } else { 0 };
+    for &x in b {
+        v = (v << 8) | x as i128;
+    }
+    i64::try_from(v).ok()
+}
+
+impl Source for ParquetSource {
+    fn columns(&self) -> &[ColumnInfo] {
+        &self.columns
+    }
+
+    fn next(
+        &mut self,
+        wanted: &[bool],
+        max_rows: usize,
+        batch: &mut Batch,
+        _bad: &mut BadRows,
+    ) -> Result<bool> {
+        prepare(batch, &self.columns, wanted);
+        if self.left_in_group == 0 && !self.next_group(wanted)? {
+            return Ok(false);
+        }
+        let n = (self.left_in_group as usize).min(max_rows);
+        for (i, &w) in wanted.iter().enumerate() {
+            if !w {
+                continue;
+            }
+            let reader = self.readers[i].as_mut().ok_or_else(|| {
+                crate::error::Error::Internal("a wanted Parquet column has no reader".into())
+            })?;
+            let got = read_column(
+                reader,
+                n,
+                self.max_def[i],
+                self.decode[i],
+                &mut self.defs,
+                &mut batch.cols[i],
+            )
+            .map_err(|e| parquet_error(&self.path, Some(self.row + 1), e))?;
+            if got != n {
+                return Err(import_error(
+                    &self.path,
+                    Some(self.row + got as u64 + 1),
+                    format!(
+                        "column `{}` ends before its row group does (truncated or corrupt file)",
+                        self.columns[i].name
+                    ),
+                ));
+            }
+        }
+        batch.rows.extend((self.row + 1)..=(self.row + n as u64));
+        self.row += n as u64;
+        self.left_in_group -= n as u64;
+        Ok(true)
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes_done
+    }
+}

@@ -1,0 +1,650 @@
+//! Import tests: inference and every shape against a naive model, over CSV and Parquet;
+//! mappings; bad rows; malformed files (each: a typed error and the table unchanged).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, Int32Type, Int64Type};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::parser::parse_message_type;
+use proptest::prelude::*;
+
+use super::*;
+use crate::testutil::proptest_config;
+use crate::{Database, FieldKind, KeyKind, Table, Value};
+
+/// A column to write to a test Parquet file.
+enum Pq {
+    Bool(Vec<Option<bool>>),
+    I32(Vec<Option<i32>>),
+    I64(Vec<Option<i64>>),
+    F64(Vec<Option<f64>>),
+    Str(Vec<Option<String>>),
+}
+
+fn defs<T>(v: &[Option<T>]) -> Vec<i16> {
+    v.iter().map(|x| i16::from(x.is_some())).collect()
+}
+
+/// Writes a Parquet file of `schema` (every column optional) in row groups of `group` rows.
+fn write_parquet(path: &Path, schema: &str, cols: &[Pq], group: usize) {
+    let schema = Arc::new(parse_message_type(schema).unwrap());
+    let props = Arc::new(WriterProperties::builder().build());
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = SerializedFileWriter::new(file, schema, props).unwrap();
+    let rows = match &cols[0] {
+        Pq::Bool(v) => v.len(),
+        Pq::I32(v) => v.len(),
+        Pq::I64(v) => v.len(),
+        Pq::F64(v) => v.len(),
+        Pq::Str(v) => v.len(),
+    };
+    let mut start = 0;
+    while start < rows.max(1) {
+        let end = (start + group).min(rows);
+        let mut rg = w.next_row_group().unwrap();
+        for c in cols {
+            let mut cw = rg.next_column().unwrap().unwrap();
+            macro_rules! put {
+                ($t:ty, $v:expr, $f:expr) => {{
+                    let part = &$v[start..end];
+                    let values: Vec<_> = part.iter().flatten().map($f).collect();
+                    cw.typed::<$t>()
+                        .write_batch(&values, Some(&defs(part)), None)
+                        .unwrap();
+                }};
+            }
+            match c {
+                Pq::Bool(v) => put!(BoolType, v, |x: &bool| *x),
+                Pq::I32(v) => put!(Int32Type, v, |x: &i32| *x),
+                Pq::I64(v) => put!(Int64Type, v, |x: &i64| *x),
+                Pq::F64(v) => put!(DoubleType, v, |x: &f64| *x),
+                Pq::Str(v) => put!(ByteArrayType, v, |x: &String| ByteArray::from(x.as_str())),
+            }
+            cw.close().unwrap();
+        }
+        rg.close().unwrap();
+        start = end.max(start + 1);
+    }
+    w.close().unwrap();
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    _db: Database,
+    table: Arc<Table>,
+}
+
+fn fixture(kind: KeyKind) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path().join("db")).unwrap();
+    let table = db.create_table("users", kind).unwrap();
+    Fixture {
+        dir,
+        _db: db,
+        table,
+    }
+}
+
+impl Fixture {
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn import(
+        &self,
+        label: &str,
+        files: &[PathBuf],
+        o: &ImportOptions,
+    ) -> crate::Result<ImportSummary> {
+        import_files(&self.table, label, files, o)
+    }
+
+    /// Keys of the users with flag `path`.
+    fn flag_keys(&self, path: &str) -> BTreeSet<String> {
+        let snap = self.table.snapshot();
+        let b = snap.field(path).unwrap().flag_bitmap().unwrap();
+        b.iter().map(|id| key_str(&snap, id)).collect()
+    }
+
+    /// `key -> value` of field `path`.
+    fn values(&self, path: &str) -> BTreeMap<String, Value> {
+        let snap = self.table.snapshot();
+        let f = snap.field(path).unwrap();
+        (0..snap.users())
+            .filter_map(|id| f.value_of(id).unwrap().map(|v| (key_str(&snap, id), v)))
+            .collect()
+    }
+
+    fn kind(&self, path: &str) -> FieldKind {
+        self.table.snapshot().field(path).unwrap().kind()
+    }
+
+    /// What must not change when an import fails.
+    fn state(&self) -> (u64, u32, Vec<String>) {
+        let snap = self.table.snapshot();
+        (
+            snap.generation(),
+            snap.users(),
+            snap.fields().map(|m| m.spec.path.clone()).collect(),
+        )
+    }
+}
+
+fn key_str(snap: &crate::TableSnapshot, id: u32) -> String {
+    match snap.key_of(id).unwrap().unwrap() {
+        crate::Key::Str(s) => s,
+        crate::Key::U64(v) => v.to_string(),
+    }
+}
+
+fn wide() -> ImportOptions {
+    ImportOptions::new(Shape::Wide)
+}
+
+fn long() -> ImportOptions {
+    ImportOptions::new(Shape::Long)
+}
+
+#[test]
+fn wide_csv_infers_kinds_and_loads_values() {
+    let f = fixture(KeyKind::Str);
+    let csv = f.file(
+        "users.csv",
+        "user_id,vip,gender,age,spend,born,seen\n\
+         u1,true,female,31,12.5,1990-05-01,2026-11-25T08:00:00Z\n\
+         u2,false,male,17,3.25,2008-01-02,\n\
+         u3,,female,,,,\n",
+    );
+    let s = f.import("d1", std::slice::from_ref(&csv), &wide()).unwrap();
+    assert_eq!(s.rows, 3);
+    assert_eq!(s.load.new_users, 3);
+    assert_eq!(s.fields, ["age", "born", "gender", "seen", "spend", "vip"]);
+    assert_eq!(f.kind("vip"), FieldKind::Flag);
+    assert_eq!(f.kind("gender"), FieldKind::Enum);
+    assert_eq!(f.kind("age"), FieldKind::Int);
+    assert_eq!(f.kind("spend"), FieldKind::Decimal { scale: 2 });
+    assert_eq!(f.kind("born"), FieldKind::Timestamp);
+    assert_eq!(f.flag_keys("vip"), BTreeSet::from(["u1".to_owned()]));
+    assert_eq!(f.values("gender")["u3"], Value::Str("female".into()));
+    assert_eq!(f.values("age").len(), 2);
+    assert_eq!(
+        f.values("spend")["u2"],
+        Value::Decimal {
+            units: 325,
+            scale: 2
+        }
+    );
+    assert_eq!(
+        f.values("seen")["u1"],
+        Value::Timestamp(infer::days_from_civil(2026, 11, 25) * infer::DAY_MS + 8 * 3_600_000)
+    );
+}
+
+#[test]
+fn wide_parquet_types_decide_kinds() {
+    let f = fixture(KeyKind::Str);
+    let p = f.path("users.parquet");
+    let n = 5;
+    write_parquet(
+        &p,
+        "message m { optional binary key (UTF8); optional boolean vip; optional int64 age; \
+         optional int64 spend (DECIMAL(12,2)); optional int32 born (DATE); \
+         optional int64 seen (TIMESTAMP_MICROS); optional double score; optional binary city (UTF8); }",
+        &[
+            Pq::Str((0..n).map(|i| Some(format!("k{i}"))).collect()),
+            Pq::Bool(vec![Some(true), Some(false), None, Some(true), Some(true)]),
+            Pq::I64(vec![Some(1), None, Some(-3), Some(4), Some(5)]),
+            Pq::I64(vec![Some(1234), Some(5), None, None, None]),
+            Pq::I32(vec![Some(1), None, None, None, None]),
+            Pq::I64(vec![Some(2_500_000), None, None, None, None]),
+            Pq::F64(vec![Some(1.239), Some(-0.5), None, None, None]),
+            Pq::Str(vec![
+                Some("bj".into()),
+                Some("sh".into()),
+                None,
+                Some("bj".into()),
+                None,
+            ]),
+        ],
+        2,
+    );
+    f.import("d1", &[p], &wide()).unwrap();
+    assert_eq!(
+        f.flag_keys("vip"),
+        BTreeSet::from(["k0".to_owned(), "k3".into(), "k4".into()])
+    );
+    assert_eq!(f.values("age")["k2"], Value::Int(-3));
+    assert_eq!(f.kind("spend"), FieldKind::Decimal { scale: 2 });
+    assert_eq!(
+        f.values("spend")["k0"],
+        Value::Decimal {
+            units: 1234,
+            scale: 2
+        }
+    );
+    assert_eq!(f.values("born")["k0"], Value::Timestamp(infer::DAY_MS));
+    assert_eq!(f.values("seen")["k0"], Value::Timestamp(2_500));
+    assert_eq!(
+        f.kind("score"),
+        FieldKind::Decimal {
+            scale: DEFAULT_FLOAT_SCALE
+        }
+    );
+    assert_eq!(
+        f.values("score")["k0"],
+        Value::Decimal {
+            units: 124,
+            scale: 2
+        }
+    );
+    assert_eq!(
+        f.values("score")["k1"],
+        Value::Decimal {
+            units: -50,
+            scale: 2
+        }
+    );
+    assert_eq!(f.kind("city"), FieldKind::Enum);
+    assert_eq!(f.values("city").len(), 3);
+}
+
+#[test]
+fn mapping_renames_nests_sets_kinds_and_skips() {
+    let f = fixture(KeyKind::Str);
+    let csv = f.file(
+        "u.tsv",
+        "uid\tg\tinterests\tnote\tlevel\n\
+         a\tf\tsports|travel\tx\t1\n\
+         b\tm\tsports\ty\t2\n",
+    );
+    let mut o = wide();
+    o.mapping = Mapping::from_toml(
+        r#"
+        key = "uid"
+        prefix = "crm"
+        [fields.g]
+        path = "demographic/gender"
+        kind = "enum"
+        description = "gender"
+        owner = "crm-team"
+        [fields.interests]
+        kind = "set"
+        separator = "|"
+        [fields.note]
+        skip = true
+        [fields.level]
+        kind = "decimal"
+        scale = 1
+        "#,
+    )
+    .unwrap();
+    let s = f.import("d1", &[csv], &o).unwrap();
+    assert_eq!(
+        s.fields,
+        ["crm/demographic/gender", "crm/interests", "crm/level"]
+    );
+    let snap = f.table.snapshot();
+    let meta = snap
+        .fields()
+        .find(|m| m.spec.path == "crm/demographic/gender")
+        .unwrap();
+    assert_eq!(meta.spec.owner, "crm-team");
+    assert_eq!(
+        f.values("crm/interests")["a"],
+        Value::Strs(vec!["sports".into(), "travel".into()])
+    );
+    assert_eq!(
+        f.values("crm/level")["b"],
+        Value::Decimal {
+            units: 20,
+            scale: 1
+        }
+    );
+    assert!(snap.field("crm/note").is_err());
+}
+
+#[test]
+fn long_values_infer_enum_set_and_numbers_per_field() {
+    let f = fixture(KeyKind::U64);
+    let csv = f.file(
+        "long.csv",
+        "id,field,value\n\
+         1,city,bj\n1,interest,sports\n1,interest,travel\n1,age,30\n\
+         2,city,sh\n2,interest,sports\n2,age,41\n2,score,1.5\n",
+    );
+    f.import("d1", &[csv], &long()).unwrap();
+    assert_eq!(f.kind("city"), FieldKind::Enum);
+    assert_eq!(f.kind("interest"), FieldKind::Set);
+    assert_eq!(f.kind("age"), FieldKind::Int);
+    assert_eq!(f.kind("score"), FieldKind::Decimal { scale: 1 });
+    assert_eq!(f.values("age")["2"], Value::Int(41));
+    assert_eq!(
+        f.values("interest")["1"],
+        Value::Strs(vec!["sports".into(), "travel".into()])
+    );
+}
+
+#[test]
+fn rerunning_a_label_replaces_the_version() {
+    let f = fixture(KeyKind::Str);
+    let a = f.file("a.csv", "key,tag\nu1,vip\nu2,vip\n");
+    let b = f.file("b.csv", "key,tag\nu3,vip\n");
+    f.import("d1", &[a], &long()).unwrap();
+    f.import("d1", &[b], &long()).unwrap();
+    let snap = f.table.snapshot();
+    assert_eq!(snap.versions("vip").unwrap().len(), 1);
+    assert_eq!(f.flag_keys("vip"), BTreeSet::from(["u3".to_owned()]));
+}
+
+#[test]
+fn bad_rows_fail_with_file_and_row_or_are_skipped_and_counted() {
+    let f = fixture(KeyKind::Str);
+    let csv = f.file(
+        "bad.csv",
+        "key,age,vip\nu1,30,1\n,31,1\nu3,abc,0\nu4,40\nu5,50,1\n",
+    );
+    let before = f.state();
+    let mut o = wide();
+    // Inferred from its sample (which holds `abc`), `age` would be an enum.
+    o.mapping = Mapping::from_toml("[fields.age]\nkind = \"int\"").unwrap();
+    let e = f.import("d1", std::slice::from_ref(&csv), &o).unwrap_err();
+    match &e {
+        Error::Import { path, row, reason } => {
+            assert_eq!(path, &csv);
+            assert_eq!(*row, Some(2), "{e}");
+            assert!(reason.contains("missing key"), "{e}");
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(f.state(), before);
+
+    o.skip_bad_rows = true;
+    let s = f.import("d1", &[csv], &o).unwrap();
+    assert_eq!(s.rows, 4, "a ragged row is not read");
+    assert_eq!(s.skipped_rows(), 3, "{:?}", s.skipped);
+    let reasons: BTreeMap<&str, u64> = s
+        .skipped
+        .iter()
+        .map(|r| (r.reason.as_str(), r.rows))
+        .collect();
+    assert_eq!(
+        reasons,
+        BTreeMap::from([
+            ("invalid int for `age`", 1),
+            ("missing key", 1),
+            ("ragged row", 1)
+        ])
+    );
+    // A bad row contributes nothing, not even its valid cells.
+    assert_eq!(
+        f.values("age").keys().cloned().collect::<Vec<_>>(),
+        ["u1", "u5"]
+    );
+    assert_eq!(
+        f.flag_keys("vip"),
+        BTreeSet::from(["u1".to_owned(), "u5".into()])
+    );
+}
+
+#[test]
+fn malformed_files_give_typed_errors_and_change_nothing() {
+    let f = fixture(KeyKind::Str);
+    f.import("d0", &[f.file("ok.csv", "key,vip\nu1,true\n")], &wide())
+        .unwrap();
+    let good = f.path("good.parquet");
+    write_parquet(
+        &good,
+        "message m { optional binary key (UTF8); optional boolean vip; }",
+        &[
+            Pq::Str((0..2000).map(|i| Some(format!("k{i}"))).collect()),
+            Pq::Bool((0..2000).map(|i| Some(i % 3 == 0)).collect()),
+        ],
+        500,
+    );
+    let bytes = std::fs::read(&good).unwrap();
+    let truncated = f.path("truncated.parquet");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 100]).unwrap();
+    let chopped = f.path("chopped.parquet");
+    let mut middle = bytes.clone();
+    middle.drain(200..bytes.len() / 2);
+    std::fs::write(&chopped, &middle).unwrap();
+    let garbage = f.path("garbage.parquet");
+    let mut g = bytes.clone();
+    for b in g.iter_mut().skip(4).take(bytes.len() / 2) {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&garbage, &g).unwrap();
+    let timestamps = f.path("ts.parquet");
+    write_parquet(
+        &timestamps,
+        "message m { optional binary key (UTF8); optional int64 vip (TIMESTAMP_MILLIS); }",
+        &[Pq::Str(vec![Some("u1".into())]), Pq::I64(vec![Some(5)])],
+        10,
+    );
+
+    let cases: Vec<(&str, PathBuf, ImportOptions)> = vec![
+        ("empty csv", f.file("empty.csv", ""), wide()),
+        ("header only", f.file("header.csv", "key,vip\n"), wide()),
+        (
+            "no key column",
+            f.file("nokey.csv", "who,vip\nu1,true\n"),
+            wide(),
+        ),
+        (
+            "ragged",
+            f.file("ragged.csv", "key,vip\nu1,true,extra\n"),
+            wide(),
+        ),
+        (
+            "invalid utf-8 key",
+            {
+                let p = f.path("utf8.csv");
+                std::fs::write(&p, b"key,vip\n\xff\xfe,true\n").unwrap();
+                p
+            },
+            wide(),
+        ),
+        (
+            "bad path column",
+            f.file("path.csv", "key,Age Group\nu1,3\n"),
+            wide(),
+        ),
+        ("empty parquet", f.file("empty.parquet", ""), wide()),
+        (
+            "not parquet",
+            f.file("text.parquet", "key,vip\nu1,1\n"),
+            wide(),
+        ),
+        ("truncated parquet", truncated, wide()),
+        ("chopped parquet", chopped, wide()),
+        ("garbled parquet", garbage, wide()),
+        ("conflicting kind", timestamps, wide()),
+        (
+            "too many long columns",
+            f.file("long.csv", "key,a,b,c\nu1,1,2,3\n"),
+            long(),
+        ),
+        (
+            "unknown type",
+            f.file("data.bin", "key,vip\nu1,1\n"),
+            wide(),
+        ),
+    ];
+    let before = f.state();
+    for (what, path, o) in cases {
+        let e = f.import("d1", &[path], &o).unwrap_err();
+        assert!(
+            matches!(
+                e.class(),
+                crate::ErrorClass::BadInput | crate::ErrorClass::Conflict
+            ),
+            "{what}: {e}"
+        );
+        assert_eq!(f.state(), before, "{what} changed the table");
+    }
+}
+
+#[test]
+fn events_load_per_day_and_replace_only_their_days() {
+    let f = fixture(KeyKind::Str);
+    let csv = f.file(
+        "ev.csv",
+        "key,event,timestamp,count\n\
+         u1,login,2026-11-25,2\n\
+         u2,login,2026-11-24T23:30:00Z,\n\
+         u1,buy,2026-11-25T10:00:00Z,1\n",
+    );
+    f.import("d1", &[csv], &ImportOptions::new(Shape::Events))
+        .unwrap();
+    assert_eq!(f.kind("login"), FieldKind::Event);
+    let d25 = infer::days_from_civil(2026, 11, 25) as i32;
+    let members = |path: &str, day: i32| -> BTreeSet<String> {
+        let snap = f.table.snapshot();
+        let field = snap.field(path).unwrap();
+        match field.event_day_in(0, day).unwrap() {
+            Some(b) => b.iter().map(|id| key_str(&snap, id)).collect(),
+            None => BTreeSet::new(),
+        }
+    };
+    assert_eq!(
+        f.table.snapshot().field("login").unwrap().event_days(),
+        [d25 - 1, d25]
+    );
+    assert_eq!(members("login", d25), BTreeSet::from(["u1".to_owned()]));
+    assert_eq!(members("login", d25 - 1), BTreeSet::from(["u2".to_owned()]));
+    // A Parquet file with DATE days replaces day 25 and keeps day 24.
+    let p = f.path("ev.parquet");
+    write_parquet(
+        &p,
+        "message m { optional binary key (UTF8); optional binary event (UTF8); \
+         optional int32 day (DATE); }",
+        &[
+            Pq::Str(vec![Some("u3".into())]),
+            Pq::Str(vec![Some("login".into())]),
+            Pq::I32(vec![Some(d25)]),
+        ],
+        10,
+    );
+    f.import("d2", &[p], &ImportOptions::new(Shape::Events))
+        .unwrap();
+    assert_eq!(members("login", d25), BTreeSet::from(["u3".to_owned()]));
+    assert_eq!(members("login", d25 - 1), BTreeSet::from(["u2".to_owned()]));
+
+    let before = f.state();
+    let bad = f.file("ev2.csv", "key,event,day\nu1,login,yesterday\n");
+    let e = f
+        .import("d3", &[bad], &ImportOptions::new(Shape::Events))
+        .unwrap_err();
+    assert!(matches!(e, Error::Import { row: Some(1), .. }), "{e}");
+    assert_eq!(f.state(), before);
+}
+
+#[test]
+fn a_stopped_import_publishes_nothing() {
+    let f = fixture(KeyKind::Str);
+    let csv = f.file("a.csv", "key,tag\nu1,vip\n");
+    let before = f.state();
+    let e = import_files_with(&f.table, "d1", &[csv], &long(), &mut |_| false).unwrap_err();
+    assert!(matches!(e, Error::Import { .. }), "{e}");
+    assert_eq!(f.state(), before);
+}
+
+/// Random `(key, tag)` rows, split into files.
+fn tag_rows() -> impl Strategy<Value = Vec<(u16, u8)>> {
+    prop::collection::vec((0u16..300, 0u8..6), 1..400)
+}
+
+proptest! {
+    #![proptest_config(proptest_config(24))]
+
+    /// Long `(key, tag)` files, as CSV and as Parquet, against a map from tag to keys.
+    #[test]
+    fn long_tags_match_the_model(rows in tag_rows(), parquet in any::<bool>(), group in 1usize..64) {
+        let f = fixture(KeyKind::Str);
+        let mut model: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (k, t) in &rows {
+            model.entry(format!("tag{t}")).or_default().insert(format!("u{k}"));
+        }
+        let path = if parquet {
+            let p = f.path("t.parquet");
+            write_parquet(
+                &p,
+                "message m { optional binary user (UTF8); optional binary tag (UTF8); }",
+                &[
+                    Pq::Str(rows.iter().map(|r| Some(format!("u{}", r.0))).collect()),
+                    Pq::Str(rows.iter().map(|r| Some(format!("tag{}", r.1))).collect()),
+                ],
+                group,
+            );
+            p
+        } else {
+            let mut text = String::from("user,tag\n");
+            for (k, t) in &rows {
+                text.push_str(&format!("u{k},tag{t}\n"));
+            }
+            f.file("t.csv", &text)
+        };
+        let s = f.import("d1", &[path], &long()).unwrap();
+        prop_assert_eq!(s.rows, rows.len() as u64);
+        for (tag, keys) in &model {
+            prop_assert_eq!(&f.flag_keys(tag), keys);
+        }
+        prop_assert_eq!(s.fields.len(), model.len());
+    }
+
+    /// Wide Parquet files with flags, ints and enums (with nulls) against per-column maps;
+    /// a user given twice keeps the last values and the union of flags.
+    #[test]
+    fn wide_parquet_matches_the_model(
+        rows in prop::collection::vec(
+            (0u16..200, any::<Option<bool>>(), any::<Option<i32>>(), prop::option::of(0u8..4)),
+            1..300,
+        ),
+        group in 1usize..100,
+    ) {
+        let f = fixture(KeyKind::U64);
+        let p = f.path("w.parquet");
+        write_parquet(
+            &p,
+            "message m { optional int64 id; optional boolean vip; optional int32 n; \
+             optional binary city (UTF8); }",
+            &[
+                Pq::I64(rows.iter().map(|r| Some(r.0 as i64)).collect()),
+                Pq::Bool(rows.iter().map(|r| r.1).collect()),
+                Pq::I32(rows.iter().map(|r| r.2).collect()),
+                Pq::Str(rows.iter().map(|r| r.3.map(|c| format!("c{c}"))).collect()),
+            ],
+            group,
+        );
+        let mut vip = BTreeSet::new();
+        let mut n = BTreeMap::new();
+        let mut city = BTreeMap::new();
+        for (k, v, x, c) in &rows {
+            if *v == Some(true) {
+                vip.insert(k.to_string());
+            }
+            if let Some(x) = x {
+                n.insert(k.to_string(), Value::Int(*x as i64));
+            }
+            if let Some(c) = c {
+                city.insert(k.to_string(), Value::Str(format!("c{c}")));
+            }
+        }
+        let mut o = wide();
+        // A column whose sample holds no value cannot be inferred: name the kinds.
+        o.mapping = Mapping::from_toml("[fields.city]\nkind = \"enum\"").unwrap();
+        f.import("d1", &[p], &o).unwrap();
+        prop_assert_eq!(f.flag_keys("vip"), vip);
+        prop_assert_eq!(f.values("n"), n);
+        prop_assert_eq!(f.values("city"), city);
+    }
+}
