@@ -19,6 +19,8 @@ use crate::error::{Error, Result};
 
 /// Words of a shard's bit vector.
 pub(crate) const WORDS: usize = 1 << (SHARD_BITS - 6);
+/// Bitmaps of at most this many members are added to counters member by member.
+const SPARSE_MEMBERS: u64 = 1 << 14;
 /// Roaring containers (2^16 ids each) per shard.
 const CONTAINERS: u32 = 1 << (SHARD_BITS - 16);
 
@@ -310,23 +312,70 @@ impl DenseCounter {
     ) -> Result<Self> {
         let mut c = DenseCounter::default();
         let mut scratch = Dense::zero();
-        let mut add = |c: &mut DenseCounter, bytes: &[u8], path: &Path, bit: usize| -> Result<()> {
-            scratch.set_portable(bytes, shard, path)?;
-            c.add_masked(&scratch, within, bit);
-            Ok(())
-        };
+        let base = shard << SHARD_BITS;
+        // Sparse bitmaps (a rare event, count slices) are added member by member; dense ones
+        // are expanded and added a word column at a time.
+        let mut add =
+            |c: &mut DenseCounter, view: &Bitmap, bytes: &[u8], path: &Path, bit: usize| {
+                if view.cardinality() <= SPARSE_MEMBERS {
+                    let mut buf = [0u32; 256];
+                    let mut it = view.iter();
+                    loop {
+                        let n = it.next_many(&mut buf);
+                        if n == 0 {
+                            break;
+                        }
+                        for &id in &buf[..n] {
+                            let Some(local) = id.checked_sub(base).filter(|&l| l < 1 << SHARD_BITS)
+                            else {
+                                continue;
+                            };
+                            let (w, b) = (local as usize >> 6, 1u64 << (local & 63));
+                            if within.is_none_or(|m| m.words[w] & b != 0) {
+                                c.add_one(w, b, bit);
+                            }
+                        }
+                    }
+                    return Ok(());
+                }
+                scratch.set_portable(bytes, shard, path)?;
+                c.add_masked(&scratch, within, bit);
+                Ok::<(), Error>(())
+            };
         for &day in days {
-            let Some((bytes, path)) = event.event_day_bytes_in(shard, day)? else {
+            let (Some(view), Some((bytes, path))) = (
+                event.event_day_in(shard, day)?,
+                event.event_day_bytes_in(shard, day)?,
+            ) else {
                 continue;
             };
-            add(&mut c, bytes, path, 0)?;
+            add(&mut c, view, bytes, path, 0)?;
             if measure == crate::expr::Measure::Times {
-                for (bit, bytes, path) in event.event_count_slice_bytes_in(shard, day)? {
-                    add(&mut c, bytes, path, bit as usize)?;
+                let views = event.event_count_slices_in(shard, day)?;
+                let bytes = event.event_count_slice_bytes_in(shard, day)?;
+                for ((bit, view), (_, bytes, path)) in views.into_iter().zip(bytes) {
+                    add(&mut c, view, bytes, path, bit as usize)?;
                 }
             }
         }
         Ok(c)
+    }
+
+    /// Adds `2^bit` to the count of the one user at bit `b` of word `w`.
+    fn add_one(&mut self, w: usize, b: u64, bit: usize) {
+        let mut i = bit;
+        loop {
+            if i == self.slices.len() {
+                self.slices.push(Dense::zero());
+            }
+            let s = &mut self.slices[i].words[w];
+            if *s & b == 0 {
+                *s |= b;
+                return;
+            }
+            *s &= !b;
+            i += 1;
+        }
     }
 
     /// Users with a count above zero.
