@@ -233,6 +233,8 @@ def report(path: Path, args, portrait, ch_version, loads, rows, files):
     """Writes this size's section of the report, keeping the other sizes' sections."""
     users = portrait["users"]
     section = report_section(args, portrait, ch_version, loads, rows, files)
+    while section and not section[-1].strip():
+        section.pop()
     sections = {users: section}
     if path.exists():
         import re
@@ -250,6 +252,7 @@ def report(path: Path, args, portrait, ch_version, loads, rows, files):
     for n in sorted(sections):
         L.append(SECTION.format(users=n))
         L.extend(sections[n])
+        L.append("")
         L.append(SECTION_END.format(users=n) + "\n")
     path.write_text("\n".join(L))
 
