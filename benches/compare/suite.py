@@ -447,6 +447,32 @@ def frequency_answer(r, p):
 FREQUENCY = [{"modelling": "events", "run": frequency_events, "answer": frequency_answer}]
 
 
+def active_answer(r, p):
+    from datetime import date, timedelta
+    first_day = date.fromisoformat(p["from"])
+    days = (date.fromisoformat(p["to"]) - first_day).days + 1
+    by_day = {d: n for d, n in r}
+    return {"users": [by_day.get(str(first_day + timedelta(k)), 0) for k in range(days)]}
+
+
+def active_where(p):
+    return (f"event = {q(p['event'])} AND day BETWEEN toDate({q(p['from'])}) "
+            f"AND toDate({q(p['to'])})")
+
+
+# One events row per (event, day, uid), so count() is the number of distinct users of a day.
+ACTIVE = [
+    {"modelling": "events",
+     "run": lambda p: sql(f"SELECT toString(day), count() FROM events WHERE {active_where(p)} "
+                          "GROUP BY day"),
+     "answer": active_answer},
+    {"modelling": "evbitmap",
+     "run": lambda p: sql(f"SELECT toString(day), groupBitmapMerge(bm) FROM event_bitmaps "
+                          f"WHERE {active_where(p)} GROUP BY day"),
+     "answer": active_answer},
+]
+
+
 QUERIES = {
     "count3": count_variants(COUNT3),
     "count10": count_variants(COUNT10),
@@ -461,4 +487,5 @@ QUERIES = {
     "retention": RETENTION,
     "funnel": FUNNEL,
     "frequency": FREQUENCY,
+    "active": ACTIVE,
 }

@@ -13,8 +13,9 @@
 //! 4. Writes every answer and time as JSON to `FILE`; the Python harness compares the answers with
 //!    ClickHouse's. In-process and gRPC answers must agree, or the run fails here.
 //!
-//! Behaviour queries (retention, funnel, frequency) run in-process only (there are no gRPC
-//! methods for them yet) and must also equal an oracle computed naively from the generator.
+//! Behaviour queries (retention, funnel, frequency, active users) run in-process and over
+//! `BehaviourService`, and their in-process answers must also equal an oracle computed naively
+//! from the generator.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,7 +32,9 @@ use portrait_engine::behaviour::funnel::FunnelQuery;
 use portrait_engine::behaviour::retention::RetentionQuery;
 use portrait_engine::behaviour::{DayRange, Period};
 use portrait_engine::expr::Measure;
-use portrait_engine::{Bitmap, Buckets, Database, KeyKind, TableSnapshot, TopOrder, Value};
+use portrait_engine::{
+    Bitmap, Buckets, Database, FieldRef, KeyKind, TableSnapshot, TopOrder, Value,
+};
 use serde_json::{Value as Json, json};
 
 const TABLE: &str = "users";
@@ -75,6 +78,7 @@ const FUNNEL_FIRST: (i32, i32) = (FIRST_EVENT_DAY, FIRST_EVENT_DAY + 13);
 const FUNNEL_WINDOW: i32 = 7;
 const FREQ_EVENT: Event = Event::Purchase;
 const FREQ_CROWD: &str = "interest/sports";
+const ACTIVE_EVENT: Event = Event::Login;
 
 struct Args {
     users: u32,
@@ -242,7 +246,6 @@ struct Row {
     grpc: Option<Timing>,
     kernel: Option<Timing>,
     kernel_note: &'static str,
-    pending: Option<&'static str>,
 }
 
 impl Row {
@@ -257,7 +260,6 @@ impl Row {
             grpc: None,
             kernel: None,
             kernel_note: "",
-            pending: None,
         }
     }
 
@@ -271,7 +273,6 @@ impl Row {
             "grpc": timing_json(self.grpc),
             "kernel": timing_json(self.kernel),
             "kernel_note": self.kernel_note,
-            "pending": self.pending,
         })
     }
 }
@@ -352,7 +353,7 @@ fn main() -> Result<()> {
 
     let mut mismatches = Vec::new();
     for r in &rows {
-        if r.pending.is_none() && r.answer != r.grpc_answer {
+        if r.answer != r.grpc_answer {
             mismatches.push(r.id);
         }
     }
@@ -709,7 +710,7 @@ fn check_kernel_top(top: &[(u64, &str)], answer: &Json) -> Result<()> {
 }
 
 /// Behaviour queries, timed in-process; each answer must equal the oracle computed naively from
-/// the generator. They have no gRPC methods yet (`pending` says so).
+/// the generator.
 fn behaviour(g: &Generator, snap: &TableSnapshot, k: usize, rows: &mut Vec<Row>) -> Result<()> {
     let members = |e: Event, d: i32| -> Vec<u32> { g.event_members(e, d) };
 
@@ -752,7 +753,7 @@ fn behaviour(g: &Generator, snap: &TableSnapshot, k: usize, rows: &mut Vec<Row>)
     oracle_check("retention", &json!({"counts": engine}), &row.answer)?;
     row.in_process = Some(t);
     let event = snap.field(RETENTION_EVENT.name())?;
-    let day_bitmap = |d: i32| -> Result<Bitmap> {
+    let day_bitmap = |event: &FieldRef, d: i32| -> Result<Bitmap> {
         let mut b = Bitmap::new();
         for shard in 0..snap.shards() {
             if let Some(x) = event.event_day_in(shard, d)? {
@@ -761,9 +762,9 @@ fn behaviour(g: &Generator, snap: &TableSnapshot, k: usize, rows: &mut Vec<Row>)
         }
         Ok(b)
     };
-    let cohort = day_bitmap(RETENTION_DAY0)?;
+    let cohort = day_bitmap(&event, RETENTION_DAY0)?;
     let back: Vec<Bitmap> = (1..=RETENTION_DAYS)
-        .map(|k| day_bitmap(RETENTION_DAY0 + k))
+        .map(|k| day_bitmap(&event, RETENTION_DAY0 + k))
         .collect::<Result<_>>()?;
     let (kc, t) = measure(k, || {
         let mut c = vec![cohort.cardinality()];
@@ -773,7 +774,6 @@ fn behaviour(g: &Generator, snap: &TableSnapshot, k: usize, rows: &mut Vec<Row>)
     anyhow::ensure!(kc == engine, "retention kernel {kc:?} vs engine {engine:?}");
     row.kernel = Some(t);
     row.kernel_note = "cohort day bitmap and_cardinality with each return day's bitmap";
-    row.pending = Some("server");
     rows.push(row);
 
     let mut row = Row::new(
@@ -793,7 +793,6 @@ fn behaviour(g: &Generator, snap: &TableSnapshot, k: usize, rows: &mut Vec<Row>)
     let engine = f.first().map(|r| r.reached.clone()).unwrap_or_default();
     oracle_check("funnel", &json!({"reached": engine}), &row.answer)?;
     row.in_process = Some(t);
-    row.pending = Some("server");
     rows.push(row);
 
     let mut row = Row::new(
@@ -830,7 +829,38 @@ fn behaviour(g: &Generator, snap: &TableSnapshot, k: usize, rows: &mut Vec<Row>)
     }
     oracle_check("frequency", &json!({"histogram": engine}), &row.answer)?;
     row.in_process = Some(t);
-    row.pending = Some("server");
+    rows.push(row);
+
+    let mut row = Row::new(
+        "active",
+        "daily active users over 30 days",
+        json!({"event": ACTIVE_EVENT.name(), "from": civil(FIRST_EVENT_DAY),
+               "to": civil(REFERENCE_DAY)}),
+    );
+    let dau: Vec<u64> = (FIRST_EVENT_DAY..=REFERENCE_DAY)
+        .map(|d| members(ACTIVE_EVENT, d).len() as u64)
+        .collect();
+    row.answer = json!({"users": dau});
+    let (a, t) = measure(k, || {
+        Ok(snap.crowd_text("ALL")?.active(
+            ACTIVE_EVENT.name(),
+            DayRange::new(FIRST_EVENT_DAY, REFERENCE_DAY),
+            Period::Day,
+        )?)
+    })?;
+    let engine: Vec<u64> = a.iter().map(|r| r.users).collect();
+    oracle_check("active", &json!({"users": engine}), &row.answer)?;
+    row.in_process = Some(t);
+    let event = snap.field(ACTIVE_EVENT.name())?;
+    let days: Vec<Bitmap> = (FIRST_EVENT_DAY..=REFERENCE_DAY)
+        .map(|d| day_bitmap(&event, d))
+        .collect::<Result<_>>()?;
+    let (kc, t) = measure(k, || {
+        Ok(days.iter().map(Bitmap::cardinality).collect::<Vec<_>>())
+    })?;
+    anyhow::ensure!(kc == engine, "active kernel {kc:?} vs engine {engine:?}");
+    row.kernel = Some(t);
+    row.kernel_note = "cardinality of each day's bitmap (shards merged before timing)";
     rows.push(row);
     Ok(())
 }
@@ -955,9 +985,6 @@ fn grpc(
     let k = args.min_runs;
     let c = &client;
     for row in rows.iter_mut() {
-        if row.pending.is_some() {
-            continue;
-        }
         let (answer, t) = match row.id {
             "count3" | "count10" => {
                 let expr = row.params["expr"].as_str().context("expr")?.to_owned();
@@ -1065,6 +1092,80 @@ fn grpc(
                 let mut s = resp.keys;
                 s.sort();
                 (json!({"keys": s}), t)
+            }
+            "retention" => {
+                let (resp, t) = measure(k, || {
+                    let day0 = civil(RETENTION_DAY0);
+                    Ok(rt.block_on(
+                        c.retention(RETENTION_EVENT.name(), RETENTION_EVENT.name(), &day0, &day0)
+                            .periods(RETENTION_DAYS as u32)
+                            .send(),
+                    )?)
+                })?;
+                let counts: Vec<u64> = resp
+                    .rows
+                    .first()
+                    .map(|r| {
+                        std::iter::once(r.size)
+                            .chain(r.retained.iter().skip(1).copied())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (json!({"counts": counts}), t)
+            }
+            "funnel" => {
+                let (resp, t) = measure(k, || {
+                    Ok(rt.block_on(
+                        c.funnel(
+                            FUNNEL.map(Event::name),
+                            civil(FUNNEL_FIRST.0),
+                            civil(FUNNEL_FIRST.1),
+                        )
+                        .window_days(FUNNEL_WINDOW as u32)
+                        .send(),
+                    )?)
+                })?;
+                let reached: Vec<u64> = resp
+                    .groups
+                    .first()
+                    .map(|g| g.steps.iter().map(|s| s.users).collect())
+                    .unwrap_or_default();
+                (json!({"reached": reached}), t)
+            }
+            "frequency" => {
+                let (resp, t) = measure(k, || {
+                    Ok(rt.block_on(
+                        c.frequency(
+                            FREQ_EVENT.name(),
+                            civil(FIRST_EVENT_DAY),
+                            civil(REFERENCE_DAY),
+                        )
+                        .crowd(FREQ_CROWD)
+                        .send(),
+                    )?)
+                })?;
+                let mut hist = vec![0u64; EVENT_DAY_COUNT as usize + 1];
+                hist[0] = resp.inactive;
+                for b in resp.histogram {
+                    *hist
+                        .get_mut(b.n as usize)
+                        .context("frequency beyond the window")? = b.users;
+                }
+                (json!({"histogram": hist}), t)
+            }
+            "active" => {
+                let (resp, t) = measure(k, || {
+                    Ok(rt.block_on(
+                        c.active(
+                            ACTIVE_EVENT.name(),
+                            civil(FIRST_EVENT_DAY),
+                            civil(REFERENCE_DAY),
+                        )
+                        .send(),
+                    )?)
+                })?;
+                let users: Vec<u64> = resp.periods.iter().map(|p| p.users).collect();
+                (json!({"users": users}), t)
             }
             other => bail!("no gRPC form for query {other}"),
         };
