@@ -224,6 +224,36 @@ impl IdDictionary {
         }
     }
 
+    /// Calls `f` with the key of each id of `ids` (ids without a key are skipped), with the
+    /// cache misses of a batch overlapped: the offsets of the key 16 ahead and the bytes of the
+    /// key 8 ahead are prefetched, so an export of scattered ids costs about one memory round
+    /// trip per 8 keys instead of two per key.
+    pub(crate) fn for_each_key_of(&self, ids: &[u32], mut f: impl FnMut(u32, KeyRef<'_>)) {
+        const OFFSETS_AHEAD: usize = 16;
+        const TEXT_AHEAD: usize = 8;
+        let index = |id: u32| id.checked_sub(self.first).map(|i| i as usize);
+        for (j, &id) in ids.iter().enumerate() {
+            match &self.store {
+                Store::U64(v) => {
+                    if let Some(i) = ids.get(j + OFFSETS_AHEAD).and_then(|&a| index(a)) {
+                        prefetch::prefetch(v, i);
+                    }
+                }
+                Store::Str(a) => {
+                    if let Some(i) = ids.get(j + OFFSETS_AHEAD).and_then(|&a| index(a)) {
+                        a.prefetch_offsets(i);
+                    }
+                    if let Some(i) = ids.get(j + TEXT_AHEAD).and_then(|&a| index(a)) {
+                        a.prefetch_text(i);
+                    }
+                }
+            }
+            if let Some(k) = self.key(id) {
+                f(id, k);
+            }
+        }
+    }
+
     /// The id of `key`, if present.
     #[inline]
     pub(crate) fn get(&self, key: KeyRef<'_>) -> Option<u32> {

@@ -143,6 +143,23 @@ impl Arena {
         self.text.get(start..end)
     }
 
+    /// Hints that the offsets of key `i` will be read soon.
+    #[inline(always)]
+    pub(super) fn prefetch_offsets(&self, i: usize) {
+        super::prefetch::prefetch(&self.ends.low, i);
+        if i > 0 {
+            super::prefetch::prefetch(&self.ends.low, i - 1);
+        }
+    }
+
+    /// Hints that the bytes of key `i` will be read soon (reads its offsets).
+    #[inline(always)]
+    pub(super) fn prefetch_text(&self, i: usize) {
+        if let Some((start, end)) = self.ends.range(i) {
+            super::prefetch::prefetch_span(self.text.as_bytes(), start, end.saturating_sub(1));
+        }
+    }
+
     #[inline]
     pub(super) fn bytes(&self, i: usize) -> Option<&[u8]> {
         let (start, end) = self.ends.range(i)?;

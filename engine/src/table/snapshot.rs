@@ -460,20 +460,17 @@ impl TableSnapshot {
         Ok(dict.key(id).map(KeyRef::to_owned))
     }
 
-    /// Calls `f` with the key of every id of `ids` in order (one lock acquisition).
+    /// Calls `f` with the key of every id of `ids` in order (one lock acquisition; the cache
+    /// misses of consecutive keys overlap).
     pub fn for_each_key(
         &self,
         ids: impl IntoIterator<Item = u32>,
         mut f: impl FnMut(u32, KeyRef<'_>),
     ) -> Result<()> {
+        let users = self.users();
+        let ids: Vec<u32> = ids.into_iter().filter(|&id| id < users).collect();
         let dict = self.dict.get()?.read();
-        for id in ids {
-            if id < self.users()
-                && let Some(k) = dict.key(id)
-            {
-                f(id, k);
-            }
-        }
+        dict.for_each_key_of(&ids, &mut f);
         Ok(())
     }
 
