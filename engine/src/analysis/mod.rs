@@ -501,7 +501,8 @@ impl<'s> Crowd<'s> {
     /// The numeric distribution of `path` over the crowd.
     pub fn distribution(&self, path: &str, buckets: &Buckets) -> Result<Vec<BucketRow>> {
         let f = self.numeric(path)?;
-        let crowd = self.bitmap()?;
+        // Derived bounds need the whole crowd; explicit ones are counted shard by shard.
+        let whole = || self.bitmap();
         let bounds: Vec<i64> = match buckets {
             Buckets::Bounds(b) => {
                 if b.is_empty() || b.windows(2).any(|w| w[0] >= w[1]) {
@@ -517,6 +518,7 @@ impl<'s> Crowd<'s> {
                 )));
             }
             Buckets::EqualWidth(n) => {
+                let crowd = whole()?;
                 let (Some(lo), Some(hi)) = (
                     f.extreme(Some(&crowd), false)?,
                     f.extreme(Some(&crowd), true)?,
@@ -537,6 +539,7 @@ impl<'s> Crowd<'s> {
                 b
             }
             Buckets::Quantiles(n) => {
+                let crowd = whole()?;
                 let (count, _) = f.count_sum(Some(&crowd))?;
                 if count == 0 {
                     return Ok(Vec::new());
@@ -554,15 +557,30 @@ impl<'s> Crowd<'s> {
                 b
             }
         };
-        // below[i] = members with a value < bounds[i]
-        let mut below = Vec::with_capacity(bounds.len());
-        for &b in &bounds {
-            below.push(
-                f.compare(crate::expr::CmpOp::Lt, b)?
-                    .and_cardinality(&crowd),
-            );
+        // below[i] = members with a value < bounds[i]: per shard in parallel, each comparison
+        // computed within the shard's members that have a value.
+        let parts: Vec<(Vec<u64>, u64)> = self.per_shard(|s, crowd| {
+            let Some(bsi) = f.bsi_in(s)? else {
+                return Ok((vec![0; bounds.len()], 0));
+            };
+            let within = bsi.exists.and(&crowd);
+            let below = bounds
+                .iter()
+                .map(|&b| {
+                    bsi.compare_in(crate::expr::CmpOp::Lt, b, Some(&within))
+                        .cardinality()
+                })
+                .collect();
+            Ok((below, within.cardinality()))
+        })?;
+        let mut below = vec![0u64; bounds.len()];
+        let mut total = 0u64;
+        for (b, t) in parts {
+            total += t;
+            for (acc, x) in below.iter_mut().zip(b) {
+                *acc += x;
+            }
         }
-        let (total, _) = f.count_sum(Some(&crowd))?;
         let mut rows = Vec::with_capacity(bounds.len() + 1);
         if below[0] > 0 {
             rows.push(BucketRow {
