@@ -16,11 +16,18 @@ fn main() {
         let crowd = snap.crowd_text(&text).unwrap();
         let mut best = f64::MAX;
         let mut n = 0;
-        for _ in 0..10 {
+        for _ in 0..std::env::var("N")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10)
+        {
             let t = Instant::now();
             n = crowd.count().unwrap();
             best = best.min(t.elapsed().as_secs_f64() * 1e3);
         }
         println!("{best:8.2} ms  {n:>9}  {text}");
+        if std::env::var_os("PROBE_EXPLAIN").is_some() {
+            print!("{}", crowd.explain().unwrap().render());
+        }
     }
 }

@@ -170,7 +170,7 @@ impl<'s> Planner<'s> {
                     any_value(f, codes(&f, values)?.0)
                 };
                 if *negated {
-                    and_not(Node::Exists(f), node)
+                    and_not(self.exists(f), node)
                 } else {
                     node
                 }
@@ -284,6 +284,16 @@ impl<'s> Planner<'s> {
                 }
             }
         })
+    }
+
+    /// Users with a value of `f`: every known user when the field covers them all (so
+    /// `channel != 'organic'` costs one subtraction, not a union of every other value).
+    fn exists(&self, f: FieldRef<'s>) -> Node<'s> {
+        if f.version().users >= u64::from(self.snap.users()) {
+            Node::All
+        } else {
+            Node::Exists(f)
+        }
     }
 
     fn event(&self, path: &Path) -> Result<FieldRef<'s>> {
@@ -409,7 +419,7 @@ impl<'s> Planner<'s> {
                 let node = any_value(f, codes(&f, std::slice::from_ref(value))?.0);
                 match op {
                     CmpOp::Eq => Ok(node),
-                    CmpOp::Ne => Ok(and_not(Node::Exists(f), node)),
+                    CmpOp::Ne => Ok(and_not(self.exists(f), node)),
                     _ => Err(Error::InvalidArgument(format!(
                         "enum `{}` supports =, !=, IN and NOT IN",
                         f.path()
@@ -431,7 +441,7 @@ impl<'s> Planner<'s> {
         Ok(match (op, r.exact()) {
             (_, Some(c)) => Node::Compare(f, op, c),
             (CmpOp::Eq, None) => Node::Empty,
-            (CmpOp::Ne, None) => Node::Exists(f),
+            (CmpOp::Ne, None) => self.exists(f),
             (CmpOp::Lt | CmpOp::Le, None) => match floor_units(r) {
                 Some(c) => Node::Compare(f, CmpOp::Le, c),
                 None => Node::Empty,
