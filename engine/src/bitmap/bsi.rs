@@ -91,6 +91,54 @@ impl BsiBuilt {
 }
 
 impl BsiRef<'_> {
+    /// The estimated share (0 to 1) of the users with a value for whom `value op c` holds,
+    /// from the slices' sizes alone (each bit taken as independent): no bitmap is combined,
+    /// so the planner can afford it for every comparison. Exact for one-slice indexes.
+    pub fn estimate_share(&self, op: CmpOp, c: i64) -> f64 {
+        let n = self.exists.cardinality();
+        if n == 0 {
+            return 0.0;
+        }
+        let p: Vec<f64> = self
+            .slices
+            .iter()
+            .map(|s| s.cardinality() as f64 / n as f64)
+            .collect();
+        // P(offset > k) and P(offset == k) for an offset k within range, under independence.
+        let greater_equal = |k: u64| -> (f64, f64) {
+            let mut greater = 0.0;
+            let mut equal = 1.0;
+            for i in (0..p.len()).rev() {
+                if k >> i & 1 == 1 {
+                    equal *= p[i];
+                } else {
+                    greater += equal * p[i];
+                    equal *= 1.0 - p[i];
+                }
+            }
+            (greater, equal)
+        };
+        let off = i128::from(c) - i128::from(self.base);
+        let max = i128::from(self.max_offset());
+        let (gt, eq) = if off < 0 {
+            (1.0, 0.0)
+        } else if off > max {
+            (0.0, 0.0)
+        } else {
+            greater_equal(off as u64)
+        };
+        let lt = (1.0 - gt - eq).max(0.0);
+        let share = match op {
+            CmpOp::Gt => gt,
+            CmpOp::Ge => gt + eq,
+            CmpOp::Lt => lt,
+            CmpOp::Le => lt + eq,
+            CmpOp::Eq => eq,
+            CmpOp::Ne => 1.0 - eq,
+        };
+        share.clamp(0.0, 1.0)
+    }
+
     fn max_offset(&self) -> u64 {
         if self.slices.len() >= 64 {
             u64::MAX
@@ -316,6 +364,34 @@ mod tests {
             }
             let (n_all, _) = r.count_sum(None);
             prop_assert_eq!(n_all as usize, pairs.len());
+        }
+    }
+
+    #[test]
+    fn estimate_share_is_exact_for_one_slice_and_bounded() {
+        // Values 10 and 11: one slice.
+        let pairs: Vec<(u32, i64)> = (0..100).map(|i| (i, 10 + i64::from(i % 4 == 0))).collect();
+        let built = BsiBuilt::build(&pairs);
+        let b = built.as_ref();
+        assert!((b.estimate_share(CmpOp::Ge, 11) - 0.25).abs() < 1e-9);
+        assert!((b.estimate_share(CmpOp::Lt, 11) - 0.75).abs() < 1e-9);
+        assert_eq!(b.estimate_share(CmpOp::Gt, 99), 0.0);
+        assert_eq!(b.estimate_share(CmpOp::Ge, -5), 1.0);
+        // Many slices: every estimate is a share.
+        let pairs: Vec<(u32, i64)> = (0..1000).map(|i| (i, i64::from(i * i % 977))).collect();
+        let built = BsiBuilt::build(&pairs);
+        for op in [
+            CmpOp::Lt,
+            CmpOp::Le,
+            CmpOp::Eq,
+            CmpOp::Ne,
+            CmpOp::Ge,
+            CmpOp::Gt,
+        ] {
+            for c in [-1, 0, 13, 500, 976, 5000] {
+                let share = built.as_ref().estimate_share(op, c);
+                assert!((0.0..=1.0).contains(&share), "{op:?} {c}: {share}");
+            }
         }
     }
 }

@@ -72,11 +72,20 @@ impl Node<'_> {
                 (per * codes.len() as u64).min(f.version().users)
             }
             Node::AllValues(f, _) => f.version().users / f.version().distinct.max(1),
-            Node::Compare(f, op, _) => match op {
-                CmpOp::Eq => f.version().users / f.version().distinct.max(1),
-                _ => f.version().users / 2,
+            Node::Compare(f, op, c) => match bsi_share(f, |b| b.estimate_share(*op, *c)) {
+                Some(share) => (f.version().users as f64 * share) as u64,
+                None if *op == CmpOp::Eq => f.version().users / f.version().distinct.max(1),
+                None => f.version().users / 2,
             },
-            Node::Between(f, _, _) => f.version().users / 4,
+            Node::Between(f, lo, hi) => {
+                let share = |b: &crate::bitmap::bsi::BsiRef<'_>| {
+                    b.estimate_share(CmpOp::Le, *hi) - b.estimate_share(CmpOp::Lt, *lo)
+                };
+                match bsi_share(f, share) {
+                    Some(s) => (f.version().users as f64 * s.max(0.0)) as u64,
+                    None => f.version().users / 4,
+                }
+            }
             Node::Ids(b) => b.cardinality(),
             Node::And { pos, .. } => pos.iter().map(|n| n.estimate(users)).min().unwrap_or(0),
             Node::Or(xs) | Node::Xor(xs) => {
@@ -612,6 +621,15 @@ pub(crate) fn parse_timestamp(s: &str) -> Option<i64> {
         ms += ((h * 60 + m) * 60 + sec) * 1000;
     }
     Some(ms)
+}
+
+/// The share of a numeric field's users a comparison keeps, estimated from the slice sizes of
+/// the first shard holding the field (cheap: no bitmap is combined).
+fn bsi_share(
+    f: &FieldRef<'_>,
+    share: impl Fn(&crate::bitmap::bsi::BsiRef<'_>) -> f64,
+) -> Option<f64> {
+    (0..f.shards()).find_map(|s| f.bsi_in(s).ok().flatten().map(|b| share(&b)))
 }
 
 /// `NOT x`, folded.
