@@ -1,6 +1,6 @@
 //! The key column of a batch to user ids, a batch at a time.
 
-use super::source::{Batch, Cell, Col};
+use super::source::{Batch, Cell, Col, Data};
 use super::{Ctx, import_error};
 use crate::error::Result;
 use crate::ids::{KeyKind, KeyRef};
@@ -48,6 +48,34 @@ pub(crate) fn resolve(
     }
     let mut uniq: Vec<KeyRef<'_>> = Vec::with_capacity(n / 2 + 1);
     scratch.slots.clear();
+    if let (KeyKind::U64, Data::Int(values)) = (kind, &key_col.data) {
+        // Integer keys of an integer-keyed table: compared and converted without cells.
+        let mut last = 0i64;
+        for (i, (&v, &valid)) in values.iter().zip(&key_col.valid).enumerate() {
+            let previous = scratch.slots.last().copied().unwrap_or(NO_ID);
+            if valid && v == last && previous != NO_ID {
+                scratch.slots.push(previous);
+                continue;
+            }
+            last = v;
+            match u64::try_from(v) {
+                Ok(k) if valid => {
+                    scratch.slots.push(uniq.len() as u32);
+                    uniq.push(KeyRef::U64(k));
+                }
+                _ => {
+                    scratch.slots.push(NO_ID);
+                    let (category, reason) = if valid {
+                        ("invalid key", format!("key {v} is negative"))
+                    } else {
+                        ("missing key", "missing key".to_owned())
+                    };
+                    ctx.bad.report(batch.rows[i], category, reason)?;
+                }
+            }
+        }
+        return finish(load, ctx, &scratch.slots, &mut scratch.uniq_ids, &uniq, ids);
+    }
     let mut last: Option<Cell<'_>> = None;
     for i in 0..n {
         let cell = key_col.cell(i);
@@ -97,17 +125,28 @@ pub(crate) fn resolve(
             }
         }
     }
-    load.users_many(&uniq, &mut scratch.uniq_ids)
-        .map_err(|e| match e {
-            crate::Error::InvalidArgument(m) => import_error(ctx.path, None, m),
-            other => other,
-        })?;
+    finish(load, ctx, &scratch.slots, &mut scratch.uniq_ids, &uniq, ids)
+}
+
+/// Resolves the distinct keys `uniq` and spreads their ids over the rows (`scratch.slots`).
+fn finish(
+    load: &mut Load<'_>,
+    ctx: &Ctx<'_, '_>,
+    slots: &[u32],
+    uniq_ids: &mut Vec<u32>,
+    uniq: &[KeyRef<'_>],
+    ids: &mut Vec<u32>,
+) -> Result<()> {
+    load.users_many(uniq, uniq_ids).map_err(|e| match e {
+        crate::Error::InvalidArgument(m) => import_error(ctx.path, None, m),
+        other => other,
+    })?;
     ids.clear();
-    ids.extend(scratch.slots.iter().map(|&s| {
+    ids.extend(slots.iter().map(|&s| {
         if s == NO_ID {
             NO_ID
         } else {
-            scratch.uniq_ids[s as usize]
+            uniq_ids[s as usize]
         }
     }));
     Ok(())

@@ -5,8 +5,9 @@ use std::collections::{HashMap, HashSet};
 use super::infer::{Inferred, infer_text};
 use super::keys::{self, KeyScratch, NO_ID};
 use super::mapping::MappedKind;
+use super::pages::Coded;
 use super::sink::{self, Sink};
-use super::source::{Batch, Cell, ColumnInfo, Source, SourceType, Unit};
+use super::source::{Batch, Cell, ColumnInfo, Data, Source, SourceType, Unit};
 use super::{BATCH_ROWS, Ctx, LONG_SAMPLE};
 use crate::catalog::{FieldKind, validate_path};
 use crate::error::Result;
@@ -122,7 +123,13 @@ struct Fields {
     states: Vec<State>,
     /// The last name seen and its index: rows of one name usually come together.
     last: Option<(Vec<u8>, usize)>,
+    /// The dictionary `by_code` belongs to, and per entry its field ([`UNMATCHED`] until used).
+    dict_id: u64,
+    by_code: Vec<u32>,
 }
+
+/// A dictionary entry not matched to a field yet (or naming no valid field).
+const UNMATCHED: u32 = u32::MAX;
 
 impl Fields {
     fn new(columns: &[ColumnInfo], layout: &Layout) -> Self {
@@ -141,6 +148,8 @@ impl Fields {
             names: Vec::new(),
             states: Vec::new(),
             last: None,
+            dict_id: 0,
+            by_code: Vec::new(),
         }
     }
 
@@ -241,6 +250,9 @@ impl Fields {
         ctx: &mut Ctx<'_, '_>,
     ) -> Result<()> {
         let col = &batch.cols[tag];
+        if let Data::Coded(coded) = &col.data {
+            return self.coded_tags(load, batch, ids, coded, &col.valid, ctx);
+        }
         for (r, &id) in ids.iter().enumerate() {
             if id == NO_ID {
                 continue;
@@ -257,6 +269,55 @@ impl Fields {
                     }
                 }
                 Err((reason, detail)) => ctx.bad.report(batch.rows[r], &reason, detail)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Fields::tags`] for a column of dictionary codes: each dictionary entry is matched to
+    /// its field once per dictionary, on its first use (so fields are declared in the order
+    /// rows name them, as for plain text).
+    fn coded_tags(
+        &mut self,
+        load: &mut Load<'_>,
+        batch: &Batch,
+        ids: &[u32],
+        coded: &Coded,
+        valid: &[bool],
+        ctx: &mut Ctx<'_, '_>,
+    ) -> Result<()> {
+        let entries = coded.dict.texts.len();
+        if self.dict_id != coded.dict.id {
+            self.dict_id = coded.dict.id;
+            self.by_code.clear();
+            self.by_code.resize(entries, UNMATCHED);
+        }
+        for (r, (&id, &code)) in ids.iter().zip(&coded.codes).enumerate() {
+            if id == NO_ID {
+                continue;
+            }
+            if !valid[r] {
+                ctx.bad
+                    .report(batch.rows[r], "missing tag", "the tag is empty")?;
+                continue;
+            }
+            let i = match self.by_code.get(code as usize) {
+                Some(&i) if i != UNMATCHED => i as usize,
+                _ => match self.index(load, coded.text(code), true, ctx)? {
+                    Ok(i) => {
+                        if let Some(slot) = self.by_code.get_mut(code as usize) {
+                            *slot = i as u32;
+                        }
+                        i
+                    }
+                    Err((reason, detail)) => {
+                        ctx.bad.report(batch.rows[r], &reason, detail)?;
+                        continue;
+                    }
+                },
+            };
+            if let State::Ready(s) = &mut self.states[i] {
+                s.push_flag(id);
             }
         }
         Ok(())

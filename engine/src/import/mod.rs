@@ -45,6 +45,7 @@ mod infer;
 mod keys;
 mod long;
 mod mapping;
+mod pages;
 mod sink;
 mod source;
 #[cfg(test)]

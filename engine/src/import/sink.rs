@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use croaring::Bitmap;
 
 use super::infer::{self, DAY_MS};
+use super::pages::Coded;
 use super::source::{Cell, SourceType, Unit};
 use crate::catalog::FieldKind;
 use crate::error::Result;
@@ -162,9 +163,20 @@ pub(crate) struct Sink {
     local: HashMap<String, u32>,
     values: Vec<String>,
     pairs: Vec<(u32, u32)>,
+    /// Numbers in the field's stored units, waiting for [`Sink::flush`].
+    ints: Vec<(u32, i64)>,
     /// The code of the last value staged: values often repeat from one row to the next.
     last: Option<u32>,
+    /// The dictionary `by_code` belongs to, and per entry its value code ([`UNSEEN`] until
+    /// used).
+    dict_id: u64,
+    by_code: Vec<u32>,
 }
+
+/// A dictionary entry not converted yet.
+const UNSEEN: u32 = u32::MAX;
+/// The code of an empty string, which stages nothing.
+pub(crate) const EMPTY: u32 = u32::MAX - 1;
 
 impl Sink {
     pub(crate) fn new(
@@ -185,7 +197,10 @@ impl Sink {
             local: HashMap::new(),
             values: Vec::new(),
             pairs: Vec::new(),
+            ints: Vec::new(),
             last: None,
+            dict_id: 0,
+            by_code: Vec::new(),
         }
     }
 
@@ -208,14 +223,12 @@ impl Sink {
             Conv::Flag(true) => self.flag_ids.push(id),
             Conv::Str(s) => self.push_str(id, s),
             Conv::Owned(s) => self.push_str(id, &s),
-            Conv::Int(x) => {
-                let value = match self.kind {
-                    FieldKind::Decimal { scale } => Value::Decimal { units: x, scale },
-                    FieldKind::Timestamp => Value::Timestamp(x),
-                    _ => Value::Int(x),
-                };
-                load.value_id(self.field, id, value)?;
-            }
+            Conv::Int(x) => match self.kind {
+                FieldKind::Int | FieldKind::Decimal { .. } | FieldKind::Timestamp => {
+                    self.ints.push((id, x));
+                }
+                _ => load.value_id(self.field, id, Value::Int(x))?,
+            },
         }
         Ok(())
     }
@@ -239,9 +252,51 @@ impl Sink {
         }
     }
 
+    /// Whether values can be staged by dictionary code ([`Sink::code_of`]): enums, and sets
+    /// without a separator.
+    pub(crate) fn by_codes(&self) -> bool {
+        matches!(self.kind, FieldKind::Enum | FieldKind::Set) && self.separator.is_none()
+    }
+
+    /// The value code of dictionary entry `code` of `coded` ([`EMPTY`] for an empty string),
+    /// converted once per dictionary; the error says why the entry does not fit.
+    pub(crate) fn code_of(&mut self, coded: &Coded, code: u32) -> Result<u32, String> {
+        if self.dict_id != coded.dict.id {
+            self.dict_id = coded.dict.id;
+            self.by_code.clear();
+            self.by_code.resize(coded.dict.texts.len(), UNSEEN);
+        }
+        if let Some(&c) = self.by_code.get(code as usize)
+            && c != UNSEEN
+        {
+            return Ok(c);
+        }
+        let s = std::str::from_utf8(coded.text(code)).map_err(|_| "invalid UTF-8".to_owned())?;
+        let c = if s.is_empty() { EMPTY } else { self.intern(s) };
+        if let Some(slot) = self.by_code.get_mut(code as usize) {
+            *slot = c;
+        }
+        Ok(c)
+    }
+
+    /// Stages value code `c` (from [`Sink::code_of`]) for user `id`.
+    #[inline]
+    pub(crate) fn push_code(&mut self, id: u32, c: u32) {
+        if c != EMPTY {
+            self.pairs.push((id, c));
+        }
+    }
+
     #[inline]
     fn push_one(&mut self, id: u32, s: &str) {
-        let code = match self.last {
+        let code = self.intern(s);
+        self.pairs.push((id, code));
+    }
+
+    /// The code of value `s`, assigning the next one to a new value.
+    #[inline]
+    fn intern(&mut self, s: &str) -> u32 {
+        match self.last {
             Some(c) if self.values[c as usize] == s => c,
             _ => {
                 let next = self.values.len() as u32;
@@ -252,8 +307,7 @@ impl Sink {
                 self.last = Some(c);
                 c
             }
-        };
-        self.pairs.push((id, code));
+        }
     }
 
     /// Moves what is pending into the load (call after each batch).
@@ -265,13 +319,19 @@ impl Sink {
             load.value_codes(self.field, &self.values, &self.pairs)?;
             self.pairs.clear();
         }
+        if !self.ints.is_empty() {
+            load.value_units(self.field, &self.ints)?;
+            self.ints.clear();
+        }
         Ok(())
     }
 
     fn flush_flags(&mut self) {
         if !self.flag_ids.is_empty() {
             self.flag_ids.sort_unstable();
-            self.flags.add_many(&self.flag_ids);
+            self.flag_ids.dedup();
+            let batch = crate::bitmap::from_sorted(&self.flag_ids);
+            self.flags.or_inplace(&batch);
             self.flag_ids.clear();
         }
     }

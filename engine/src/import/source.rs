@@ -19,6 +19,7 @@ use parquet::data_type::{
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::schema::types::ColumnDescriptor;
 
+use super::pages::{self, Coded, DictColumn};
 use super::{FileType, import_error};
 use crate::error::Result;
 
@@ -81,12 +82,17 @@ pub(crate) struct Texts {
 }
 
 impl Texts {
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.bytes.clear();
         self.ends.clear();
     }
 
-    fn push(&mut self, v: &[u8]) {
+    /// Number of values.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub(crate) fn push(&mut self, v: &[u8]) {
         self.bytes.extend_from_slice(v);
         self.ends.push(self.bytes.len());
     }
@@ -107,6 +113,8 @@ pub(crate) enum Data {
     Int(Vec<i64>),
     Float(Vec<f64>),
     Text(Texts),
+    /// Text as codes into a dictionary (dictionary-encoded Parquet strings).
+    Coded(Coded),
 }
 
 /// One column of a batch.
@@ -147,6 +155,7 @@ impl Col {
             Data::Int(v) => v.clear(),
             Data::Float(v) => v.clear(),
             Data::Text(t) => t.clear(),
+            Data::Coded(c) => c.clear(),
         }
     }
 
@@ -161,6 +170,7 @@ impl Col {
             Data::Int(v) => Cell::Int(v[i]),
             Data::Float(v) => Cell::Float(v[i]),
             Data::Text(t) => Cell::Text(t.get(i)),
+            Data::Coded(c) => Cell::Text(c.text(c.codes[i])),
         }
     }
 }
@@ -408,6 +418,8 @@ enum Typed {
     F64(ColumnReaderImpl<DoubleType>),
     Bytes(ColumnReaderImpl<ByteArrayType>),
     Fixed(ColumnReaderImpl<FixedLenByteArrayType>),
+    /// A dictionary-encoded string column read as codes.
+    Dict(DictColumn),
 }
 
 impl Typed {
@@ -441,6 +453,8 @@ struct ParquetSource {
     columns: Vec<ColumnInfo>,
     decode: Vec<Decode>,
     max_def: Vec<i16>,
+    /// Columns that may be read as dictionary codes (strings).
+    codes_ok: Vec<bool>,
     group: usize,
     readers: Vec<Option<Typed>>,
     left_in_group: u64,
@@ -542,8 +556,10 @@ impl ParquetSource {
         let mut columns = Vec::new();
         let mut decode = Vec::new();
         let mut max_def = Vec::new();
+        let mut codes_ok = Vec::new();
         for d in schema.columns() {
             let (ty, dec) = leaf_type(d);
+            codes_ok.push(ty == SourceType::Text && d.physical_type() == Physical::BYTE_ARRAY);
             columns.push(ColumnInfo {
                 name: d.path().string(),
                 ty,
@@ -558,6 +574,7 @@ impl ParquetSource {
             columns,
             decode,
             max_def,
+            codes_ok,
             group: 0,
             left_in_group: 0,
             row: 0,
@@ -582,14 +599,16 @@ impl ParquetSource {
                 .get_row_group(g)
                 .map_err(|e| parquet_error(&self.path, Some(self.row + 1), e))?;
             for (i, &w) in wanted.iter().enumerate() {
-                self.readers[i] = if w {
-                    let r = rg
-                        .get_column_reader(i)
-                        .map_err(|e| parquet_error(&self.path, Some(self.row + 1), e))?;
-                    Some(Typed::new(r))
-                } else {
-                    None
-                };
+                let err = |e| parquet_error(&self.path, Some(self.row + 1), e);
+                self.readers[i] =
+                    if w && self.codes_ok[i] && pages::chunk_supported(rg_meta.column(i)) {
+                        let pages = rg.get_column_page_reader(i).map_err(err)?;
+                        Some(Typed::Dict(DictColumn::new(pages, self.max_def[i])))
+                    } else if w {
+                        Some(Typed::new(rg.get_column_reader(i).map_err(err)?))
+                    } else {
+                        None
+                    };
             }
             self.left_in_group = rows;
             self.bytes_done += u64::try_from(rg_meta.compressed_size()).unwrap_or(0);
@@ -667,7 +686,19 @@ fn read_column(
             got = read!(r, &mut v);
             spread(&v, defs, max_def, got, 0.0, out, &mut col.valid);
         }
+        (Typed::Dict(r), data) => {
+            if !matches!(data, Data::Coded(_)) {
+                *data = Data::Coded(Coded::default());
+            }
+            let Data::Coded(coded) = data else {
+                unreachable!("set above")
+            };
+            got = r.read(n, coded, &mut col.valid)?;
+        }
         (Typed::Bytes(r), data) => {
+            if matches!(data, Data::Coded(_)) {
+                *data = Data::Text(Texts::default());
+            }
             let mut v = Vec::with_capacity(n);
             got = read!(r, &mut v);
             spread_bytes(

@@ -4,7 +4,7 @@ use super::infer::{Inferred, infer_text};
 use super::keys::{self, KeyScratch, NO_ID};
 use super::mapping::MappedKind;
 use super::sink::{self, Conv, Sink};
-use super::source::{BadRows, Batch, Data, Source, SourceType, Unit};
+use super::source::{BadRows, Batch, Cell, Data, Source, SourceType, Unit};
 use super::{BATCH_ROWS, Ctx, SAMPLE_ROWS};
 use crate::catalog::{FieldKind, validate_path};
 use crate::error::Result;
@@ -79,15 +79,11 @@ pub(crate) fn import(
         {
             Some(k) => k,
             None => {
-                let Data::Text(texts) = &batch.cols[i].data else {
-                    return Err(crate::Error::Internal(
-                        "an untyped column is not text".into(),
-                    ));
-                };
-                let valid = &batch.cols[i].valid;
-                let sample = (0..batch.len().min(SAMPLE_ROWS))
-                    .filter(|&r| valid[r])
-                    .map(|r| texts.get(r));
+                let col = &batch.cols[i];
+                let sample = (0..batch.len().min(SAMPLE_ROWS)).filter_map(|r| match col.cell(r) {
+                    Cell::Text(t) => Some(t),
+                    _ => None,
+                });
                 match infer_text(
                     sample,
                     ctx.options.float_scale(),
@@ -169,9 +165,23 @@ fn rows_into(
     ok.clear();
     ok.extend(ids.iter().map(|&id| id != NO_ID));
     // First every value is checked, so that a bad row contributes nothing.
-    for (c, s) in sinks.iter() {
+    for (c, s) in sinks.iter_mut() {
         let col = &batch.cols[*c];
         if matches!(col.data, Data::Bool(_)) && s.kind == FieldKind::Flag {
+            continue;
+        }
+        if let Data::Coded(coded) = &col.data
+            && s.by_codes()
+        {
+            for (r, fine) in ok.iter_mut().enumerate() {
+                if *fine
+                    && col.valid[r]
+                    && let Err(why) = s.code_of(coded, coded.codes[r])
+                {
+                    bad.report(batch.rows[r], &s.reason, why)?;
+                    *fine = false;
+                }
+            }
             continue;
         }
         for (r, fine) in ok.iter_mut().enumerate() {
@@ -188,6 +198,16 @@ fn rows_into(
                 for r in 0..batch.len() {
                     if values[r] && col.valid[r] && ok[r] {
                         s.push_flag(ids[r]);
+                    }
+                }
+            }
+            Data::Coded(coded) if s.by_codes() => {
+                for r in 0..batch.len() {
+                    if ok[r]
+                        && col.valid[r]
+                        && let Ok(c) = s.code_of(coded, coded.codes[r])
+                    {
+                        s.push_code(ids[r], c);
                     }
                 }
             }

@@ -177,11 +177,48 @@ impl<'t> Load<'t> {
             .read()
             .get_many(keys.iter().copied(), &mut found);
         let known = self.base.users();
-        for (&key, id) in keys.iter().zip(found) {
-            out.push(match id {
-                Some(id) if id < known => id,
-                _ => self.new_keys.get_or_push(key)?,
-            });
+        let mut missing = Vec::new();
+        for (i, id) in found.into_iter().enumerate() {
+            match id {
+                Some(id) if id < known => out.push(id),
+                _ => {
+                    missing.push(i);
+                    out.push(u32::MAX);
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        // Keys new to the table: first among this load's new keys, then the rest appended in
+        // one batch, in order of first appearance.
+        let mut staged = Vec::with_capacity(missing.len());
+        self.new_keys
+            .get_many(missing.iter().map(|&i| keys[i]), &mut staged);
+        let mut fresh = Vec::new();
+        let mut fresh_at = Vec::new();
+        for (&i, id) in missing.iter().zip(staged) {
+            match id {
+                Some(id) => out[i] = id,
+                None => {
+                    fresh.push(keys[i]);
+                    fresh_at.push(i);
+                }
+            }
+        }
+        let first = self.new_keys.end();
+        match self.new_keys.extend_new(&fresh)? {
+            Ok(()) => {
+                for (j, &i) in fresh_at.iter().enumerate() {
+                    out[i] = first + j as u32;
+                }
+            }
+            // A key repeated within the batch: one at a time.
+            Err(_) => {
+                for &i in &fresh_at {
+                    out[i] = self.new_keys.get_or_push(keys[i])?;
+                }
+            }
         }
         Ok(())
     }
@@ -397,6 +434,24 @@ impl<'t> Load<'t> {
             }
         }
         Ok(())
+    }
+
+    /// Adds `(id, units)` pairs to the int, decimal or timestamp `field`, in its stored units
+    /// (whole numbers, units of the field's scale, milliseconds): the batched form of
+    /// [`Load::value_id`] with [`Value::Int`], [`Value::Decimal`] of the field's scale or
+    /// [`Value::Timestamp`].
+    pub fn value_units(&mut self, field: LoadField, pairs: &[(u32, i64)]) -> Result<()> {
+        if let Some(&(id, _)) = pairs.iter().max_by_key(|p| p.0) {
+            self.check_id(id)?;
+        }
+        let f = self.staged(field)?;
+        match &mut f.data {
+            Staged::Ints(v) => {
+                v.extend_from_slice(pairs);
+                Ok(())
+            }
+            _ => Err(mismatch(&f.spec, "an int, decimal or timestamp")),
+        }
     }
 
     /// Adds `(id, i)` pairs to the enum or set `field`, meaning "user `id` has value
@@ -949,12 +1004,15 @@ impl<'a> Prepared<'a> {
                     b.get_serialized_size_in_bytes::<croaring::Portable>() as u64
                 }
                 BlobData::U32(v) => {
-                    let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    let raw = le_u32(&v);
                     w.add_bytes(k, aux, &raw)?;
                     raw.len() as u64
                 }
                 BlobData::I64(v) => {
-                    let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    let mut raw = Vec::with_capacity(v.len() * 8);
+                    for x in &v {
+                        raw.extend_from_slice(&x.to_le_bytes());
+                    }
                     w.add_bytes(k, aux, &raw)?;
                     raw.len() as u64
                 }
@@ -991,22 +1049,37 @@ fn write_forward_index(
         )));
     }
     let rows = (range.end - range.start) as usize;
+    // Members as sorted vectors (bulk conversion, not one iterator step per member).
+    let members: Vec<Vec<u32>> = flags.iter().map(|(_, b)| b.to_vec()).collect();
     let mut offsets = vec![0u32; rows + 1];
-    for (_, b) in &flags {
-        for id in b.iter() {
+    for ids in &members {
+        for &id in ids {
             offsets[(id - range.start) as usize + 1] += 1;
         }
     }
     for i in 0..rows {
         offsets[i + 1] += offsets[i];
     }
+    // Filled a block of rows at a time, so that the writes of every flag land in a stretch
+    // of `positions` that stays in cache.
+    const BLOCK: u32 = 1 << 14;
     let mut fill = offsets.clone();
     let mut positions = vec![0u16; offsets[rows] as usize];
-    for (pos, (_, b)) in flags.iter().enumerate() {
-        for id in b.iter() {
-            let row = (id - range.start) as usize;
-            positions[fill[row] as usize] = pos as u16;
-            fill[row] += 1;
+    let mut cursors = vec![0usize; members.len()];
+    let mut block_end = range.start;
+    while block_end < range.end {
+        block_end = block_end.saturating_add(BLOCK).min(range.end);
+        for (pos, ids) in members.iter().enumerate() {
+            let c = &mut cursors[pos];
+            while let Some(&id) = ids.get(*c) {
+                if id >= block_end {
+                    break;
+                }
+                let row = (id - range.start) as usize;
+                positions[fill[row] as usize] = pos as u16;
+                fill[row] += 1;
+                *c += 1;
+            }
         }
     }
     let key = |role| BlobKey {
@@ -1014,12 +1087,27 @@ fn write_forward_index(
         role,
         key: 0,
     };
-    let raw: Vec<u8> = offsets.iter().flat_map(|x| x.to_le_bytes()).collect();
-    w.add_bytes(key(Role::ForwardOffsets), range.start as i64, &raw)?;
-    let raw: Vec<u8> = positions.iter().flat_map(|x| x.to_le_bytes()).collect();
+    w.add_bytes(
+        key(Role::ForwardOffsets),
+        range.start as i64,
+        &le_u32(&offsets),
+    )?;
+    let mut raw = Vec::with_capacity(positions.len() * 2);
+    for x in &positions {
+        raw.extend_from_slice(&x.to_le_bytes());
+    }
     w.add_bytes(key(Role::ForwardFlags), range.start as i64, &raw)?;
     let raw: Vec<u8> = flags.iter().flat_map(|(id, _)| id.to_le_bytes()).collect();
     w.add_bytes(key(Role::ForwardFields), 0, &raw)
+}
+
+/// `v` as little-endian bytes.
+fn le_u32(v: &[u32]) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(v.len() * 4);
+    for x in v {
+        raw.extend_from_slice(&x.to_le_bytes());
+    }
+    raw
 }
 
 enum BlobData<'a> {
