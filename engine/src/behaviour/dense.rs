@@ -210,7 +210,7 @@ impl Dense {
                     w &= w - 1;
                 }
             }
-            Bitmap::of(&ids)
+            crate::bitmap::from_sorted(&ids)
         })
     }
 }

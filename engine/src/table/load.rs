@@ -876,7 +876,7 @@ impl<'a> Prepared<'a> {
                         per_code.entry(c).or_default().push(id);
                     }
                     for (c, ids) in per_code {
-                        let mut b = Bitmap::of(&ids);
+                        let mut b = crate::bitmap::from_sorted(&ids);
                         b.run_optimize();
                         blobs.push((key(Role::Value, c), 0, BlobData::Bitmap(b)));
                     }
@@ -924,7 +924,8 @@ impl<'a> Prepared<'a> {
                         continue;
                     }
                     let day_key = day as u32;
-                    let mut b = Bitmap::of(&part.iter().map(|p| p.0).collect::<Vec<_>>());
+                    let mut b =
+                        crate::bitmap::from_sorted(&part.iter().map(|p| p.0).collect::<Vec<_>>());
                     b.run_optimize();
                     union.or_inplace(&b);
                     blobs.push((key(Role::EventDay, day_key), 0, BlobData::Bitmap(b)));
@@ -942,7 +943,7 @@ impl<'a> Prepared<'a> {
                             .map(|p| p.0)
                             .collect();
                         if !ids.is_empty() {
-                            let mut s = Bitmap::of(&ids);
+                            let mut s = crate::bitmap::from_sorted(&ids);
                             s.run_optimize();
                             blobs.push((
                                 key(Role::EventCount, day_key << 5 | bit),
