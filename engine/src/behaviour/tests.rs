@@ -753,6 +753,13 @@ fn event_loads_replace_days_keep_the_others_and_honour_the_horizon() {
         .unwrap_err();
     assert!(e.to_string().contains("at least one day"), "{e}");
     assert!(t.set_time_options(19 * 60, 0).is_err());
+    // Extreme windows are empty or everything, never an overflow.
+    assert_eq!(
+        did("did(login, last 4294967295 days ending DATE '0000-01-01')"),
+        0
+    );
+    assert_eq!(did("did(login, last 4294967295 days)"), 2);
+    assert_eq!(did("last_did(login) < 4294967295 days ago"), 2);
 }
 
 #[test]

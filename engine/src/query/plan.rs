@@ -321,7 +321,11 @@ impl<'s> Planner<'s> {
                     None => self.reference,
                 };
                 match end {
-                    Some(end) => DayRange::new(end - (*days).min(i32::MAX as u32) as i32 + 1, end),
+                    Some(end) => {
+                        let first =
+                            (i64::from(end) - i64::from(*days) + 1).max(i64::from(i32::MIN));
+                        DayRange::new(first as i32, end)
+                    }
                     None => return Vec::new(),
                 }
             }
