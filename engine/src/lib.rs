@@ -32,6 +32,7 @@
 pub mod analysis;
 pub mod behaviour;
 pub mod bitmap;
+pub mod calendar;
 pub mod catalog;
 mod codec;
 mod db;

@@ -492,16 +492,9 @@ pub fn ceil_units(kind: FieldKind, literal: &Literal) -> Option<i64> {
     i64::try_from(ceil).ok()
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+/// Days since 1970-01-01 of a proleptic Gregorian date.
 pub fn days_from_civil(year: i32, month: u8, day: u8) -> i64 {
-    let (m, d) = (i64::from(month), i64::from(day));
-    let y = i64::from(year) - i64::from(m <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    portrait_engine::calendar::days_from_civil(i64::from(year), u32::from(month), u32::from(day))
 }
 
 /// The structured form of an engine expression, the inverse of [`ast`] on the trees the parser

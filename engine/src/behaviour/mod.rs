@@ -56,18 +56,10 @@ pub fn day_of_date(year: i32, month: u8, day: u8) -> i32 {
     crate::query::plan::days_from_civil(year as i64, month as i64, day as i64) as i32
 }
 
-/// The civil date `(year, month, day)` of a day number (Howard Hinnant's algorithm).
+/// The civil date `(year, month, day)` of a day number.
 pub fn date_of_day(day: i32) -> (i32, u8, u8) {
-    let z = day as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
-    (y, m, d)
+    let (y, m, d) = crate::calendar::civil_from_days(i64::from(day));
+    (y as i32, m as u8, d as u8)
 }
 
 /// `YYYY-MM-DD` of a day number.

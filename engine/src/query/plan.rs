@@ -589,15 +589,9 @@ pub(crate) fn date_ms(year: i32, month: u8, day: u8) -> i64 {
     days_from_civil(year as i64, month as i64, day as i64) * 86_400_000
 }
 
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+/// Days since 1970-01-01 of a civil date.
 pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    crate::calendar::days_from_civil(y, m as u32, d as u32)
 }
 
 /// Parses `YYYY-MM-DD` or `YYYY-MM-DD HH:MM:SS` (also with `T`), as UTC milliseconds.
