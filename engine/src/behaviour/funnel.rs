@@ -227,8 +227,10 @@ fn reached_in(
         for &s in start_days {
             let si = (s - first_day) as usize;
             let mut l0 = chunk_of(&days[0][si], at);
-            for (x, y) in l0.iter_mut().zip(c) {
-                *x &= y;
+            // Users who already reached the last step from another start cannot do better.
+            let done = &best[k - 1];
+            for j in 0..CHUNK {
+                l0[j] &= c[j] & !done[j];
             }
             if l0.iter().all(|&x| x == 0) {
                 continue;
@@ -237,18 +239,27 @@ fn reached_in(
             for l in levels[1..].iter_mut() {
                 *l = zero;
             }
+            // live[i]: level i holds somebody, so step i + 1 can gain from it.
+            let mut live = [false; MAX_FUNNEL_STEPS];
+            live[0] = true;
             let end = (si + window as usize).min(span - 1);
             // Days outer, steps inner (in order): one day can advance several steps.
             #[allow(clippy::needless_range_loop)]
             for t in si..=end {
                 for i in 1..k {
+                    if !live[i - 1] {
+                        break;
+                    }
                     let Some(d) = &days[i][t] else { continue };
                     let did: &[u64; CHUNK] = d.words[at..at + CHUNK].try_into().expect("chunk");
                     let (lower, upper) = levels.split_at_mut(i);
                     let prev = &lower[i - 1];
+                    let mut any = 0u64;
                     for j in 0..CHUNK {
                         upper[0][j] |= prev[j] & did[j];
+                        any |= upper[0][j];
                     }
+                    live[i] = any != 0;
                 }
             }
             for (b, l) in best.iter_mut().zip(&levels) {
