@@ -24,7 +24,6 @@ const SPARSE_MEMBERS: u64 = 1 << 14;
 /// Roaring containers (2^16 ids each) per shard.
 const CONTAINERS: u32 = 1 << (SHARD_BITS - 16);
 
-const SERIAL_COOKIE_NO_RUNCONTAINER: u32 = 12346;
 const SERIAL_COOKIE: u32 = 12347;
 const NO_OFFSET_THRESHOLD: usize = 4;
 
@@ -82,7 +81,7 @@ impl Dense {
         let (size, run_flags) = if cookie & 0xFFFF == SERIAL_COOKIE {
             let size = (cookie >> 16) as usize + 1;
             (size, Some(take(size.div_ceil(8))?))
-        } else if cookie == SERIAL_COOKIE_NO_RUNCONTAINER {
+        } else if cookie == crate::bitmap::NO_RUN_COOKIE {
             let size = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
             (size, None)
         } else {
@@ -158,49 +157,28 @@ impl Dense {
     /// (dense containers as bitsets, the others as arrays) and read back, so a dense result
     /// costs a copy, not one insertion per member.
     pub(crate) fn to_bitmap(&self, shard: u32) -> Bitmap {
-        let mut keys: Vec<(u16, u32)> = Vec::new(); // (key, cardinality)
+        use crate::bitmap::Container;
+        let mut containers = Vec::new();
         for c in 0..CONTAINERS as usize {
-            let card: u32 = self.words[c * 1024..(c + 1) * 1024]
-                .iter()
-                .map(|w| w.count_ones())
-                .sum();
-            if card > 0 {
-                keys.push(((shard * CONTAINERS + c as u32) as u16, card));
-            }
-        }
-        let n = keys.len();
-        let mut out = Vec::with_capacity(8 + n * 8 + n * 8192);
-        out.extend_from_slice(&SERIAL_COOKIE_NO_RUNCONTAINER.to_le_bytes());
-        out.extend_from_slice(&(n as u32).to_le_bytes());
-        for &(key, card) in &keys {
-            out.extend_from_slice(&key.to_le_bytes());
-            out.extend_from_slice(&((card - 1) as u16).to_le_bytes());
-        }
-        let mut offset = (8 + n * 8) as u32;
-        for &(_, card) in &keys {
-            out.extend_from_slice(&offset.to_le_bytes());
-            offset += if card > 4096 { 8192 } else { card * 2 };
-        }
-        for &(key, card) in &keys {
-            let c = (u32::from(key) - shard * CONTAINERS) as usize;
             let words = &self.words[c * 1024..(c + 1) * 1024];
+            let card: u32 = words.iter().map(|w| w.count_ones()).sum();
+            let key = (shard * CONTAINERS + c as u32) as u16;
             if card > 4096 {
-                for w in words {
-                    out.extend_from_slice(&w.to_le_bytes());
-                }
-            } else {
+                containers.push((key, Container::Bitset(words.into(), card)));
+            } else if card > 0 {
+                let mut values = Vec::with_capacity(card as usize);
                 for (i, &w) in words.iter().enumerate() {
                     let mut w = w;
                     while w != 0 {
-                        let v = (i as u32 * 64 + w.trailing_zeros()) as u16;
-                        out.extend_from_slice(&v.to_le_bytes());
+                        values.push((i as u32 * 64 + w.trailing_zeros()) as u16);
                         w &= w - 1;
                     }
                 }
+                containers.push((key, Container::Array(values)));
             }
         }
         // Well-formed by construction; should CRoaring disagree, insert the members one by one.
-        Bitmap::try_deserialize::<Portable>(&out).unwrap_or_else(|| {
+        crate::bitmap::from_containers(&containers).unwrap_or_else(|| {
             let base = shard << SHARD_BITS;
             let mut ids = Vec::new();
             for (i, &w) in self.words.iter().enumerate() {
@@ -210,7 +188,7 @@ impl Dense {
                     w &= w - 1;
                 }
             }
-            crate::bitmap::from_sorted(&ids)
+            Bitmap::of(&ids)
         })
     }
 }
@@ -343,18 +321,13 @@ impl DenseCounter {
                 Ok::<(), Error>(())
             };
         for &day in days {
-            let (Some(view), Some((bytes, path))) = (
-                event.event_day_in(shard, day)?,
-                event.event_day_bytes_in(shard, day)?,
-            ) else {
+            let Some(blob) = event.event_day_blob_in(shard, day)? else {
                 continue;
             };
-            add(&mut c, view, bytes, path, 0)?;
+            add(&mut c, blob.bitmap, blob.bytes, blob.path, 0)?;
             if measure == crate::expr::Measure::Times {
-                let views = event.event_count_slices_in(shard, day)?;
-                let bytes = event.event_count_slice_bytes_in(shard, day)?;
-                for ((bit, view), (_, bytes, path)) in views.into_iter().zip(bytes) {
-                    add(&mut c, view, bytes, path, bit as usize)?;
+                for (bit, slice) in event.event_count_blobs_in(shard, day)? {
+                    add(&mut c, slice.bitmap, slice.bytes, slice.path, bit as usize)?;
                 }
             }
         }

@@ -59,7 +59,8 @@ impl<'s> Crowd<'s> {
         }
         let window: Vec<i32> = event
             .event_days()
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|&d| days.contains(d))
             .collect();
         let parts: Vec<(u64, BTreeMap<u64, u64>)> = (0..snap.shards())

@@ -117,7 +117,8 @@ impl<'s> Crowd<'s> {
         let names = split.names();
         let start_days: Vec<i32> = steps[0]
             .event_days()
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|&d| q.starts.contains(d))
             .collect();
         if let (Some(&first), Some(&last)) = (start_days.first(), start_days.last()) {
@@ -195,13 +196,18 @@ fn reached_in(
         for t in first_day..=last_day {
             // Step 1 only matters on start days.
             let needed = i > 0 || start_days.binary_search(&t).is_ok();
-            row.push(match step.event_day_bytes_in(shard, t)? {
-                Some((bytes, path)) if needed => {
+            let blob = if needed {
+                step.event_day_blob_in(shard, t)?
+            } else {
+                None
+            };
+            row.push(match blob {
+                Some(blob) => {
                     let mut d = Dense::zero();
-                    d.or_portable(bytes, shard, path)?;
+                    d.or_portable(blob.bytes, shard, blob.path)?;
                     Some(d)
                 }
-                _ => None,
+                None => None,
             });
         }
         days.push(row);

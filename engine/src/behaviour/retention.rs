@@ -116,30 +116,43 @@ impl<'s> Crowd<'s> {
                 .filter(|&d| d >= start && d < end && d <= reference)
                 .collect()
         };
-        // Distinct return periods, computed once per shard.
+        // Distinct return periods, each one union per shard; the cells name them by position.
         let mut return_periods: Vec<i32> = offsets.iter().flatten().copied().collect();
         return_periods.sort_unstable();
         return_periods.dedup();
+        let cell_periods: Vec<Vec<usize>> = offsets
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|p| return_periods.partition_point(|q| q < p))
+                    .collect()
+            })
+            .collect();
+        let return_period_days: Vec<Vec<i32>> = return_periods
+            .iter()
+            .map(|&p| days_of(return_days, p))
+            .collect();
+        let cohort_period_days: Vec<Vec<i32>> =
+            starts.iter().map(|&c| days_of(cohort_days, c)).collect();
 
         let per_shard: Vec<Vec<(u64, Vec<u64>)>> = (0..snap.shards())
             .into_par_iter()
             .map(|shard| -> Result<Vec<(u64, Vec<u64>)>> {
                 let crowd = self.shard_bitmap(shard)?;
                 let groups = split.groups(shard, &crowd)?;
-                let returns: Vec<Bitmap> = return_periods
+                let returns: Vec<Bitmap> = return_period_days
                     .iter()
-                    .map(|&p| union_in(&return_event, shard, &days_of(&return_days, p), None))
+                    .map(|days| union_in(&return_event, shard, days, None))
                     .collect::<Result<_>>()?;
                 let mut out = Vec::with_capacity(starts.len() * groups.len());
-                for (ci, &c) in starts.iter().enumerate() {
-                    let cohort = union_in(&cohort_event, shard, &days_of(&cohort_days, c), None)?;
+                for (ci, days) in cohort_period_days.iter().enumerate() {
+                    let cohort = union_in(&cohort_event, shard, days, None)?;
                     for g in &groups {
                         let members = cohort.and(g);
                         let size = members.cardinality();
-                        let retained = offsets[ci]
+                        let retained = cell_periods[ci]
                             .iter()
-                            .map(|p| {
-                                let i = return_periods.binary_search(p).expect("collected above");
+                            .map(|&i| {
                                 if size == 0 {
                                     0
                                 } else {

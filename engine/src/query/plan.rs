@@ -314,7 +314,7 @@ impl<'s> Planner<'s> {
     /// The stored days of `f` inside `window`.
     fn window_days(&self, f: &FieldRef<'s>, window: &Window) -> Vec<i32> {
         let range = match window {
-            Window::Ever => return f.event_days(),
+            Window::Ever => return f.event_days().to_vec(),
             Window::Last { days, ending } => {
                 let end = match ending {
                     Some(d) => Some(day_of_date(d.year(), d.month(), d.day())),
@@ -335,7 +335,8 @@ impl<'s> Planner<'s> {
             ),
         };
         f.event_days()
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|&d| range.contains(d))
             .collect()
     }

@@ -54,6 +54,9 @@ pub struct TableSnapshot {
     segments: Vec<Vec<Vec<Option<Arc<Segment>>>>>,
     by_path: HashMap<String, usize>,
     by_id: HashMap<u32, usize>,
+    /// `event_days[f][v]`: the days of version `v` of event field `f`, ascending (parsed once
+    /// from the version's value dictionary; empty for other kinds).
+    event_days: Vec<Vec<Vec<i32>>>,
     /// Per shard: the distinct segments holding the current version of some flag.
     flag_segments: Vec<Vec<Arc<Segment>>>,
     /// Fields that are not flags and have a current version.
@@ -94,6 +97,23 @@ impl TableSnapshot {
             }
             segments.push(versions);
         }
+        let event_days = manifest
+            .fields
+            .iter()
+            .map(|f| {
+                f.versions
+                    .iter()
+                    .map(|v| match f.meta.spec.kind {
+                        FieldKind::Event => v
+                            .values
+                            .iter()
+                            .filter_map(|d| crate::behaviour::parse_day(d))
+                            .collect(),
+                        _ => Vec::new(),
+                    })
+                    .collect()
+            })
+            .collect();
         let mut by_id = HashMap::with_capacity(manifest.fields.len());
         let mut flag_segments: Vec<Vec<Arc<Segment>>> = Vec::new();
         let mut non_flags = Vec::new();
@@ -122,6 +142,7 @@ impl TableSnapshot {
             segments,
             by_path,
             by_id,
+            event_days,
             flag_segments,
             non_flags,
             dict,
@@ -524,6 +545,25 @@ fn forward_row(seg: &Segment, id: u32) -> Result<Option<(&[u8], &[u8])>> {
     Ok(Some((seg.bytes(f)?, positions)))
 }
 
+/// A stored event bitmap: the zero-copy view, and its verified bytes for the dense kernels.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventBlob<'s> {
+    pub(crate) bitmap: &'s Bitmap,
+    pub(crate) bytes: &'s [u8],
+    /// The segment file, for errors.
+    pub(crate) path: &'s std::path::Path,
+}
+
+impl<'s> EventBlob<'s> {
+    fn at(seg: &'s Segment, slot: usize) -> Result<Self> {
+        Ok(Self {
+            bitmap: seg.bitmap(slot)?,
+            bytes: seg.bytes(slot)?,
+            path: seg.path(),
+        })
+    }
+}
+
 /// One version of one field, resolved in a snapshot.
 #[derive(Debug, Clone, Copy)]
 pub struct FieldRef<'s> {
@@ -644,7 +684,7 @@ impl<'s> FieldRef<'s> {
     /// Users of one shard who did the event on any day of this version.
     fn event_exists_in(&self, shard: u32) -> Result<Bitmap> {
         let mut parts = Vec::new();
-        for day in self.event_days() {
+        for &day in self.event_days() {
             if let Some(b) = self.event_day_in(shard, day)? {
                 parts.push(b);
             }
@@ -687,48 +727,28 @@ impl<'s> FieldRef<'s> {
     }
 
     /// The days (since 1970-01-01) this version of an event field holds, ascending.
-    pub fn event_days(&self) -> Vec<i32> {
-        if self.kind() != FieldKind::Event {
-            return Vec::new();
-        }
-        self.values()
-            .iter()
-            .filter_map(|v| crate::behaviour::parse_day(v))
-            .collect()
+    pub fn event_days(&self) -> &'s [i32] {
+        &self.snap.event_days[self.field][self.version]
     }
 
     /// Users of one shard who did the event on `day` (`None`: nobody).
     pub fn event_day_in(&self, shard: u32, day: i32) -> Result<Option<&'s Bitmap>> {
-        self.expect(self.kind() == FieldKind::Event, "an event")?;
-        if day < 0 {
-            return Ok(None);
-        }
-        self.blob(shard, Role::EventDay, day as u32)
+        Ok(self.event_day_blob_in(shard, day)?.map(|b| b.bitmap))
     }
 
     /// The BSI slices of `count - 1` for `day` in one shard, as `(bit, slice)`, ascending.
     pub fn event_count_slices_in(&self, shard: u32, day: i32) -> Result<Vec<(u32, &'s Bitmap)>> {
-        self.expect(self.kind() == FieldKind::Event, "an event")?;
-        let Some(seg) = self.segment(shard) else {
-            return Ok(Vec::new());
-        };
-        if day < 0 {
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::new();
-        for slot in self.count_slots(seg, day) {
-            out.push((seg.entry(slot).key.key & 31, seg.bitmap(slot)?));
-        }
-        Ok(out)
+        Ok(self
+            .event_count_blobs_in(shard, day)?
+            .into_iter()
+            .map(|(bit, b)| (bit, b.bitmap))
+            .collect())
     }
 
-    /// The serialized (portable) bytes of the users of `day` in one shard, verified, with the
-    /// path of their file (`None`: nobody).
-    pub(crate) fn event_day_bytes_in(
-        &self,
-        shard: u32,
-        day: i32,
-    ) -> Result<Option<(&'s [u8], &'s std::path::Path)>> {
+    /// The users of one shard who did the event on `day`, as a view and as its verified
+    /// serialized bytes (`None`: nobody).
+    pub(crate) fn event_day_blob_in(&self, shard: u32, day: i32) -> Result<Option<EventBlob<'s>>> {
+        self.expect(self.kind() == FieldKind::Event, "an event")?;
         let Some(seg) = self.segment(shard) else {
             return Ok(None);
         };
@@ -740,26 +760,24 @@ impl<'s> FieldRef<'s> {
             role: Role::EventDay,
             key: day as u32,
         };
-        match seg.find(key) {
-            Some(slot) => Ok(Some((seg.bytes(slot)?, seg.path()))),
-            None => Ok(None),
-        }
+        seg.find(key)
+            .map(|slot| EventBlob::at(seg, slot))
+            .transpose()
     }
 
-    /// The serialized bytes of the count slices of `day` in one shard, as `(bit, bytes, path)`.
-    pub(crate) fn event_count_slice_bytes_in(
+    /// The count slices of `day` in one shard, as `(bit, blob)`, ascending.
+    pub(crate) fn event_count_blobs_in(
         &self,
         shard: u32,
         day: i32,
-    ) -> Result<Vec<(u32, &'s [u8], &'s std::path::Path)>> {
+    ) -> Result<Vec<(u32, EventBlob<'s>)>> {
+        self.expect(self.kind() == FieldKind::Event, "an event")?;
         let Some(seg) = self.segment(shard) else {
             return Ok(Vec::new());
         };
-        let mut out = Vec::new();
-        for slot in self.count_slots(seg, day) {
-            out.push((seg.entry(slot).key.key & 31, seg.bytes(slot)?, seg.path()));
-        }
-        Ok(out)
+        self.count_slots(seg, day)
+            .map(|slot| Ok((seg.entry(slot).key.key & 31, EventBlob::at(seg, slot)?)))
+            .collect()
     }
 
     /// Slots of the count slices of `day` in `seg`.
