@@ -5,6 +5,9 @@
 //! <dir>/tables/<name>/   one directory per table (see `table`)
 //! <dir>/trash/           dropped tables on their way out; emptied at open
 //! ```
+//!
+//! A backup ([`Database::backup`]) is the same layout plus a `BACKUP` file written last, so an
+//! interrupted backup is recognisable; [`Database::restore`] refuses a directory without it.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -16,8 +19,12 @@ use parking_lot::RwLock;
 use crate::catalog::validate_table_name;
 use crate::error::{Error, Result};
 use crate::ids::KeyKind;
+use crate::realtime::{RealtimeOptions, WalSync};
 use crate::storage::{fs, manifest};
-use crate::table::Table;
+use crate::table::{BackupStats, Table, copy_synced, link_or_copy};
+
+/// The file a complete backup ends with.
+const BACKUP_MARKER: &str = "BACKUP";
 
 /// Options of a database.
 #[derive(Debug, Clone)]
@@ -27,6 +34,11 @@ pub struct Options {
     /// Load each table's id dictionary on a background thread as soon as the table opens
     /// (default true). When false, it loads on the first key lookup.
     pub warm_dictionary: bool,
+    /// When real-time writes are synced to disk (default: every group commit).
+    pub wal_sync: WalSync,
+    /// Pending real-time changes per table that start a background compaction (default
+    /// 1,000,000; 0: only [`Table::compact`] compacts).
+    pub compact_after: u64,
 }
 
 impl Default for Options {
@@ -34,6 +46,17 @@ impl Default for Options {
         Self {
             keep_versions: 7,
             warm_dictionary: true,
+            wal_sync: WalSync::default(),
+            compact_after: 1_000_000,
+        }
+    }
+}
+
+impl Options {
+    fn realtime(&self) -> RealtimeOptions {
+        RealtimeOptions {
+            sync: self.wal_sync,
+            compact_after: self.compact_after,
         }
     }
 }
@@ -87,8 +110,14 @@ impl Database {
                 std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
                 continue;
             }
-            let table = Table::open(&path, &name, options.warm_dictionary)?;
-            tables.insert(name, Arc::new(table));
+            let table = Arc::new(Table::open(
+                &path,
+                &name,
+                options.warm_dictionary,
+                options.realtime(),
+            )?);
+            table.set_self();
+            tables.insert(name, table);
         }
         Ok(Self {
             dir,
@@ -130,10 +159,80 @@ impl Database {
             name,
             kind,
             self.options.keep_versions,
+            self.options.realtime(),
         )?);
+        table.set_self();
         fs::sync_dir(&tables_dir)?;
         tables.insert(name.to_owned(), table.clone());
         Ok(table)
+    }
+
+    /// Writes a consistent online backup of every table to `dest`, which must not exist or
+    /// be empty. Immutable files are hard-linked when `dest` is on the same file system (so a
+    /// backup costs little space until the database moves on), the rest is copied. Each table
+    /// is captured at one instant; readers are never blocked, and writers of a table wait only
+    /// while its files are linked and its log copied.
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<BackupStats> {
+        let dest = dest.as_ref();
+        prepare_empty_dir(dest)?;
+        let tables = self.tables.read();
+        let mut stats = BackupStats::default();
+        for (name, table) in tables.iter() {
+            stats.merge(table.backup_into(&dest.join("tables").join(name))?);
+        }
+        let tables_dir = dest.join("tables");
+        std::fs::create_dir_all(&tables_dir).map_err(|e| Error::io(&tables_dir, e))?;
+        fs::sync_dir(&tables_dir)?;
+        let marker = format!(
+            "portrait backup\nformat {}\ncreated_ms {}\ntables {}\n",
+            crate::storage::FORMAT_VERSION,
+            crate::now_ms(),
+            tables.keys().cloned().collect::<Vec<_>>().join(",")
+        );
+        fs::write_synced(&dest.join(BACKUP_MARKER), marker.as_bytes())?;
+        fs::sync_dir(dest)?;
+        Ok(stats)
+    }
+
+    /// Restores the backup in `backup` into the data directory `dir`, which must not exist or
+    /// be empty (a restore never overwrites a database). Immutable files are hard-linked when
+    /// possible, the log is copied. Open the database afterwards with [`Database::open`].
+    pub fn restore(backup: impl AsRef<Path>, dir: impl AsRef<Path>) -> Result<BackupStats> {
+        let (backup, dir) = (backup.as_ref(), dir.as_ref());
+        if !backup.join(BACKUP_MARKER).is_file() {
+            return Err(Error::InvalidArgument(format!(
+                "{} is not a complete Portrait backup (no {BACKUP_MARKER} file)",
+                backup.display()
+            )));
+        }
+        prepare_empty_dir(dir)?;
+        let mut stats = BackupStats::default();
+        let from_tables = backup.join("tables");
+        let to_tables = dir.join("tables");
+        std::fs::create_dir_all(&to_tables).map_err(|e| Error::io(&to_tables, e))?;
+        for entry in std::fs::read_dir(&from_tables).map_err(|e| Error::io(&from_tables, e))? {
+            let entry = entry.map_err(|e| Error::io(&from_tables, e))?;
+            let to = to_tables.join(entry.file_name());
+            std::fs::create_dir(&to).map_err(|e| Error::io(&to, e))?;
+            for file in std::fs::read_dir(entry.path()).map_err(|e| Error::io(entry.path(), e))? {
+                let file = file.map_err(|e| Error::io(entry.path(), e))?;
+                let name = file.file_name();
+                let target = to.join(&name);
+                let grows = name.to_str().is_some_and(|n| n.starts_with("wal-"));
+                let copied = if grows {
+                    copy_synced(&file.path(), &target)?
+                } else {
+                    link_or_copy(&file.path(), &target)?
+                };
+                stats.files += 1;
+                stats.linked += u64::from(copied.1);
+                stats.bytes += copied.0;
+            }
+            fs::sync_dir(&to)?;
+        }
+        fs::sync_dir(&to_tables)?;
+        fs::sync_dir(dir)?;
+        Ok(stats)
     }
 
     /// Drops a table and its files. Readers holding its snapshots finish undisturbed.
@@ -154,4 +253,17 @@ impl Database {
         }
         Ok(())
     }
+}
+
+/// Creates `dir` if needed and checks that it is empty.
+fn prepare_empty_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    if entries.next().is_some() {
+        return Err(Error::InvalidArgument(format!(
+            "{} is not empty: a backup or restore writes only into a new or empty directory",
+            dir.display()
+        )));
+    }
+    Ok(())
 }

@@ -42,6 +42,7 @@ pub mod ids;
 #[cfg(feature = "import")]
 pub mod import;
 pub mod query;
+pub mod realtime;
 pub mod storage;
 
 pub mod table;
@@ -56,7 +57,9 @@ pub use error::{Error, ErrorClass, Result};
 pub use expr::{CmpOp, Expr, ParseError, parse};
 pub use ids::{Key, KeyKind, KeyRef};
 pub use query::{Crowd, ExplainNode, MembersPage};
-pub use table::{FieldRef, Load, LoadField, LoadSummary, Table, TableSnapshot, Value};
+pub use realtime::CompactSummary;
+pub use realtime::{Change, DeltaStats, WalSync, Write, WriteSummary};
+pub use table::{BackupStats, FieldRef, Load, LoadField, LoadSummary, Table, TableSnapshot, Value};
 
 /// Ids per shard, as a power of two: shard `s` holds ids `s << SHARD_BITS ..`.
 pub const SHARD_BITS: u32 = 20;

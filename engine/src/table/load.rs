@@ -78,6 +78,8 @@ pub struct Load<'t> {
     new_keys: IdDictionary,
     fields: Vec<StagedField>,
     by_path: HashMap<String, usize>,
+    /// Field ids whose frozen real-time changes this load (a compaction) folds in.
+    compacts: Vec<u32>,
 }
 
 impl std::fmt::Debug for Load<'_> {
@@ -109,6 +111,7 @@ impl<'t> Load<'t> {
             label: label.to_owned(),
             fields: Vec::new(),
             by_path: HashMap::new(),
+            compacts: Vec::new(),
         })
     }
 
@@ -221,6 +224,12 @@ impl<'t> Load<'t> {
             }
         }
         Ok(())
+    }
+
+    /// Marks this load as the compaction of field `fid`: its publish also drops the field's
+    /// frozen real-time changes, which the staged content already holds.
+    pub(crate) fn compacts(&mut self, fid: u32) {
+        self.compacts.push(fid);
     }
 
     #[cfg(feature = "import")]
@@ -502,12 +511,17 @@ impl<'t> Load<'t> {
     }
 
     /// Publishes the load atomically: all of its fields appear together, or none does.
-    pub fn commit(self) -> Result<LoadSummary> {
+    pub fn commit(mut self) -> Result<LoadSummary> {
         let table = self.table;
+        // Real-time writes add users too. A load with new users of its own holds the real-time
+        // commit lock from here to the publish, so that its ids follow theirs without a gap or
+        // an overlap; a load without new users leaves real-time writes running.
+        let mut rt_guard = (self.new_keys.len() > 0).then(|| table.rt.state.lock());
+        let keys = self.settle_keys()?;
         let base = &self.base;
-        let users = self.new_keys.end();
+        let users = keys.own.end();
         let now = now_ms();
-        let mut manifest = base.manifest.clone();
+        let mut manifest = (*base.manifest).clone();
         let file_id = manifest.next_file_id;
         manifest.next_file_id += 1;
 
@@ -569,13 +583,13 @@ impl<'t> Load<'t> {
         }
         fail_point("after_segments")?;
 
-        // Step 2: new keys.
-        if self.new_keys.len() > 0 {
-            chunk::write(&table.dir.join(chunk::file_name(file_id)), &self.new_keys)?;
+        // Step 2: new keys: real-time ones not yet in a chunk, then this load's own.
+        if keys.chunk.len() > 0 {
+            chunk::write(&table.dir.join(chunk::file_name(file_id)), &keys.chunk)?;
             manifest.chunks.push(ChunkRef {
                 file_id,
-                first: self.new_keys.first(),
-                count: self.new_keys.len(),
+                first: keys.chunk.first(),
+                count: keys.chunk.len(),
             });
         }
         fail_point("after_ids")?;
@@ -632,11 +646,21 @@ impl<'t> Load<'t> {
         table.write_manifest(&snapshot.manifest)?;
 
         // Step 4: publish.
-        base.dict.get()?.write().append(&self.new_keys)?;
+        if keys.own.len() > 0 {
+            base.dict.get()?.write().append(&keys.own)?;
+        }
         let generation = snapshot.generation();
         let fields = prepared.len();
-        let new_users = self.new_keys.len();
-        table.publish(snapshot, open);
+        let new_users = keys.own.len();
+        let mut st = match rt_guard.take() {
+            Some(st) => st,
+            None => table.rt.state.lock(),
+        };
+        for fid in &self.compacts {
+            st.frozen.fields.remove(fid);
+        }
+        table.publish_locked(&mut st, snapshot, open);
+        drop(st);
 
         // Step 5: files no version names any more.
         table.remove_unreferenced();
@@ -648,6 +672,83 @@ impl<'t> Load<'t> {
             bytes: total_bytes,
             generation,
         })
+    }
+}
+
+/// The keys a commit writes: `chunk` for the new id-dictionary chunk (real-time users not yet
+/// in a chunk, then the load's own), `own` for the load's own new users (appended to the live
+/// dictionary at publish).
+struct SettledKeys {
+    chunk: IdDictionary,
+    own: IdDictionary,
+}
+
+impl Load<'_> {
+    /// Fixes the ids of this load's new users after the real-time writes that happened while it
+    /// was staged: a user a real-time write added meanwhile keeps that id; the others follow the
+    /// last real-time id. Staged data is renumbered to match.
+    fn settle_keys(&mut self) -> Result<SettledKeys> {
+        let kind = self.base.key_kind();
+        let persisted = self.base.manifest.users;
+        let live = self.base.dict.get()?;
+        let live = live.read();
+        let live_end = live.end().max(self.base.users());
+        let old_first = self.new_keys.first();
+        let mut own = IdDictionary::new(kind, live_end);
+        let mut map = Vec::with_capacity(self.new_keys.len() as usize);
+        for id in old_first..self.new_keys.end() {
+            let key = self
+                .new_keys
+                .key(id)
+                .ok_or_else(|| Error::Internal(format!("staged user {id} has no key")))?;
+            map.push(match live.get(key) {
+                Some(existing) => existing,
+                None => own.push(key)?,
+            });
+        }
+        let identity = map
+            .iter()
+            .enumerate()
+            .all(|(i, &id)| id == old_first + i as u32);
+        if !identity {
+            for f in &mut self.fields {
+                remap_staged(&mut f.data, old_first, &map);
+            }
+        }
+        let mut chunk = IdDictionary::new(kind, persisted);
+        for id in persisted..live_end {
+            let key = live
+                .key(id)
+                .ok_or_else(|| Error::Internal(format!("real-time user {id} has no key")))?;
+            chunk.push(key)?;
+        }
+        chunk.append(&own)?;
+        Ok(SettledKeys { chunk, own })
+    }
+}
+
+/// Renumbers staged ids `old_first..` through `map`.
+fn remap_staged(data: &mut Staged, old_first: u32, map: &[u32]) {
+    let f = |id: u32| {
+        if id >= old_first {
+            map[(id - old_first) as usize]
+        } else {
+            id
+        }
+    };
+    match data {
+        Staged::Flag(b) => {
+            let moved: Vec<u32> = b.iter().filter(|&id| id >= old_first).collect();
+            if !moved.is_empty() {
+                b.remove_range(old_first..);
+                for id in moved {
+                    b.add(f(id));
+                }
+            }
+        }
+        Staged::Values { pairs, .. } => pairs.iter_mut().for_each(|p| p.0 = f(p.0)),
+        Staged::Ints(pairs) => pairs.iter_mut().for_each(|p| p.0 = f(p.0)),
+        Staged::Events(days) => days.values_mut().flatten().for_each(|p| p.0 = f(p.0)),
     }
 }
 

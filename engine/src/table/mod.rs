@@ -5,9 +5,12 @@
 //! <table>/MANIFEST                 the live state (storage::manifest)
 //! <table>/seg-<id>-<shard>.seg     segments, one per shard per load (storage::segment)
 //! <table>/ids-<id>.ids             id-dictionary chunks, one per load adding users (ids::chunk)
+//! <table>/wal-<n>.log              the real-time write-ahead log (realtime::wal)
 //! ```
 //! Readers take [`Table::snapshot`] (an `Arc` swapped atomically, never blocked by a writer);
-//! one writer at a time holds the table's writer lock for the duration of a [`Load`].
+//! one bulk writer at a time holds the table's writer lock for the duration of a [`Load`] (or a
+//! compaction). Real-time writes ([`Table::write`]) take only the real-time commit lock, so they
+//! go on during loads and compactions.
 
 mod dict;
 mod load;
@@ -27,6 +30,8 @@ pub use snapshot::{FieldRef, TableSnapshot, Value};
 
 use crate::error::{Error, Result};
 use crate::ids::KeyKind;
+use crate::realtime::CompactSummary;
+use crate::realtime::{self, DeltaStats, Realtime, RealtimeOptions, RtState, Write, WriteSummary};
 use crate::storage::fs;
 use crate::storage::manifest::{self, Manifest};
 use crate::storage::segment::{self, Segment};
@@ -43,6 +48,9 @@ pub struct Table {
     /// Open segments by `(shard, file id)`, shared by every snapshot that names them.
     segments: Mutex<HashMap<(u32, u64), Arc<Segment>>>,
     writer: Mutex<()>,
+    pub(crate) rt: Realtime,
+    /// This table, for the background compaction thread (set by the database).
+    this: std::sync::OnceLock<std::sync::Weak<Table>>,
 }
 
 impl std::fmt::Debug for Table {
@@ -61,16 +69,22 @@ impl Table {
         name: &str,
         kind: KeyKind,
         keep_versions: u32,
+        rt: RealtimeOptions,
     ) -> Result<Self> {
         std::fs::create_dir(dir).map_err(|e| Error::io(dir, e))?;
         let m = Manifest::new(kind, crate::now_ms(), keep_versions);
         fs::replace_atomically(&dir.join(manifest::FILE_NAME), &m.encode())?;
-        Self::open(dir, name, false)
+        Self::open(dir, name, false, rt)
     }
 
     /// Opens a table: reads its manifest and segment metadata, removes unreferenced files.
     /// Costs time proportional to the metadata; the id dictionary loads in the background.
-    pub(crate) fn open(dir: &Path, name: &str, warm_dictionary: bool) -> Result<Self> {
+    pub(crate) fn open(
+        dir: &Path,
+        name: &str,
+        warm_dictionary: bool,
+        rt: RealtimeOptions,
+    ) -> Result<Self> {
         let mpath = dir.join(manifest::FILE_NAME);
         let m = Manifest::decode(&mpath, &fs::read(&mpath)?)?;
         let mut open = HashMap::new();
@@ -91,13 +105,16 @@ impl Table {
             m.chunks.clone(),
         ));
         let name: Arc<str> = Arc::from(name);
-        let snapshot = TableSnapshot::build(name.clone(), m, &open, dict.clone())?;
+        let snapshot = Arc::new(TableSnapshot::build(name.clone(), m, &open, dict.clone())?);
+        let state = realtime::recover(dir, snapshot, rt.sync)?;
         let table = Self {
             name,
             dir: dir.to_path_buf(),
-            current: ArcSwap::from_pointee(snapshot),
+            current: ArcSwap::from_pointee(state.visible()),
             segments: Mutex::new(open),
             writer: Mutex::new(()),
+            rt: Realtime::new(state, rt),
+            this: std::sync::OnceLock::new(),
         };
         table.remove_unreferenced();
         if warm_dictionary {
@@ -131,7 +148,7 @@ impl Table {
     pub fn drop_version(&self, path: &str, label: &str) -> Result<()> {
         let _w = self.writer.lock();
         let snap = self.snapshot();
-        let mut m = snap.manifest.clone();
+        let mut m = (*snap.manifest).clone();
         let f = m
             .fields
             .iter_mut()
@@ -170,7 +187,7 @@ impl Table {
         }
         let _w = self.writer.lock();
         let snap = self.snapshot();
-        let mut m = snap.manifest.clone();
+        let mut m = (*snap.manifest).clone();
         m.utc_offset_minutes = utc_offset_minutes;
         m.event_horizon_days = event_horizon_days;
         m.generation += 1;
@@ -189,9 +206,138 @@ impl Table {
         fs::replace_atomically(&self.dir.join(manifest::FILE_NAME), &m.encode())
     }
 
+    /// Publishes a new snapshot of the stored versions, with the real-time delta merged over it.
     pub(crate) fn publish(&self, snapshot: TableSnapshot, open: HashMap<(u32, u64), Arc<Segment>>) {
+        let mut st = self.rt.state.lock();
+        self.publish_locked(&mut st, snapshot, open);
+    }
+
+    /// [`Table::publish`] for a caller already holding the real-time commit lock.
+    pub(crate) fn publish_locked(
+        &self,
+        st: &mut RtState,
+        snapshot: TableSnapshot,
+        open: HashMap<(u32, u64), Arc<Segment>>,
+    ) {
         *self.segments.lock() = open;
-        self.current.store(Arc::new(snapshot));
+        st.base = Arc::new(snapshot);
+        st.rebuild_overlay();
+        self.current.store(Arc::new(st.visible()));
+    }
+
+    pub(crate) fn set_self(self: &Arc<Self>) {
+        let _ = self.this.set(Arc::downgrade(self));
+    }
+
+    /// Applies a batch of real-time writes atomically and durably: when this returns `Ok`, the
+    /// batch is in the write-ahead log (synced, unless the database was opened with
+    /// [`crate::WalSync::Os`]) and visible to every snapshot taken from now on. A batch with
+    /// one bad write is rejected whole, before anything is logged. Concurrent callers share one
+    /// log sync (group commit).
+    pub fn write(&self, writes: &[Write]) -> Result<WriteSummary> {
+        let logged = realtime::validate(&self.snapshot(), writes)?;
+        if logged.is_empty() {
+            return Ok(WriteSummary {
+                writes: 0,
+                new_users: 0,
+                seq: self.rt.state.lock().seq,
+            });
+        }
+        let summary =
+            realtime::commit(&self.rt, logged, &|snap| self.current.store(Arc::new(snap)))?;
+        self.maybe_compact_in_background();
+        Ok(summary)
+    }
+
+    /// The size of the real-time delta.
+    pub fn delta_stats(&self) -> DeltaStats {
+        self.rt.state.lock().stats()
+    }
+
+    /// Folds the real-time delta into new segments now (waiting for a running compaction or
+    /// bulk load first). Real-time writes go on meanwhile.
+    pub fn compact(&self) -> Result<CompactSummary> {
+        realtime::compact::run(self)
+    }
+
+    fn maybe_compact_in_background(&self) {
+        let threshold = self.rt.options.compact_after;
+        if threshold == 0 {
+            return;
+        }
+        use std::sync::atomic::Ordering;
+        if self.rt.state.lock().active.len() < threshold {
+            return;
+        }
+        let Some(table) = self.this.get().and_then(|w| w.upgrade()) else {
+            return;
+        };
+        if self
+            .rt
+            .scheduled
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name(format!("portrait-compact-{}", self.name))
+            .spawn(move || {
+                if let Err(e) = table.compact() {
+                    tracing::error!(table = %table.name, error = %e, "background compaction failed");
+                }
+                table.rt.scheduled.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.rt.scheduled.store(false, Ordering::Release);
+        }
+    }
+
+    /// Copies a consistent image of the table into the new directory `dest`: the manifest,
+    /// its segment and id files (hard-linked when the file system allows: they never change),
+    /// and the write-ahead log (copied: it grows). Loads, compactions and real-time commits
+    /// wait meanwhile; readers do not.
+    pub(crate) fn backup_into(&self, dest: &Path) -> Result<BackupStats> {
+        let _w = self.writer.lock();
+        let st = self.rt.state.lock();
+        std::fs::create_dir_all(dest).map_err(|e| Error::io(dest, e))?;
+        let m = &st.base.manifest;
+        let mut stats = BackupStats::default();
+        let mut immutable: Vec<String> = m
+            .segment_files()
+            .into_iter()
+            .map(|(shard, id)| segment::file_name(id, shard))
+            .collect();
+        immutable.extend(
+            m.chunks
+                .iter()
+                .map(|c| crate::ids::chunk::file_name(c.file_id)),
+        );
+        for name in immutable {
+            stats.add(link_or_copy(&self.dir.join(&name), &dest.join(&name))?);
+        }
+        let mut copied = vec![manifest::FILE_NAME.to_owned()];
+        copied.extend(
+            realtime::wal::list(&self.dir)?
+                .into_iter()
+                .map(realtime::wal::file_name),
+        );
+        for name in copied {
+            stats.add(copy_synced(&self.dir.join(&name), &dest.join(&name))?);
+        }
+        drop(st);
+        fs::sync_dir(dest)?;
+        Ok(stats)
+    }
+
+    /// The table's directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Swaps in the snapshot `st` describes (caller holds the real-time commit lock).
+    pub(crate) fn store_visible(&self, st: &RtState) {
+        self.current.store(Arc::new(st.visible()));
     }
 
     /// Deletes segment and chunk files the current manifest does not name (best effort: a file
@@ -232,6 +378,52 @@ impl Table {
             }
         }
     }
+}
+
+/// Files and bytes a backup or restore wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BackupStats {
+    /// Files written.
+    pub files: u64,
+    /// Of those, files hard-linked rather than copied.
+    pub linked: u64,
+    /// Bytes of all files.
+    pub bytes: u64,
+}
+
+impl BackupStats {
+    fn add(&mut self, (bytes, linked): (u64, bool)) {
+        self.files += 1;
+        self.linked += u64::from(linked);
+        self.bytes += bytes;
+    }
+
+    pub(crate) fn merge(&mut self, other: BackupStats) {
+        self.files += other.files;
+        self.linked += other.linked;
+        self.bytes += other.bytes;
+    }
+}
+
+/// Hard-links `from` to `to`, or copies it (synced) where links are impossible.
+/// Returns the size and whether it linked.
+pub(crate) fn link_or_copy(from: &Path, to: &Path) -> Result<(u64, bool)> {
+    match std::fs::hard_link(from, to) {
+        Ok(()) => {
+            let len = std::fs::metadata(to).map_err(|e| Error::io(to, e))?.len();
+            Ok((len, true))
+        }
+        Err(_) => copy_synced(from, to),
+    }
+}
+
+/// Copies `from` to `to` and syncs the copy.
+pub(crate) fn copy_synced(from: &Path, to: &Path) -> Result<(u64, bool)> {
+    let len = std::fs::copy(from, to).map_err(|e| Error::io(from, e))?;
+    std::fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(to, e))?;
+    Ok((len, false))
 }
 
 fn parse_segment_name(rest: &str) -> Option<(u32, u64)> {

@@ -19,6 +19,7 @@ use crate::codec::{read_u32, read_u64};
 use crate::error::{Error, Result};
 use crate::expr::CmpOp;
 use crate::ids::{Key, KeyKind, KeyRef};
+use crate::realtime::overlay::{Overlay, OverlayData, ShardOverlay};
 use crate::storage::manifest::{Manifest, VersionRecord};
 use crate::storage::segment::{BlobKey, FORWARD_FIELD, NULL_CODE, Role, Segment};
 use crate::{SHARD_BITS, shard_count};
@@ -45,22 +46,27 @@ pub enum Value {
     Timestamp(i64),
 }
 
+/// `[field][version][shard]`: the segment holding each shard of each version.
+type FieldSegments = Vec<Vec<Vec<Option<Arc<Segment>>>>>;
+
 /// An immutable, consistent view of one table.
 #[derive(Debug)]
 pub struct TableSnapshot {
     pub(crate) name: Arc<str>,
-    pub(crate) manifest: Manifest,
+    pub(crate) manifest: Arc<Manifest>,
     /// `segments[f][v]`: the segment of each shard (by index) of version `v` of field `f`.
-    segments: Vec<Vec<Vec<Option<Arc<Segment>>>>>,
-    by_path: HashMap<String, usize>,
-    by_id: HashMap<u32, usize>,
+    segments: Arc<FieldSegments>,
+    by_path: Arc<HashMap<String, usize>>,
+    by_id: Arc<HashMap<u32, usize>>,
     /// `event_days[f][v]`: the days of version `v` of event field `f`, ascending (parsed once
     /// from the version's value dictionary; empty for other kinds).
-    event_days: Vec<Vec<Vec<i32>>>,
+    event_days: Arc<Vec<Vec<Vec<i32>>>>,
     /// Per shard: the distinct segments holding the current version of some flag.
-    flag_segments: Vec<Vec<Arc<Segment>>>,
+    flag_segments: Arc<Vec<Vec<Arc<Segment>>>>,
     /// Fields that are not flags and have a current version.
-    non_flags: Vec<usize>,
+    non_flags: Arc<Vec<usize>>,
+    /// The real-time changes not yet compacted, merged over the current versions.
+    pub(crate) overlay: Arc<Overlay>,
     pub(crate) dict: Arc<LiveDict>,
     /// Results over all users that analyses reuse within this (immutable) snapshot.
     pub(crate) memo: crate::analysis::Memo,
@@ -138,15 +144,45 @@ impl TableSnapshot {
         }
         Ok(Self {
             name,
-            manifest,
-            segments,
-            by_path,
-            by_id,
-            event_days,
-            flag_segments,
-            non_flags,
+            manifest: Arc::new(manifest),
+            segments: Arc::new(segments),
+            by_path: Arc::new(by_path),
+            by_id: Arc::new(by_id),
+            event_days: Arc::new(event_days),
+            flag_segments: Arc::new(flag_segments),
+            non_flags: Arc::new(non_flags),
+            overlay: Default::default(),
             dict,
             memo: Default::default(),
+        })
+    }
+
+    /// This snapshot's stored versions with another real-time overlay (cheap: the stored parts
+    /// are shared).
+    pub(crate) fn with_overlay(&self, overlay: Arc<Overlay>) -> Self {
+        Self {
+            name: self.name.clone(),
+            manifest: self.manifest.clone(),
+            segments: self.segments.clone(),
+            by_path: self.by_path.clone(),
+            by_id: self.by_id.clone(),
+            event_days: self.event_days.clone(),
+            flag_segments: self.flag_segments.clone(),
+            non_flags: self.non_flags.clone(),
+            overlay,
+            dict: self.dict.clone(),
+            memo: Default::default(),
+        }
+    }
+
+    /// The current version of the field with catalog id `id`.
+    pub(crate) fn field_by_id(&self, id: u32) -> Option<FieldRef<'_>> {
+        let &i = self.by_id.get(&id)?;
+        let n = self.manifest.fields[i].versions.len();
+        (n > 0).then_some(FieldRef {
+            snap: self,
+            field: i,
+            version: n - 1,
         })
     }
 
@@ -173,6 +209,10 @@ impl TableSnapshot {
                 .chunks_exact(4)
                 .map(|b| {
                     let fid = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    if self.overlay.shard(fid, shard).is_some() {
+                        // Counted from the merged bitmap below.
+                        return usize::MAX;
+                    }
                     self.by_id
                         .get(&fid)
                         .filter(|&&fi| {
@@ -209,7 +249,29 @@ impl TableSnapshot {
                 }
             }
         }
+        for (fi, b) in self.overlaid_flags(shard) {
+            if let Some(slot) = slot_of(fi) {
+                counts[slot] += crowd.and_cardinality(b);
+            }
+        }
         Ok(())
+    }
+
+    /// Flags with a real-time overlay in `shard`: `(field index, merged members)`.
+    fn overlaid_flags(&self, shard: u32) -> impl Iterator<Item = (usize, &Bitmap)> {
+        self.overlay.fields.iter().filter_map(move |(fid, fo)| {
+            let &fi = self.by_id.get(fid)?;
+            if self.manifest.fields[fi].meta.spec.kind != FieldKind::Flag {
+                return None;
+            }
+            match fo.shards.get(shard as usize)?.as_deref()? {
+                ShardOverlay {
+                    data: OverlayData::Flag(b),
+                    ..
+                } => Some((fi, &**b)),
+                _ => None,
+            }
+        })
     }
 
     /// Average number of flags per user in the forward rows of `shard` (0 without flags).
@@ -248,6 +310,7 @@ impl TableSnapshot {
                             && self
                                 .current_segment(fi, shard)
                                 .is_some_and(|s| Arc::ptr_eq(s, seg))
+                            && self.overlay.shard(fid, shard).is_none()
                         {
                             found.push((fi, Value::Flag));
                         }
@@ -261,7 +324,12 @@ impl TableSnapshot {
                 }
             }
         }
-        for &fi in &self.non_flags {
+        for (fi, b) in self.overlaid_flags(shard) {
+            if b.contains(id) {
+                found.push((fi, Value::Flag));
+            }
+        }
+        for &fi in self.non_flags.iter() {
             let f = FieldRef {
                 snap: self,
                 field: fi,
@@ -285,7 +353,7 @@ impl TableSnapshot {
 
     /// Number of known users; their ids are `0..users()`.
     pub fn users(&self) -> u32 {
-        self.manifest.users
+        self.manifest.users.max(self.overlay.users)
     }
 
     /// When the table was created (ms since the Unix epoch).
@@ -602,17 +670,42 @@ impl<'s> FieldRef<'s> {
         &self.record().info
     }
 
-    /// This version's sorted value dictionary (enum and set fields).
+    /// This version's value dictionary (enum and set fields): the stored values, sorted,
+    /// followed by any value only real-time writes introduced (in order of arrival).
     pub fn values(&self) -> &'s [String] {
-        &self.record().values
+        match self.field_overlay() {
+            Some(fo) if !fo.values.is_empty() => &fo.values,
+            _ => &self.record().values,
+        }
     }
 
     /// The code of `value` in this version, if any user has it.
     pub fn code_of(&self, value: &str) -> Option<u32> {
-        self.values()
-            .binary_search_by(|v| v.as_str().cmp(value))
-            .ok()
-            .map(|i| i as u32)
+        let stored = &self.record().values;
+        if let Ok(i) = stored.binary_search_by(|v| v.as_str().cmp(value)) {
+            return Some(i as u32);
+        }
+        let all = self.values();
+        all.get(stored.len()..)?
+            .iter()
+            .position(|v| v == value)
+            .map(|i| (stored.len() + i) as u32)
+    }
+
+    fn is_current(&self) -> bool {
+        self.version + 1 == self.snap.manifest.fields[self.field].versions.len()
+    }
+
+    fn field_overlay(&self) -> Option<&'s crate::realtime::overlay::FieldOverlay> {
+        if !self.is_current() {
+            return None;
+        }
+        self.snap.overlay.fields.get(&self.meta().id).map(|f| &**f)
+    }
+
+    /// The real-time overlay of this field in `shard` (current version only).
+    fn overlay(&self, shard: u32) -> Option<&'s ShardOverlay> {
+        self.field_overlay()?.shards.get(shard as usize)?.as_deref()
     }
 
     fn segment(&self, shard: u32) -> Option<&'s Segment> {
@@ -651,12 +744,30 @@ impl<'s> FieldRef<'s> {
     /// Members of a flag in one shard (`None`: nobody in that shard).
     pub fn flag_in(&self, shard: u32) -> Result<Option<&'s Bitmap>> {
         self.expect(self.kind() == FieldKind::Flag, "a flag")?;
+        if let Some(ShardOverlay {
+            data: OverlayData::Flag(b),
+            ..
+        }) = self.overlay(shard)
+        {
+            return Ok(Some(b));
+        }
         self.blob(shard, Role::Flag, 0)
     }
 
     /// Users holding value `code` in one shard (enum and set fields).
     pub fn value_in(&self, shard: u32, code: u32) -> Result<Option<&'s Bitmap>> {
         self.expect(self.kind().has_values(), "an enum or set field")?;
+        if let Some(ShardOverlay {
+            data: OverlayData::Values(map),
+            ..
+        }) = self.overlay(shard)
+            && let Some(b) = map.get(&code)
+        {
+            return Ok(Some(b));
+        }
+        if code as usize >= self.record().values.len() {
+            return Ok(None);
+        }
         self.blob(shard, Role::Value, code)
     }
 
@@ -695,6 +806,13 @@ impl<'s> FieldRef<'s> {
     /// The bit-sliced index of a numeric field in one shard.
     pub fn bsi_in(&self, shard: u32) -> Result<Option<BsiRef<'s>>> {
         self.expect(self.kind().is_numeric(), "a numeric field")?;
+        if let Some(ShardOverlay {
+            data: OverlayData::Bsi(b),
+            ..
+        }) = self.overlay(shard)
+        {
+            return Ok((!b.exists.is_empty()).then(|| b.as_ref()));
+        }
         let Some(seg) = self.segment(shard) else {
             return Ok(None);
         };
@@ -832,7 +950,9 @@ impl<'s> FieldRef<'s> {
 
     /// Shards that may hold data of this version.
     pub fn shards(&self) -> u32 {
-        self.snap.segments[self.field][self.version].len() as u32
+        let stored = self.snap.segments[self.field][self.version].len();
+        let delta = self.field_overlay().map_or(0, |fo| fo.shards.len());
+        stored.max(delta) as u32
     }
 
     fn combine(&self, per_shard: impl Fn(u32) -> Result<Option<Bitmap>>) -> Result<Bitmap> {
@@ -906,6 +1026,58 @@ impl<'s> FieldRef<'s> {
 
     /// The value of this field for user `id` (`None`: the user has no value).
     pub fn value_of(&self, id: u32) -> Result<Option<Value>> {
+        let shard = id >> SHARD_BITS;
+        let Some(so) = self.overlay(shard) else {
+            return self.stored_value_of(id);
+        };
+        match &so.data {
+            OverlayData::Flag(b) => Ok(b.contains(id).then_some(Value::Flag)),
+            OverlayData::Bsi(b) => Ok(b.get(id).map(|v| self.number(v))),
+            OverlayData::Values(map) if so.changed.contains(id) => {
+                // Tracked codes from the overlay, the others from the stored column.
+                let mut codes: Vec<u32> = map
+                    .iter()
+                    .filter(|(_, b)| b.contains(id))
+                    .map(|(&c, _)| c)
+                    .collect();
+                let stored = match self.stored_value_of(id)? {
+                    Some(Value::Str(s)) => vec![s],
+                    Some(Value::Strs(list)) => list,
+                    _ => Vec::new(),
+                };
+                for s in stored {
+                    if let Some(c) = self.code_of(&s)
+                        && !map.contains_key(&c)
+                    {
+                        codes.push(c);
+                    }
+                }
+                let mut strs: Vec<String> = codes
+                    .iter()
+                    .filter_map(|&c| self.values().get(c as usize).cloned())
+                    .collect();
+                strs.sort_unstable();
+                Ok(match (self.kind(), strs.len()) {
+                    (_, 0) => None,
+                    (FieldKind::Enum, _) => strs.into_iter().next().map(Value::Str),
+                    _ => Some(Value::Strs(strs)),
+                })
+            }
+            OverlayData::Values(_) => self.stored_value_of(id),
+        }
+    }
+
+    /// A stored number as the field's kind of value.
+    fn number(&self, v: i64) -> Value {
+        match self.kind() {
+            FieldKind::Decimal { scale } => Value::Decimal { units: v, scale },
+            FieldKind::Timestamp => Value::Timestamp(v),
+            _ => Value::Int(v),
+        }
+    }
+
+    /// The value of user `id` in the stored version (flags see the overlay).
+    fn stored_value_of(&self, id: u32) -> Result<Option<Value>> {
         let shard = id >> SHARD_BITS;
         let Some(seg) = self.segment(shard) else {
             return Ok(None);

@@ -578,8 +578,10 @@ fn damaged_files_are_corruption_errors_not_panics() {
                     file.display()
                 ),
                 Ok(()) => {
-                    // Only bytes no checksum covers (alignment padding) may go unnoticed.
-                    assert_eq!(bad.len(), good.len());
+                    // Only bytes no checksum covers (alignment padding) may go unnoticed, and a
+                    // write-ahead log cut short: a torn tail is truncated, never refused.
+                    let wal = file.extension().is_some_and(|e| e == "log");
+                    assert!(bad.len() == good.len() || wal, "{}", file.display());
                 }
             }
         }
