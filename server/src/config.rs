@@ -14,6 +14,8 @@
 //! max_message_bytes = 16777216       # --max-message-bytes, PORTRAIT_MAX_MESSAGE_BYTES
 //! log = "info"                       # --log, PORTRAIT_LOG (a tracing filter)
 //! shutdown_grace_secs = 10           # --shutdown-grace-secs, PORTRAIT_SHUTDOWN_GRACE_SECS
+//! wal_sync = "every-commit"          # --wal-sync, PORTRAIT_WAL_SYNC
+//! compact_after = 1000000            # --compact-after, PORTRAIT_COMPACT_AFTER
 //!
 //! [limits]                           # file only; see `limits::Limits`
 //! members_batch_keys = 4096
@@ -26,9 +28,26 @@
 //! max_group_rows = 100000
 //! max_top_k = 10000
 //! max_buckets = 10000
+//! max_write_batch = 100000           # writes of one real-time batch (at most 100000)
 //! ```
 //!
 //! Unknown keys in the file are errors, so a typo does not silently fall back to a default.
+//!
+//! Real-time writes:
+//!
+//! - `wal_sync` says when an acknowledged real-time write is on disk. `every-commit` (the
+//!   default) syncs the write-ahead log once per group commit before acknowledging: a write
+//!   survives a power loss. `os` leaves syncing to the operating system: a write survives a crash
+//!   of `portraitd`, not of the machine.
+//! - `compact_after` is the number of pending real-time changes of a table that starts a
+//!   background compaction (folding them into segments and removing their log files); `0`
+//!   compacts only when asked (`IngestService/Compact`, `portrait admin compact`).
+//!
+//! Restoring a backup: `--restore DIR` copies (or hard-links) the backup in `DIR`, written by
+//! `AdminService/Backup` (`portrait admin backup`), into `--data-dir` before the database opens,
+//! then serves it. The data directory must not exist or be empty; otherwise `portraitd` exits
+//! with an error and touches nothing. It is a flag only, with no file key or environment
+//! variable, because a setting that stays in place would try to restore again at every start.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -51,6 +70,29 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_LOG: &str = "info";
 /// Default time in-flight calls get to finish after SIGINT/SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+/// Default number of pending real-time changes of a table that starts a background compaction.
+pub const DEFAULT_COMPACT_AFTER: u64 = 1_000_000;
+
+/// When an acknowledged real-time write reaches the disk (the engine's `WalSync`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum WalSync {
+    /// Sync the write-ahead log once per group commit, before acknowledging (survives power
+    /// loss).
+    #[default]
+    EveryCommit,
+    /// Leave syncing to the operating system (survives a crash of the process only).
+    Os,
+}
+
+impl From<WalSync> for portrait_engine::WalSync {
+    fn from(sync: WalSync) -> Self {
+        match sync {
+            WalSync::EveryCommit => portrait_engine::WalSync::EveryCommit,
+            WalSync::Os => portrait_engine::WalSync::Os,
+        }
+    }
+}
 
 /// The settings `portraitd` runs with, every source merged.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +111,12 @@ pub struct Config {
     pub log: String,
     /// Seconds in-flight calls get to finish after SIGINT/SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// When acknowledged real-time writes are synced to disk.
+    pub wal_sync: WalSync,
+    /// Pending real-time changes of a table that start a background compaction (0: never).
+    pub compact_after: u64,
+    /// A backup to restore into the (empty) data directory before opening it.
+    pub restore: Option<PathBuf>,
     /// Per-request limits.
     pub limits: Limits,
 }
@@ -83,6 +131,9 @@ impl Default for Config {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             log: DEFAULT_LOG.to_owned(),
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+            wal_sync: WalSync::default(),
+            compact_after: DEFAULT_COMPACT_AFTER,
+            restore: None,
             limits: Limits::default(),
         }
     }
@@ -128,6 +179,16 @@ pub struct Args {
     /// Seconds in-flight calls get to finish after SIGINT/SIGTERM [default: 10].
     #[arg(long, env = "PORTRAIT_SHUTDOWN_GRACE_SECS", value_name = "SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// When acknowledged real-time writes are synced to disk [default: every-commit].
+    #[arg(long, env = "PORTRAIT_WAL_SYNC", value_enum, value_name = "WHEN")]
+    pub wal_sync: Option<WalSync>,
+    /// Pending real-time changes of a table that start a background compaction; 0: only on
+    /// request [default: 1000000].
+    #[arg(long, env = "PORTRAIT_COMPACT_AFTER", value_name = "N", value_parser = parse_count::<u64>)]
+    pub compact_after: Option<u64>,
+    /// Restore the backup in DIR into the data directory (which must be empty) before serving.
+    #[arg(long, value_name = "DIR")]
+    pub restore: Option<PathBuf>,
 }
 
 /// A count that may be written with `_` separators (`1_000_000`).
@@ -148,6 +209,8 @@ pub struct FileConfig {
     max_message_bytes: Option<usize>,
     log: Option<String>,
     shutdown_grace_secs: Option<u64>,
+    wal_sync: Option<WalSync>,
+    compact_after: Option<u64>,
     limits: Option<Limits>,
 }
 
@@ -193,6 +256,12 @@ impl Config {
                 .shutdown_grace_secs
                 .or(file.shutdown_grace_secs)
                 .unwrap_or(d.shutdown_grace_secs),
+            wal_sync: args.wal_sync.or(file.wal_sync).unwrap_or(d.wal_sync),
+            compact_after: args
+                .compact_after
+                .or(file.compact_after)
+                .unwrap_or(d.compact_after),
+            restore: args.restore,
             limits: file.limits.unwrap_or(d.limits),
         };
         config.validate()?;
@@ -267,6 +336,40 @@ mod tests {
             c.limits.max_overlap_crowds, 64,
             "unset limits keep defaults"
         );
+    }
+
+    #[test]
+    fn realtime_settings_come_from_flags_or_the_file() {
+        let file = FileConfig::parse("wal_sync = \"os\"\ncompact_after = 500\n").unwrap();
+        let c = Config::merge(Args::default(), file.clone()).unwrap();
+        assert_eq!((c.wal_sync, c.compact_after), (WalSync::Os, 500));
+        assert_eq!(c.restore, None);
+        let c = Config::merge(
+            args(&[
+                "--wal-sync",
+                "every-commit",
+                "--compact-after",
+                "0",
+                "--restore",
+                "/backups/monday",
+            ]),
+            file,
+        )
+        .unwrap();
+        assert_eq!((c.wal_sync, c.compact_after), (WalSync::EveryCommit, 0));
+        assert_eq!(c.restore, Some(PathBuf::from("/backups/monday")));
+        assert_eq!(
+            portrait_engine::WalSync::from(WalSync::Os),
+            portrait_engine::WalSync::Os
+        );
+        let d = Config::default();
+        assert_eq!(
+            (d.wal_sync, d.compact_after),
+            (WalSync::EveryCommit, 1_000_000)
+        );
+        assert!(FileConfig::parse("wal_sync = \"always\"").is_err());
+        assert!(FileConfig::parse("restore = \"/backups/monday\"").is_err());
+        assert!(Args::try_parse_from(["portraitd", "--wal-sync", "never"]).is_err());
     }
 
     #[test]

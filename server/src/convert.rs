@@ -19,6 +19,10 @@
 //! Behaviour nodes (`Did`, `Occurred`) need their window, operator and test; their dates are
 //! `YYYY-MM-DD`. [`node`] converts the other way, an engine [`Expr`] into the structured form.
 //!
+//! Real-time writes ([`writes`]) become engine [`Write`]s: the key parsed by the table's key
+//! kind, `clear` or a typed value (`flag_value: false` clears a flag; a decimal keeps the scale
+//! it is written with, for the engine to fit to its field).
+//!
 //! Outbound, engine values become [`v1::Value`]s; decimals travel as exact strings built from
 //! their stored units (`units × 10^-scale`), timestamps as epoch milliseconds.
 
@@ -28,7 +32,7 @@ use portrait_engine::expr::{
     Path, When, Window,
 };
 use portrait_engine::{
-    ExplainNode, FieldKind, FieldMeta, Freshness, Key, KeyKind, Value, VersionInfo,
+    Change, ExplainNode, FieldKind, FieldMeta, Freshness, Key, KeyKind, Value, VersionInfo, Write,
 };
 use portrait_proto::v1::{self, node};
 use tonic::Status;
@@ -1017,6 +1021,80 @@ pub fn plan_text(n: &ExplainNode, analyze: bool) -> String {
     let mut out = String::new();
     go(n, 0, &mut out);
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real-time writes
+// ---------------------------------------------------------------------------------------------
+
+/// The engine writes of a `Write` batch to a table keyed by `kind`. A write that cannot become
+/// an engine write (no change, `clear: false`, a key that no user of the table can have, a
+/// malformed decimal) fails the batch with `INVALID_ARGUMENT` starting `write N:`, the way the
+/// engine reports the writes it refuses; whether a value fits its field is the engine's check.
+pub fn writes(kind: KeyKind, writes: Vec<v1::FieldWrite>) -> Result<Vec<Write>, Status> {
+    writes
+        .into_iter()
+        .enumerate()
+        .map(|(i, w)| write(kind, w).map_err(|e| bad(format!("write {i}: {e}"))))
+        .collect()
+}
+
+fn write(kind: KeyKind, w: v1::FieldWrite) -> Result<Write, String> {
+    use v1::field_write::Change as C;
+    use v1::value::Kind as K;
+    let key = self::key(kind, &w.key).ok_or_else(|| {
+        format!(
+            "key {:?} does not fit a table keyed by {} (keys are decimal numbers)",
+            w.key,
+            kind.name()
+        )
+    })?;
+    let change = match w.change {
+        None => {
+            return Err(format!(
+                "no change for `{}`: set `value` or `clear`",
+                w.path
+            ));
+        }
+        Some(C::Clear(true)) => Change::Clear,
+        Some(C::Clear(false)) => {
+            return Err(format!(
+                "`clear` of `{}` is false: send `clear: true` to remove a value",
+                w.path
+            ));
+        }
+        Some(C::Value(v1::Value { kind: None })) => {
+            return Err(format!("the value of `{}` has no kind set", w.path));
+        }
+        Some(C::Value(v1::Value { kind: Some(value) })) => match value {
+            K::FlagValue(true) => Change::Set(Value::Flag),
+            K::FlagValue(false) => Change::Clear,
+            K::StringValue(s) => Change::Set(Value::Str(s)),
+            K::SetValue(set) => Change::Set(Value::Strs(set.values)),
+            K::IntValue(i) => Change::Set(Value::Int(i)),
+            K::DecimalValue(text) => Change::Set(decimal_value(&text)?),
+            K::TimestampUnixMs(ms) => Change::Set(Value::Timestamp(ms)),
+        },
+    };
+    Ok(Write {
+        key,
+        path: w.path,
+        change,
+    })
+}
+
+/// An exact decimal string as an engine decimal value with the scale as written (`"12"` has
+/// scale 0): the engine rescales it to its field's scale, exactly or not at all.
+fn decimal_value(text: &str) -> Result<Value, String> {
+    let (units, scale) = match parse_decimal(text)? {
+        Literal::Int(i) => (i, 0),
+        Literal::Decimal(d) => (
+            i64::try_from(d.mantissa()).map_err(|_| format!("{text:?} has too many digits"))?,
+            d.scale(),
+        ),
+        _ => return Err(format!("{text:?} is not a decimal number")),
+    };
+    Ok(Value::Decimal { units, scale })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! ones (an expression tree nested too deeply) with `INVALID_ARGUMENT`. The limits are set in the
 //! `[limits]` table of the configuration file.
 
+use portrait_engine::realtime::MAX_BATCH;
 use serde::Deserialize;
 use tonic::Status;
 
@@ -35,6 +36,9 @@ pub struct Limits {
     pub max_top_k: u32,
     /// Explicit bounds of one `Distribution` (default 10,000).
     pub max_buckets: usize,
+    /// Writes of one real-time `Write` batch (default and most: the engine's
+    /// [`MAX_BATCH`], 100,000).
+    pub max_write_batch: usize,
 }
 
 impl Default for Limits {
@@ -51,6 +55,7 @@ impl Default for Limits {
             max_group_rows: 100_000,
             max_top_k: 10_000,
             max_buckets: 10_000,
+            max_write_batch: MAX_BATCH,
         }
     }
 }
@@ -78,9 +83,17 @@ impl Limits {
             ("max_group_rows", self.max_group_rows as u64),
             ("max_top_k", self.max_top_k as u64),
             ("max_buckets", self.max_buckets as u64),
+            ("max_write_batch", self.max_write_batch as u64),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("limits.{name} must be at least 1"));
+        }
+        if self.max_write_batch > MAX_BATCH {
+            return Err(format!(
+                "limits.max_write_batch must be at most {MAX_BATCH} (the engine's batch limit), \
+                 got {}",
+                self.max_write_batch
+            ));
         }
         Ok(())
     }
@@ -110,6 +123,15 @@ mod tests {
         assert_eq!(
             zero.validate().unwrap_err(),
             "limits.max_top_k must be at least 1"
+        );
+        let over = Limits {
+            max_write_batch: MAX_BATCH + 1,
+            ..Limits::default()
+        };
+        assert!(
+            over.validate().unwrap_err().contains("at most 100000"),
+            "{:?}",
+            over.validate()
         );
     }
 

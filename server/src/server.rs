@@ -10,6 +10,7 @@
 //! process exits anyway.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -201,14 +202,52 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Opens the database, loads the demo data if asked, and serves until SIGINT/SIGTERM.
+/// Restores the backup in `backup` into the empty data directory `data_dir`.
+pub async fn restore(backup: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let (from, to) = (backup.to_path_buf(), data_dir.to_path_buf());
+    let stats = tokio::task::spawn_blocking(move || portrait_engine::Database::restore(&from, &to))
+        .await
+        .context("restoring the backup")?
+        .with_context(|| {
+            format!(
+                "cannot restore the backup {} into the data directory {}",
+                backup.display(),
+                data_dir.display()
+            )
+        })?;
+    tracing::info!(
+        backup = %backup.display(),
+        data_dir = %data_dir.display(),
+        files = stats.files,
+        linked = stats.linked,
+        bytes = stats.bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "backup restored"
+    );
+    Ok(())
+}
+
+/// Restores a backup if asked, opens the database, loads the demo data if asked, and serves
+/// until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    if let Some(backup) = &config.restore {
+        restore(backup, &config.data_dir).await?;
+    }
     let dir = config.data_dir.clone();
-    let db = tokio::task::spawn_blocking(move || portrait_engine::Database::open(&dir))
-        .await
-        .context("opening the database")?
-        .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
+    let options = portrait_engine::Options {
+        wal_sync: config.wal_sync.into(),
+        compact_after: config.compact_after,
+        ..portrait_engine::Options::default()
+    };
+    let db =
+        tokio::task::spawn_blocking(move || portrait_engine::Database::open_with(&dir, options))
+            .await
+            .context("opening the database")?
+            .with_context(|| {
+                format!("cannot open the database in {}", config.data_dir.display())
+            })?;
     let db = Arc::new(db);
     // Uploads spilled by loads that were running when the process last stopped.
     let _ = std::fs::remove_dir_all(crate::service::ingest::spill_dir(&config.data_dir));

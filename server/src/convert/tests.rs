@@ -947,3 +947,131 @@ fn behaviour_request_fields() {
     assert_eq!(rate(1, 4), 0.25);
     assert_eq!(rate(3, 0), 0.0);
 }
+
+// --- real-time writes ------------------------------------------------------------------------
+
+fn field_write(key: &str, path: &str, change: Option<v1::field_write::Change>) -> v1::FieldWrite {
+    v1::FieldWrite {
+        key: key.into(),
+        path: path.into(),
+        change,
+    }
+}
+
+fn set(key: &str, path: &str, value: v1::value::Kind) -> v1::FieldWrite {
+    field_write(
+        key,
+        path,
+        Some(v1::field_write::Change::Value(v1::Value {
+            kind: Some(value),
+        })),
+    )
+}
+
+#[test]
+fn writes_convert_by_value_kind() {
+    use v1::value::Kind as K;
+    let wire = vec![
+        set("u1", "vip", K::FlagValue(true)),
+        set("u1", "vip", K::FlagValue(false)),
+        field_write("u2", "city", Some(v1::field_write::Change::Clear(true))),
+        set("u3", "city", K::StringValue("Beijing".into())),
+        set(
+            "u3",
+            "tags",
+            K::SetValue(v1::StringSet {
+                values: vec!["a".into(), "b".into()],
+            }),
+        ),
+        set("u3", "age", K::IntValue(-4)),
+        set("u3", "spend", K::DecimalValue("12.50".into())),
+        set("u3", "spend", K::DecimalValue("-7".into())),
+        set("u3", "seen", K::TimestampUnixMs(1_764_028_800_000)),
+    ];
+    let got = writes(KeyKind::Str, wire).unwrap();
+    let changes: Vec<Change> = got.iter().map(|w| w.change.clone()).collect();
+    assert_eq!(
+        changes,
+        [
+            Change::Set(Value::Flag),
+            Change::Clear,
+            Change::Clear,
+            Change::Set(Value::Str("Beijing".into())),
+            Change::Set(Value::Strs(vec!["a".into(), "b".into()])),
+            Change::Set(Value::Int(-4)),
+            Change::Set(Value::Decimal {
+                units: 1250,
+                scale: 2
+            }),
+            Change::Set(Value::Decimal {
+                units: -7,
+                scale: 0
+            }),
+            Change::Set(Value::Timestamp(1_764_028_800_000)),
+        ]
+    );
+    assert_eq!(got[0].key, Key::Str("u1".into()));
+    assert_eq!(got[3].path, "city");
+}
+
+#[test]
+fn write_keys_follow_the_table_key_kind() {
+    use v1::value::Kind as K;
+    let got = writes(KeyKind::U64, vec![set("42", "age", K::IntValue(1))]).unwrap();
+    assert_eq!(got[0].key, Key::U64(42));
+    let status = writes(
+        KeyKind::U64,
+        vec![
+            set("42", "age", K::IntValue(1)),
+            set("u42", "age", K::IntValue(1)),
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("write 1: key \"u42\""),
+        "{}",
+        status.message()
+    );
+}
+
+#[test]
+fn malformed_writes_name_their_index() {
+    use v1::value::Kind as K;
+    let cases = [
+        (field_write("u1", "vip", None), "no change for `vip`"),
+        (
+            field_write("u1", "vip", Some(v1::field_write::Change::Clear(false))),
+            "`clear` of `vip` is false",
+        ),
+        (
+            field_write(
+                "u1",
+                "vip",
+                Some(v1::field_write::Change::Value(v1::Value { kind: None })),
+            ),
+            "has no kind set",
+        ),
+        (
+            set("u1", "spend", K::DecimalValue("12,50".into())),
+            "not a decimal number",
+        ),
+        (
+            set(
+                "u1",
+                "spend",
+                K::DecimalValue("99999999999999999999.5".into()),
+            ),
+            "too many digits",
+        ),
+    ];
+    for (w, expected) in cases {
+        let status = writes(KeyKind::Str, vec![w]).unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().starts_with("write 0: ") && status.message().contains(expected),
+            "{} lacks {expected:?}",
+            status.message()
+        );
+    }
+}

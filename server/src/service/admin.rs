@@ -1,7 +1,14 @@
-//! `AdminService`: table sizes and versions of the server, its storage format and its API.
+//! `AdminService`: table sizes, versions of the server, its storage format and its API, and
+//! online backups.
+//!
+//! A backup goes to a directory on the server's own file system. The path must be absolute (a
+//! relative one would depend on the server's working directory, which callers cannot see) and
+//! outside the data directory (the engine would otherwise find the backup's files among its
+//! own); the engine refuses a directory that is not empty.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use portrait_engine::storage::{FORMAT_VERSION, OLDEST_SUPPORTED_FORMAT_VERSION};
 use portrait_proto::v1::{self, admin_service_server::AdminService};
@@ -9,6 +16,7 @@ use tonic::{Request, Response, Status};
 
 use super::State;
 use crate::call::run_blocking;
+use crate::status::OrStatus;
 
 /// The admin service over the shared [`State`].
 #[derive(Debug, Clone)]
@@ -36,6 +44,51 @@ fn bytes_under(dir: &Path) -> u64 {
             _ => 0,
         })
         .sum()
+}
+
+/// `path` with every existing ancestor resolved through symbolic links (the rest kept as
+/// written), so that two spellings of one place compare equal.
+fn resolved(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(real) = at.canonicalize() {
+            return rest.iter().rev().fold(real, |p, c| p.join(c));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                at = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+/// Checks the directory of a backup of the database in `data_dir` (see the module header).
+pub fn check_backup_dir(dir: &str, data_dir: &Path) -> Result<PathBuf, Status> {
+    let path = PathBuf::from(dir);
+    if dir.is_empty() || !path.is_absolute() {
+        return Err(Status::invalid_argument(format!(
+            "the backup directory must be an absolute path on the server, got {dir:?}"
+        )));
+    }
+    if path
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(Status::invalid_argument(format!(
+            "the backup directory {dir:?} must not contain `..`"
+        )));
+    }
+    let (to, data) = (resolved(&path), resolved(data_dir));
+    if to.starts_with(&data) || data.starts_with(&to) {
+        return Err(Status::invalid_argument(format!(
+            "the backup directory {dir:?} overlaps the data directory {}",
+            data_dir.display()
+        )));
+    }
+    Ok(path)
 }
 
 #[tonic::async_trait]
@@ -68,6 +121,33 @@ impl AdminService for AdminApi {
         .await
     }
 
+    async fn backup(
+        &self,
+        request: Request<v1::BackupRequest>,
+    ) -> Result<Response<v1::BackupResponse>, Status> {
+        let state = self.state.clone();
+        let call = state.call(&request);
+        let dir = check_backup_dir(&request.get_ref().dir, state.db.dir())?;
+        let started = Instant::now();
+        run_blocking(call, move |_| {
+            let stats = state.db.backup(&dir).or_status()?;
+            tracing::info!(
+                dir = %dir.display(),
+                files = stats.files,
+                linked = stats.linked,
+                bytes = stats.bytes,
+                "backup written"
+            );
+            Ok(Response::new(v1::BackupResponse {
+                files: stats.files,
+                linked: stats.linked,
+                bytes: stats.bytes,
+                elapsed_us: started.elapsed().as_micros() as u64,
+            }))
+        })
+        .await
+    }
+
     async fn version(
         &self,
         _request: Request<v1::VersionRequest>,
@@ -78,5 +158,39 @@ impl AdminService for AdminApi {
             oldest_supported_format_version: OLDEST_SUPPORTED_FORMAT_VERSION,
             api_version: "v1".to_owned(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_dirs_are_absolute_and_apart_from_the_data() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let ok = root.path().join("backups/monday");
+        let ok_text = ok.to_str().unwrap();
+        assert_eq!(check_backup_dir(ok_text, &data).unwrap(), ok);
+        let refused = |dir: &str| {
+            let status = check_backup_dir(dir, &data).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{dir}");
+            status.message().to_owned()
+        };
+        assert!(refused("").contains("absolute"));
+        assert!(refused("backups/monday").contains("absolute"));
+        let inside = data.join("tables/backup");
+        assert!(refused(inside.to_str().unwrap()).contains("overlaps"));
+        assert!(refused(root.path().to_str().unwrap()).contains("overlaps"));
+        let sneaky = format!("{}/../data/x", ok_text);
+        assert!(refused(&sneaky).contains("`..`"));
+        #[cfg(unix)]
+        {
+            let link = root.path().join("link");
+            std::os::unix::fs::symlink(&data, &link).unwrap();
+            let through = link.join("b");
+            assert!(refused(through.to_str().unwrap()).contains("overlaps"));
+        }
     }
 }

@@ -1,10 +1,16 @@
-//! `IngestService`: file loads (streamed or by server-side path) and field versions.
+//! `IngestService`: file loads (streamed or by server-side path), field versions, and real-time
+//! writes with their compaction.
 //!
 //! A streamed load spills the file's bytes to a temporary file under `<data-dir>/tmp/` (removed
 //! when the call ends, whatever its outcome), then runs the engine's import on the blocking pool
 //! like any other engine call: a client that goes away, a passed deadline or a shutdown stops the
 //! import at its next batch, and nothing is published. Each message is bounded by the server's
 //! message size limit; a file is as large as the data directory's disk allows.
+//!
+//! A real-time `Write` batch is checked against `limits.max_write_batch` before anything else,
+//! converted ([`crate::convert::writes`]) and committed by the engine on the blocking pool; the
+//! engine acknowledges it only once it is durable and visible. `Compact` and `DeltaStats` are
+//! the engine's calls of the same names.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::State;
 use crate::call::{Call, run_blocking};
 use crate::status::OrStatus;
+use crate::{convert, limits};
 
 /// The ingest service over the shared [`State`].
 #[derive(Debug, Clone)]
@@ -334,6 +341,91 @@ impl IngestService for IngestApi {
             let table = state.db.table(&r.table).or_status()?;
             table.drop_version(&r.path, &r.label).or_status()?;
             Ok(Response::new(v1::DropVersionResponse {}))
+        })
+        .await
+    }
+
+    async fn write(
+        &self,
+        request: Request<v1::WriteRequest>,
+    ) -> Result<Response<v1::WriteResponse>, Status> {
+        let state = self.state.clone();
+        let call = state.call(&request);
+        let r = request.into_inner();
+        if r.table.is_empty() {
+            return Err(Status::invalid_argument("table is required"));
+        }
+        limits::check(
+            "writes of one Write batch",
+            r.writes.len() as u64,
+            state.limits.max_write_batch as u64,
+        )?;
+        run_blocking(call, move |_| {
+            let table = state.db.table(&r.table).or_status()?;
+            let writes = convert::writes(table.snapshot().key_kind(), r.writes)?;
+            // Once the engine has the batch it commits it whatever happens to the call: a
+            // client that went away meanwhile just does not hear that it was acknowledged.
+            let summary = table.write(&writes).or_status()?;
+            Ok(Response::new(v1::WriteResponse {
+                writes: summary.writes as u64,
+                new_users: summary.new_users.into(),
+                seq: summary.seq,
+            }))
+        })
+        .await
+    }
+
+    async fn compact(
+        &self,
+        request: Request<v1::CompactRequest>,
+    ) -> Result<Response<v1::CompactResponse>, Status> {
+        let state = self.state.clone();
+        let call = state.call(&request);
+        let r = request.into_inner();
+        if r.table.is_empty() {
+            return Err(Status::invalid_argument("table is required"));
+        }
+        let started = Instant::now();
+        run_blocking(call, move |_| {
+            let table = state.db.table(&r.table).or_status()?;
+            let summary = table.compact().or_status()?;
+            tracing::info!(
+                table = %r.table,
+                fields = summary.fields,
+                changes = summary.changes,
+                wal_files_removed = summary.wal_files_removed,
+                "compacted on request"
+            );
+            Ok(Response::new(v1::CompactResponse {
+                fields: summary.fields as u64,
+                changes: summary.changes,
+                wal_files_removed: summary.wal_files_removed as u64,
+                elapsed_us: started.elapsed().as_micros() as u64,
+            }))
+        })
+        .await
+    }
+
+    async fn delta_stats(
+        &self,
+        request: Request<v1::DeltaStatsRequest>,
+    ) -> Result<Response<v1::DeltaStatsResponse>, Status> {
+        let state = self.state.clone();
+        let call = state.call(&request);
+        let r = request.into_inner();
+        if r.table.is_empty() {
+            return Err(Status::invalid_argument("table is required"));
+        }
+        // The stats take the commit lock, which a commit holds across its log sync: off the
+        // async threads.
+        run_blocking(call, move |_| {
+            let stats = state.db.table(&r.table).or_status()?.delta_stats();
+            Ok(Response::new(v1::DeltaStatsResponse {
+                pending: stats.pending,
+                compacting: stats.compacting,
+                fields: stats.fields as u64,
+                wal_file: stats.wal_file,
+            }))
         })
         .await
     }
