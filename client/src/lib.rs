@@ -155,6 +155,29 @@
 //! # }
 //! ```
 //!
+//! ## Write in real time
+//!
+//! A batch of writes sets or clears single values, atomically: once `.await` returns `Ok`, the
+//! whole batch is durable on the server and visible to every later query. Unknown keys add users.
+//!
+//! ```no_run
+//! # async fn demo(client: portrait_client::Client) -> portrait_client::Result<()> {
+//! use portrait_client::value;
+//!
+//! client
+//!     .write()
+//!     .set("u42", "interest/sports", true) // a flag
+//!     .set("u42", "demographic/gender", "female") // an enum
+//!     .set("u42", "commerce/total_spend", value::decimal("12.50"))
+//!     .clear("u42", "risk/blacklist")
+//!     .await?;
+//! assert!(client.contains("u42", "interest/sports").await?);
+//! let delta = client.delta_stats().await?;
+//! println!("{} changes wait for compaction", delta.pending);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Handle errors
 //!
 //! Failures come back as a typed [`Error`]. An expression the server rejects is an
@@ -199,7 +222,7 @@ pub use client::{
 };
 pub use error::{COLUMN_METADATA, Error, LINE_METADATA, Position, Result};
 pub use expr::{Expr, IntoLiteral, ast};
-pub use request::{MemberStream, OverlapMatrix};
+pub use request::{IntoValue, MemberStream, OverlapMatrix, value};
 pub use retry::RetryPolicy;
 
 /// The generated `portrait.v1` messages and enums, as returned by the client.

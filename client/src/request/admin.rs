@@ -1,4 +1,4 @@
-//! Builders of `AdminService` calls.
+//! Builders of `AdminService` calls: statistics, versions and backups.
 
 use portrait_proto::v1;
 
@@ -16,6 +16,36 @@ impl Client {
     /// The server's release and storage-format versions.
     pub fn version(&self) -> Version {
         Version::new(self, v1::VersionRequest {})
+    }
+
+    /// Writes a consistent online backup of every table into `dir`, an absolute path on the
+    /// *server's* file system that must not exist or be empty. Restore it with
+    /// `portraitd --restore DIR`. Not retried on deadline expiry; a large database may need a
+    /// longer `.timeout(..)` than the client's default.
+    pub fn backup(&self, dir: impl Into<String>) -> Backup {
+        Backup::new(self, v1::BackupRequest { dir: dir.into() })
+    }
+}
+
+request_builder!(
+    /// Writes an online backup. See [`Client::backup`].
+    Backup: v1::BackupRequest => v1::BackupResponse
+);
+
+impl Backup {
+    /// Sends the request.
+    pub async fn send(self) -> Result<v1::BackupResponse> {
+        self.client
+            .unary(
+                self.message,
+                self.timeout,
+                Idempotency::NonIdempotent,
+                |c, r| {
+                    let mut stub = c.admin_stub();
+                    async move { stub.backup(r).await }
+                },
+            )
+            .await
     }
 }
 

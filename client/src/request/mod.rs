@@ -20,14 +20,16 @@ mod catalog;
 mod ingest;
 mod members;
 mod query;
+mod realtime;
 
-pub use admin::{Stats, Version};
+pub use admin::{Backup, Stats, Version};
 pub use analysis::{Aggregate, Distribution, Explain, Group, Overlap, OverlapMatrix, Sample, Top};
 pub use behaviour::{Active, Frequency, Funnel, Retention};
 pub use catalog::{CreateTable, DropTable, GetField, ListFields, ListTables, Tree};
 pub use ingest::{DropVersion, LOAD_CHUNK_BYTES, ListVersions, Load, LoadFormat, LoadPath};
 pub use members::{MemberStream, Members};
 pub use query::{BatchPortrait, Contains, Count, GetPortrait};
+pub use realtime::{Compact, DeltaStats, IntoValue, Write, value};
 
 /// Declares a request builder: the struct, its constructor, `timeout`, `message` and
 /// `IntoFuture` (which boxes the builder's `send`).
