@@ -314,6 +314,35 @@ pub enum Command {
         /// The version label.
         label: String,
     },
+
+    /// Set values of one user in real time, as one atomic batch.
+    ///
+    /// Each VALUE is typed by its field's kind: flag `true` (sets) or `false` (clears); enum
+    /// text; set a comma-separated list; int; decimal like 12.50; timestamp as RFC 3339,
+    /// YYYY-MM-DD or Unix milliseconds. A key the table does not know adds a user.
+    Set {
+        /// The user's key.
+        key: String,
+        /// The values, e.g. interest/sports=true account/vip_level=3.
+        #[arg(required = true, value_name = "PATH=VALUE", value_parser = super::realtime::parse_assignment)]
+        values: Vec<super::realtime::Assignment>,
+    },
+
+    /// Remove values of one user in real time (a flag: the user no longer has it).
+    Clear {
+        /// The user's key.
+        key: String,
+        /// The fields to clear.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
+    },
+
+    /// Write values from a TSV file of key, path and value in real time, in atomic batches.
+    Write(super::realtime::WriteArgs),
+
+    /// Administration: backups, compaction, the real-time delta.
+    #[command(subcommand)]
+    Admin(super::realtime::AdminCommand),
 }
 
 impl Command {
@@ -342,7 +371,11 @@ impl Command {
             | Command::Version
             | Command::Load(_)
             | Command::Versions { .. }
-            | Command::DropVersion { .. } => None,
+            | Command::DropVersion { .. }
+            | Command::Set { .. }
+            | Command::Clear { .. }
+            | Command::Write(_)
+            | Command::Admin(_) => None,
         }
     }
 }

@@ -162,7 +162,9 @@ pub async fn load(client: &Client, args: &LoadArgs, json: bool) -> anyhow::Resul
     Ok(())
 }
 
-fn draw_target(json: bool) -> ProgressDrawTarget {
+/// Where progress bars draw: stderr when it is a terminal and the output is not JSON, nowhere
+/// otherwise.
+pub fn draw_target(json: bool) -> ProgressDrawTarget {
     if json || !std::io::stderr().is_terminal() {
         ProgressDrawTarget::hidden()
     } else {

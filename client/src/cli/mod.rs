@@ -4,7 +4,8 @@
 //! - [`run`] turns a parsed command into client calls;
 //! - [`output`] renders results as aligned tables or JSON;
 //! - [`progress`] draws a counter on stderr during long exports;
-//! - [`load`] runs `portrait load`, `versions` and `drop-version`.
+//! - [`load`] runs `portrait load`, `versions` and `drop-version`;
+//! - [`realtime`] runs `portrait set`, `clear`, `write` and `admin`.
 //!
 //! Exit codes: 0 on success, 2 on a usage error (reported by clap), 1 on any other error.
 //! Results go to stdout, errors and progress to stderr.
@@ -17,6 +18,7 @@ pub mod args;
 pub mod load;
 pub mod output;
 pub mod progress;
+pub mod realtime;
 pub mod run;
 
 pub use args::Cli;

@@ -301,6 +301,16 @@ async fn execute(client: &Client, command: &Command, printer: &mut Printer) -> a
         Command::DropVersion { path, label } => {
             return super::load::drop_version(client, path, label, printer.json).await;
         }
+        Command::Set { key, values } => {
+            return super::realtime::set(client, key, values, printer.json).await;
+        }
+        Command::Clear { key, paths } => {
+            return super::realtime::clear(client, key, paths, printer.json).await;
+        }
+        Command::Write(args) => return super::realtime::write(client, args, printer.json).await,
+        Command::Admin(command) => {
+            return super::realtime::admin(client, command, printer.json).await;
+        }
         Command::Stats => Report::Stats(client.stats().await?),
         Command::Version => Report::Version {
             client: env!("CARGO_PKG_VERSION").to_owned(),
