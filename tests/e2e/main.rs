@@ -15,6 +15,8 @@
 //! - [`deadline`]: deadlines that expire;
 //! - [`restart`]: a server restart while a client keeps calling (its own server);
 //! - [`ingest`]: `portrait load` of CSV and Parquet files, versions (its own server);
+//! - [`realtime`]: real-time writes through the client and the CLI, refusals, SIGKILL rounds,
+//!   a torn log tail, backup and restore (a server per test);
 //! - [`reflection`]: gRPC server reflection.
 //!
 //! The harness (binaries, the `Server` guard) is the library of this crate, `tests/src/lib.rs`.
@@ -29,5 +31,6 @@ mod fixture;
 mod ingest;
 mod limits;
 mod query;
+mod realtime;
 mod reflection;
 mod restart;
