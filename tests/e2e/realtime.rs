@@ -245,29 +245,42 @@ async fn audit(client: &Client, ledger: &Ledger) -> Vec<bool> {
     present
 }
 
-/// Writes audited batches from `first` on, one at a time, until one fails or `stop` is
-/// raised; counts acknowledged batches in `acked`. Returns the ledger entries of the batches
-/// it sent.
+/// Writes audited batches `first`, `first + stride`, … one at a time, until one fails or
+/// `stop` is raised; counts acknowledged batches in `acked`. Returns each batch it sent with
+/// whether it was acknowledged.
 fn spawn_writer(
     client: Client,
     first: u64,
+    stride: u64,
     acked: watch::Sender<u64>,
     stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<Ledger> {
+) -> tokio::task::JoinHandle<Vec<(u64, bool)>> {
     tokio::spawn(async move {
         let mut outcomes = Vec::new();
         let mut batch = first;
         while !*stop.borrow() {
             let ok = send_batch(&client, batch).await.is_ok();
-            outcomes.push(ok);
+            outcomes.push((batch, ok));
             if !ok {
                 break;
             }
             acked.send_modify(|n| *n += 1);
-            batch += 1;
+            batch += stride;
         }
         outcomes
     })
+}
+
+/// Records `outcomes` in `ledger`; batch numbers skipped on the way were never sent, so their
+/// outcome is "not acknowledged" (the audit then expects them absent or whole, i.e. absent).
+fn record(ledger: &mut Ledger, outcomes: &[(u64, bool)]) {
+    for &(batch, ok) in outcomes {
+        let i = usize::try_from(batch).unwrap();
+        if ledger.len() <= i {
+            ledger.resize(i + 1, false);
+        }
+        ledger[i] = ok;
+    }
 }
 
 /// The newest write-ahead log file of table `table` in `data_dir`.
@@ -674,9 +687,20 @@ async fn acknowledged_batches_survive_sigkill_rounds() {
         let jitter = Duration::from_micros(rng.below(5_000));
         let compacting = rng.below(2) == 0;
 
+        // Two writers, so that batches also share group commits.
         let (acked_tx, mut acked) = watch::channel(0u64);
         let (_stop_tx, stop_rx) = watch::channel(false);
-        let writer = spawn_writer(client.clone(), ledger.len() as u64, acked_tx, stop_rx);
+        let first = ledger.len() as u64;
+        let writers = [0, 1].map(|w| {
+            spawn_writer(
+                client.clone(),
+                first + w,
+                2,
+                acked_tx.clone(),
+                stop_rx.clone(),
+            )
+        });
+        drop(acked_tx);
         // In some rounds a client also asks for compactions, until the server goes away.
         let compactor = compacting.then(|| {
             let client = client.clone();
@@ -689,20 +713,23 @@ async fn acknowledged_batches_survive_sigkill_rounds() {
                 done
             })
         });
-        // The writer stops early only if a batch fails, which the audit then covers.
+        // The writers stop early only if a batch fails, which the assertion below reports.
         let _ = acked.wait_for(|n| *n >= target).await;
         tokio::time::sleep(jitter).await;
         server = stop(server, Stop::Kill).await;
-        let outcomes = writer.await.unwrap();
+        let mut acked_now = 0;
+        for writer in writers {
+            let outcomes = writer.await.unwrap();
+            acked_now += outcomes.iter().filter(|(_, ok)| *ok).count();
+            record(&mut ledger, &outcomes);
+        }
         if let Some(compactor) = compactor {
             explicit_compactions += compactor.await.unwrap();
         }
-        let acked_now = outcomes.iter().filter(|ok| **ok).count();
         assert!(
             acked_now as u64 >= target,
             "round {round}: only {acked_now} of {target} batches acknowledged before the kill"
         );
-        ledger.extend(outcomes);
 
         server = resume(server).await;
         let present = audit(&connect(&server, RT).await, &ledger).await;
@@ -813,7 +840,7 @@ async fn an_online_backup_restores_into_a_new_server() {
 
     let (acked_tx, mut acked) = watch::channel(0u64);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let writer = spawn_writer(client.clone(), 0, acked_tx, stop_rx);
+    let writer = spawn_writer(client.clone(), 0, 1, acked_tx, stop_rx);
     acked.wait_for(|n| *n >= 5).await.unwrap();
     // Batches acknowledged before the backup starts must be in it.
     let before_backup = *acked.borrow();
@@ -833,7 +860,8 @@ async fn an_online_backup_restores_into_a_new_server() {
     let after_backup = *acked.borrow();
     acked.wait_for(|n| *n >= after_backup + 3).await.unwrap();
     stop_tx.send(true).unwrap();
-    let ledger = writer.await.unwrap();
+    let mut ledger = Ledger::new();
+    record(&mut ledger, &writer.await.unwrap());
     assert!(ledger.iter().all(|ok| *ok), "a write failed: {ledger:?}");
 
     // A second backup into the same directory is refused.
