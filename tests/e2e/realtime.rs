@@ -937,3 +937,45 @@ async fn an_online_backup_restores_into_a_new_server() {
         stderr(&out)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Engine mismatches, kept as reproductions until the engine fixes them
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+#[ignore = "mismatch: the engine counts a new key once per write, not once per key \
+            (engine/src/realtime/mod.rs, apply_logged)"]
+async fn a_new_key_written_twice_in_a_batch_is_one_new_user() {
+    let server = start(ServerOptions::default()).await;
+    let client = connect(&server, RT).await;
+    create_rt(&client).await;
+    let done = client
+        .write()
+        .set("fresh", "hit", true)
+        .set("fresh", "n", 1)
+        .await
+        .unwrap();
+    assert_eq!(client.count("ALL").await.unwrap(), 2);
+    assert_eq!((done.writes, done.new_users), (2, 1));
+}
+
+#[tokio::test]
+#[ignore = "mismatch: `!=` on a field every stored user has plans as ALL minus the value, \
+            ignoring values cleared in real time (engine/src/query/plan.rs, Planner::exists)"]
+async fn not_equal_leaves_out_a_value_cleared_in_real_time() {
+    let server = start(ServerOptions::default()).await;
+    let client = connect(&server, RT).await;
+    client.create_table(RT, KeyKind::String).await.unwrap();
+    load_csv(
+        &client,
+        RT,
+        LoadFormat::Wide,
+        "key,city\na,bj\nb,sh\n",
+        "[fields.city]\nkind = \"enum\"\n",
+    )
+    .await;
+    assert_eq!(client.count("city != 'x'").await.unwrap(), 2);
+    client.write().clear("a", "city").await.unwrap();
+    assert!(!client.contains("a", "city IN ('bj', 'sh')").await.unwrap());
+    assert_eq!(client.count("city != 'x'").await.unwrap(), 1);
+}
