@@ -366,8 +366,10 @@ impl IngestService for IngestApi {
             // Once the engine has the batch it commits it whatever happens to the call: a
             // client that went away meanwhile just does not hear that it was acknowledged.
             let summary = table.write(&writes).or_status()?;
-            // Committing resolved the keys, so the dictionary is in memory now.
-            state.set_warm(&r.table, true);
+            if summary.writes > 0 {
+                // Committing resolved the keys, so the dictionary is in memory now.
+                state.set_warm(&r.table, true);
+            }
             Ok(Response::new(v1::WriteResponse {
                 writes: summary.writes as u64,
                 new_users: summary.new_users.into(),
