@@ -218,6 +218,9 @@ criterion_group! {
     targets = storage, kernels, dictionary, queries
 }
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     // SAFETY: first thing in main, before any bitmap exists.
     unsafe { portrait_engine::use_rust_allocator_for_bitmaps() };

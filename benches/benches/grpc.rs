@@ -508,6 +508,9 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     // SAFETY: first thing in main, before any bitmap exists.
     unsafe { portrait_engine::use_rust_allocator_for_bitmaps() };

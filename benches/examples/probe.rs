@@ -5,6 +5,9 @@
 
 use portrait_benches::{bench_users, open_dataset};
 use std::time::Instant;
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     unsafe { portrait_engine::use_rust_allocator_for_bitmaps() };
     let db = open_dataset(bench_users());

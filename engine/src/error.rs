@@ -187,6 +187,22 @@ impl Error {
         }
     }
 
+    /// A copy of this error for each of several callers that share one failure (an I/O
+    /// error's source is reduced to its kind and message).
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Error::Io { path, source } => Error::Io {
+                path: path.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::Corruption { path, reason } => Error::Corruption {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            other => Error::Internal(other.to_string()),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             path: path.into(),

@@ -8,6 +8,9 @@ use std::process::ExitCode;
 use portrait_server::Config;
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // SAFETY: first thing in `main`, before any bitmap exists.
     unsafe { portrait_engine::use_rust_allocator_for_bitmaps() };

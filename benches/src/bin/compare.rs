@@ -292,7 +292,12 @@ fn dir_bytes(dir: &Path) -> u64 {
     total
 }
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
+    // SAFETY: first thing in `main`, before any bitmap exists.
+    unsafe { portrait_engine::use_rust_allocator_for_bitmaps() };
     let args = parse_args()?;
     let generator = Generator::new(args.seed, args.users);
 

@@ -298,7 +298,9 @@ impl<'s> Planner<'s> {
     /// Users with a value of `f`: every known user when the field covers them all (so
     /// `channel != 'organic'` costs one subtraction, not a union of every other value).
     fn exists(&self, f: FieldRef<'s>) -> Node<'s> {
-        if f.version().users >= u64::from(self.snap.users()) {
+        // The version's statistics describe the stored data only: real-time changes may have
+        // cleared values or added users since.
+        if !f.has_delta() && f.version().users >= u64::from(self.snap.users()) {
             Node::All
         } else {
             Node::Exists(f)

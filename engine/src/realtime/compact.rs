@@ -167,7 +167,15 @@ fn stage_field(
             }
             k if k.is_numeric() => {
                 let bsi = match merged {
-                    Some(OverlayData::Bsi(b)) => (!b.exists.is_empty()).then(|| b.as_ref()),
+                    Some(OverlayData::Bsi(p)) => {
+                        let changed = fo
+                            .and_then(|f| f.shards.get(shard as usize))
+                            .and_then(|s| s.as_deref())
+                            .map(|s| &s.changed)
+                            .ok_or_else(|| Error::Internal("patch without its shard".into()))?;
+                        let m = p.merged(field.bsi_in(shard)?, changed);
+                        (!m.exists.is_empty()).then(|| m.as_ref())
+                    }
                     _ => field.bsi_in(shard)?,
                 };
                 if let Some(bsi) = bsi {

@@ -43,7 +43,7 @@ use crate::catalog::FieldKind;
 use crate::error::{Error, Result};
 use crate::ids::{Key, KeyKind, KeyRef};
 use crate::table::{FieldRef, TableSnapshot, Value};
-use overlay::{FieldOverlay, Overlay, OverlayData, OwnedBsi, ShardOverlay};
+use overlay::{FieldOverlay, Overlay, OverlayData, ShardOverlay};
 use wal::{LoggedWrite, WalWriter};
 
 /// Most writes accepted in one batch.
@@ -427,17 +427,9 @@ fn commit_group(
         records.extend_from_slice(&wal::encode(first_seq + i as u64, &p.writes));
     }
     if let Err(e) = st.wal.append(&records) {
-        // Nothing of the group is acknowledged. The file may hold part of it: a later open
-        // would replay whole records only, which is what a retry writes again anyway.
-        let msg = e.to_string();
-        return group
-            .iter()
-            .map(|_| {
-                Err(Error::Internal(format!(
-                    "write-ahead log append failed: {msg}"
-                )))
-            })
-            .collect();
+        // Nothing of the group is acknowledged, and the log is back at its previous end (or
+        // refuses every later append: see `WalWriter::append`).
+        return group.iter().map(|_| Err(e.duplicate())).collect();
     }
     st.seq += group.len() as u64;
     let mut out = Vec::with_capacity(group.len());
@@ -460,18 +452,15 @@ pub(crate) fn apply_logged(st: &mut RtState, writes: &[LoggedWrite]) -> Result<(
     let base = st.base.clone();
     let dict = base.dict.get()?;
     let mut ids = Vec::with_capacity(writes.len());
-    let mut new_users = 0;
+    let new_users;
     {
         let mut d = dict.write();
         let known = d.end();
         for w in writes {
             let key: KeyRef<'_> = w.key.as_ref();
-            let id = d.get_or_push(key)?;
-            if id >= known {
-                new_users += 1;
-            }
-            ids.push(id);
+            ids.push(d.get_or_push(key)?);
         }
+        new_users = d.end() - known;
         st.overlay.users = st.overlay.users.max(d.end()).max(base.users());
     }
     for (w, &id) in writes.iter().zip(&ids) {
@@ -515,12 +504,7 @@ pub(crate) fn apply(
             FieldKind::Flag => {
                 OverlayData::Flag(Arc::new(field.flag_in(shard)?.cloned().unwrap_or_default()))
             }
-            k if k.is_numeric() => OverlayData::Bsi(
-                field
-                    .bsi_in(shard)?
-                    .map(|b| OwnedBsi::from_ref(&b))
-                    .unwrap_or_default(),
-            ),
+            k if k.is_numeric() => OverlayData::Bsi(Default::default()),
             k if k.has_values() => OverlayData::Values(BTreeMap::new()),
             _ => return Err(unsupported_event(field.path())),
         };
@@ -548,8 +532,8 @@ pub(crate) fn apply(
                 Arc::make_mut(b).remove(id)
             }
         }
-        (OverlayData::Bsi(b), Some(Cell::Units(v))) => b.set(id, *v),
-        (OverlayData::Bsi(b), None) => b.clear(id),
+        (OverlayData::Bsi(p), Some(Cell::Units(v))) => p.record(id, Some(*v)),
+        (OverlayData::Bsi(p), None) => p.record(id, None),
         (OverlayData::Values(map), None | Some(Cell::Str(_) | Cell::Strs(_))) => {
             for &c in &old_codes {
                 if !new_codes.contains(&c) {
@@ -616,6 +600,8 @@ fn current_codes(fo: &FieldOverlay, field: &FieldRef<'_>, shard: u32, id: u32) -
         Some(OverlayData::Values(map)) => Some(map),
         _ => None,
     };
+    // Only a user the delta already changed can differ from the stored column.
+    let tracked = tracked.filter(|_| so.is_some_and(|s| s.changed.contains(id)));
     let mut out = Vec::new();
     if let Some(map) = tracked {
         out.extend(map.iter().filter(|(_, b)| b.contains(id)).map(|(&c, _)| c));

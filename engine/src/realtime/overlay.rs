@@ -11,7 +11,9 @@
 //! - enum and set: the merged bitmaps of the values the delta touched (other values read the
 //!   segment), plus `changed`, the users whose value the delta set or cleared, so a point
 //!   lookup knows when the stored column is stale;
-//! - numeric: a whole owned BSI (existence, base and slices), updated bit by bit.
+//! - numeric: a patch (the new value of each changed user), cheap to copy; the stored BSI with
+//!   the patch merged is built on the first read that needs it and kept until the next write
+//!   to that shard (readers pay for the merge once per change, writers never copy slices).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -66,7 +68,132 @@ pub(crate) enum OverlayData {
     Flag(Arc<Bitmap>),
     /// Merged bitmaps of the value codes the delta touched.
     Values(BTreeMap<u32, Arc<Bitmap>>),
-    Bsi(OwnedBsi),
+    Bsi(BsiPatch),
+}
+
+/// Folded into the sorted part once this many recent changes accumulate.
+const RECENT_LIMIT: usize = 512;
+
+/// The real-time changes of a numeric field in one shard.
+#[derive(Debug, Default)]
+pub(crate) struct BsiPatch {
+    /// Changes sorted by id, one per id; shared between snapshots.
+    sorted: Arc<Vec<(u32, Option<i64>)>>,
+    /// Newer changes in arrival order (an id may repeat: the last one counts).
+    recent: Vec<(u32, Option<i64>)>,
+    /// The stored BSI with this patch merged, built on first use.
+    merged: std::sync::OnceLock<OwnedBsi>,
+}
+
+impl Clone for BsiPatch {
+    fn clone(&self) -> Self {
+        Self {
+            sorted: self.sorted.clone(),
+            recent: self.recent.clone(),
+            // A clone is about to change: its merge is built afresh when read.
+            merged: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl BsiPatch {
+    /// Records the new value of `id` (`None`: cleared).
+    pub(crate) fn record(&mut self, id: u32, v: Option<i64>) {
+        self.merged = std::sync::OnceLock::new();
+        self.recent.push((id, v));
+        if self.recent.len() >= RECENT_LIMIT {
+            // Last change per id (a stable sort keeps arrival order within an id), then one
+            // linear merge with the sorted part, the recent change winning.
+            let mut recent = std::mem::take(&mut self.recent);
+            recent.sort_by_key(|c| c.0);
+            recent.dedup_by(|later, earlier| {
+                if later.0 == earlier.0 {
+                    *earlier = *later;
+                    true
+                } else {
+                    false
+                }
+            });
+            let old = &self.sorted;
+            let mut merged = Vec::with_capacity(old.len() + recent.len());
+            let (mut i, mut j) = (0, 0);
+            while i < old.len() || j < recent.len() {
+                match (old.get(i), recent.get(j)) {
+                    (Some(a), Some(b)) if a.0 == b.0 => {
+                        merged.push(*b);
+                        i += 1;
+                        j += 1;
+                    }
+                    (Some(a), Some(b)) if a.0 < b.0 => {
+                        merged.push(*a);
+                        i += 1;
+                    }
+                    (Some(a), None) => {
+                        merged.push(*a);
+                        i += 1;
+                    }
+                    (_, Some(b)) => {
+                        merged.push(*b);
+                        j += 1;
+                    }
+                    (None, None) => break,
+                }
+            }
+            self.sorted = Arc::new(merged);
+        }
+    }
+
+    /// The latest change of `id`: `Some(None)` when it was cleared, `None` when unchanged.
+    pub(crate) fn get(&self, id: u32) -> Option<Option<i64>> {
+        if let Some(&(_, v)) = self.recent.iter().rev().find(|c| c.0 == id) {
+            return Some(v);
+        }
+        self.sorted
+            .binary_search_by_key(&id, |c| c.0)
+            .ok()
+            .map(|i| self.sorted[i].1)
+    }
+
+    /// The final change of every changed user, by id.
+    pub(crate) fn changes(&self) -> BTreeMap<u32, Option<i64>> {
+        let mut all: BTreeMap<u32, Option<i64>> = self.sorted.iter().copied().collect();
+        all.extend(self.recent.iter().copied());
+        all
+    }
+
+    /// The stored BSI (`stored`, of this shard) with the patch merged; `changed` holds every
+    /// id the patch touches. Built once, on first use.
+    pub(crate) fn merged(&self, stored: Option<BsiRef<'_>>, changed: &Bitmap) -> &OwnedBsi {
+        self.merged.get_or_init(|| {
+            let mut out = match stored {
+                Some(s) => OwnedBsi {
+                    exists: Arc::new(s.exists.andnot(changed)),
+                    base: s.base,
+                    slices: s
+                        .slices
+                        .iter()
+                        .map(|x| Arc::new(x.andnot(changed)))
+                        .collect(),
+                },
+                None => OwnedBsi::default(),
+            };
+            let changes = self.changes();
+            // Rebase once for the smallest new value rather than once per smaller value.
+            if let Some(min) = changes.values().flatten().min().copied()
+                && !out.exists.is_empty()
+                && min < out.base
+            {
+                out.add_to_all((out.base as i128 - min as i128) as u64);
+                out.base = min;
+            }
+            for (id, v) in changes {
+                if let Some(v) = v {
+                    out.set(id, v);
+                }
+            }
+            out
+        })
+    }
 }
 
 /// A BSI owned by the delta: offsets from `base`, one slice per bit.
@@ -78,15 +205,6 @@ pub(crate) struct OwnedBsi {
 }
 
 impl OwnedBsi {
-    /// A copy of a stored BSI.
-    pub(crate) fn from_ref(b: &BsiRef<'_>) -> Self {
-        Self {
-            exists: Arc::new(b.exists.clone()),
-            base: b.base,
-            slices: b.slices.iter().map(|s| Arc::new((*s).clone())).collect(),
-        }
-    }
-
     /// Borrows it as the query layer's BSI.
     pub(crate) fn as_ref(&self) -> BsiRef<'_> {
         BsiRef {
@@ -97,6 +215,7 @@ impl OwnedBsi {
     }
 
     /// The value of `id`, if it has one.
+    #[cfg(test)]
     pub(crate) fn get(&self, id: u32) -> Option<i64> {
         if !self.exists.contains(id) {
             return None;
@@ -210,6 +329,53 @@ mod tests {
             }
             model[id as usize] = v;
             assert_eq!(values(&b, 0..8), model, "after setting {id} to {v:?}");
+        }
+    }
+
+    #[test]
+    fn a_patch_merges_over_a_stored_bsi_through_folds_rebases_and_clears() {
+        let stored_pairs: Vec<(u32, i64)> = (0..3000u32)
+            .step_by(3)
+            .map(|id| (id, id as i64 % 97))
+            .collect();
+        let stored = crate::bitmap::bsi::BsiBuilt::build(&stored_pairs);
+        let mut model: BTreeMap<u32, i64> = stored_pairs.iter().copied().collect();
+        let mut patch = BsiPatch::default();
+        let mut changed = Bitmap::new();
+        let mut x = 0x2545_f491u64;
+        for step in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let id = (x % 3000) as u32;
+            let v = match x >> 60 {
+                0 => None,
+                1 => Some(-((x >> 20) as i64 % 1_000_000)),
+                _ => Some((x >> 30) as i64 % 500),
+            };
+            patch.record(id, v);
+            changed.add(id);
+            match v {
+                Some(v) => model.insert(id, v),
+                None => model.remove(&id),
+            };
+            if step % 250 == 249 {
+                let merged = patch.merged(Some(stored.as_ref()), &changed);
+                for id in 0..3000u32 {
+                    assert_eq!(
+                        merged.get(id),
+                        model.get(&id).copied(),
+                        "step {step}, id {id}"
+                    );
+                }
+                let clone = patch.clone();
+                assert_eq!(clone.changes(), patch.changes());
+            }
+        }
+        for (&id, &v) in &model {
+            if changed.contains(id) {
+                assert_eq!(patch.get(id), Some(Some(v)));
+            }
         }
     }
 }

@@ -285,6 +285,11 @@ pub(crate) struct WalWriter {
     file: File,
     /// Whether each commit is synced to disk before it is acknowledged.
     sync: bool,
+    /// Bytes of the file that hold whole, accepted records.
+    len: u64,
+    /// Set when a failed append could not be undone: the file's tail is unknown, so every
+    /// later append is refused until the table is reopened (and the log replayed).
+    poisoned: bool,
 }
 
 impl WalWriter {
@@ -302,11 +307,14 @@ impl WalWriter {
             file.sync_all().map_err(|e| Error::io(&path, e))?;
             fs::sync_dir(dir)?;
         }
+        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         Ok(Self {
             dir: dir.to_path_buf(),
             n,
             file,
             sync,
+            len,
+            poisoned: false,
         })
     }
 
@@ -315,15 +323,35 @@ impl WalWriter {
         self.n
     }
 
-    /// Appends encoded records and makes them durable (unless syncing is off).
+    /// Appends encoded records and makes them durable (unless syncing is off). On failure the
+    /// file is cut back to its previous end, so that a later append never follows a torn
+    /// record; if even that fails, or the sync itself failed (the kernel may have dropped the
+    /// pages), the log refuses further appends.
     pub(crate) fn append(&mut self, records: &[u8]) -> Result<()> {
-        let path = || self.dir.join(file_name(self.n));
-        self.file
-            .write_all(records)
-            .map_err(|e| Error::io(path(), e))?;
-        if self.sync {
-            self.file.sync_data().map_err(|e| Error::io(path(), e))?;
+        let path = self.dir.join(file_name(self.n));
+        if self.poisoned {
+            return Err(Error::io(
+                &path,
+                std::io::Error::other(
+                    "an earlier write-ahead log failure left the log unusable; reopen the database",
+                ),
+            ));
         }
+        if let Err(e) = self.file.write_all(records) {
+            let undone = self
+                .file
+                .set_len(self.len)
+                .and_then(|()| self.file.sync_data());
+            self.poisoned = undone.is_err();
+            return Err(Error::io(&path, e));
+        }
+        if self.sync
+            && let Err(e) = self.file.sync_data()
+        {
+            self.poisoned = true;
+            return Err(Error::io(&path, e));
+        }
+        self.len += records.len() as u64;
         Ok(())
     }
 

@@ -692,6 +692,11 @@ impl<'s> FieldRef<'s> {
             .map(|i| (stored.len() + i) as u32)
     }
 
+    /// Whether real-time changes not yet compacted apply to this version of the field.
+    pub fn has_delta(&self) -> bool {
+        self.field_overlay().is_some()
+    }
+
     fn is_current(&self) -> bool {
         self.version + 1 == self.snap.manifest.fields[self.field].versions.len()
     }
@@ -807,12 +812,18 @@ impl<'s> FieldRef<'s> {
     pub fn bsi_in(&self, shard: u32) -> Result<Option<BsiRef<'s>>> {
         self.expect(self.kind().is_numeric(), "a numeric field")?;
         if let Some(ShardOverlay {
-            data: OverlayData::Bsi(b),
-            ..
+            data: OverlayData::Bsi(p),
+            changed,
         }) = self.overlay(shard)
         {
-            return Ok((!b.exists.is_empty()).then(|| b.as_ref()));
+            let merged = p.merged(self.stored_bsi_in(shard)?, changed);
+            return Ok((!merged.exists.is_empty()).then(|| merged.as_ref()));
         }
+        self.stored_bsi_in(shard)
+    }
+
+    /// The bit-sliced index of the stored version in one shard.
+    fn stored_bsi_in(&self, shard: u32) -> Result<Option<BsiRef<'s>>> {
         let Some(seg) = self.segment(shard) else {
             return Ok(None);
         };
@@ -1032,7 +1043,10 @@ impl<'s> FieldRef<'s> {
         };
         match &so.data {
             OverlayData::Flag(b) => Ok(b.contains(id).then_some(Value::Flag)),
-            OverlayData::Bsi(b) => Ok(b.get(id).map(|v| self.number(v))),
+            OverlayData::Bsi(p) => match p.get(id) {
+                Some(change) => Ok(change.map(|v| self.number(v))),
+                None => self.stored_value_of(id),
+            },
             OverlayData::Values(map) if so.changed.contains(id) => {
                 // Tracked codes from the overlay, the others from the stored column.
                 let mut codes: Vec<u32> = map
@@ -1156,7 +1170,7 @@ impl<'s> FieldRef<'s> {
                 Ok(Some(Value::Strs(out)))
             }
             kind => {
-                let Some(bsi) = self.bsi_in(shard)? else {
+                let Some(bsi) = self.stored_bsi_in(shard)? else {
                     return Ok(None);
                 };
                 if !bsi.exists.contains(id) {
