@@ -5,6 +5,8 @@
 //! cargo run --release -p portrait-engine --features import --example import_bench -- 1000000
 //! ```
 //!
+//! A second argument, `long` or `wide`, runs only that file.
+//!
 //! Long: `(user: INT64, tag: UTF8)` rows, users sorted, 20 tags per user out of 1,000.
 //! Wide: one row per user, 200 BOOLEAN columns (each true for ~10% of users) and 10 attribute
 //! columns (INT64, DOUBLE, UTF8 enums). Files are cached in `target/import-bench/`.
@@ -180,11 +182,20 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("a number of users"))
         .unwrap_or(1_000_000);
-    let long = cached("long", users, write_long);
-    let wide = cached("wide", users, write_wide);
+    let only = std::env::args().nth(2);
+    let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
+    if run("long") {
+        bench_long(&db, users);
+    }
+    if run("wide") {
+        bench_wide(&db, users);
+    }
+}
 
+fn bench_long(db: &Database, users: u64) {
+    let long = cached("long", users, write_long);
     let t = db.create_table("long", KeyKind::U64).unwrap();
     let started = Instant::now();
     let s = import_files(
@@ -204,7 +215,10 @@ fn main() {
         s.rows as f64 / secs / 1e6,
         std::fs::metadata(&long).unwrap().len() as f64 / 1e6
     );
+}
 
+fn bench_wide(db: &Database, users: u64) {
+    let wide = cached("wide", users, write_wide);
     let t = db.create_table("wide", KeyKind::U64).unwrap();
     let started = Instant::now();
     let s = import_files(
