@@ -46,6 +46,10 @@ use crate::table::{FieldRef, TableSnapshot, Value};
 use overlay::{FieldOverlay, Overlay, OverlayData, ShardOverlay};
 use wal::{LoggedWrite, WalWriter};
 
+/// A log file this large starts a background compaction whatever the number of pending
+/// changes (rewriting the same users keeps that number low while the log grows).
+pub const COMPACT_LOG_BYTES: u64 = 256 << 20;
+
 /// Most writes accepted in one batch.
 pub const MAX_BATCH: usize = 100_000;
 /// Most values in one set-field write.
@@ -137,6 +141,8 @@ pub struct DeltaStats {
     pub fields: usize,
     /// The log file being appended to.
     pub wal_file: u64,
+    /// Its size in bytes.
+    pub wal_bytes: u64,
 }
 
 /// A value normalized to the field's stored form.
@@ -237,6 +243,7 @@ impl RtState {
             compacting,
             fields: fields.len(),
             wal_file: self.wal.number(),
+            wal_bytes: self.wal.len(),
         }
     }
 }

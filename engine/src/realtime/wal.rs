@@ -323,6 +323,11 @@ impl WalWriter {
         self.n
     }
 
+    /// Bytes of the file being appended to.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
     /// Appends encoded records and makes them durable (unless syncing is off). On failure the
     /// file is cut back to its previous end, so that a later append never follows a torn
     /// record; if even that fails, or the sync itself failed (the kernel may have dropped the
@@ -357,6 +362,13 @@ impl WalWriter {
 
     /// Starts the next file; the current one is complete from now on.
     pub(crate) fn rotate(&mut self) -> Result<u64> {
+        if self.poisoned {
+            // The file's tail is unknown: it must stay the newest, whose tail replay truncates.
+            return Err(Error::io(
+                self.dir.join(file_name(self.n)),
+                std::io::Error::other("the write-ahead log failed earlier; reopen the database"),
+            ));
+        }
         let next = Self::open(&self.dir, self.n + 1, self.sync)?;
         *self = next;
         Ok(self.n)

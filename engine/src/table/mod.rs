@@ -266,8 +266,11 @@ impl Table {
             return;
         }
         use std::sync::atomic::Ordering;
-        if self.rt.state.lock().active.len() < threshold {
-            return;
+        {
+            let st = self.rt.state.lock();
+            if st.active.len() < threshold && st.wal.len() < realtime::COMPACT_LOG_BYTES {
+                return;
+            }
         }
         let Some(table) = self.this.get().and_then(|w| w.upgrade()) else {
             return;
