@@ -318,8 +318,11 @@ impl Server {
 
     /// Spawns the process and waits for its listening line and a `SERVING` health answer.
     fn spawn(&mut self, demo_users: Option<u32>) {
+        // Building the binaries (the first time, or after a source changed) is not part of the
+        // start-up the deadline measures.
+        let portraitd = &binaries().portraitd;
         let started = Instant::now();
-        let mut command = Command::new(&binaries().portraitd);
+        let mut command = Command::new(portraitd);
         command
             .arg("--data-dir")
             .arg(self.data_dir())
