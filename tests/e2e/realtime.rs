@@ -939,12 +939,10 @@ async fn an_online_backup_restores_into_a_new_server() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Engine mismatches, kept as reproductions until the engine fixes them
+// New users and coverage under real-time changes
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
-#[ignore = "mismatch: the engine counts a new key once per write, not once per key \
-            (engine/src/realtime/mod.rs, apply_logged)"]
 async fn a_new_key_written_twice_in_a_batch_is_one_new_user() {
     let server = start(ServerOptions::default()).await;
     let client = connect(&server, RT).await;
@@ -959,9 +957,9 @@ async fn a_new_key_written_twice_in_a_batch_is_one_new_user() {
     assert_eq!((done.writes, done.new_users), (2, 1));
 }
 
+/// `!=` on a field every stored user has must still leave out a user whose value a real-time
+/// write cleared.
 #[tokio::test]
-#[ignore = "mismatch: `!=` on a field every stored user has plans as ALL minus the value, \
-            ignoring values cleared in real time (engine/src/query/plan.rs, Planner::exists)"]
 async fn not_equal_leaves_out_a_value_cleared_in_real_time() {
     let server = start(ServerOptions::default()).await;
     let client = connect(&server, RT).await;
