@@ -44,24 +44,20 @@ pub(crate) fn run(table: &Table) -> Result<CompactSummary> {
     let (upto, fields) = {
         let mut st = table.rt.state.lock();
         let active = std::mem::take(&mut st.active);
-        for (fid, by_id) in active.fields {
-            st.frozen.fields.entry(fid).or_default().extend(by_id);
-        }
-        if st.frozen.fields.is_empty() {
+        st.frozen.absorb(active);
+        if st.frozen.len() == 0 {
             return Ok(CompactSummary::default());
         }
         let upto = st.wal.number();
         st.wal.rotate()?;
         st.compacting = true;
-        let mut fields: Vec<u32> = st.frozen.fields.keys().copied().collect();
-        fields.sort_unstable();
-        (upto, fields)
+        (upto, st.frozen.field_ids())
     };
     let result = compact_fields(table, &fields);
     let mut st = table.rt.state.lock();
     st.compacting = false;
     let mut summary = result?;
-    if st.frozen.fields.is_empty() {
+    if st.frozen.len() == 0 {
         // Under the commit lock, so a backup never lists a file that then disappears.
         summary.wal_files_removed = remove_logs(table, upto)?;
     }
@@ -76,35 +72,41 @@ fn compact_fields(table: &Table, fields: &[u32]) -> Result<CompactSummary> {
         let base = table.rt.state.lock().base.clone();
         let Some(label) = base.field_by_id(fid).map(|f| f.version().label.clone()) else {
             let mut st = table.rt.state.lock();
-            if let Some(lost) = st.frozen.fields.remove(&fid) {
-                tracing::warn!(
-                    field = fid,
-                    changes = lost.len(),
-                    "real-time changes to a field without a current version dropped at compaction"
-                );
-            }
+            tracing::warn!(
+                field = fid,
+                "real-time changes to a field without a current version dropped at compaction"
+            );
+            st.frozen.remove(fid);
             st.rebuild_overlay();
             table.store_visible(&st);
             continue;
         };
         let mut load = table.load(&label)?;
         // The load holds the bulk-writer lock: the base cannot change until it commits.
-        let (base, changes) = {
+        let (base, changes, appends) = {
             let st = table.rt.state.lock();
-            (st.base.clone(), st.frozen.fields.get(&fid).cloned())
+            (
+                st.base.clone(),
+                st.frozen.fields.get(&fid).cloned().unwrap_or_default(),
+                st.frozen.events.get(&fid).cloned().unwrap_or_default(),
+            )
         };
-        let (Some(field), Some(changes)) = (base.field_by_id(fid), changes) else {
+        let Some(field) = base.field_by_id(fid) else {
             continue;
         };
         if field.version().label != label {
             // A load replaced the version between the two reads; the next run picks it up.
             continue;
         }
-        stage_field(&mut load, &base, &field, &changes)?;
+        if field.kind() == FieldKind::Event {
+            stage_events(&mut load, &base, &field, &appends)?;
+        } else {
+            stage_field(&mut load, &base, &field, &changes)?;
+        }
         load.compacts(fid);
         load.commit()?;
         summary.fields += 1;
-        summary.changes += changes.len() as u64;
+        summary.changes += (changes.len() + appends.len()) as u64;
     }
     Ok(summary)
 }
@@ -189,6 +191,108 @@ fn stage_field(
                 )));
             }
         }
+    }
+    Ok(())
+}
+
+/// Stages the days of event `field` that `appends` touch, each whole (stored users and counts
+/// with the appended totals merged); the load keeps the other days as they are.
+fn stage_events(
+    load: &mut crate::table::Load<'_>,
+    base: &TableSnapshot,
+    field: &FieldRef<'_>,
+    appends: &BTreeMap<(u32, i32), u32>,
+) -> Result<()> {
+    let mut overlay = Overlay::default();
+    for (&(id, day), &total) in appends {
+        super::apply(
+            &mut overlay,
+            field,
+            id,
+            Some(&Cell::EventDay { day, total }),
+        )?;
+    }
+    let lf = load.field(field.meta().spec.clone())?;
+    let Some(fo) = overlay.fields.get(&field.meta().id) else {
+        return Ok(());
+    };
+    let stored_days = field.event_days();
+    for (shard, so) in fo.shards.iter().enumerate() {
+        let Some(OverlayData::Events(days)) = so.as_deref().map(|s| &s.data) else {
+            continue;
+        };
+        let shard = shard as u32;
+        for (&day, patch) in days {
+            let has_day = stored_days.binary_search(&day).is_ok();
+            let stored = if has_day {
+                field.event_day_in(shard, day)?
+            } else {
+                None
+            };
+            let counts = if has_day {
+                field.event_count_slices_in(shard, day)?
+            } else {
+                Vec::new()
+            };
+            let merged = patch.merged(stored, &counts);
+            stage_day(load, lf, day, &merged.users, &merged.counts)?;
+        }
+    }
+    // Days a shard did not touch are still replaced whole by the load: stage their stored
+    // content in the shards that kept it.
+    let touched: std::collections::BTreeSet<i32> = fo
+        .shards
+        .iter()
+        .flatten()
+        .filter_map(|s| match &s.data {
+            OverlayData::Events(days) => Some(days.keys().copied()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    for &day in &touched {
+        if stored_days.binary_search(&day).is_err() {
+            continue;
+        }
+        for shard in 0..base.shards() {
+            let in_patch = fo
+                .shards
+                .get(shard as usize)
+                .and_then(|s| s.as_deref())
+                .is_some_and(|s| matches!(&s.data, OverlayData::Events(d) if d.contains_key(&day)));
+            if in_patch {
+                continue;
+            }
+            let Some(users) = field.event_day_in(shard, day)? else {
+                continue;
+            };
+            let counts: Vec<(u32, Bitmap, Vec<u8>)> = field
+                .event_count_slices_in(shard, day)?
+                .into_iter()
+                .map(|(bit, b)| (bit, b.clone(), Vec::new()))
+                .collect();
+            stage_day(load, lf, day, users, &counts)?;
+        }
+    }
+    Ok(())
+}
+
+/// Stages one day of one shard: every user of `users` with `1 + (count bits)` occurrences.
+fn stage_day(
+    load: &mut crate::table::Load<'_>,
+    lf: crate::table::LoadField,
+    day: i32,
+    users: &Bitmap,
+    counts: &[(u32, Bitmap, Vec<u8>)],
+) -> Result<()> {
+    for id in users.iter() {
+        let mut extra = 0u32;
+        for (bit, slice, _) in counts {
+            if *bit < 32 && slice.contains(id) {
+                extra |= 1 << bit;
+            }
+        }
+        load.event_id(lf, id, day, extra.saturating_add(1))?;
     }
     Ok(())
 }

@@ -22,7 +22,11 @@
 //! 5. **Recovery**: opening a table replays its log files in order on top of the segments
 //!    (idempotently: every write is an absolute value). A torn tail is truncated.
 //!
-//! Event fields take no real-time writes yet: their days are loaded in bulk.
+//! Event fields take appends ([`Change::Event`]): "user U did E n times at T". The commit turns
+//! each append into the user's new total for that day before logging it, so the log, like
+//! every other write, holds absolute values and replays idempotently. Appends may add days
+//! (today's, typically) that no load has stored yet; windows count back from the newest day
+//! stored or appended.
 
 pub(crate) mod compact;
 pub(crate) mod overlay;
@@ -97,6 +101,14 @@ pub enum Change {
     Set(Value),
     /// Removes the value (a flag: the user no longer has it).
     Clear,
+    /// Event fields: the user did the event `count` times at `at_ms` (milliseconds since the
+    /// Unix epoch; the day is taken in the table's time zone). Counts add up.
+    Event {
+        /// When.
+        at_ms: i64,
+        /// How many times (at least 1).
+        count: u32,
+    },
 }
 
 /// When a committed batch is synced to disk.
@@ -154,17 +166,66 @@ pub(crate) enum Cell {
     Strs(Vec<String>),
     /// Numbers in stored units (decimal units, milliseconds).
     Units(i64),
+    /// An event's total count for the user on `day` (what the log holds: absolute, so that
+    /// replaying it twice changes nothing).
+    EventDay {
+        day: i32,
+        total: u32,
+    },
+    /// `count` more occurrences on `day`: a validated append before the commit turns it into
+    /// an [`Cell::EventDay`] total. Never applied as such.
+    EventAdd {
+        day: i32,
+        count: u32,
+    },
 }
 
 /// The latest change of each user, per field id.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Changes {
     pub(crate) fields: HashMap<u32, BTreeMap<u32, Option<Cell>>>,
+    /// Event fields: the total count per `(user, day)`.
+    pub(crate) events: HashMap<u32, BTreeMap<(u32, i32), u32>>,
 }
 
 impl Changes {
     pub(crate) fn len(&self) -> u64 {
-        self.fields.values().map(|m| m.len() as u64).sum()
+        let values: u64 = self.fields.values().map(|m| m.len() as u64).sum();
+        values + self.events.values().map(|m| m.len() as u64).sum::<u64>()
+    }
+
+    /// Field ids with changes.
+    pub(crate) fn field_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .fields
+            .keys()
+            .chain(self.events.keys())
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Moves every change of `other` in, `other`'s winning.
+    pub(crate) fn absorb(&mut self, other: Changes) {
+        for (fid, by_id) in other.fields {
+            self.fields.entry(fid).or_default().extend(by_id);
+        }
+        for (fid, by_day) in other.events {
+            self.events.entry(fid).or_default().extend(by_day);
+        }
+    }
+
+    /// Drops the changes of field `fid`.
+    pub(crate) fn remove(&mut self, fid: u32) {
+        self.fields.remove(&fid);
+        self.events.remove(&fid);
+    }
+
+    /// The total count of `id` on `day` for event `fid`, if changed.
+    fn event_total(&self, fid: u32, id: u32, day: i32) -> Option<u32> {
+        self.events.get(&fid)?.get(&(id, day)).copied()
     }
 }
 
@@ -227,14 +288,25 @@ impl RtState {
                     }
                 }
             }
+            for (&fid, by_day) in &changes.events {
+                let Some(field) = base.field_by_id(fid) else {
+                    continue;
+                };
+                for (&(id, day), &total) in by_day {
+                    let cell = Cell::EventDay { day, total };
+                    if let Err(e) = apply(&mut overlay, &field, id, Some(&cell)) {
+                        tracing::warn!(field = field.path(), id, error = %e, "real-time append not applied");
+                    }
+                }
+            }
         }
         overlay.users = self.overlay.users.max(base.users());
         self.overlay = overlay;
     }
 
     pub(crate) fn stats(&self) -> DeltaStats {
-        let mut fields: Vec<u32> = self.active.fields.keys().copied().collect();
-        fields.extend(self.frozen.fields.keys());
+        let mut fields = self.active.field_ids();
+        fields.extend(self.frozen.field_ids());
         fields.sort_unstable();
         fields.dedup();
         let compacting = self.frozen.len();
@@ -292,7 +364,7 @@ pub(crate) fn validate(snap: &TableSnapshot, writes: &[Write]) -> Result<Vec<Log
             }
         }
         let field = snap.field(&w.path)?;
-        let cell = normalize(&field, &w.change).map_err(at)?;
+        let cell = normalize(&field, &w.change, snap.utc_offset_minutes()).map_err(at)?;
         out.push(LoggedWrite {
             key: w.key.clone(),
             path: w.path.clone(),
@@ -302,10 +374,27 @@ pub(crate) fn validate(snap: &TableSnapshot, writes: &[Write]) -> Result<Vec<Log
     Ok(out)
 }
 
-fn normalize(field: &FieldRef<'_>, change: &Change) -> Result<Option<Cell>> {
+fn normalize(field: &FieldRef<'_>, change: &Change, utc_offset: i32) -> Result<Option<Cell>> {
     let kind = field.kind();
     let path = field.path();
     let value = match change {
+        Change::Event { at_ms, count } => {
+            if kind != FieldKind::Event {
+                return Err(Error::KindMismatch {
+                    path: path.to_owned(),
+                    actual: kind.name(),
+                    expected: "an event",
+                });
+            }
+            if *count == 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "an append to `{path}` needs a count of at least 1"
+                )));
+            }
+            let day = crate::behaviour::day_of_ms(*at_ms, utc_offset);
+            crate::behaviour::check_day(day)?;
+            return Ok(Some(Cell::EventAdd { day, count: *count }));
+        }
         Change::Clear => {
             if kind == FieldKind::Event {
                 return Err(unsupported_event(path));
@@ -386,7 +475,7 @@ fn normalize(field: &FieldRef<'_>, change: &Change) -> Result<Option<Cell>> {
 
 fn unsupported_event(path: &str) -> Error {
     Error::Unsupported(format!(
-        "`{path}` is an event field: real-time writes to events are not supported yet (load event days in bulk)"
+        "`{path}` is an event field: it takes appends (`Change::Event`), not values or clears"
     ))
 }
 
@@ -406,8 +495,8 @@ pub(crate) fn commit(
     if let Some(done) = slot.result.lock().take() {
         return done;
     }
-    let group = std::mem::take(&mut *rt.queue.lock());
-    let results = commit_group(&mut st, &group, publish);
+    let mut group = std::mem::take(&mut *rt.queue.lock());
+    let results = commit_group(&mut st, &mut group, publish);
     // Results are handed out before the commit lock is released: a writer of this group that
     // takes the lock next finds its result waiting.
     let mut mine = None;
@@ -424,9 +513,12 @@ pub(crate) fn commit(
 
 fn commit_group(
     st: &mut RtState,
-    group: &[Pending],
+    group: &mut [Pending],
     publish: &dyn Fn(TableSnapshot),
 ) -> Vec<Result<WriteSummary>> {
+    if let Err(e) = settle_appends(st, group) {
+        return group.iter().map(|_| Err(e.duplicate())).collect();
+    }
     // Log every batch of the group, then sync once.
     let mut records = Vec::new();
     let first_seq = st.seq;
@@ -451,6 +543,58 @@ fn commit_group(
     }
     publish(st.visible());
     out
+}
+
+/// Turns every event append of the group into the user's new total for that day, in order:
+/// the log holds totals, so that a replay over segments that already hold them is harmless.
+fn settle_appends(st: &RtState, group: &mut [Pending]) -> Result<()> {
+    let mut totals: HashMap<(u32, Key, i32), u32> = HashMap::new();
+    let dict = st.base.dict.get()?;
+    for p in group.iter_mut() {
+        for w in &mut p.writes {
+            let Some(Cell::EventAdd { day, count }) = w.cell else {
+                continue;
+            };
+            let Ok(field) = st.base.field(&w.path) else {
+                continue;
+            };
+            let fid = field.meta().id;
+            let slot = (fid, w.key.clone(), day);
+            let current = match totals.get(&slot) {
+                Some(&t) => t,
+                None => match dict.read().get(w.key.as_ref()) {
+                    Some(id) => st
+                        .active
+                        .event_total(fid, id, day)
+                        .or_else(|| st.frozen.event_total(fid, id, day))
+                        .map_or_else(|| stored_count(&field, id, day), Ok)?,
+                    None => 0,
+                },
+            };
+            let total = current.saturating_add(count);
+            totals.insert(slot, total);
+            w.cell = Some(Cell::EventDay { day, total });
+        }
+    }
+    Ok(())
+}
+
+/// How many times `id` did event `field` on `day` in the stored version.
+fn stored_count(field: &FieldRef<'_>, id: u32, day: i32) -> Result<u32> {
+    let shard = id >> SHARD_BITS;
+    if !field
+        .event_day_in(shard, day)?
+        .is_some_and(|b| b.contains(id))
+    {
+        return Ok(0);
+    }
+    let mut extra = 0u32;
+    for (bit, slice) in field.event_count_slices_in(shard, day)? {
+        if bit < 32 && slice.contains(id) {
+            extra |= 1 << bit;
+        }
+    }
+    Ok(extra.saturating_add(1))
 }
 
 /// Applies one logged batch to the delta: keys to ids (adding new users), then each write.
@@ -478,12 +622,41 @@ pub(crate) fn apply_logged(st: &mut RtState, writes: &[LoggedWrite]) -> Result<(
                 continue;
             }
         };
-        apply(&mut st.overlay, &field, id, w.cell.as_ref())?;
-        st.active
-            .fields
-            .entry(field.meta().id)
-            .or_default()
-            .insert(id, w.cell.clone());
+        let fid = field.meta().id;
+        match w.cell {
+            // Defensive: appends reach the log as totals. An add replayed from an older log
+            // is taken on top of what the delta holds.
+            Some(Cell::EventAdd { day, count }) => {
+                let current = match st.active.event_total(fid, id, day) {
+                    Some(t) => t,
+                    None => stored_count(&field, id, day)?,
+                };
+                let total = current.saturating_add(count);
+                let cell = Cell::EventDay { day, total };
+                apply(&mut st.overlay, &field, id, Some(&cell))?;
+                st.active
+                    .events
+                    .entry(fid)
+                    .or_default()
+                    .insert((id, day), total);
+            }
+            Some(Cell::EventDay { day, total }) => {
+                apply(&mut st.overlay, &field, id, w.cell.as_ref())?;
+                st.active
+                    .events
+                    .entry(fid)
+                    .or_default()
+                    .insert((id, day), total);
+            }
+            _ => {
+                apply(&mut st.overlay, &field, id, w.cell.as_ref())?;
+                st.active
+                    .fields
+                    .entry(fid)
+                    .or_default()
+                    .insert(id, w.cell.clone());
+            }
+        }
     }
     Ok((writes.len(), new_users))
 }
@@ -500,6 +673,7 @@ pub(crate) fn apply(
         Arc::new(FieldOverlay {
             values: Vec::new(),
             base_values: field.values().len(),
+            event_days: Vec::new(),
             shards: Vec::new(),
         })
     }));
@@ -513,7 +687,7 @@ pub(crate) fn apply(
             }
             k if k.is_numeric() => OverlayData::Bsi(Default::default()),
             k if k.has_values() => OverlayData::Values(BTreeMap::new()),
-            _ => return Err(unsupported_event(field.path())),
+            _ => OverlayData::Events(BTreeMap::new()),
         };
         fo.shards[shard as usize] = Some(Arc::new(ShardOverlay {
             changed: croaring::Bitmap::new(),
@@ -525,6 +699,14 @@ pub(crate) fn apply(
         k if k.has_values() => current_codes(fo, field, shard, id)?,
         _ => Vec::new(),
     };
+    if let Some(&Cell::EventDay { day, .. }) = cell {
+        if fo.event_days.is_empty() {
+            fo.event_days = field.event_days().to_vec();
+        }
+        if let Err(at) = fo.event_days.binary_search(&day) {
+            fo.event_days.insert(at, day);
+        }
+    }
     let new_codes: Vec<u32> = match cell {
         Some(Cell::Str(s)) => vec![code_for(fo, field, s)],
         Some(Cell::Strs(list)) => list.iter().map(|s| code_for(fo, field, s)).collect(),
@@ -541,6 +723,9 @@ pub(crate) fn apply(
         }
         (OverlayData::Bsi(p), Some(Cell::Units(v))) => p.record(id, Some(*v)),
         (OverlayData::Bsi(p), None) => p.record(id, None),
+        (OverlayData::Events(days), Some(&Cell::EventDay { day, total })) => {
+            Arc::make_mut(days.entry(day).or_default()).record(id, total)
+        }
         (OverlayData::Values(map), None | Some(Cell::Str(_) | Cell::Strs(_))) => {
             for &c in &old_codes {
                 if !new_codes.contains(&c) {

@@ -11,6 +11,9 @@
 //! - enum and set: the merged bitmaps of the values the delta touched (other values read the
 //!   segment), plus `changed`, the users whose value the delta set or cleared, so a point
 //!   lookup knows when the stored column is stale;
+//! - event: per day, a patch of each changed user's total count that day; the merged day (who,
+//!   and the slices of `count - 1`, with their serialized bytes for the behaviour kernels) is
+//!   built on first read like the numeric merge;
 //! - numeric: a patch (the new value of each changed user), cheap to copy; the stored BSI with
 //!   the patch merged is built on the first read that needs it and kept until the next write
 //!   to that shard (readers pay for the merge once per change, writers never copy slices).
@@ -50,6 +53,9 @@ pub(crate) struct FieldOverlay {
     pub(crate) values: Vec<String>,
     /// Number of values of the stored version (the sorted prefix of `values`).
     pub(crate) base_values: usize,
+    /// Event fields: the stored days and the days real-time appends added, ascending. Empty
+    /// when the delta added no day.
+    pub(crate) event_days: Vec<i32>,
     /// By shard index.
     pub(crate) shards: Vec<Option<Arc<ShardOverlay>>>,
 }
@@ -69,41 +75,118 @@ pub(crate) enum OverlayData {
     /// Merged bitmaps of the value codes the delta touched.
     Values(BTreeMap<u32, Arc<Bitmap>>),
     Bsi(BsiPatch),
+    /// Event days the delta appended to, by day.
+    Events(BTreeMap<i32, Arc<DayPatch>>),
 }
 
-/// Folded into the sorted part once this many recent changes accumulate.
-const RECENT_LIMIT: usize = 512;
-
-/// The real-time changes of a numeric field in one shard.
+/// Real-time appends to one event on one day in one shard: each changed user's total count
+/// that day (stored count included), with the merged day lazily built for the behaviour
+/// kernels, which read day bitmaps as serialized bytes.
 #[derive(Debug, Default)]
-pub(crate) struct BsiPatch {
-    /// Changes sorted by id, one per id; shared between snapshots.
-    sorted: Arc<Vec<(u32, Option<i64>)>>,
-    /// Newer changes in arrival order (an id may repeat: the last one counts).
-    recent: Vec<(u32, Option<i64>)>,
-    /// The stored BSI with this patch merged, built on first use.
-    merged: std::sync::OnceLock<OwnedBsi>,
+pub(crate) struct DayPatch {
+    log: PatchLog<u32>,
+    merged: std::sync::OnceLock<MergedDay>,
 }
 
-impl Clone for BsiPatch {
+impl Clone for DayPatch {
     fn clone(&self) -> Self {
         Self {
-            sorted: self.sorted.clone(),
-            recent: self.recent.clone(),
-            // A clone is about to change: its merge is built afresh when read.
+            log: self.log.clone(),
             merged: std::sync::OnceLock::new(),
         }
     }
 }
 
-impl BsiPatch {
-    /// Records the new value of `id` (`None`: cleared).
-    pub(crate) fn record(&mut self, id: u32, v: Option<i64>) {
+/// One event day of one shard with the delta merged: who did it, and the slices of
+/// `count - 1`, each with its portable serialization.
+#[derive(Debug)]
+pub(crate) struct MergedDay {
+    pub(crate) users: Bitmap,
+    pub(crate) users_bytes: Vec<u8>,
+    /// `(bit, slice, bytes)`, ascending, non-empty slices only.
+    pub(crate) counts: Vec<(u32, Bitmap, Vec<u8>)>,
+}
+
+impl DayPatch {
+    /// Records `id`'s total count that day.
+    pub(crate) fn record(&mut self, id: u32, total: u32) {
         self.merged = std::sync::OnceLock::new();
+        self.log.record(id, total);
+    }
+
+    /// The day with the patch merged over the stored users and count slices.
+    pub(crate) fn merged(&self, stored: Option<&Bitmap>, counts: &[(u32, &Bitmap)]) -> &MergedDay {
+        self.merged.get_or_init(|| {
+            let patch = self.log.all();
+            let ids = Bitmap::of(&patch.keys().copied().collect::<Vec<u32>>());
+            let mut users = stored.cloned().unwrap_or_default();
+            users.or_inplace(&ids);
+            let mut slices: Vec<Bitmap> = Vec::new();
+            for &(bit, b) in counts {
+                let bit = bit as usize;
+                if slices.len() <= bit {
+                    slices.resize_with(bit + 1, Bitmap::new);
+                }
+                slices[bit] = b.andnot(&ids);
+            }
+            for (&id, &total) in &patch {
+                let mut c = total.saturating_sub(1);
+                while c != 0 {
+                    let bit = c.trailing_zeros() as usize;
+                    if slices.len() <= bit {
+                        slices.resize_with(bit + 1, Bitmap::new);
+                    }
+                    slices[bit].add(id);
+                    c &= c - 1;
+                }
+            }
+            let portable = |b: &Bitmap| b.serialize::<croaring::Portable>();
+            MergedDay {
+                users_bytes: portable(&users),
+                users,
+                counts: slices
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, s)| !s.is_empty())
+                    .map(|(bit, s)| {
+                        let bytes = portable(&s);
+                        (bit as u32, s, bytes)
+                    })
+                    .collect(),
+            }
+        })
+    }
+}
+
+/// Folded into the sorted part once this many recent changes accumulate.
+const RECENT_LIMIT: usize = 512;
+
+/// The latest value per user, cheap to copy: a sorted part shared between snapshots and a
+/// short list of newer changes, folded into the sorted part when it grows.
+#[derive(Debug, Clone)]
+pub(crate) struct PatchLog<V> {
+    /// One value per id, sorted by id.
+    sorted: Arc<Vec<(u32, V)>>,
+    /// Newer values in arrival order (an id may repeat: the last one counts).
+    recent: Vec<(u32, V)>,
+}
+
+impl<V> Default for PatchLog<V> {
+    fn default() -> Self {
+        Self {
+            sorted: Arc::new(Vec::new()),
+            recent: Vec::new(),
+        }
+    }
+}
+
+impl<V: Copy> PatchLog<V> {
+    /// Records the new value of `id`.
+    pub(crate) fn record(&mut self, id: u32, v: V) {
         self.recent.push((id, v));
         if self.recent.len() >= RECENT_LIMIT {
-            // Last change per id (a stable sort keeps arrival order within an id), then one
-            // linear merge with the sorted part, the recent change winning.
+            // Last value per id (a stable sort keeps arrival order within an id), then one
+            // linear merge with the sorted part, the recent value winning.
             let mut recent = std::mem::take(&mut self.recent);
             recent.sort_by_key(|c| c.0);
             recent.dedup_by(|later, earlier| {
@@ -143,8 +226,8 @@ impl BsiPatch {
         }
     }
 
-    /// The latest change of `id`: `Some(None)` when it was cleared, `None` when unchanged.
-    pub(crate) fn get(&self, id: u32) -> Option<Option<i64>> {
+    /// The latest value of `id`, if it has one.
+    pub(crate) fn get(&self, id: u32) -> Option<V> {
         if let Some(&(_, v)) = self.recent.iter().rev().find(|c| c.0 == id) {
             return Some(v);
         }
@@ -154,11 +237,47 @@ impl BsiPatch {
             .map(|i| self.sorted[i].1)
     }
 
-    /// The final change of every changed user, by id.
-    pub(crate) fn changes(&self) -> BTreeMap<u32, Option<i64>> {
-        let mut all: BTreeMap<u32, Option<i64>> = self.sorted.iter().copied().collect();
+    /// The latest value of every id, by id.
+    pub(crate) fn all(&self) -> BTreeMap<u32, V> {
+        let mut all: BTreeMap<u32, V> = self.sorted.iter().copied().collect();
         all.extend(self.recent.iter().copied());
         all
+    }
+}
+
+/// The real-time changes of a numeric field in one shard.
+#[derive(Debug, Default)]
+pub(crate) struct BsiPatch {
+    log: PatchLog<Option<i64>>,
+    /// The stored BSI with this patch merged, built on first use.
+    merged: std::sync::OnceLock<OwnedBsi>,
+}
+
+impl Clone for BsiPatch {
+    fn clone(&self) -> Self {
+        Self {
+            log: self.log.clone(),
+            // A clone is about to change: its merge is built afresh when read.
+            merged: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl BsiPatch {
+    /// Records the new value of `id` (`None`: cleared).
+    pub(crate) fn record(&mut self, id: u32, v: Option<i64>) {
+        self.merged = std::sync::OnceLock::new();
+        self.log.record(id, v);
+    }
+
+    /// The latest change of `id`: `Some(None)` when it was cleared, `None` when unchanged.
+    pub(crate) fn get(&self, id: u32) -> Option<Option<i64>> {
+        self.log.get(id)
+    }
+
+    /// The final change of every changed user, by id.
+    pub(crate) fn changes(&self) -> BTreeMap<u32, Option<i64>> {
+        self.log.all()
     }
 
     /// The stored BSI (`stored`, of this shard) with the patch merged; `changed` holds every

@@ -44,7 +44,12 @@ struct State {
     n: BTreeMap<u32, i64>,
     /// Decimal units (scale 2).
     d: BTreeMap<u32, i64>,
+    /// Event `visits`: count per (user, day).
+    visits: BTreeMap<(u32, i32), u32>,
 }
+
+/// Event days of the test: `FIRST_DAY..FIRST_DAY + 8` (the last one only ever appended).
+const FIRST_DAY: i32 = 20_000;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Op {
@@ -53,6 +58,7 @@ enum Op {
     Tags(Option<BTreeSet<String>>),
     N(Option<i64>),
     D(Option<i64>),
+    Visit(i32, u32),
 }
 
 impl State {
@@ -74,6 +80,7 @@ impl State {
             Op::Tags(v) => put(&mut self.tags, id, v),
             Op::N(v) => put(&mut self.n, id, v),
             Op::D(v) => put(&mut self.d, id, v),
+            Op::Visit(day, n) => *self.visits.entry((id, day)).or_default() += n,
         }
     }
 }
@@ -120,7 +127,8 @@ fn pick_id(rng: &mut Rng, m: &Model) -> u32 {
 
 fn random_op(rng: &mut Rng) -> Op {
     let some = |rng: &mut Rng| rng.chance(80);
-    match rng.below(5) {
+    match rng.below(6) {
+        5 => Op::Visit(FIRST_DAY + rng.below(8) as i32, 1 + rng.below(3) as u32),
         0 => Op::Flag(rng.chance(60)),
         1 => Op::City(some(rng).then(|| CITIES[rng.below(5) as usize].to_owned())),
         2 => Op::Tags(some(rng).then(|| {
@@ -139,6 +147,13 @@ fn random_op(rng: &mut Rng) -> Op {
 fn to_write(k: u64, op: &Op, rng: &mut Rng) -> Write {
     let key = Key::U64(k);
     let (path, change) = match op.clone() {
+        Op::Visit(day, count) => (
+            "visits",
+            Change::Event {
+                at_ms: day as i64 * 86_400_000 + rng.below(86_400_000) as i64,
+                count,
+            },
+        ),
         Op::Flag(true) => ("f", Change::Set(Value::Flag)),
         Op::Flag(false) => ("f", Change::Clear),
         Op::City(v) => (
@@ -205,6 +220,9 @@ fn build(dir: &std::path::Path, rng: &mut Rng) -> (Database, Model) {
     let d = load
         .field(FieldSpec::new("d", FieldKind::Decimal { scale: 2 }))
         .unwrap();
+    let visits = load
+        .field(FieldSpec::new("visits", FieldKind::Event))
+        .unwrap();
     for _ in 0..150 {
         let id = pick_id(rng, &m);
         m.tracked.insert(id);
@@ -232,6 +250,13 @@ fn build(dir: &std::path::Path, rng: &mut Rng) -> (Database, Model) {
             let v = rng.below(1000) as i64;
             load.value_units(d, &[(id, v)]).unwrap();
             m.base.d.insert(id, v);
+        }
+        if rng.chance(40) {
+            // Stored days leave the last one out: appends alone bring it.
+            let day = FIRST_DAY + rng.below(7) as i32;
+            let n = 1 + rng.below(3) as u32;
+            load.event_id(visits, id, day, n).unwrap();
+            *m.base.visits.entry((id, day)).or_default() += n;
         }
     }
     load.commit().unwrap();
@@ -302,6 +327,34 @@ fn check(db: &Database, m: &Model, step: &str) {
             .unwrap()
             .cardinality();
         assert_eq!(got, d, "{step}: d < {}", c * 10);
+    }
+    // Appended event days: who did it, how often, and the newest day as the reference.
+    type DaysPred<'a> = &'a dyn Fn(&[(i32, u32)]) -> bool;
+    let per_user = |pred: DaysPred<'_>| {
+        let mut by_user: BTreeMap<u32, Vec<(i32, u32)>> = BTreeMap::new();
+        for (&(id, day), &n) in &want.visits {
+            by_user.entry(id).or_default().push((day, n));
+        }
+        by_user.values().filter(|v| pred(v)).count() as u64
+    };
+    let reference = want.visits.keys().map(|k| k.1).max();
+    assert_eq!(snap.reference_day(), reference, "{step}: reference day");
+    assert_eq!(
+        count("did(visits, ever) >= 4 times"),
+        per_user(&|v| v.iter().map(|x| x.1).sum::<u32>() >= 4),
+        "{step}: visits >= 4 times"
+    );
+    assert_eq!(
+        count("did(visits, ever) on >= 2 days"),
+        per_user(&|v| v.len() >= 2),
+        "{step}: visits on >= 2 days"
+    );
+    if let Some(r) = reference {
+        assert_eq!(
+            count("did(visits, last 2 days)"),
+            per_user(&|v| v.iter().any(|x| x.0 >= r - 1)),
+            "{step}: visits in the last 2 days"
+        );
     }
     let (cnt, sum) = snap.field("n").unwrap().count_sum(None).unwrap();
     assert_eq!(cnt, want.n.len() as u64, "{step}: n count");

@@ -11,6 +11,8 @@
 //! key     := 0u8 + string (u32 length + UTF-8) | 1u8 + u64
 //! cell    := 0u8 (clear) | 1u8 (flag) | 2u8 + string (enum value)
 //!          | 3u8 + u32 count + string* (set values) | 4u8 + i64 (numeric, stored units)
+//!          | 5u8 + i32 day + u32 total (an event's count for the user that day)
+//!          | 6u8 + i32 day + u32 count (an event append not yet totalled; not written)
 //! ```
 //! All integers are little-endian. One record is one acknowledged batch: a batch is
 //! acknowledged only after its record is written and (by default) `fdatasync`ed, and several
@@ -109,6 +111,16 @@ pub(crate) fn encode(seq: u64, writes: &[LoggedWrite]) -> Vec<u8> {
                 e.u8(4);
                 e.i64(*v);
             }
+            Some(Cell::EventDay { day, total }) => {
+                e.u8(5);
+                e.i32(*day);
+                e.u32(*total);
+            }
+            Some(Cell::EventAdd { day, count }) => {
+                e.u8(6);
+                e.i32(*day);
+                e.u32(*count);
+            }
         }
     }
     let body = e.buf;
@@ -154,6 +166,14 @@ fn decode_body(
                 Some(Cell::Strs(list))
             }
             4 => Some(Cell::Units(d.i64()?)),
+            5 => Some(Cell::EventDay {
+                day: d.i32()?,
+                total: d.u32()?,
+            }),
+            6 => Some(Cell::EventAdd {
+                day: d.i32()?,
+                count: d.u32()?,
+            }),
             t => return Err(DecodeError(format!("unknown value tag {t}"))),
         };
         writes.push(LoggedWrite { key, path, cell });

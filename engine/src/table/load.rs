@@ -656,8 +656,8 @@ impl<'t> Load<'t> {
             Some(st) => st,
             None => table.rt.state.lock(),
         };
-        for fid in &self.compacts {
-            st.frozen.fields.remove(fid);
+        for &fid in &self.compacts {
+            st.frozen.remove(fid);
         }
         table.publish_locked(&mut st, snapshot, open);
         drop(st);
@@ -898,7 +898,7 @@ impl<'a> Prepared<'a> {
                     }
                     p.event_days.insert(day, merged);
                 }
-                let previous_days = previous.map(|f| f.event_days()).unwrap_or_default();
+                let previous_days = previous.map(|f| f.stored_event_days()).unwrap_or_default();
                 let mut all: Vec<i32> = previous_days
                     .iter()
                     .copied()

@@ -19,10 +19,14 @@ use crate::codec::{read_u32, read_u64};
 use crate::error::{Error, Result};
 use crate::expr::CmpOp;
 use crate::ids::{Key, KeyKind, KeyRef};
-use crate::realtime::overlay::{Overlay, OverlayData, ShardOverlay};
+/// What errors name as the file of data that lives in the real-time delta.
+const DELTA_PATH: &str = "(real-time delta)";
+
+use crate::realtime::overlay::{MergedDay, Overlay, OverlayData, ShardOverlay};
 use crate::storage::manifest::{Manifest, VersionRecord};
 use crate::storage::segment::{BlobKey, FORWARD_FIELD, NULL_CODE, Role, Segment};
 use crate::{SHARD_BITS, shard_count};
+use std::path::Path;
 
 /// A value of one field for one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -374,6 +378,11 @@ impl TableSnapshot {
     /// The default reference day of behaviour windows: the newest day any event field holds
     /// in its current version (`None` without event data).
     pub fn reference_day(&self) -> Option<i32> {
+        let appended = self
+            .overlay
+            .fields
+            .values()
+            .filter_map(|f| f.event_days.last().copied());
         self.manifest
             .fields
             .iter()
@@ -381,6 +390,7 @@ impl TableSnapshot {
             .filter_map(|f| f.versions.last())
             .filter_map(|v| v.values.last())
             .filter_map(|d| crate::behaviour::parse_day(d))
+            .chain(appended)
             .max()
     }
 
@@ -857,7 +867,36 @@ impl<'s> FieldRef<'s> {
 
     /// The days (since 1970-01-01) this version of an event field holds, ascending.
     pub fn event_days(&self) -> &'s [i32] {
+        match self.field_overlay() {
+            Some(fo) if !fo.event_days.is_empty() => &fo.event_days,
+            _ => &self.snap.event_days[self.field][self.version],
+        }
+    }
+
+    /// The days the stored version holds (without days only real-time appends added).
+    pub(crate) fn stored_event_days(&self) -> &'s [i32] {
         &self.snap.event_days[self.field][self.version]
+    }
+
+    /// The real-time appends to `day` in `shard` merged with the stored day, if any.
+    fn merged_day(&self, shard: u32, day: i32) -> Result<Option<&'s MergedDay>> {
+        let Some(ShardOverlay {
+            data: OverlayData::Events(days),
+            ..
+        }) = self.overlay(shard)
+        else {
+            return Ok(None);
+        };
+        let Some(patch) = days.get(&day) else {
+            return Ok(None);
+        };
+        let stored = self.stored_day_blob_in(shard, day)?.map(|b| b.bitmap);
+        let counts: Vec<(u32, &Bitmap)> = self
+            .stored_count_blobs_in(shard, day)?
+            .into_iter()
+            .map(|(bit, b)| (bit, b.bitmap))
+            .collect();
+        Ok(Some(patch.merged(stored, &counts)))
     }
 
     /// Users of one shard who did the event on `day` (`None`: nobody).
@@ -878,6 +917,17 @@ impl<'s> FieldRef<'s> {
     /// serialized bytes (`None`: nobody).
     pub(crate) fn event_day_blob_in(&self, shard: u32, day: i32) -> Result<Option<EventBlob<'s>>> {
         self.expect(self.kind() == FieldKind::Event, "an event")?;
+        if let Some(m) = self.merged_day(shard, day)? {
+            return Ok(Some(EventBlob {
+                bitmap: &m.users,
+                bytes: &m.users_bytes,
+                path: Path::new(DELTA_PATH),
+            }));
+        }
+        self.stored_day_blob_in(shard, day)
+    }
+
+    fn stored_day_blob_in(&self, shard: u32, day: i32) -> Result<Option<EventBlob<'s>>> {
         let Some(seg) = self.segment(shard) else {
             return Ok(None);
         };
@@ -901,6 +951,26 @@ impl<'s> FieldRef<'s> {
         day: i32,
     ) -> Result<Vec<(u32, EventBlob<'s>)>> {
         self.expect(self.kind() == FieldKind::Event, "an event")?;
+        if let Some(m) = self.merged_day(shard, day)? {
+            return Ok(m
+                .counts
+                .iter()
+                .map(|(bit, b, bytes)| {
+                    (
+                        *bit,
+                        EventBlob {
+                            bitmap: b,
+                            bytes,
+                            path: Path::new(DELTA_PATH),
+                        },
+                    )
+                })
+                .collect());
+        }
+        self.stored_count_blobs_in(shard, day)
+    }
+
+    fn stored_count_blobs_in(&self, shard: u32, day: i32) -> Result<Vec<(u32, EventBlob<'s>)>> {
         let Some(seg) = self.segment(shard) else {
             return Ok(Vec::new());
         };
@@ -1078,6 +1148,8 @@ impl<'s> FieldRef<'s> {
                 })
             }
             OverlayData::Values(_) => self.stored_value_of(id),
+            // A behaviour is not a value: portraits leave events out.
+            OverlayData::Events(_) => Ok(None),
         }
     }
 
