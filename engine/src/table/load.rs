@@ -584,12 +584,13 @@ impl<'t> Load<'t> {
         fail_point("after_segments")?;
 
         // Step 2: new keys: real-time ones not yet in a chunk, then this load's own.
-        if keys.chunk.len() > 0 {
-            chunk::write(&table.dir.join(chunk::file_name(file_id)), &keys.chunk)?;
+        let new_chunk = keys.chunk();
+        if new_chunk.len() > 0 {
+            chunk::write(&table.dir.join(chunk::file_name(file_id)), new_chunk)?;
             manifest.chunks.push(ChunkRef {
                 file_id,
-                first: keys.chunk.first(),
-                count: keys.chunk.len(),
+                first: new_chunk.first(),
+                count: new_chunk.len(),
             });
         }
         fail_point("after_ids")?;
@@ -676,11 +677,17 @@ impl<'t> Load<'t> {
 }
 
 /// The keys a commit writes: `chunk` for the new id-dictionary chunk (real-time users not yet
-/// in a chunk, then the load's own), `own` for the load's own new users (appended to the live
-/// dictionary at publish).
+/// in a chunk, then the load's own; `None` when that is `own` alone), `own` for the load's own
+/// new users (appended to the live dictionary at publish).
 struct SettledKeys {
-    chunk: IdDictionary,
+    chunk: Option<IdDictionary>,
     own: IdDictionary,
+}
+
+impl SettledKeys {
+    fn chunk(&self) -> &IdDictionary {
+        self.chunk.as_ref().unwrap_or(&self.own)
+    }
 }
 
 impl Load<'_> {
@@ -694,26 +701,36 @@ impl Load<'_> {
         let live = live.read();
         let live_end = live.end().max(self.base.users());
         let old_first = self.new_keys.first();
-        let mut own = IdDictionary::new(kind, live_end);
-        let mut map = Vec::with_capacity(self.new_keys.len() as usize);
-        for id in old_first..self.new_keys.end() {
-            let key = self
-                .new_keys
-                .key(id)
-                .ok_or_else(|| Error::Internal(format!("staged user {id} has no key")))?;
-            map.push(match live.get(key) {
-                Some(existing) => existing,
-                None => own.push(key)?,
-            });
-        }
-        let identity = map
-            .iter()
-            .enumerate()
-            .all(|(i, &id)| id == old_first + i as u32);
-        if !identity {
-            for f in &mut self.fields {
-                remap_staged(&mut f.data, old_first, &map);
+        let own = if live.end() == old_first {
+            // No user was added to the live dictionary since the load began (it only grows, so
+            // none of the staged keys is in it): the staged ids stand as they are.
+            std::mem::replace(&mut self.new_keys, IdDictionary::new(kind, old_first))
+        } else {
+            let mut own = IdDictionary::new(kind, live_end);
+            let mut map = Vec::with_capacity(self.new_keys.len() as usize);
+            for id in old_first..self.new_keys.end() {
+                let key = self
+                    .new_keys
+                    .key(id)
+                    .ok_or_else(|| Error::Internal(format!("staged user {id} has no key")))?;
+                map.push(match live.get(key) {
+                    Some(existing) => existing,
+                    None => own.push(key)?,
+                });
             }
+            let identity = map
+                .iter()
+                .enumerate()
+                .all(|(i, &id)| id == old_first + i as u32);
+            if !identity {
+                for f in &mut self.fields {
+                    remap_staged(&mut f.data, old_first, &map);
+                }
+            }
+            own
+        };
+        if persisted == live_end {
+            return Ok(SettledKeys { chunk: None, own });
         }
         let mut chunk = IdDictionary::new(kind, persisted);
         for id in persisted..live_end {
@@ -723,7 +740,10 @@ impl Load<'_> {
             chunk.push(key)?;
         }
         chunk.append(&own)?;
-        Ok(SettledKeys { chunk, own })
+        Ok(SettledKeys {
+            chunk: Some(chunk),
+            own,
+        })
     }
 }
 
@@ -1244,4 +1264,86 @@ fn fail_point(step: &'static str) -> Result<()> {
 #[inline(always)]
 fn fail_point(_step: &'static str) -> Result<()> {
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Database, FieldKind, FieldSpec, KeyKind, Value, Write};
+
+    fn keys_of(db: &Database) -> Vec<String> {
+        let snap = db.table("users").unwrap().snapshot();
+        (0..snap.users())
+            .map(|id| snap.key_of(id).unwrap().unwrap().to_string())
+            .collect()
+    }
+
+    fn vip(db: &Database) -> Vec<u32> {
+        let snap = db.table("users").unwrap().snapshot();
+        snap.field("vip").unwrap().flag_bitmap().unwrap().to_vec()
+    }
+
+    /// The three ways a load's new users settle: nothing happened meanwhile; real-time users
+    /// came before the load and are not in a chunk yet; real-time writes added users (one of
+    /// them a key the load staged) while the load was staged. Ids, chunks and flags must agree,
+    /// before and after a reopen.
+    #[test]
+    fn new_users_settle_around_real_time_users() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::open(dir.path()).unwrap();
+            let t = db.create_table("users", KeyKind::Str).unwrap();
+            let mut load = t.load("v1").unwrap();
+            let f = load.field(FieldSpec::new("vip", FieldKind::Flag)).unwrap();
+            load.flag(f, "a").unwrap();
+            load.flag(f, "b").unwrap();
+            load.commit().unwrap();
+            assert_eq!(keys_of(&db), ["a", "b"]);
+
+            // A real-time user not in a chunk yet, then a load of new users.
+            t.write(&[Write::set("rt1", "vip", Value::Flag)]).unwrap();
+            let mut load = t.load("v2").unwrap();
+            let f = load.field(FieldSpec::new("vip", FieldKind::Flag)).unwrap();
+            load.flag(f, "c").unwrap();
+            load.flag(f, "a").unwrap();
+            load.commit().unwrap();
+            assert_eq!(keys_of(&db), ["a", "b", "rt1", "c"]);
+
+            // Real-time users added while a load is staged, one of them a staged key.
+            let mut load = t.load("v3").unwrap();
+            let f = load.field(FieldSpec::new("vip", FieldKind::Flag)).unwrap();
+            load.flag(f, "d").unwrap();
+            load.flag(f, "e").unwrap();
+            t.write(&[
+                Write::set("e", "vip", Value::Flag),
+                Write::set("rt2", "vip", Value::Flag),
+            ])
+            .unwrap();
+            load.flag(f, "f").unwrap();
+            load.commit().unwrap();
+            assert_eq!(keys_of(&db), ["a", "b", "rt1", "c", "e", "rt2", "d", "f"]);
+            // The load replaced the flag; the real-time changes stay on top.
+            assert_eq!(vip(&db), [2, 4, 5, 6, 7]);
+
+            // Nothing meanwhile, real-time users already in a chunk: the staged ids stand.
+            let mut load = t.load("v4").unwrap();
+            let f = load.field(FieldSpec::new("vip", FieldKind::Flag)).unwrap();
+            load.flag(f, "g").unwrap();
+            load.flag(f, "a").unwrap();
+            load.commit().unwrap();
+            assert_eq!(
+                keys_of(&db),
+                ["a", "b", "rt1", "c", "e", "rt2", "d", "f", "g"]
+            );
+        }
+        let db = Database::open(dir.path()).unwrap();
+        assert_eq!(
+            keys_of(&db),
+            ["a", "b", "rt1", "c", "e", "rt2", "d", "f", "g"]
+        );
+        db.table("users")
+            .unwrap()
+            .snapshot()
+            .check_integrity()
+            .unwrap();
+    }
 }
