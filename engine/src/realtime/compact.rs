@@ -360,7 +360,13 @@ pub(crate) fn recover(
     };
     let writes: usize = batches.iter().map(|b| b.writes.len()).sum();
     for b in &batches {
-        super::apply_logged(&mut st, &b.writes)?;
+        super::apply_logged(&mut st, &b.writes).map_err(|e| match e {
+            e @ (Error::Io { .. } | Error::Corruption { .. }) => e,
+            e => Error::corrupt(
+                dir.join(wal::file_name(newest)),
+                format!("batch {} of the write-ahead log does not apply: {e}", b.seq),
+            ),
+        })?;
     }
     if !batches.is_empty() {
         tracing::info!(

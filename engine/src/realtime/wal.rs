@@ -24,8 +24,10 @@
 //! writes into segments, and only then deletes the older files.
 //!
 //! A crash can tear the last record of the newest file (its write or sync never finished, so it
-//! was never acknowledged). Replay truncates such a tail with a warning. Damage anywhere else is
-//! corruption and refuses to open: it would mean losing acknowledged writes.
+//! was never acknowledged). Replay truncates such a tail — a record cut short or failing its
+//! checksum — with a warning. Damage anywhere else, and a record whose checksum holds but whose
+//! content does not decode, is corruption and refuses to open: it would mean losing
+//! acknowledged writes.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -224,13 +226,20 @@ pub(crate) fn read(dir: &Path, n: u64, kind: KeyKind, last: bool) -> Result<Vec<
     let mut pos = HEADER_LEN;
     while pos < bytes.len() {
         let problem = match record_at(&bytes, pos) {
+            // A whole record (its checksum holds) that does not decode was written wrong, not
+            // torn: refuse rather than drop what may have been acknowledged.
             Ok((body, next)) => match decode_body(body, kind) {
                 Ok((seq, writes)) => {
                     out.push(Replayed { seq, writes });
                     pos = next;
                     continue;
                 }
-                Err(e) => e.0,
+                Err(e) => {
+                    return Err(Error::corrupt(
+                        &path,
+                        format!("record at byte {pos} does not decode: {}", e.0),
+                    ));
+                }
             },
             Err(e) => e,
         };
