@@ -510,6 +510,7 @@ async fn writes_through_the_client_and_the_cli_are_visible_at_once() {
     let delta = json(&url, &["admin", "delta"]).await;
     assert!(delta["pending"].as_u64().unwrap() > 0, "{delta}");
     assert_eq!(delta["table"], "users");
+    let logged = delta["wal_bytes"].as_u64().unwrap();
     let probes = [
         "interest/sports",
         "risk/blacklist",
@@ -526,6 +527,11 @@ async fn writes_through_the_client_and_the_cli_are_visible_at_once() {
     assert!(compacted["changes"].as_u64().unwrap() > 0, "{compacted}");
     let delta = json(&url, &["admin", "delta"]).await;
     assert_eq!(delta["pending"], 0, "{delta}");
+    // The log rotated: the new file holds nothing yet.
+    assert!(
+        delta["wal_bytes"].as_u64().unwrap() < logged,
+        "{delta}, {logged} bytes before"
+    );
     for (probe, want) in probes.iter().zip(before) {
         assert_eq!(client.count(*probe).await.unwrap(), want, "{probe}");
     }

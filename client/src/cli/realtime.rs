@@ -597,6 +597,7 @@ fn delta_report(table: &str, r: &v1::DeltaStatsResponse) -> Report {
         ("COMPACTING", Align::Right),
         ("FIELDS", Align::Right),
         ("WAL FILE", Align::Right),
+        ("WAL SIZE", Align::Right),
     ]);
     t.row(vec![
         table.to_owned(),
@@ -604,6 +605,7 @@ fn delta_report(table: &str, r: &v1::DeltaStatsResponse) -> Report {
         group_digits(r.compacting),
         group_digits(r.fields),
         r.wal_file.to_string(),
+        human_bytes(r.wal_bytes),
     ]);
     Report {
         json: json!({
@@ -612,6 +614,7 @@ fn delta_report(table: &str, r: &v1::DeltaStatsResponse) -> Report {
             "compacting": r.compacting,
             "fields": r.fields,
             "wal_file": r.wal_file,
+            "wal_bytes": r.wal_bytes,
         }),
         table: t,
     }
@@ -807,6 +810,7 @@ mod tests {
                 compacting: 0,
                 fields: 2,
                 wal_file: 3,
+                wal_bytes: 4096,
             },
         );
         assert!(
@@ -815,6 +819,7 @@ mod tests {
             d.table.render()
         );
         assert_eq!(d.json["pending"], 1500);
+        assert!(d.table.render().contains("4.0 KiB"), "{}", d.table.render());
         let b = backup_report(
             "/b",
             &v1::BackupResponse {

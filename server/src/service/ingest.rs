@@ -429,6 +429,7 @@ impl IngestService for IngestApi {
                 compacting: stats.compacting,
                 fields: stats.fields as u64,
                 wal_file: stats.wal_file,
+                wal_bytes: stats.wal_bytes,
             }))
         })
         .await
