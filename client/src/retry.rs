@@ -1,8 +1,8 @@
 //! Retries of transient failures with exponential backoff and jitter.
 //!
 //! A call is retried only when its error is transient and the call is safe to repeat:
-//! [`Error::Unavailable`] is retried for every call, [`Error::DeadlineExceeded`] only for
-//! idempotent ones (all reads are). Before retry `n` (0-based) the client sleeps a random duration
+//! [`Error::Unavailable`] is retried for every call but real-time batches that append events,
+//! [`Error::DeadlineExceeded`] only for idempotent ones (all reads are). Before retry `n` (0-based) the client sleeps a random duration
 //! in `[d/2, d]` where `d = min(max_backoff, initial_backoff * 2^n)` ("equal jitter"), so that many
 //! clients failing together do not come back in lockstep.
 
@@ -20,6 +20,9 @@ pub(crate) enum Idempotency {
     Idempotent,
     /// Repeating the call may fail or act twice (creating or dropping a table).
     NonIdempotent,
+    /// Repeating a call that may have been applied would act twice (appending events): never
+    /// retried, not even when the connection broke.
+    Once,
 }
 
 /// How often and how patiently a failed call is retried.
@@ -64,7 +67,7 @@ impl RetryPolicy {
             return false;
         }
         match error {
-            Error::Unavailable(_) => true,
+            Error::Unavailable(_) => idempotency != Idempotency::Once,
             Error::DeadlineExceeded(_) => idempotency == Idempotency::Idempotent,
             _ => false,
         }
@@ -152,6 +155,8 @@ mod tests {
         assert!(p.should_retry(&deadline, Idempotency::Idempotent, 0));
         assert!(!p.should_retry(&deadline, Idempotency::NonIdempotent, 0));
         assert!(!p.should_retry(&Error::Internal(String::new()), Idempotency::Idempotent, 0));
+        assert!(!p.should_retry(&unavailable, Idempotency::Once, 0));
+        assert!(!p.should_retry(&deadline, Idempotency::Once, 0));
         assert!(!RetryPolicy::none().should_retry(&unavailable, Idempotency::Idempotent, 0));
     }
 

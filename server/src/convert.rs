@@ -20,8 +20,9 @@
 //! `YYYY-MM-DD`. [`node`] converts the other way, an engine [`Expr`] into the structured form.
 //!
 //! Real-time writes ([`writes`]) become engine [`Write`]s: the key parsed by the table's key
-//! kind, `clear` or a typed value (`flag_value: false` clears a flag; a decimal keeps the scale
-//! it is written with, for the engine to fit to its field).
+//! kind, `clear`, an event append (a count of 0 is 1) or a typed value (`flag_value: false`
+//! clears a flag; a decimal keeps the scale it is written with, for the engine to fit to its
+//! field).
 //!
 //! Outbound, engine values become [`v1::Value`]s; decimals travel as exact strings built from
 //! their stored units (`units × 10^-scale`), timestamps as epoch milliseconds.
@@ -1057,6 +1058,10 @@ fn write(kind: KeyKind, w: v1::FieldWrite) -> Result<Write, String> {
             ));
         }
         Some(C::Clear(true)) => Change::Clear,
+        Some(C::Event(e)) => Change::Event {
+            at_ms: e.at_unix_ms,
+            count: e.count.max(1),
+        },
         Some(C::Clear(false)) => {
             return Err(format!(
                 "`clear` of `{}` is false: send `clear: true` to remove a value",

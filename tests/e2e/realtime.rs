@@ -478,6 +478,39 @@ async fn writes_through_the_client_and_the_cli_are_visible_at_once() {
             .unwrap()
     );
 
+    // Events: appends add up, through the client and the command line.
+    let bought = "did(purchase, DATE '2026-11-25' TO DATE '2026-11-25')";
+    let at = 1_795_600_000_000; // 2026-11-25T10:13:20Z
+    client
+        .write()
+        .append("newcomer-2", "purchase", at, 2)
+        .await
+        .unwrap();
+    assert!(
+        client
+            .contains("newcomer-2", format!("{bought} >= 2"))
+            .await
+            .unwrap()
+    );
+    let appended = json(
+        &url,
+        &["set", "newcomer-2", "purchase=3@2026-11-25T18:00:00+08:00"],
+    )
+    .await;
+    assert_eq!(appended["writes"], 1, "{appended}");
+    assert!(
+        client
+            .contains("newcomer-2", format!("{bought} >= 5"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !client
+            .contains("newcomer-2", format!("{bought} >= 6"))
+            .await
+            .unwrap()
+    );
+
     // Refusals: nothing is sent, or the server refuses the whole batch.
     let users_now = client.count("ALL").await.unwrap();
     let message = fails(&url, &["set", &k, "interest/sportz=true"], 1).await;
@@ -488,7 +521,7 @@ async fn writes_through_the_client_and_the_cli_are_visible_at_once() {
     let message = fails(&url, &["set", &k, "account/vip_level=lots"], 1).await;
     assert!(message.contains("is an int"), "{message}");
     let message = fails(&url, &["set", "newcomer-3", "login=true"], 1).await;
-    assert!(message.contains("event field"), "{message}");
+    assert!(message.contains("`login` is an event"), "{message}");
     fails(&url, &["set", &k], 2).await;
     fails(&url, &["set", &k, "account/vip_level"], 2).await;
     let bad = dir.path().join("bad.tsv");
@@ -611,7 +644,16 @@ async fn bad_batches_are_refused_whole_with_the_right_code() {
         Err(Error::InvalidArgument { message, .. }) => {
             assert!(message.contains("event field"), "{message}")
         }
-        other => panic!("an event field: {other:?}"),
+        other => panic!("a value for an event field: {other:?}"),
+    }
+    match good().append("seed", "n", 1_795_600_000_000, 1).await {
+        Err(Error::InvalidArgument { message, .. }) => {
+            assert!(
+                message.contains("`n`") && message.contains("event"),
+                "{message}"
+            )
+        }
+        other => panic!("an append to an int field: {other:?}"),
     }
     match good()
         .extend([v1::FieldWrite {

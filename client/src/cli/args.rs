@@ -315,11 +315,12 @@ pub enum Command {
         label: String,
     },
 
-    /// Set values of one user in real time, as one atomic batch.
+    /// Set values (or append events) of one user in real time, as one atomic batch.
     ///
     /// Each VALUE is typed by its field's kind: flag `true` (sets) or `false` (clears); enum
     /// text; set a comma-separated list; int; decimal like 12.50; timestamp as RFC 3339,
-    /// YYYY-MM-DD or Unix milliseconds. A key the table does not know adds a user.
+    /// YYYY-MM-DD or Unix milliseconds; event an occurrence to append, TIME or COUNT@TIME (TIME
+    /// a timestamp or `now`). A key the table does not know adds a user.
     Set {
         /// The user's key.
         key: String,

@@ -13,7 +13,8 @@
 //! ([`parse_value`]): a flag is `true` (set) or `false` (clear); an enum any text; a set a
 //! comma-separated list; an int a whole number; a decimal a plain decimal (`12.50`); a timestamp
 //! RFC 3339 (`2026-11-25T08:30:00Z`, `2026-11-25 08:30:00+08:00`), a date (`2026-11-25`,
-//! midnight UTC) or Unix milliseconds.
+//! midnight UTC) or Unix milliseconds; an event an occurrence appended, `TIME` or `COUNT@TIME`
+//! with TIME a timestamp as above or `now`.
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -173,14 +174,38 @@ pub fn parse_value(kind: v1::FieldKind, path: &str, text: &str) -> Result<Change
             .map(ValueKind::TimestampUnixMs)
             .map_err(|e| format!("`{path}` is a timestamp: {e}"))
             .and_then(value),
-        K::Event => Err(format!(
-            "`{path}` is an event field: real-time writes to events are not supported (load \
-             event days with `portrait load --format events`)"
-        )),
+        K::Event => parse_occurrence(text.trim())
+            .map(|(count, at_unix_ms)| Change::Event(v1::EventAppend { at_unix_ms, count }))
+            .map_err(|e| format!("`{path}` is an event: {e}")),
         K::Unspecified => Err(format!(
             "the server reports no kind for `{path}`; it may be newer than this client"
         )),
     }
+}
+
+/// An event occurrence `TIME` or `COUNT@TIME` (a count of at least 1), TIME as in
+/// [`parse_timestamp`] or `now`.
+pub fn parse_occurrence(text: &str) -> Result<(u32, i64), String> {
+    let (count, time) = match text.split_once('@') {
+        Some((count, time)) => match count.trim().parse::<u32>() {
+            Ok(n @ 1..) => (n, time.trim()),
+            _ => {
+                return Err(format!(
+                    "`{count}` in `{text}` is not a count of at least 1"
+                ));
+            }
+        },
+        None => (1, text),
+    };
+    let at = if time == "now" {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| format!("the clock is before 1970: {e}"))?;
+        i64::try_from(now.as_millis()).map_err(|_| "the clock is out of range".to_owned())?
+    } else {
+        parse_timestamp(time)?
+    };
+    Ok((count, at))
 }
 
 fn is_plain_decimal(text: &str) -> bool {
@@ -648,6 +673,7 @@ mod tests {
         match parse_value(kind, "f", text)? {
             Change::Value(v) => Ok(v.kind.unwrap()),
             Change::Clear(_) => Err("clear".into()),
+            Change::Event(e) => Err(format!("event {e:?}")),
         }
     }
 
@@ -691,11 +717,30 @@ mod tests {
             set_value(K::Timestamp, "2026-11-25"),
             Ok(ValueKind::TimestampUnixMs(1_795_564_800_000))
         );
-        assert!(
-            set_value(K::Event, "2026-11-25")
-                .unwrap_err()
-                .contains("event field")
+        assert_eq!(
+            parse_value(K::Event, "f", "3@2026-11-25"),
+            Ok(Change::Event(v1::EventAppend {
+                at_unix_ms: 1_795_564_800_000,
+                count: 3
+            }))
         );
+        assert!(
+            set_value(K::Event, "0@2026-11-25")
+                .unwrap_err()
+                .contains("at least 1")
+        );
+    }
+
+    #[test]
+    fn occurrences_have_a_count_and_a_time() {
+        assert_eq!(parse_occurrence("2026-11-25"), Ok((1, 1_795_564_800_000)));
+        assert_eq!(parse_occurrence("2 @ 1000"), Ok((2, 1000)));
+        let (count, now) = parse_occurrence("now").unwrap();
+        assert_eq!(count, 1);
+        assert!(now > 1_700_000_000_000, "{now}");
+        for bad in ["x@now", "-1@now", "0@now", "3@", "soon"] {
+            assert!(parse_occurrence(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Builders of the real-time calls of `IngestService`: batches of writes, compaction and the
-//! size of the delta; and [`IntoValue`], the values a write sets.
+//! Builders of the real-time calls of `IngestService`: batches of writes (values and event
+//! appends), compaction and the size of the delta; and [`IntoValue`], the values a write sets.
 
 use portrait_proto::v1::{self, field_write::Change};
 
@@ -23,6 +23,7 @@ impl Client {
     ///     .set("u42", "commerce/total_spend", value::decimal("12.50"))
     ///     .set("u42", "activity/last_active", value::timestamp_ms(1_764_028_800_000))
     ///     .clear("u42", "risk/blacklist")
+    ///     .append("u42", "purchase", 1_764_060_000_000, 1)
     ///     .await?;
     /// println!("{} writes, {} new users, batch {}", done.writes, done.new_users, done.seq);
     /// # Ok(())
@@ -56,8 +57,9 @@ request_builder!(
     ///
     /// A failed batch applied nothing. A batch whose answer was lost (the connection broke) may
     /// have been applied; it is retried on [`Error::Unavailable`](crate::Error::Unavailable)
-    /// like every call, which is harmless because each write sets an absolute value (unless
-    /// another writer changed the same values in between).
+    /// like every call, which is harmless because each value write sets an absolute value
+    /// (unless another writer changed the same values in between). A batch that appends events
+    /// is never retried, since appends add up.
     Write: v1::WriteRequest => v1::WriteResponse
 );
 
@@ -88,6 +90,27 @@ impl Write {
         self
     }
 
+    /// Records that user `key` did event `path` `count` times at `at_ms` (Unix epoch
+    /// milliseconds; the day is taken in the table's time zone). Appends add up, so a batch
+    /// holding one is never retried: a failed call may have been applied.
+    pub fn append(
+        mut self,
+        key: impl Into<String>,
+        path: impl Into<String>,
+        at_ms: i64,
+        count: u32,
+    ) -> Self {
+        self.message.writes.push(v1::FieldWrite {
+            key: key.into(),
+            path: path.into(),
+            change: Some(Change::Event(v1::EventAppend {
+                at_unix_ms: at_ms,
+                count,
+            })),
+        });
+        self
+    }
+
     /// Adds writes built elsewhere.
     pub fn extend(mut self, writes: impl IntoIterator<Item = v1::FieldWrite>) -> Self {
         self.message.writes.extend(writes);
@@ -106,16 +129,21 @@ impl Write {
 
     /// Sends the batch.
     pub async fn send(self) -> Result<v1::WriteResponse> {
+        let appends = self
+            .message
+            .writes
+            .iter()
+            .any(|w| matches!(w.change, Some(Change::Event(_))));
+        let idempotency = if appends {
+            Idempotency::Once
+        } else {
+            Idempotency::NonIdempotent
+        };
         self.client
-            .unary(
-                self.message,
-                self.timeout,
-                Idempotency::NonIdempotent,
-                |c, r| {
-                    let mut stub = c.ingest_stub();
-                    async move { stub.write(r).await }
-                },
-            )
+            .unary(self.message, self.timeout, idempotency, |c, r| {
+                let mut stub = c.ingest_stub();
+                async move { stub.write(r).await }
+            })
             .await
     }
 }
@@ -307,6 +335,14 @@ mod tests {
         let keys: Vec<&str> = m.writes.iter().map(|w| w.key.as_str()).collect();
         assert_eq!(keys, ["d1", "d2", "d3"]);
         assert_eq!(m.writes[1].change, Some(Change::Clear(true)));
+        let appended = client.write().append("d1", "login", 7, 2);
+        assert_eq!(
+            appended.message().writes[0].change,
+            Some(Change::Event(v1::EventAppend {
+                at_unix_ms: 7,
+                count: 2
+            }))
+        );
         assert!(client.write().table("users").is_empty());
         assert_eq!(client.compact().table("t").message().table, "t");
         assert_eq!(client.delta_stats().message().table, "devices");

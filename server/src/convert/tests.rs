@@ -987,6 +987,22 @@ fn writes_convert_by_value_kind() {
         set("u3", "spend", K::DecimalValue("12.50".into())),
         set("u3", "spend", K::DecimalValue("-7".into())),
         set("u3", "seen", K::TimestampUnixMs(1_764_028_800_000)),
+        field_write(
+            "u3",
+            "login",
+            Some(v1::field_write::Change::Event(v1::EventAppend {
+                at_unix_ms: 5,
+                count: 0,
+            })),
+        ),
+        field_write(
+            "u3",
+            "login",
+            Some(v1::field_write::Change::Event(v1::EventAppend {
+                at_unix_ms: 6,
+                count: 3,
+            })),
+        ),
     ];
     let got = writes(KeyKind::Str, wire).unwrap();
     let changes: Vec<Change> = got.iter().map(|w| w.change.clone()).collect();
@@ -1008,6 +1024,8 @@ fn writes_convert_by_value_kind() {
                 scale: 0
             }),
             Change::Set(Value::Timestamp(1_764_028_800_000)),
+            Change::Event { at_ms: 5, count: 1 },
+            Change::Event { at_ms: 6, count: 3 },
         ]
     );
     assert_eq!(got[0].key, Key::Str("u1".into()));
