@@ -157,8 +157,9 @@
 //!
 //! ## Write in real time
 //!
-//! A batch of writes sets or clears single values, atomically: once `.await` returns `Ok`, the
-//! whole batch is durable on the server and visible to every later query. Unknown keys add users.
+//! A batch of writes sets or clears single values and appends events, atomically: once `.await`
+//! returns `Ok`, the whole batch is durable on the server and visible to every later query.
+//! Unknown keys add users.
 //!
 //! ```no_run
 //! # async fn demo(client: portrait_client::Client) -> portrait_client::Result<()> {
@@ -170,6 +171,7 @@
 //!     .set("u42", "demographic/gender", "female") // an enum
 //!     .set("u42", "commerce/total_spend", value::decimal("12.50"))
 //!     .clear("u42", "risk/blacklist")
+//!     .append("u42", "purchase", 1_764_060_000_000, 1) // an event, at Unix milliseconds
 //!     .await?;
 //! assert!(client.contains("u42", "interest/sports").await?);
 //! let delta = client.delta_stats().await?;

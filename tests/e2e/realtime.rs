@@ -1,6 +1,6 @@
-//! Real-time writes end to end, each test on its own server: writes through the client and the
-//! command line are visible to the next query; bad batches are refused whole with the right
-//! code; acknowledged batches survive SIGKILLs of the real `portraitd` at random moments (with
+//! Real-time writes end to end, each test on its own server: writes (values and event appends)
+//! through the client and the command line are visible to the next query; bad batches are
+//! refused whole with the right code; acknowledged batches survive SIGKILLs of the real `portraitd` at random moments (with
 //! compactions running) and no batch is ever half there; a torn log tail is truncated with a
 //! warning; an online backup taken while writes go on restores into a new server.
 //!
