@@ -206,33 +206,32 @@ impl Database {
             )));
         }
         prepare_empty_dir(dir)?;
-        let mut stats = BackupStats::default();
-        let from_tables = backup.join("tables");
-        let to_tables = dir.join("tables");
-        std::fs::create_dir_all(&to_tables).map_err(|e| Error::io(&to_tables, e))?;
-        for entry in std::fs::read_dir(&from_tables).map_err(|e| Error::io(&from_tables, e))? {
-            let entry = entry.map_err(|e| Error::io(&from_tables, e))?;
-            let to = to_tables.join(entry.file_name());
-            std::fs::create_dir(&to).map_err(|e| Error::io(&to, e))?;
-            for file in std::fs::read_dir(entry.path()).map_err(|e| Error::io(entry.path(), e))? {
-                let file = file.map_err(|e| Error::io(entry.path(), e))?;
-                let name = file.file_name();
-                let target = to.join(&name);
-                let grows = name.to_str().is_some_and(|n| n.starts_with("wal-"));
-                let copied = if grows {
-                    copy_synced(&file.path(), &target)?
-                } else {
-                    link_or_copy(&file.path(), &target)?
-                };
-                stats.files += 1;
-                stats.linked += u64::from(copied.1);
-                stats.bytes += copied.0;
-            }
-            fs::sync_dir(&to)?;
+        // Restore beside the target and rename at the end, so that a restore that fails
+        // halfway leaves the target empty (and a retry possible), never half a database.
+        let name = dir
+            .file_name()
+            .ok_or_else(|| Error::InvalidArgument(format!("{} names no directory", dir.display())))?
+            .to_string_lossy()
+            .into_owned();
+        let staging = dir.with_file_name(format!(".{name}.restoring-{}", std::process::id()));
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
         }
-        fs::sync_dir(&to_tables)?;
-        fs::sync_dir(dir)?;
-        Ok(stats)
+        let result = restore_into(backup, &staging).and_then(|stats| {
+            std::fs::remove_dir(dir).map_err(|e| Error::io(dir, e))?;
+            std::fs::rename(&staging, dir).map_err(|e| Error::io(&staging, e))?;
+            let parent = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            fs::sync_dir(parent)?;
+            Ok(stats)
+        });
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+            let _ = std::fs::create_dir_all(dir);
+        }
+        result
     }
 
     /// Drops a table and its files. Readers holding its snapshots finish undisturbed.
@@ -266,4 +265,36 @@ fn prepare_empty_dir(dir: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Copies the tables of `backup` into the new directory `dir`: immutable files hard-linked
+/// where possible, write-ahead logs copied.
+fn restore_into(backup: &Path, dir: &Path) -> Result<BackupStats> {
+    let mut stats = BackupStats::default();
+    let from_tables = backup.join("tables");
+    let to_tables = dir.join("tables");
+    std::fs::create_dir_all(&to_tables).map_err(|e| Error::io(&to_tables, e))?;
+    for entry in std::fs::read_dir(&from_tables).map_err(|e| Error::io(&from_tables, e))? {
+        let entry = entry.map_err(|e| Error::io(&from_tables, e))?;
+        let to = to_tables.join(entry.file_name());
+        std::fs::create_dir(&to).map_err(|e| Error::io(&to, e))?;
+        for file in std::fs::read_dir(entry.path()).map_err(|e| Error::io(entry.path(), e))? {
+            let file = file.map_err(|e| Error::io(entry.path(), e))?;
+            let name = file.file_name();
+            let target = to.join(&name);
+            let grows = name.to_str().is_some_and(|n| n.starts_with("wal-"));
+            let (bytes, linked) = if grows {
+                copy_synced(&file.path(), &target)?
+            } else {
+                link_or_copy(&file.path(), &target)?
+            };
+            stats.files += 1;
+            stats.linked += u64::from(linked);
+            stats.bytes += bytes;
+        }
+        fs::sync_dir(&to)?;
+    }
+    fs::sync_dir(&to_tables)?;
+    fs::sync_dir(dir)?;
+    Ok(stats)
 }

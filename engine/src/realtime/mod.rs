@@ -380,11 +380,10 @@ fn normalize(field: &FieldRef<'_>, change: &Change, utc_offset: i32) -> Result<O
     let value = match change {
         Change::Event { at_ms, count } => {
             if kind != FieldKind::Event {
-                return Err(Error::KindMismatch {
-                    path: path.to_owned(),
-                    actual: kind.name(),
-                    expected: "an event",
-                });
+                return Err(Error::InvalidArgument(format!(
+                    "`{path}` is {} field, not an event: it takes values, not event appends",
+                    article(kind.name())
+                )));
             }
             if *count == 0 {
                 return Err(Error::InvalidArgument(format!(
@@ -465,8 +464,9 @@ fn normalize(field: &FieldRef<'_>, change: &Change, utc_offset: i32) -> Result<O
         }
         (_, v) => {
             return Err(Error::InvalidArgument(format!(
-                "value {v:?} does not fit field `{path}` ({})",
-                kind.name()
+                "{} does not fit `{path}`, {} field",
+                describe(v),
+                article(kind.name())
             )));
         }
     };
@@ -475,8 +475,35 @@ fn normalize(field: &FieldRef<'_>, change: &Change, utc_offset: i32) -> Result<O
 
 fn unsupported_event(path: &str) -> Error {
     Error::Unsupported(format!(
-        "`{path}` is an event field: it takes appends (`Change::Event`), not values or clears"
+        "`{path}` is an event field: it takes event appends (a count at a time), not values or clears"
     ))
+}
+
+/// `a flag`, `an int`: a kind's name with its article.
+fn article(kind: &str) -> String {
+    match kind.chars().next() {
+        Some('a' | 'e' | 'i' | 'o' | 'u') => format!("an {kind}"),
+        _ => format!("a {kind}"),
+    }
+}
+
+/// A value as an error message names it: its kind and, when short, the value itself.
+fn describe(v: &Value) -> String {
+    let short = |s: &str| {
+        if s.chars().count() <= 40 {
+            format!("{s:?}")
+        } else {
+            format!("{:?}…", s.chars().take(40).collect::<String>())
+        }
+    };
+    match v {
+        Value::Flag => "a flag value".into(),
+        Value::Str(s) => format!("the string {}", short(s)),
+        Value::Strs(list) => format!("a list of {} strings", list.len()),
+        Value::Int(x) => format!("the integer {x}"),
+        Value::Decimal { units, scale } => format!("a decimal ({units} × 10^-{scale})"),
+        Value::Timestamp(ms) => format!("the timestamp {ms} ms"),
+    }
 }
 
 /// Commits `writes` (already validated) through the group commit and returns once they are

@@ -680,6 +680,16 @@ fn a_backup_restores_the_state_at_its_instant_and_refuses_unsafe_targets() {
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     let err = Database::restore(backup.path().join("b"), &target).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    // A restore that fails halfway leaves the target empty, so it can be retried.
+    let broken = backup.path().join("broken");
+    std::fs::create_dir_all(broken.join("tables/users/a-directory")).unwrap();
+    std::fs::write(broken.join("tables/users/MANIFEST"), b"x").unwrap();
+    std::fs::write(broken.join("BACKUP"), b"portrait backup\n").unwrap();
+    let target = restored.path().join("half");
+    assert!(Database::restore(&broken, &target).is_err());
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
+    Database::restore(backup.path().join("b"), &target).unwrap();
+    assert_eq!(portrait(&Database::open(&target).unwrap(), "u1"), before[0]);
     std::fs::remove_file(backup.path().join("b/BACKUP")).unwrap();
     let err = Database::restore(backup.path().join("b"), restored.path().join("x")).unwrap_err();
     assert!(err.to_string().contains("not a complete"), "{err}");
