@@ -39,7 +39,7 @@ use std::io::{BufWriter, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use croaring::{Bitmap, Portable};
+use croaring::Bitmap;
 
 use super::mapped::MappedBlobs;
 use super::{FORMAT_VERSION, OLDEST_SUPPORTED_FORMAT_VERSION, checksum};
@@ -129,7 +129,6 @@ pub(crate) struct SegmentWriter {
     pos: u64,
     index: Vec<u8>,
     last: Option<BlobKey>,
-    scratch: Vec<u8>,
     header_sum: u64,
 }
 
@@ -142,7 +141,6 @@ impl SegmentWriter {
             pos: 0,
             index: Vec::new(),
             last: None,
-            scratch: Vec::new(),
             header_sum: 0,
         };
         let mut header = [0u8; HEADER_LEN];
@@ -189,14 +187,11 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Adds a bitmap in CRoaring's portable serialization.
+    /// Adds a bitmap in CRoaring's portable serialization (loads serialize their bitmaps
+    /// themselves, in parallel, and add the bytes).
+    #[cfg(test)]
     pub(crate) fn add_bitmap(&mut self, key: BlobKey, aux: i64, bitmap: &Bitmap) -> Result<()> {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        let _ = bitmap.serialize_into_vec::<Portable>(&mut scratch);
-        let r = self.add_bytes(key, aux, &scratch);
-        self.scratch = scratch;
-        r
+        self.add_bytes(key, aux, &bitmap.serialize::<croaring::Portable>())
     }
 
     /// Writes the index and footer and fsyncs the file. Returns its size in bytes.

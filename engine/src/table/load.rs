@@ -4,8 +4,8 @@
 //! data in memory; nothing is visible until [`Load::commit`], which:
 //!
 //! 1. writes one segment file per shard holding every loaded field (fsynced);
-//! 2. writes an id-dictionary chunk with the new keys (fsynced);
-//! 3. replaces the manifest atomically — the commit point;
+//! 2. writes an id-dictionary chunk with the new keys (fsynced), while step 1 runs;
+//! 3. once both are done, replaces the manifest atomically — the commit point;
 //! 4. appends the new keys to the live dictionary and swaps in the new snapshot;
 //! 5. removes files that no version names any more.
 //!
@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use croaring::Bitmap;
 use parking_lot::MutexGuard;
+use rayon::prelude::*;
 
 use super::Table;
 use super::snapshot::{TableSnapshot, Value};
@@ -546,7 +547,7 @@ impl<'t> Load<'t> {
 
         let horizon = manifest.event_horizon_days;
         let prepared: Vec<Prepared> = order
-            .iter()
+            .par_iter()
             .map(|&(id, i)| {
                 let staged = &self.fields[i];
                 // Events keep the days this load does not replace.
@@ -558,35 +559,51 @@ impl<'t> Load<'t> {
             })
             .collect();
 
-        // Step 1: one segment per shard.
+        // Steps 1 and 2, side by side: one segment per shard (shards, and the fields of a
+        // shard, prepared in parallel), and the new keys: real-time ones not yet in a chunk,
+        // then this load's own.
+        let new_chunk = keys.chunk();
+        let (shards, chunk_written) = rayon::join(
+            || {
+                (0..shard_count(users))
+                    .into_par_iter()
+                    .map(|shard| {
+                        let lo = shard << SHARD_BITS;
+                        let hi = ((lo as u64 + (1 << SHARD_BITS)).min(users as u64)) as u32;
+                        let path = table.dir.join(segment::file_name(file_id, shard));
+                        write_segment(&path, file_id, shard, &prepared, lo..hi)
+                    })
+                    .collect::<Result<Vec<_>>>()
+            },
+            || -> Result<()> {
+                if new_chunk.len() > 0 {
+                    chunk::write(&table.dir.join(chunk::file_name(file_id)), new_chunk)?;
+                }
+                Ok(())
+            },
+        );
+        let shards = shards?;
+        chunk_written?;
         let mut written: Vec<(u32, u64)> = Vec::new();
         let mut field_segments: Vec<Vec<(u32, u64)>> = vec![Vec::new(); prepared.len()];
         let mut field_bytes = vec![0u64; prepared.len()];
+        let mut event_users = vec![0u64; prepared.len()];
         let mut total_bytes = 0u64;
-        for shard in 0..shard_count(users) {
-            let lo = shard << SHARD_BITS;
-            let hi = ((lo as u64 + (1 << SHARD_BITS)).min(users as u64)) as u32;
-            let path = table.dir.join(segment::file_name(file_id, shard));
-            let mut w: Option<SegmentWriter> = None;
-            for (pi, p) in prepared.iter().enumerate() {
-                let bytes = p.write_shard(&mut w, &path, file_id, shard, lo..hi)?;
-                if bytes > 0 {
-                    field_bytes[pi] += bytes;
+        for (shard, w) in shards.into_iter().enumerate() {
+            let Some(w) = w else { continue };
+            let shard = shard as u32;
+            for (pi, f) in w.fields.iter().enumerate() {
+                if f.bytes > 0 {
+                    field_bytes[pi] += f.bytes;
                     field_segments[pi].push((shard, file_id));
                 }
+                event_users[pi] += f.event_users;
             }
-            if let Some(mut w) = w {
-                write_forward_index(&mut w, &prepared, lo..hi)?;
-                total_bytes += w.finish()?;
-                written.push((shard, file_id));
-            }
+            total_bytes += w.bytes;
+            written.push((shard, file_id));
         }
         fail_point("after_segments")?;
-
-        // Step 2: new keys: real-time ones not yet in a chunk, then this load's own.
-        let new_chunk = keys.chunk();
         if new_chunk.len() > 0 {
-            chunk::write(&table.dir.join(chunk::file_name(file_id)), new_chunk)?;
             manifest.chunks.push(ChunkRef {
                 file_id,
                 first: new_chunk.first(),
@@ -604,7 +621,7 @@ impl<'t> Load<'t> {
                 info: VersionInfo {
                     label: self.label.clone(),
                     created_ms: now,
-                    users: p.users + p.event_users.get(),
+                    users: p.users + event_users[pi],
                     distinct: p.distinct,
                     bytes: field_bytes[pi],
                 },
@@ -824,8 +841,6 @@ struct Prepared<'a> {
     /// Events: days kept from the previous version, and that version.
     carried: Vec<i32>,
     previous: Option<crate::table::FieldRef<'a>>,
-    /// Events: users who did the event on some kept day, summed over shards as they are written.
-    event_users: std::cell::Cell<u64>,
     flag: Option<&'a Bitmap>,
     /// Sorted value dictionary; codes in `pairs` refer to it.
     values: Vec<String>,
@@ -851,7 +866,6 @@ impl<'a> Prepared<'a> {
             event_days: BTreeMap::new(),
             carried: Vec::new(),
             previous: None,
-            event_users: std::cell::Cell::new(0),
             flag: None,
             values: Vec::new(),
             pairs: Vec::new(),
@@ -959,17 +973,10 @@ impl<'a> Prepared<'a> {
         p
     }
 
-    /// Writes this field's blobs for `shard` (ids `range`), creating the segment on first use.
-    /// Returns the bytes written.
-    fn write_shard(
-        &self,
-        w: &mut Option<SegmentWriter>,
-        path: &std::path::Path,
-        file_id: u64,
-        shard: u32,
-        range: std::ops::Range<u32>,
-    ) -> Result<u64> {
+    /// This field's blobs for `shard` (ids `range`), in key order.
+    fn shard_blobs(&self, shard: u32, range: std::ops::Range<u32>) -> Result<FieldBlobs<'a>> {
         let mut blobs: Vec<(BlobKey, i64, BlobData<'a>)> = Vec::new();
+        let mut event_users = 0;
         let key = |role, key| BlobKey {
             field: self.id,
             role,
@@ -1085,8 +1092,7 @@ impl<'a> Prepared<'a> {
                         blobs.push((key(k.role, k.key), 0, BlobData::Raw(bytes)));
                     }
                 }
-                self.event_users
-                    .set(self.event_users.get() + union.cardinality());
+                event_users = union.cardinality();
                 blobs.sort_by_key(|b| b.0);
             }
             _ => {
@@ -1111,58 +1117,117 @@ impl<'a> Prepared<'a> {
                 }
             }
         }
-        if blobs.is_empty() {
-            return Ok(0);
-        }
-        if w.is_none() {
-            *w = Some(SegmentWriter::create(path, file_id, shard)?);
-        }
-        let w = w.as_mut().expect("created above");
-        let mut bytes = 0u64;
-        for (k, aux, data) in blobs {
-            bytes += match data {
-                BlobData::Bitmap(b) => {
-                    w.add_bitmap(k, aux, &b)?;
-                    b.get_serialized_size_in_bytes::<croaring::Portable>() as u64
-                }
-                BlobData::U32(v) => {
-                    let raw = le_u32(&v);
-                    w.add_bytes(k, aux, &raw)?;
-                    raw.len() as u64
-                }
-                BlobData::I64(v) => {
-                    let mut raw = Vec::with_capacity(v.len() * 8);
-                    for x in &v {
-                        raw.extend_from_slice(&x.to_le_bytes());
-                    }
-                    w.add_bytes(k, aux, &raw)?;
-                    raw.len() as u64
-                }
-                BlobData::Raw(raw) => {
-                    w.add_bytes(k, aux, raw)?;
-                    raw.len() as u64
-                }
-            };
-        }
-        Ok(bytes)
+        let blobs = blobs
+            .into_iter()
+            .map(|(key, aux, data)| Blob {
+                key,
+                aux,
+                bytes: data.into_bytes(),
+            })
+            .collect();
+        Ok(FieldBlobs { blobs, event_users })
     }
 }
 
-/// Writes the shard's forward index of flags: for each user, the flags of this load it has, so
-/// that a portrait reads one row instead of testing every flag's bitmap.
-fn write_forward_index(
-    w: &mut SegmentWriter,
+/// A blob ready to be written to a segment.
+struct Blob<'a> {
+    key: BlobKey,
+    aux: i64,
+    bytes: std::borrow::Cow<'a, [u8]>,
+}
+
+/// One field's blobs for one shard.
+struct FieldBlobs<'a> {
+    blobs: Vec<Blob<'a>>,
+    /// Events: users who did the event on some kept day in the shard.
+    event_users: u64,
+}
+
+/// What one field wrote to one segment.
+struct FieldWritten {
+    bytes: u64,
+    event_users: u64,
+}
+
+/// A segment written by [`write_segment`].
+struct SegmentWritten {
+    /// Per field of `prepared`, in order.
+    fields: Vec<FieldWritten>,
+    bytes: u64,
+}
+
+/// Writes the segment of `shard` (ids `range`) at `path`, fsynced: every field's blobs, then
+/// the forward index of flags. The blobs are built in parallel (fields, and blocks of the
+/// forward index) and written in key order. `None` (and no file) when no field has data in
+/// the shard.
+fn write_segment(
+    path: &std::path::Path,
+    file_id: u64,
+    shard: u32,
     prepared: &[Prepared<'_>],
     range: std::ops::Range<u32>,
-) -> Result<()> {
-    let shard_all = Bitmap::from_range(range.clone());
-    let flags: Vec<(u32, Bitmap)> = prepared
+) -> Result<Option<SegmentWritten>> {
+    let (fields, forward) = rayon::join(
+        || {
+            prepared
+                .par_iter()
+                .map(|p| p.shard_blobs(shard, range.clone()))
+                .collect::<Result<Vec<_>>>()
+        },
+        || {
+            let flags: Vec<(u32, &Bitmap)> = prepared
+                .iter()
+                .filter_map(|p| p.flag.map(|b| (p.id, b)))
+                .collect();
+            forward_index(&flags, range.clone())
+        },
+    );
+    let fields = fields?;
+    let forward = forward?;
+    if fields.iter().all(|f| f.blobs.is_empty()) {
+        return Ok(None);
+    }
+    let mut w = SegmentWriter::create(path, file_id, shard)?;
+    let mut written = Vec::with_capacity(fields.len());
+    for f in &fields {
+        let mut bytes = 0u64;
+        for b in &f.blobs {
+            w.add_bytes(b.key, b.aux, &b.bytes)?;
+            bytes += b.bytes.len() as u64;
+        }
+        written.push(FieldWritten {
+            bytes,
+            event_users: f.event_users,
+        });
+    }
+    for b in &forward {
+        w.add_bytes(b.key, b.aux, &b.bytes)?;
+    }
+    let bytes = w.finish()?;
+    Ok(Some(SegmentWritten {
+        fields: written,
+        bytes,
+    }))
+}
+
+/// Rows of a shard whose forward index is built as one piece (one bitmap container).
+const FORWARD_BLOCK: u32 = 1 << 16;
+
+/// The shard's forward index of flags: for each user, the flags of this load it has, so that
+/// a portrait reads one row instead of testing every flag's bitmap. `flags` are the load's
+/// flags as `(field id, members)`, by field id; the index covers those with members in the
+/// shard (none: no blobs). Blocks of [`FORWARD_BLOCK`] rows are built in parallel.
+fn forward_index(
+    flags: &[(u32, &Bitmap)],
+    range: std::ops::Range<u32>,
+) -> Result<Vec<Blob<'static>>> {
+    let flags: Vec<(u32, &Bitmap)> = flags
         .iter()
-        .filter_map(|p| p.flag.map(|b| (p.id, b.and(&shard_all))))
-        .filter(|(_, b)| !b.is_empty())
+        .copied()
+        .filter(|(_, b)| b.intersect_with_range(range.clone()))
         .collect();
     if flags.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     if flags.len() > u16::MAX as usize + 1 {
         return Err(Error::LimitExceeded(format!(
@@ -1170,57 +1235,97 @@ fn write_forward_index(
             flags.len()
         )));
     }
+    let blocks: Vec<std::ops::Range<u32>> = range
+        .clone()
+        .step_by(FORWARD_BLOCK as usize)
+        .map(|lo| lo..lo.saturating_add(FORWARD_BLOCK).min(range.end))
+        .collect();
+    // Per block: the number of flags of each row, and the rows' flag positions in row order.
+    let parts: Vec<(Vec<u32>, Vec<u8>)> = blocks
+        .into_par_iter()
+        .map(|block| forward_block(&flags, block))
+        .collect();
     let rows = (range.end - range.start) as usize;
-    // Members as sorted vectors (bulk conversion, not one iterator step per member).
-    let members: Vec<Vec<u32>> = flags.iter().map(|(_, b)| b.to_vec()).collect();
-    let mut offsets = vec![0u32; rows + 1];
-    for ids in &members {
-        for &id in ids {
-            offsets[(id - range.start) as usize + 1] += 1;
+    let mut offsets = Vec::with_capacity((rows + 1) * 4);
+    let mut at = 0u32;
+    offsets.extend_from_slice(&at.to_le_bytes());
+    let mut positions = Vec::with_capacity(parts.iter().map(|p| p.1.len()).sum());
+    for (counts, pos) in &parts {
+        for c in counts {
+            at += c;
+            offsets.extend_from_slice(&at.to_le_bytes());
         }
-    }
-    for i in 0..rows {
-        offsets[i + 1] += offsets[i];
-    }
-    // Filled a block of rows at a time, so that the writes of every flag land in a stretch
-    // of `positions` that stays in cache.
-    const BLOCK: u32 = 1 << 14;
-    let mut fill = offsets.clone();
-    let mut positions = vec![0u16; offsets[rows] as usize];
-    let mut cursors = vec![0usize; members.len()];
-    let mut block_end = range.start;
-    while block_end < range.end {
-        block_end = block_end.saturating_add(BLOCK).min(range.end);
-        for (pos, ids) in members.iter().enumerate() {
-            let c = &mut cursors[pos];
-            while let Some(&id) = ids.get(*c) {
-                if id >= block_end {
-                    break;
-                }
-                let row = (id - range.start) as usize;
-                positions[fill[row] as usize] = pos as u16;
-                fill[row] += 1;
-                *c += 1;
-            }
-        }
+        positions.extend_from_slice(pos);
     }
     let key = |role| BlobKey {
         field: segment::FORWARD_FIELD,
         role,
         key: 0,
     };
-    w.add_bytes(
-        key(Role::ForwardOffsets),
-        range.start as i64,
-        &le_u32(&offsets),
-    )?;
+    let fields: Vec<u8> = flags.iter().flat_map(|(id, _)| id.to_le_bytes()).collect();
+    Ok(vec![
+        Blob {
+            key: key(Role::ForwardOffsets),
+            aux: range.start as i64,
+            bytes: offsets.into(),
+        },
+        Blob {
+            key: key(Role::ForwardFlags),
+            aux: range.start as i64,
+            bytes: positions.into(),
+        },
+        Blob {
+            key: key(Role::ForwardFields),
+            aux: 0,
+            bytes: fields.into(),
+        },
+    ])
+}
+
+/// One block of [`forward_index`]: per row of `block`, how many of `flags` it has, and the
+/// positions (in `flags`) of each row's flags, ascending, rows in order, as `u16` LE bytes.
+fn forward_block(flags: &[(u32, &Bitmap)], block: std::ops::Range<u32>) -> (Vec<u32>, Vec<u8>) {
+    let rows = (block.end - block.start) as usize;
+    // The members of every flag within the block, flag after flag.
+    let mut members: Vec<u32> = Vec::new();
+    let mut ends: Vec<usize> = Vec::with_capacity(flags.len());
+    for (_, b) in flags {
+        let n = b.range_cardinality(block.clone()) as usize;
+        if n > 0 {
+            let at = members.len();
+            members.resize(at + n, 0);
+            let mut it = b.iter();
+            it.reset_at_or_after(block.start);
+            let got = it.next_many(&mut members[at..]);
+            members.truncate(at + got);
+        }
+        ends.push(members.len());
+    }
+    let mut counts = vec![0u32; rows];
+    for &id in &members {
+        counts[(id - block.start) as usize] += 1;
+    }
+    let mut fill = Vec::with_capacity(rows);
+    let mut at = 0u32;
+    for &c in &counts {
+        fill.push(at);
+        at += c;
+    }
+    let mut positions = vec![0u16; members.len()];
+    let mut start = 0;
+    for (pos, &end) in ends.iter().enumerate() {
+        for &id in &members[start..end] {
+            let row = (id - block.start) as usize;
+            positions[fill[row] as usize] = pos as u16;
+            fill[row] += 1;
+        }
+        start = end;
+    }
     let mut raw = Vec::with_capacity(positions.len() * 2);
     for x in &positions {
         raw.extend_from_slice(&x.to_le_bytes());
     }
-    w.add_bytes(key(Role::ForwardFlags), range.start as i64, &raw)?;
-    let raw: Vec<u8> = flags.iter().flat_map(|(id, _)| id.to_le_bytes()).collect();
-    w.add_bytes(key(Role::ForwardFields), 0, &raw)
+    (counts, raw)
 }
 
 /// `v` as little-endian bytes.
@@ -1238,6 +1343,25 @@ enum BlobData<'a> {
     Bitmap(Bitmap),
     U32(Vec<u32>),
     I64(Vec<i64>),
+}
+
+impl<'a> BlobData<'a> {
+    /// The bytes written to the segment: bitmaps in CRoaring's portable format, columns as
+    /// little-endian integers.
+    fn into_bytes(self) -> std::borrow::Cow<'a, [u8]> {
+        match self {
+            BlobData::Raw(raw) => raw.into(),
+            BlobData::Bitmap(b) => b.serialize::<croaring::Portable>().into(),
+            BlobData::U32(v) => le_u32(&v).into(),
+            BlobData::I64(v) => {
+                let mut raw = Vec::with_capacity(v.len() * 8);
+                for x in &v {
+                    raw.extend_from_slice(&x.to_le_bytes());
+                }
+                raw.into()
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1268,7 +1392,69 @@ fn fail_point(_step: &'static str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use croaring::Bitmap;
+    use proptest::prelude::*;
+
+    use super::{FORWARD_BLOCK, forward_index};
+    use crate::storage::segment::Role;
     use crate::{Database, FieldKind, FieldSpec, KeyKind, Value, Write};
+
+    proptest! {
+        #![proptest_config(crate::testutil::proptest_config(32))]
+        /// The forward index of a shard, built in blocks, against its definition: per row of
+        /// the range, the positions of the flags (among those with members in the range) that
+        /// hold it, ascending.
+        #[test]
+        fn forward_index_matches_its_definition(
+            flags in proptest::collection::vec(
+                proptest::collection::vec(
+                    prop_oneof![0u32..3 * FORWARD_BLOCK + 50, Just(FORWARD_BLOCK - 1), 4 * FORWARD_BLOCK..5 * FORWARD_BLOCK],
+                    0..3000,
+                ),
+                1..12,
+            ),
+            dense in any::<bool>(),
+            start in 0u32..2,
+        ) {
+            let base = 1u32 << 20;
+            let mut bitmaps: Vec<Bitmap> = flags
+                .iter()
+                .map(|ids| ids.iter().map(|&i| base + i).collect())
+                .collect();
+            if dense {
+                bitmaps[0].add_range(base..base + FORWARD_BLOCK + 9000);
+            }
+            let flags: Vec<(u32, &Bitmap)> = bitmaps.iter().enumerate().map(|(i, b)| (i as u32 * 3 + 1, b)).collect();
+            let range = base + start * 7..base + 3 * FORWARD_BLOCK + 17;
+            let blobs = forward_index(&flags, range.clone()).unwrap();
+            let present: Vec<&(u32, &Bitmap)> = flags.iter().filter(|(_, b)| b.range_cardinality(range.clone()) > 0).collect();
+            if present.is_empty() {
+                prop_assert!(blobs.is_empty());
+                return Ok(());
+            }
+            let mut offsets = vec![0u32];
+            let mut positions = Vec::new();
+            for id in range.clone() {
+                for (pos, (_, b)) in present.iter().enumerate() {
+                    if b.contains(id) {
+                        positions.push(pos as u16);
+                    }
+                }
+                offsets.push(positions.len() as u32);
+            }
+            let le32 = |v: &[u32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+            let le16 = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+            let fields: Vec<u32> = present.iter().map(|(id, _)| *id).collect();
+            prop_assert_eq!(blobs.len(), 3);
+            prop_assert_eq!(blobs[0].key.role, Role::ForwardOffsets);
+            prop_assert_eq!(blobs[0].aux, range.start as i64);
+            prop_assert_eq!(&blobs[0].bytes[..], &le32(&offsets)[..]);
+            prop_assert_eq!(blobs[1].key.role, Role::ForwardFlags);
+            prop_assert_eq!(&blobs[1].bytes[..], &le16(&positions)[..]);
+            prop_assert_eq!(blobs[2].key.role, Role::ForwardFields);
+            prop_assert_eq!(&blobs[2].bytes[..], &le32(&fields)[..]);
+        }
+    }
 
     fn keys_of(db: &Database) -> Vec<String> {
         let snap = db.table("users").unwrap().snapshot();
