@@ -195,9 +195,16 @@ fn rows_into(
         let col = &batch.cols[*c];
         match &col.data {
             Data::Bool(values) if s.kind == FieldKind::Flag => {
-                for r in 0..batch.len() {
-                    if values[r] && col.valid[r] && ok[r] {
-                        s.push_flag(ids[r]);
+                // 64 rows at a time: a word of the rows that are true, valid and fine, then
+                // its set bits (most rows of a flag column are usually false).
+                let n = batch.len();
+                for start in (0..n).step_by(64) {
+                    let end = (start + 64).min(n);
+                    let mut word =
+                        all_true(&values[start..end], &col.valid[start..end], &ok[start..end]);
+                    while word != 0 {
+                        s.push_flag(ids[start + word.trailing_zeros() as usize]);
+                        word &= word - 1;
                     }
                 }
             }
@@ -223,4 +230,46 @@ fn rows_into(
         s.flush(load)?;
     }
     Ok(())
+}
+
+/// Bit `i` set where `a[i]`, `b[i]` and `c[i]` are all true, for slices of at most 64 rows.
+fn all_true(a: &[bool], b: &[bool], c: &[bool]) -> u64 {
+    /// Eight booleans as the bytes of a word.
+    #[inline]
+    fn bytes(v: &[bool]) -> u64 {
+        u64::from_le_bytes(std::array::from_fn(|i| u8::from(v[i])))
+    }
+    let n = a.len().min(b.len()).min(c.len()).min(64);
+    let mut word = 0u64;
+    let mut at = 0;
+    while at + 8 <= n {
+        let x = bytes(&a[at..]) & bytes(&b[at..]) & bytes(&c[at..]);
+        // Gathers the low bit of each of the 8 bytes (each 0 or 1) into the top byte.
+        word |= (x.wrapping_mul(0x0102_0408_1020_4080) >> 56) << at;
+        at += 8;
+    }
+    for i in at..n {
+        word |= u64::from(a[i] & b[i] & c[i]) << i;
+    }
+    word
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::testutil::proptest_config(256))]
+        #[test]
+        fn all_true_matches_each_row(rows in proptest::collection::vec(any::<(bool, bool, bool)>(), 0..=64)) {
+            let a: Vec<bool> = rows.iter().map(|r| r.0).collect();
+            let b: Vec<bool> = rows.iter().map(|r| r.1).collect();
+            let c: Vec<bool> = rows.iter().map(|r| r.2).collect();
+            let want = rows
+                .iter()
+                .enumerate()
+                .fold(0u64, |w, (i, r)| w | (u64::from(r.0 && r.1 && r.2) << i));
+            prop_assert_eq!(super::all_true(&a, &b, &c), want);
+        }
+    }
 }
