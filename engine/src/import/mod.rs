@@ -28,7 +28,10 @@
 //! column, a column type that cannot be a field) always ends the import.
 //!
 //! Files are read in batches of rows (Parquet: row group by row group, only the columns
-//! needed), so memory holds the load's staged data and one batch, not the file. Keys are
+//! needed), so memory holds the load's staged data and a few batches, not the file. Parquet row
+//! groups are decoded on worker threads, one per core, a few batches ahead of the import, which
+//! takes their batches in file order (`ordered`): rows, errors and bad rows come exactly as a
+//! sequential read gives them. Keys are
 //! resolved a batch at a time ([`Load::users_many`](crate::Load::users_many)), consecutive repeats of a key once; flags
 //! are gathered as sorted id batches into bitmaps.
 //!
@@ -45,6 +48,7 @@ mod infer;
 mod keys;
 mod long;
 mod mapping;
+mod ordered;
 mod pages;
 mod sink;
 mod source;

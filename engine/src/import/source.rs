@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use parquet::basic::{ConvertedType, LogicalType, TimeUnit, Type as Physical};
 use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
@@ -19,6 +20,7 @@ use parquet::data_type::{
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::schema::types::ColumnDescriptor;
 
+use super::ordered::{Emit, Failed, Ordered};
 use super::pages::{self, Coded, DictColumn};
 use super::{FileType, import_error};
 use crate::error::Result;
@@ -449,18 +451,106 @@ enum Decode {
 
 struct ParquetSource {
     path: PathBuf,
-    reader: SerializedFileReader<File>,
+    reader: Arc<SerializedFileReader<PreadFile>>,
     columns: Vec<ColumnInfo>,
     decode: Vec<Decode>,
     max_def: Vec<i16>,
     /// Columns that may be read as dictionary codes (strings).
     codes_ok: Vec<bool>,
-    group: usize,
-    readers: Vec<Option<Typed>>,
-    left_in_group: u64,
-    row: u64,
+    /// The row groups being decoded, once the first batch is asked for.
+    decoding: Option<Decoding>,
     bytes_done: u64,
-    defs: Vec<i16>,
+}
+
+/// The row groups of a file being decoded on worker threads ([`Ordered`]).
+struct Decoding {
+    wanted: Vec<bool>,
+    max_rows: usize,
+    batches: Ordered<Result<Batch>>,
+    /// Per row group with rows: its index in the file, its rows and compressed bytes.
+    groups: Vec<(usize, u64, u64)>,
+    /// The group batches come from, and the rows received from it.
+    current: Option<usize>,
+    rows_seen: u64,
+}
+
+/// What the workers decoding row groups share.
+struct GroupPlan {
+    path: PathBuf,
+    reader: Arc<SerializedFileReader<PreadFile>>,
+    columns: Vec<ColumnInfo>,
+    decode: Vec<Decode>,
+    max_def: Vec<i16>,
+    codes_ok: Vec<bool>,
+    wanted: Vec<bool>,
+    max_rows: usize,
+    /// Per row group with rows: its index in the file, its first row (0-based) and its rows.
+    groups: Vec<(usize, u64, u64)>,
+}
+
+/// A file read with positioned reads, so that several threads can read it at once (the
+/// `parquet` crate reads a `File` by seeking a shared file offset).
+struct PreadFile {
+    file: Arc<File>,
+    len: u64,
+}
+
+/// A reader of a [`PreadFile`] from some offset on.
+struct PreadReader {
+    file: Arc<File>,
+    pos: u64,
+}
+
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        std::os::windows::fs::FileExt::seek_read(file, buf, offset)
+    }
+}
+
+impl std::io::Read for PreadReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = read_at(&self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl parquet::file::reader::Length for PreadFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl parquet::file::reader::ChunkReader for PreadFile {
+    type T = std::io::BufReader<PreadReader>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(std::io::BufReader::new(PreadReader {
+            file: self.file.clone(),
+            pos: start,
+        }))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        let mut buf = vec![0u8; length];
+        let mut at = 0;
+        while at < length {
+            let n = read_at(&self.file, &mut buf[at..], start + at as u64)
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+            if n == 0 {
+                return Err(parquet::errors::ParquetError::EOF(format!(
+                    "expected {length} bytes at offset {start}, the file ends after {at}"
+                )));
+            }
+            at += n;
+        }
+        Ok(buf.into())
+    }
 }
 
 fn parquet_error(
@@ -551,6 +641,10 @@ impl ParquetSource {
         if len == 0 {
             return Err(import_error(path, None, "the file is empty"));
         }
+        let file = PreadFile {
+            file: Arc::new(file),
+            len,
+        };
         let reader = SerializedFileReader::new(file).map_err(|e| parquet_error(path, None, e))?;
         let schema = reader.metadata().file_metadata().schema_descr_ptr();
         let mut columns = Vec::new();
@@ -569,52 +663,144 @@ impl ParquetSource {
         }
         Ok(Self {
             path: path.to_owned(),
-            readers: (0..columns.len()).map(|_| None).collect(),
-            reader,
+            reader: Arc::new(reader),
             columns,
             decode,
             max_def,
             codes_ok,
-            group: 0,
-            left_in_group: 0,
-            row: 0,
+            decoding: None,
             bytes_done: 0,
-            defs: Vec::new(),
         })
     }
 
-    /// Opens the readers of the next row group with rows; `false` at the end of the file.
-    fn next_group(&mut self, wanted: &[bool]) -> Result<bool> {
+    /// Starts decoding the row groups with rows, on as many threads as the machine has cores
+    /// (and the file row groups).
+    fn start(&self, wanted: &[bool], max_rows: usize) -> Result<Decoding> {
         let meta = self.reader.metadata();
-        while self.group < meta.num_row_groups() {
-            let g = self.group;
-            self.group += 1;
-            let rg_meta = meta.row_group(g);
-            let rows = u64::try_from(rg_meta.num_rows()).unwrap_or(0);
-            if rows == 0 {
-                continue;
+        let mut groups = Vec::new();
+        let mut first = 0u64;
+        for g in 0..meta.num_row_groups() {
+            let rows = u64::try_from(meta.row_group(g).num_rows()).unwrap_or(0);
+            if rows > 0 {
+                groups.push((g, first, rows));
             }
-            let rg = self
-                .reader
-                .get_row_group(g)
-                .map_err(|e| parquet_error(&self.path, Some(self.row + 1), e))?;
-            for (i, &w) in wanted.iter().enumerate() {
-                let err = |e| parquet_error(&self.path, Some(self.row + 1), e);
-                self.readers[i] =
-                    if w && self.codes_ok[i] && pages::chunk_supported(rg_meta.column(i)) {
-                        let pages = rg.get_column_page_reader(i).map_err(err)?;
-                        Some(Typed::Dict(DictColumn::new(pages, self.max_def[i])))
-                    } else if w {
-                        Some(Typed::new(rg.get_column_reader(i).map_err(err)?))
-                    } else {
-                        None
-                    };
-            }
-            self.left_in_group = rows;
-            self.bytes_done += u64::try_from(rg_meta.compressed_size()).unwrap_or(0);
-            return Ok(true);
+            first += rows;
         }
-        Ok(false)
+        let plan = GroupPlan {
+            path: self.path.clone(),
+            reader: self.reader.clone(),
+            columns: self.columns.clone(),
+            decode: self.decode.clone(),
+            max_def: self.max_def.clone(),
+            codes_ok: self.codes_ok.clone(),
+            wanted: wanted.to_vec(),
+            max_rows: max_rows.max(1),
+            groups: groups.clone(),
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let batches = Ordered::start(groups.len(), threads, move |i, emit| plan.decode(i, emit))
+            .map_err(|e| crate::error::Error::io(&self.path, e))?;
+        Ok(Decoding {
+            wanted: wanted.to_vec(),
+            max_rows,
+            batches,
+            groups: groups
+                .iter()
+                .map(|&(g, _, rows)| {
+                    let bytes = u64::try_from(meta.row_group(g).compressed_size()).unwrap_or(0);
+                    (g, rows, bytes)
+                })
+                .collect(),
+            current: None,
+            rows_seen: 0,
+        })
+    }
+}
+
+impl GroupPlan {
+    /// Decodes row group `i` (of `self.groups`) into batches of at most `max_rows` rows.
+    fn decode(&self, i: usize, emit: &mut Emit<Result<Batch>>) {
+        let (g, first, rows) = self.groups[i];
+        let mut readers = match self.open(g, first) {
+            Ok(r) => r,
+            Err(e) => {
+                emit.send(Err(e));
+                return;
+            }
+        };
+        let mut defs = Vec::new();
+        let mut done = 0u64;
+        while done < rows {
+            let mut batch = emit.spare().and_then(|b| b.ok()).unwrap_or_default();
+            prepare(&mut batch, &self.columns, &self.wanted);
+            let n = ((rows - done) as usize).min(self.max_rows);
+            let row = first + done;
+            if let Err(e) = self.read(&mut readers, n, row, &mut defs, &mut batch) {
+                emit.send(Err(e));
+                return;
+            }
+            batch.rows.extend((row + 1)..=(row + n as u64));
+            done += n as u64;
+            if !emit.send(Ok(batch)) {
+                return;
+            }
+        }
+    }
+
+    /// The readers of the wanted columns of row group `g`, whose first row is `first`.
+    fn open(&self, g: usize, first: u64) -> Result<Vec<Option<Typed>>> {
+        let err = |e| parquet_error(&self.path, Some(first + 1), e);
+        let rg = self.reader.get_row_group(g).map_err(err)?;
+        let rg_meta = self.reader.metadata().row_group(g);
+        let mut readers = Vec::with_capacity(self.wanted.len());
+        for (i, &w) in self.wanted.iter().enumerate() {
+            readers.push(
+                if w && self.codes_ok[i] && pages::chunk_supported(rg_meta.column(i)) {
+                    let pages = rg.get_column_page_reader(i).map_err(err)?;
+                    Some(Typed::Dict(DictColumn::new(pages, self.max_def[i])))
+                } else if w {
+                    Some(Typed::new(rg.get_column_reader(i).map_err(err)?))
+                } else {
+                    None
+                },
+            );
+        }
+        Ok(readers)
+    }
+
+    /// Reads the next `n` rows (the first of them 0-based row `row` of the file) of every
+    /// wanted column into `batch`.
+    fn read(
+        &self,
+        readers: &mut [Option<Typed>],
+        n: usize,
+        row: u64,
+        defs: &mut Vec<i16>,
+        batch: &mut Batch,
+    ) -> Result<()> {
+        for (i, reader) in readers.iter_mut().enumerate() {
+            let Some(reader) = reader else { continue };
+            let got = read_column(
+                reader,
+                n,
+                self.max_def[i],
+                self.decode[i],
+                defs,
+                &mut batch.cols[i],
+            )
+            .map_err(|e| parquet_error(&self.path, Some(row + 1), e))?;
+            if got != n {
+                return Err(import_error(
+                    &self.path,
+                    Some(row + got as u64 + 1),
+                    format!(
+                        "column `{}` ends before its row group does (truncated or corrupt file)",
+                        self.columns[i].name
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -832,42 +1018,55 @@ impl Source for ParquetSource {
         batch: &mut Batch,
         _bad: &mut BadRows,
     ) -> Result<bool> {
-        prepare(batch, &self.columns, wanted);
-        if self.left_in_group == 0 && !self.next_group(wanted)? {
-            return Ok(false);
+        if self.decoding.is_none() {
+            self.decoding = Some(self.start(wanted, max_rows)?);
         }
-        let n = (self.left_in_group as usize).min(max_rows);
-        for (i, &w) in wanted.iter().enumerate() {
-            if !w {
-                continue;
-            }
-            let reader = self.readers[i].as_mut().ok_or_else(|| {
-                crate::error::Error::Internal("a wanted Parquet column has no reader".into())
-            })?;
-            let got = read_column(
-                reader,
-                n,
-                self.max_def[i],
-                self.decode[i],
-                &mut self.defs,
-                &mut batch.cols[i],
-            )
-            .map_err(|e| parquet_error(&self.path, Some(self.row + 1), e))?;
-            if got != n {
+        let d = self.decoding.as_mut().expect("started above");
+        if d.wanted != wanted || d.max_rows != max_rows {
+            return Err(crate::error::Error::Internal(
+                "a Parquet file is read with the same columns and batch size throughout".into(),
+            ));
+        }
+        let next = d.batches.next();
+        let group = next.as_ref().map(|(i, _)| *i);
+        if group != d.current {
+            // Every row of the group just finished must have come through.
+            if let Some(c) = d.current
+                && d.rows_seen != d.groups[c].1
+            {
                 return Err(import_error(
                     &self.path,
-                    Some(self.row + got as u64 + 1),
+                    None,
                     format!(
-                        "column `{}` ends before its row group does (truncated or corrupt file)",
-                        self.columns[i].name
+                        "row group {} ended after {} of its {} rows",
+                        d.groups[c].0, d.rows_seen, d.groups[c].1
                     ),
                 ));
             }
+            if let Some(i) = group {
+                self.bytes_done += d.groups[i].2;
+            }
+            d.current = group;
+            d.rows_seen = 0;
         }
-        batch.rows.extend((self.row + 1)..=(self.row + n as u64));
-        self.row += n as u64;
-        self.left_in_group -= n as u64;
-        Ok(true)
+        match next {
+            None => {
+                prepare(batch, &self.columns, wanted);
+                Ok(false)
+            }
+            Some((_, Err(Failed))) => Err(import_error(
+                &self.path,
+                None,
+                "the file could not be decoded (its reader failed)",
+            )),
+            Some((_, Ok(Err(e)))) => Err(e),
+            Some((_, Ok(Ok(mut b)))) => {
+                d.rows_seen += b.len() as u64;
+                std::mem::swap(batch, &mut b);
+                d.batches.recycle(Ok(b));
+                Ok(true)
+            }
+        }
     }
 
     fn bytes_read(&self) -> u64 {

@@ -493,6 +493,137 @@ fn malformed_files_give_typed_errors_and_change_nothing() {
     }
 }
 
+/// The rows of the wide test file of [`parquet_row_groups_load_like_the_same_rows_in_csv`]:
+/// `(key, age text, vip, city)`, keys in an order unlike their values, some repeated.
+fn group_rows(n: usize) -> Vec<(String, String, Option<bool>, Option<String>)> {
+    (0..n)
+        .map(|i| {
+            let k = (i * 7919) % (n - n / 10);
+            let age = match i {
+                530 | 2010 => "abc".to_owned(),
+                _ => (i % 90).to_string(),
+            };
+            let vip = (i % 7 != 3).then_some(i % 3 == 0);
+            let city = (i % 11 != 0).then(|| format!("c{}", i % 13));
+            (format!("u{k}"), age, vip, city)
+        })
+        .collect()
+}
+
+/// A Parquet file of many row groups, decoded in parallel, loads exactly what the same rows
+/// do as a CSV file read in order: the same users in the same id order, the same values, the
+/// same bad rows (first ones named by file and row, then skipped and counted).
+#[test]
+fn parquet_row_groups_load_like_the_same_rows_in_csv() {
+    let rows = group_rows(3700);
+    let mut o = wide();
+    o.mapping = Mapping::from_toml(
+        "[fields.age]\nkind = \"int\"\n[fields.city]\nkind = \"enum\"\n[fields.vip]\nkind = \"flag\"",
+    )
+    .unwrap();
+    let mut text = String::from("key,age,vip,city\n");
+    for (k, age, vip, city) in &rows {
+        let vip = vip.map(|v| v.to_string()).unwrap_or_default();
+        text.push_str(&format!(
+            "{k},{age},{vip},{}\n",
+            city.as_deref().unwrap_or("")
+        ));
+    }
+    let mut loaded = Vec::new();
+    for parquet in [false, true] {
+        let f = fixture(KeyKind::Str);
+        let path = if parquet {
+            let p = f.path("groups.parquet");
+            write_parquet(
+                &p,
+                "message m { optional binary key (UTF8); optional binary age (UTF8); \
+                 optional boolean vip; optional binary city (UTF8); }",
+                &[
+                    Pq::Str(rows.iter().map(|r| Some(r.0.clone())).collect()),
+                    Pq::Str(rows.iter().map(|r| Some(r.1.clone())).collect()),
+                    Pq::Bool(rows.iter().map(|r| r.2).collect()),
+                    Pq::Str(rows.iter().map(|r| r.3.clone()).collect()),
+                ],
+                100,
+            );
+            p
+        } else {
+            f.file("groups.csv", &text)
+        };
+        let e = f.import("d1", std::slice::from_ref(&path), &o).unwrap_err();
+        match &e {
+            Error::Import {
+                path: p,
+                row,
+                reason,
+            } => {
+                assert_eq!(p, &path);
+                assert_eq!(*row, Some(531), "{e}");
+                assert!(reason.contains("invalid int for `age`"), "{e}");
+            }
+            other => panic!("{other}"),
+        }
+        assert_eq!(f.table.snapshot().users(), 0);
+        let mut skip = o.clone();
+        skip.skip_bad_rows = true;
+        let s = f.import("d1", std::slice::from_ref(&path), &skip).unwrap();
+        assert_eq!(s.rows, 3700);
+        assert_eq!(
+            s.skipped,
+            [SkippedRows {
+                reason: "invalid int for `age`".into(),
+                rows: 2,
+                first_file: path.clone(),
+                first_row: 531,
+            }]
+        );
+        let snap = f.table.snapshot();
+        let keys: Vec<String> = (0..snap.users()).map(|id| key_str(&snap, id)).collect();
+        loaded.push((keys, f.values("age"), f.values("city"), f.flag_keys("vip")));
+    }
+    assert_eq!(loaded[0], loaded[1]);
+}
+
+/// A Parquet file damaged inside a later row group: the import fails naming the file and
+/// the first row of that group, and changes nothing.
+#[test]
+fn a_damaged_row_group_names_its_first_row() {
+    let f = fixture(KeyKind::Str);
+    let p = f.path("damaged.parquet");
+    let rows = group_rows(2000);
+    write_parquet(
+        &p,
+        "message m { optional binary key (UTF8); optional boolean vip; }",
+        &[
+            Pq::Str(rows.iter().map(|r| Some(r.0.clone())).collect()),
+            Pq::Bool(rows.iter().map(|r| r.2).collect()),
+        ],
+        250,
+    );
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&p).unwrap()).unwrap();
+    let group = parquet::file::reader::FileReader::metadata(&reader).row_group(5);
+    let vip = group.column(1);
+    let at = vip
+        .dictionary_page_offset()
+        .unwrap_or(vip.data_page_offset()) as usize;
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[at..at + 12].fill(0xff);
+    std::fs::write(&p, &bytes).unwrap();
+    let before = f.state();
+    let e = f
+        .import("d1", std::slice::from_ref(&p), &wide())
+        .unwrap_err();
+    match &e {
+        Error::Import { path, row, .. } => {
+            assert_eq!(path, &p);
+            assert_eq!(*row, Some(5 * 250 + 1), "{e}");
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(f.state(), before);
+}
+
 #[test]
 fn events_load_per_day_and_replace_only_their_days() {
     let f = fixture(KeyKind::Str);
