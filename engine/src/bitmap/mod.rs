@@ -99,9 +99,148 @@ pub(crate) fn from_sorted(ids: &[u32]) -> Bitmap {
     from_containers(&containers).unwrap_or_else(|| Bitmap::of(ids))
 }
 
+/// Builds a bitmap from ids that mostly arrive in increasing order (a file sorted by user):
+/// those are appended to the last container, stored as an array and turned into a bitset past
+/// 4,096 members, with no sorting and no per-member insertion; the others are kept aside and
+/// merged at the end.
+#[cfg(feature = "import")]
+#[derive(Debug, Default)]
+pub(crate) struct Appender {
+    containers: Vec<(u16, Container<'static>)>,
+    /// The high 16 bits of the current container's members.
+    key: u16,
+    /// The current container's members while at most 4,096, else empty.
+    low: Vec<u16>,
+    /// The current container as a bitset past 4,096 members, and its member count.
+    bits: Vec<u64>,
+    bits_card: u32,
+    /// The largest id appended.
+    last: Option<u32>,
+    /// Ids smaller than `last` when they came.
+    late: Vec<u32>,
+}
+
+#[cfg(feature = "import")]
+impl Appender {
+    /// Adds `id`.
+    #[inline]
+    pub(crate) fn push(&mut self, id: u32) {
+        match self.last {
+            Some(last) if id <= last => {
+                if id < last {
+                    self.late.push(id);
+                }
+                return;
+            }
+            Some(_) if (id >> 16) as u16 != self.key => {
+                self.close();
+                self.key = (id >> 16) as u16;
+            }
+            None => self.key = (id >> 16) as u16,
+            Some(_) => {}
+        }
+        self.last = Some(id);
+        let low = id as u16;
+        if self.bits_card > 0 {
+            self.bits[low as usize / 64] |= 1 << (low % 64);
+            self.bits_card += 1;
+        } else if self.low.len() < 4096 {
+            self.low.push(low);
+        } else {
+            self.bits.clear();
+            self.bits.resize(1024, 0);
+            for &v in self.low.iter().chain([&low]) {
+                self.bits[v as usize / 64] |= 1 << (v % 64);
+            }
+            self.bits_card = 4097;
+            self.low.clear();
+        }
+    }
+
+    /// Moves the current container, if any, to the finished ones.
+    fn close(&mut self) {
+        if self.bits_card > 0 {
+            let words = std::mem::take(&mut self.bits);
+            self.containers.push((
+                self.key,
+                Container::Bitset(Cow::Owned(words), self.bits_card),
+            ));
+            self.bits_card = 0;
+        } else if !self.low.is_empty() {
+            let next = Vec::with_capacity(self.low.len());
+            let low = std::mem::replace(&mut self.low, next);
+            self.containers.push((self.key, Container::Array(low)));
+        }
+    }
+
+    /// The bitmap of every id pushed.
+    pub(crate) fn finish(mut self) -> Bitmap {
+        self.close();
+        let mut b = from_containers(&self.containers).unwrap_or_else(|| {
+            // Should CRoaring refuse the containers, insert their members one by one.
+            let mut b = Bitmap::new();
+            for (key, c) in &self.containers {
+                let high = u32::from(*key) << 16;
+                match c {
+                    Container::Array(v) => v.iter().for_each(|&l| b.add(high | u32::from(l))),
+                    Container::Bitset(words, _) => {
+                        for (i, &w) in words.iter().enumerate() {
+                            for bit in 0..64 {
+                                if w >> bit & 1 == 1 {
+                                    b.add(high | (i * 64 + bit) as u32);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            b
+        });
+        if !self.late.is_empty() {
+            self.late.sort_unstable();
+            self.late.dedup();
+            b.or_inplace(&from_sorted(&self.late));
+        }
+        b
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "import")]
+    use proptest::prelude::*;
+
+    #[cfg(feature = "import")]
+    proptest! {
+        #![proptest_config(crate::testutil::proptest_config(128))]
+        /// Increasing runs (sparse and dense containers), repeats and late ids: the same
+        /// members as a set.
+        #[test]
+        fn appender_holds_every_pushed_id(
+            runs in proptest::collection::vec(
+                (0u32..300_000, 1u32..6000, 1u32..40, any::<bool>()),
+                0..8,
+            ),
+        ) {
+            let mut a = Appender::default();
+            let mut model = std::collections::BTreeSet::new();
+            let mut next = 0u32;
+            for (jump, len, step, back) in runs {
+                // Mostly forward from where the last run ended; sometimes from an earlier id.
+                let start = if back { jump % (next + 1) } else { next + jump % 70_000 };
+                for i in 0..len {
+                    let id = start.saturating_add(i * step);
+                    a.push(id);
+                    a.push(id); // a repeat
+                    model.insert(id);
+                    next = next.max(id);
+                }
+            }
+            let b = a.finish();
+            prop_assert_eq!(b.to_vec(), model.into_iter().collect::<Vec<_>>());
+        }
+    }
 
     #[test]
     fn from_sorted_matches_inserting_each_member() {

@@ -8,7 +8,7 @@ use super::mapping::MappedKind;
 use super::pages::Coded;
 use super::sink::{self, Sink};
 use super::source::{Batch, Cell, ColumnInfo, Data, Source, SourceType, Unit};
-use super::{BATCH_ROWS, Ctx, LONG_SAMPLE};
+use super::{Ctx, LONG_SAMPLE};
 use crate::catalog::{FieldKind, validate_path};
 use crate::error::Result;
 use crate::table::Load;
@@ -90,7 +90,7 @@ pub(crate) fn import(
     let mut scratch = KeyScratch::default();
     let mut ids = Vec::new();
     let mut any = false;
-    while src.next(&wanted, BATCH_ROWS, &mut batch, ctx.bad)? {
+    while src.next(&wanted, LONG_BATCH_ROWS, &mut batch, ctx.bad)? {
         any = true;
         keys::resolve(load, &batch, key, ctx, &mut scratch, &mut ids)?;
         match layout {
@@ -126,10 +126,19 @@ struct Fields {
     /// The dictionary `by_code` belongs to, and per entry its field ([`UNMATCHED`] until used).
     dict_id: u64,
     by_code: Vec<u32>,
+    /// Scratch of [`Fields::coded_tags`]: per row its field ([`UNMATCHED`]: none), rows per
+    /// field, and the batch's ids grouped by field.
+    slots: Vec<u32>,
+    counts: Vec<usize>,
+    grouped: Vec<u32>,
 }
 
 /// A dictionary entry not matched to a field yet (or naming no valid field).
 const UNMATCHED: u32 = u32::MAX;
+
+/// Rows per batch of a long file: larger than other shapes' (a long file has few columns), so
+/// that each of many fields gets a good run of ids per batch.
+const LONG_BATCH_ROWS: usize = 256 * 1024;
 
 impl Fields {
     fn new(columns: &[ColumnInfo], layout: &Layout) -> Self {
@@ -150,6 +159,9 @@ impl Fields {
             last: None,
             dict_id: 0,
             by_code: Vec::new(),
+            slots: Vec::new(),
+            counts: Vec::new(),
+            grouped: Vec::new(),
         }
     }
 
@@ -276,7 +288,8 @@ impl Fields {
 
     /// [`Fields::tags`] for a column of dictionary codes: each dictionary entry is matched to
     /// its field once per dictionary, on its first use (so fields are declared in the order
-    /// rows name them, as for plain text).
+    /// rows name them, as for plain text). The batch's ids are then grouped by field (a
+    /// counting sort, row order kept within a field) and each field takes its run at once.
     fn coded_tags(
         &mut self,
         load: &mut Load<'_>,
@@ -292,34 +305,69 @@ impl Fields {
             self.by_code.clear();
             self.by_code.resize(entries, UNMATCHED);
         }
+        let mut slots = std::mem::take(&mut self.slots);
+        slots.clear();
         for (r, (&id, &code)) in ids.iter().zip(&coded.codes).enumerate() {
             if id == NO_ID {
+                slots.push(UNMATCHED);
                 continue;
             }
             if !valid[r] {
+                slots.push(UNMATCHED);
                 ctx.bad
                     .report(batch.rows[r], "missing tag", "the tag is empty")?;
                 continue;
             }
             let i = match self.by_code.get(code as usize) {
-                Some(&i) if i != UNMATCHED => i as usize,
+                Some(&i) if i != UNMATCHED => i,
                 _ => match self.index(load, coded.text(code), true, ctx)? {
                     Ok(i) => {
                         if let Some(slot) = self.by_code.get_mut(code as usize) {
                             *slot = i as u32;
                         }
-                        i
+                        i as u32
                     }
                     Err((reason, detail)) => {
+                        slots.push(UNMATCHED);
                         ctx.bad.report(batch.rows[r], &reason, detail)?;
                         continue;
                     }
                 },
             };
-            if let State::Ready(s) = &mut self.states[i] {
-                s.push_flag(id);
+            slots.push(i);
+        }
+        let counts = &mut self.counts;
+        counts.clear();
+        counts.resize(self.states.len() + 1, 0);
+        for &i in &slots {
+            if i != UNMATCHED {
+                counts[i as usize + 1] += 1;
             }
         }
+        for i in 1..counts.len() {
+            counts[i] += counts[i - 1];
+        }
+        // `counts[i]` is now where field `i`'s ids start; it is advanced past them below.
+        let grouped = &mut self.grouped;
+        grouped.clear();
+        grouped.resize(counts[self.states.len()], 0);
+        for (&i, &id) in slots.iter().zip(ids) {
+            if i != UNMATCHED {
+                let at = &mut counts[i as usize];
+                grouped[*at] = id;
+                *at += 1;
+            }
+        }
+        let mut start = 0;
+        for (state, &end) in self.states.iter_mut().zip(counts.iter()) {
+            if end > start
+                && let State::Ready(s) = state
+            {
+                s.push_flags(&grouped[start..end]);
+            }
+            start = end;
+        }
+        self.slots = slots;
         Ok(())
     }
 

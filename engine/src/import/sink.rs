@@ -3,11 +3,10 @@
 
 use std::collections::HashMap;
 
-use croaring::Bitmap;
-
 use super::infer::{self, DAY_MS};
 use super::pages::Coded;
 use super::source::{Cell, SourceType, Unit};
+use crate::bitmap::Appender;
 use crate::catalog::FieldKind;
 use crate::error::Result;
 use crate::table::{Load, LoadField, Value};
@@ -145,9 +144,6 @@ pub(crate) fn show(t: &[u8]) -> String {
     }
 }
 
-/// Pending flag ids are added to the bitmap in batches of this many.
-const FLAG_BATCH: usize = 64 * 1024;
-
 /// One field being filled.
 #[derive(Debug)]
 pub(crate) struct Sink {
@@ -158,8 +154,7 @@ pub(crate) struct Sink {
     /// The bad-row reason of this field's values.
     pub(crate) reason: String,
     separator: Option<String>,
-    flag_ids: Vec<u32>,
-    flags: Bitmap,
+    flags: Appender,
     local: HashMap<String, u32>,
     values: Vec<String>,
     pairs: Vec<(u32, u32)>,
@@ -192,8 +187,7 @@ impl Sink {
             unit,
             reason: format!("invalid {} for `{path}`", kind.name()),
             separator: separator.filter(|_| kind == FieldKind::Set),
-            flag_ids: Vec::new(),
-            flags: Bitmap::new(),
+            flags: Appender::default(),
             local: HashMap::new(),
             values: Vec::new(),
             pairs: Vec::new(),
@@ -213,14 +207,21 @@ impl Sink {
     /// Gives user `id` the flag (fast path for boolean columns).
     #[inline]
     pub(crate) fn push_flag(&mut self, id: u32) {
-        self.flag_ids.push(id);
+        self.flags.push(id);
+    }
+
+    /// Gives every user of `ids` the flag.
+    pub(crate) fn push_flags(&mut self, ids: &[u32]) {
+        for &id in ids {
+            self.flags.push(id);
+        }
     }
 
     /// Stages value `v` (converted by [`Sink::convert`]) for user `id`.
     pub(crate) fn push(&mut self, load: &mut Load<'_>, id: u32, v: Conv<'_>) -> Result<()> {
         match v {
             Conv::None | Conv::Flag(false) => {}
-            Conv::Flag(true) => self.flag_ids.push(id),
+            Conv::Flag(true) => self.flags.push(id),
             Conv::Str(s) => self.push_str(id, s),
             Conv::Owned(s) => self.push_str(id, &s),
             Conv::Int(x) => match self.kind {
@@ -312,9 +313,6 @@ impl Sink {
 
     /// Moves what is pending into the load (call after each batch).
     pub(crate) fn flush(&mut self, load: &mut Load<'_>) -> Result<()> {
-        if self.flag_ids.len() >= FLAG_BATCH {
-            self.flush_flags();
-        }
         if !self.pairs.is_empty() {
             load.value_codes(self.field, &self.values, &self.pairs)?;
             self.pairs.clear();
@@ -326,23 +324,12 @@ impl Sink {
         Ok(())
     }
 
-    fn flush_flags(&mut self) {
-        if !self.flag_ids.is_empty() {
-            self.flag_ids.sort_unstable();
-            self.flag_ids.dedup();
-            let batch = crate::bitmap::from_sorted(&self.flag_ids);
-            self.flags.or_inplace(&batch);
-            self.flag_ids.clear();
-        }
-    }
-
     /// Moves everything into the load (call once, at the end).
     pub(crate) fn finish(&mut self, load: &mut Load<'_>) -> Result<()> {
         self.flush(load)?;
         if self.kind == FieldKind::Flag {
-            self.flush_flags();
-            load.flag_bitmap(self.field, &self.flags)?;
-            self.flags = Bitmap::new();
+            let flags = std::mem::take(&mut self.flags).finish();
+            load.flag_bitmap(self.field, &flags)?;
         }
         Ok(())
     }
