@@ -194,13 +194,15 @@ impl Index {
     /// As [`Index::insert_range`], for positions whose keys must be new: `same(i, j)` says
     /// whether positions `i` (indexed) and `j` (being indexed) hold the same key. Stops at the
     /// first key already indexed, or repeating an earlier one of `range`, and returns its position
-    /// (positions before it are indexed, it and those after are not). [`Index::reserve`] made
-    /// room.
+    /// (positions before it are indexed, it and those after are not). `known_new(j)`, asked
+    /// once per position in order, may vouch that position `j`'s key is neither indexed nor
+    /// earlier in `range`, which spares its search. [`Index::reserve`] made room.
     pub(super) fn insert_range_new(
         &mut self,
         range: Range<usize>,
         hash_of: impl Fn(usize) -> u64,
         mut same: impl FnMut(u32, usize) -> bool,
+        mut known_new: impl FnMut(usize) -> bool,
     ) -> Result<(), usize> {
         let mut hashes = [0u64; INSERT_BATCH];
         let mut start = range.start;
@@ -211,7 +213,7 @@ impl Index {
                 self.prefetch_slot(self.home(*h));
             }
             for (h, j) in hashes.iter().zip(start..end) {
-                if self.find(*h, |i| same(i, j)).is_some() {
+                if !known_new(j) && self.find(*h, |i| same(i, j)).is_some() {
                     return Err(j);
                 }
                 self.insert(*h, j as u32);

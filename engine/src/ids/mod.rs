@@ -166,6 +166,10 @@ pub(crate) struct IdDictionary {
     first: u32,
     store: Store,
     index: Index,
+    /// `u64` keys: no key held is larger (`None`: none is held). A key above it is absent
+    /// without a probe, which makes the common increasing user numbers cheap to look up and
+    /// to append.
+    bound: Option<u64>,
 }
 
 impl fmt::Debug for IdDictionary {
@@ -188,7 +192,18 @@ impl IdDictionary {
             first,
             store,
             index: Index::default(),
+            bound: None,
         }
+    }
+
+    /// Whether `key` is a `u64` key above every key held (and so certainly absent).
+    #[inline]
+    fn beyond(&self, key: KeyRef<'_>) -> bool {
+        matches!(key, KeyRef::U64(k) if self.bound.is_none_or(|b| k > b))
+    }
+
+    fn raise_bound(&mut self, k: u64) {
+        self.bound = Some(self.bound.map_or(k, |b| b.max(k)));
     }
 
     pub(crate) fn kind(&self) -> KeyKind {
@@ -257,6 +272,9 @@ impl IdDictionary {
     /// The id of `key`, if present.
     #[inline]
     pub(crate) fn get(&self, key: KeyRef<'_>) -> Option<u32> {
+        if self.beyond(key) && self.kind() == KeyKind::U64 {
+            return None;
+        }
         match &self.store {
             Store::U64(v) => self.get_in(v, key),
             Store::Str(a) => self.get_in(a, key),
@@ -328,7 +346,9 @@ impl IdDictionary {
         let mut at = [(0usize, 0u32); BATCH];
         let n = keys.len().min(BATCH);
         for j in 0..n {
-            if let Some(p) = S::probe(keys[j]) {
+            if let Some(p) = S::probe(keys[j])
+                && !self.beyond(keys[j])
+            {
                 let h = S::hash(p);
                 probes[j] = Some(p);
                 hashes[j] = h;
@@ -378,6 +398,7 @@ impl IdDictionary {
             (Store::U64(v), KeyRef::U64(k)) => {
                 push_gently(v, k);
                 index_range(&mut self.index, v, at..at + 1);
+                self.raise_bound(k);
             }
             (Store::Str(a), KeyRef::Str(s)) => {
                 a.push(s);
@@ -420,14 +441,25 @@ impl IdDictionary {
                 reserve_gently(v, keys.len());
                 v.extend(keys.iter().filter_map(|k| <Vec<u64>>::probe(*k)));
                 index.reserve(new.end, at, |i| v.hash_at(i));
+                // A key above every key before it (held, or earlier in `keys`) needs no
+                // search: it is new.
+                let mut above = self.bound;
                 let r = index.insert_range_new(
                     new,
                     |i| v.hash_at(i),
                     |i, j| v.get(i as usize) == v.get(j),
+                    |j| {
+                        let k = v[j];
+                        let new = above.is_none_or(|b| k > b);
+                        above = Some(above.map_or(k, |b| b.max(k)));
+                        new
+                    },
                 );
                 if r.is_err() {
                     v.truncate(at);
                     index.reindex(at, |i| v.hash_at(i));
+                } else if let Some(max) = v[at..].iter().max() {
+                    self.bound = Some(self.bound.map_or(*max, |b| b.max(*max)));
                 }
                 r
             }
@@ -442,6 +474,7 @@ impl IdDictionary {
                     new,
                     |i| a.hash_at(i),
                     |i, j| a.bytes(i as usize) == a.bytes(j),
+                    |_| false,
                 );
                 if r.is_err() {
                     a.truncate(at);
@@ -478,6 +511,9 @@ impl IdDictionary {
                 reserve_gently(v, added);
                 v.extend_from_slice(w);
                 index_range(&mut self.index, v, at..at + added);
+                if let Some(b) = other.bound {
+                    self.raise_bound(b);
+                }
             }
             (Store::Str(a), Store::Str(b)) => {
                 for i in 0..added {
@@ -734,6 +770,67 @@ mod tests {
                 KeyKind::Str => KeyRef::U64(1),
             };
             prop_assert!(d.extend_new(&[other]).is_err());
+        }
+
+        /// Mostly increasing `u64` keys (the case the bound of the largest key spares searches
+        /// for), with steps back, repeats and appends: the same ids as a model.
+        #[test]
+        fn increasing_u64_keys_match_a_hashmap_model(
+            runs in proptest::collection::vec(
+                (0u64..5000, 0usize..200, 1u64..4, 0u8..4),
+                1..16,
+            ),
+        ) {
+            let mut d = IdDictionary::new(KeyKind::U64, 0);
+            let mut model: HashMap<Key, u32> = HashMap::new();
+            let mut top = 0u64;
+            for (jump, len, step, how) in runs {
+                // Ahead of every key so far, or from somewhere before (repeats likely).
+                let start = if how == 3 { jump % (top + 1) } else { top + jump };
+                let keys: Vec<Key> = (0..len as u64).map(|i| Key::U64(start + i * step)).collect();
+                let refs: Vec<KeyRef<'_>> = keys.iter().map(Key::as_ref).collect();
+                match how {
+                    0 => {
+                        for k in &keys {
+                            let n = model.len() as u32;
+                            let id = *model.entry(k.clone()).or_insert(n);
+                            prop_assert_eq!(d.get_or_push(k.as_ref()).unwrap(), id);
+                        }
+                    }
+                    1 => {
+                        let mut add = IdDictionary::new(KeyKind::U64, d.end());
+                        for k in &keys {
+                            if !model.contains_key(k) && add.get(k.as_ref()).is_none() {
+                                let id = add.push(k.as_ref()).unwrap();
+                                model.insert(k.clone(), id);
+                            }
+                        }
+                        d.append(&add).unwrap();
+                    }
+                    _ => {
+                        let first_dup = keys.iter().position(|k| model.contains_key(k));
+                        let got = d.extend_new(&refs).unwrap();
+                        match first_dup {
+                            Some(j) => prop_assert_eq!(got, Err(j)),
+                            None => {
+                                prop_assert_eq!(got, Ok(()));
+                                for k in &keys {
+                                    let id = model.len() as u32;
+                                    model.insert(k.clone(), id);
+                                }
+                            }
+                        }
+                    }
+                }
+                top = top.max(start + len as u64 * step);
+                let mut queries: Vec<Key> = model.keys().cloned().collect();
+                queries.extend((0..8).map(|i| Key::U64(top + i)));
+                queries.extend(keys.iter().map(|k| match k {
+                    Key::U64(v) => Key::U64(v + 1),
+                    other => other.clone(),
+                }));
+                check_lookups(&d, &model, &queries)?;
+            }
         }
 
         /// Appending dictionaries (as loads commit) is the same as pushing their keys.
