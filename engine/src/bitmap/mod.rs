@@ -157,6 +157,64 @@ impl Appender {
         }
     }
 
+    /// Adds every id of `ids`: a non-decreasing run above the ids so far is appended a
+    /// container's worth at a time.
+    pub(crate) fn extend(&mut self, ids: &[u32]) {
+        let increasing = ids.windows(2).all(|w| w[0] <= w[1]);
+        let (Some(&first), true) = (ids.first(), increasing) else {
+            ids.iter().for_each(|&id| self.push(id));
+            return;
+        };
+        if self.last.is_some_and(|last| first <= last) {
+            ids.iter().for_each(|&id| self.push(id));
+            return;
+        }
+        let mut rest = ids;
+        while let Some(&id) = rest.first() {
+            let key = (id >> 16) as u16;
+            if self.last.is_some() && key != self.key {
+                self.close();
+            }
+            self.key = key;
+            let n = rest.partition_point(|&x| (x >> 16) as u16 == key);
+            let (part, tail) = rest.split_at(n);
+            let distinct = 1 + part.windows(2).filter(|w| w[0] != w[1]).count();
+            if self.bits_card == 0 && self.low.len() + distinct <= 4096 {
+                let at = self.low.len();
+                self.low.extend(part.iter().map(|&x| x as u16));
+                if distinct < n {
+                    // Repeats of an id are next to each other (and none repeats an id
+                    // before `at`, all of them being smaller).
+                    let mut w = at + 1;
+                    for r in at + 1..self.low.len() {
+                        if self.low[r] != self.low[w - 1] {
+                            self.low[w] = self.low[r];
+                            w += 1;
+                        }
+                    }
+                    self.low.truncate(w);
+                }
+            } else {
+                if self.bits_card == 0 {
+                    self.bits.clear();
+                    self.bits.resize(1024, 0);
+                    for &v in &self.low {
+                        self.bits[v as usize / 64] |= 1 << (v % 64);
+                    }
+                    self.bits_card = self.low.len() as u32;
+                    self.low.clear();
+                }
+                for &x in part {
+                    let v = x as u16;
+                    self.bits[v as usize / 64] |= 1 << (v % 64);
+                }
+                self.bits_card += distinct as u32;
+            }
+            self.last = Some(part[n - 1]);
+            rest = tail;
+        }
+    }
+
     /// Moves the current container, if any, to the finished ones.
     fn close(&mut self) {
         if self.bits_card > 0 {
@@ -226,13 +284,30 @@ mod tests {
             let mut a = Appender::default();
             let mut model = std::collections::BTreeSet::new();
             let mut next = 0u32;
-            for (jump, len, step, back) in runs {
+            for (k, (jump, len, step, back)) in runs.into_iter().enumerate() {
                 // Mostly forward from where the last run ended; sometimes from an earlier id.
                 let start = if back { jump % (next + 1) } else { next + jump % 70_000 };
-                for i in 0..len {
-                    let id = start.saturating_add(i * step);
-                    a.push(id);
-                    a.push(id); // a repeat
+                // Some ids twice in a row, as a user given the same tag twice.
+                let run: Vec<u32> = (0..len)
+                    .flat_map(|i| {
+                        let id = start.saturating_add(i * step);
+                        std::iter::repeat_n(id, 1 + usize::from(i % 7 == 3))
+                    })
+                    .collect();
+                match k % 3 {
+                    0 => run.iter().for_each(|&id| {
+                        a.push(id);
+                        a.push(id); // a repeat
+                    }),
+                    1 => a.extend(&run),
+                    _ => {
+                        // In two pieces, the second overlapping the first.
+                        let half = run.len() / 2;
+                        a.extend(&run[..half]);
+                        a.extend(&run[half.saturating_sub(1)..]);
+                    }
+                }
+                for id in run {
                     model.insert(id);
                     next = next.max(id);
                 }

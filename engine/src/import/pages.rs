@@ -166,10 +166,17 @@ impl Hybrid {
         let mut bit = self.bit;
         for o in out.iter_mut() {
             let byte = bit / 8;
-            let mut word = [0u8; 8];
-            let avail = buf.len().saturating_sub(byte).min(8);
-            word[..avail].copy_from_slice(&buf[byte..byte + avail]);
-            *o = (u64::from_le_bytes(word) >> (bit % 8)) as u32 & mask;
+            let word = match buf.get(byte..byte + 8) {
+                Some(b) => u64::from_le_bytes(b.try_into().unwrap_or_default()),
+                // The last bytes of the page: read what there is.
+                None => {
+                    let mut word = [0u8; 8];
+                    let avail = buf.len().saturating_sub(byte).min(8);
+                    word[..avail].copy_from_slice(&buf[byte..byte + avail]);
+                    u64::from_le_bytes(word)
+                }
+            };
+            *o = (word >> (bit % 8)) as u32 & mask;
             bit += w;
         }
         self.bit = bit;

@@ -212,9 +212,7 @@ impl Sink {
 
     /// Gives every user of `ids` the flag.
     pub(crate) fn push_flags(&mut self, ids: &[u32]) {
-        for &id in ids {
-            self.flags.push(id);
-        }
+        self.flags.extend(ids);
     }
 
     /// Stages value `v` (converted by [`Sink::convert`]) for user `id`.

@@ -845,6 +845,19 @@ fn read_column(
                 .collect();
             spread(&v, defs, max_def, got, 0, out, &mut col.valid);
         }
+        (Typed::I64(r), Data::Int(out)) if max_def == 0 => {
+            // A required column: every record is a value, read in place.
+            let start = out.len();
+            out.reserve(n);
+            got = read!(r, out);
+            if !matches!(decode, Decode::Plain) {
+                for x in &mut out[start..] {
+                    *x = decode_int(*x, decode);
+                }
+            }
+            col.valid
+                .resize(col.valid.len() + (out.len() - start), true);
+        }
         (Typed::I64(r), Data::Int(out)) => {
             let mut v: Vec<i64> = Vec::with_capacity(n);
             got = read!(r, &mut v);
