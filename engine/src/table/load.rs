@@ -1167,12 +1167,34 @@ fn write_segment(
     prepared: &[Prepared<'_>],
     range: std::ops::Range<u32>,
 ) -> Result<Option<SegmentWritten>> {
+    // Fields are built a few at a time in parallel and written at once, while their bytes
+    // are still in cache, beside the forward index (whose blobs come last).
     let (fields, forward) = rayon::join(
-        || {
-            prepared
-                .par_iter()
-                .map(|p| p.shard_blobs(shard, range.clone()))
-                .collect::<Result<Vec<_>>>()
+        || -> Result<(Option<SegmentWriter>, Vec<FieldWritten>)> {
+            let mut w: Option<SegmentWriter> = None;
+            let mut written = Vec::with_capacity(prepared.len());
+            for chunk in prepared.chunks(4 * rayon::current_num_threads()) {
+                let built = chunk
+                    .par_iter()
+                    .map(|p| p.shard_blobs(shard, range.clone()))
+                    .collect::<Result<Vec<_>>>()?;
+                for f in built {
+                    let mut bytes = 0u64;
+                    for b in &f.blobs {
+                        if w.is_none() {
+                            w = Some(SegmentWriter::create(path, file_id, shard)?);
+                        }
+                        let w = w.as_mut().expect("created above");
+                        w.add_bytes(b.key, b.aux, &b.bytes)?;
+                        bytes += b.bytes.len() as u64;
+                    }
+                    written.push(FieldWritten {
+                        bytes,
+                        event_users: f.event_users,
+                    });
+                }
+            }
+            Ok((w, written))
         },
         || {
             let flags: Vec<(u32, &Bitmap)> = prepared
@@ -1182,24 +1204,11 @@ fn write_segment(
             forward_index(&flags, range.clone())
         },
     );
-    let fields = fields?;
+    let (w, written) = fields?;
     let forward = forward?;
-    if fields.iter().all(|f| f.blobs.is_empty()) {
+    let Some(mut w) = w else {
         return Ok(None);
-    }
-    let mut w = SegmentWriter::create(path, file_id, shard)?;
-    let mut written = Vec::with_capacity(fields.len());
-    for f in &fields {
-        let mut bytes = 0u64;
-        for b in &f.blobs {
-            w.add_bytes(b.key, b.aux, &b.bytes)?;
-            bytes += b.bytes.len() as u64;
-        }
-        written.push(FieldWritten {
-            bytes,
-            event_users: f.event_users,
-        });
-    }
+    };
     for b in &forward {
         w.add_bytes(b.key, b.aux, &b.bytes)?;
     }
