@@ -13,6 +13,7 @@
 //! the files already written are unreferenced and removed the next time the table is opened.
 //! Within one load, a user given two values for a single-valued field keeps the last one.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -820,6 +821,9 @@ fn merge_spec(into: &mut FieldSpec, from: &FieldSpec) {
 /// `(id, value)` pairs sorted by id with one pair per id: the last one given (a stable sort
 /// keeps arrival order within an id).
 fn last_value_per_user<T>(mut pairs: Vec<(u32, T)>) -> Vec<(u32, T)> {
+    if pairs.windows(2).all(|w| w[0].0 < w[1].0) {
+        return pairs;
+    }
     pairs.sort_by_key(|p| p.0);
     let mut out: Vec<(u32, T)> = Vec::with_capacity(pairs.len());
     for x in pairs {
@@ -829,6 +833,30 @@ fn last_value_per_user<T>(mut pairs: Vec<(u32, T)>) -> Vec<(u32, T)> {
         }
     }
     out
+}
+
+/// How many distinct values `values` holds: counted in a bitset when they span less than
+/// 2^24, else sorted.
+fn distinct_values(values: impl Iterator<Item = i64> + Clone) -> u64 {
+    let Some((min, max)) = values.clone().fold(None, |m, v| {
+        Some(m.map_or((v, v), |(a, b): (i64, i64)| (a.min(v), b.max(v))))
+    }) else {
+        return 0;
+    };
+    let span = max.wrapping_sub(min) as u64;
+    if span < 1 << 24 {
+        let mut seen = vec![0u64; (span / 64 + 1) as usize];
+        for v in values {
+            let off = v.wrapping_sub(min) as u64;
+            seen[(off / 64) as usize] |= 1 << (off % 64);
+        }
+        seen.iter().map(|w| u64::from(w.count_ones())).sum()
+    } else {
+        let mut all: Vec<i64> = values.collect();
+        all.par_sort_unstable();
+        all.dedup();
+        all.len() as u64
+    }
 }
 
 /// A staged field turned into its stored form: sorted values, deduplicated pairs.
@@ -846,7 +874,7 @@ struct Prepared<'a> {
     values: Vec<String>,
     /// `(id, code)` for enum/set, sorted by id (then code), deduplicated.
     pairs: Vec<(u32, u32)>,
-    ints: Vec<(u32, i64)>,
+    ints: Cow<'a, [(u32, i64)]>,
     users: u64,
     distinct: u64,
 }
@@ -869,7 +897,7 @@ impl<'a> Prepared<'a> {
             flag: None,
             values: Vec::new(),
             pairs: Vec::new(),
-            ints: Vec::new(),
+            ints: Cow::Borrowed(&[]),
             users: 0,
             distinct: 0,
         };
@@ -912,9 +940,8 @@ impl<'a> Prepared<'a> {
                 for pair in &mut v {
                     pair.1 = compact[pair.1 as usize];
                 }
-                let mut ids: Vec<u32> = v.iter().map(|p| p.0).collect();
-                ids.dedup();
-                p.users = ids.len() as u64;
+                // Sorted by id: a user's pairs are next to each other.
+                p.users = v.len() as u64 - v.windows(2).filter(|w| w[0].0 == w[1].0).count() as u64;
                 p.distinct = values.len() as u64;
                 p.values = values;
                 p.pairs = v;
@@ -961,12 +988,13 @@ impl<'a> Prepared<'a> {
                     .collect();
             }
             Staged::Ints(pairs) => {
-                let out = last_value_per_user(pairs.clone());
+                let out = if pairs.windows(2).all(|w| w[0].0 < w[1].0) {
+                    Cow::Borrowed(&pairs[..])
+                } else {
+                    Cow::Owned(last_value_per_user(pairs.clone()))
+                };
                 p.users = out.len() as u64;
-                let mut vals: Vec<i64> = out.iter().map(|p| p.1).collect();
-                vals.sort_unstable();
-                vals.dedup();
-                p.distinct = vals.len() as u64;
+                p.distinct = distinct_values(out.iter().map(|p| p.1));
                 p.ints = out;
             }
         }
@@ -1407,6 +1435,26 @@ mod tests {
     use super::{FORWARD_BLOCK, forward_index};
     use crate::storage::segment::Role;
     use crate::{Database, FieldKind, FieldSpec, KeyKind, Value, Write};
+
+    proptest! {
+        #![proptest_config(crate::testutil::proptest_config(64))]
+        #[test]
+        fn distinct_values_match_a_set(
+            values in proptest::collection::vec(
+                prop_oneof![-40i64..40, any::<i64>(), Just(i64::MIN), Just(i64::MAX)],
+                0..300,
+            ),
+            narrow in any::<bool>(),
+        ) {
+            let values: Vec<i64> = if narrow {
+                values.into_iter().map(|v| v % 1000).collect()
+            } else {
+                values
+            };
+            let want = values.iter().collect::<std::collections::BTreeSet<_>>().len() as u64;
+            prop_assert_eq!(super::distinct_values(values.iter().copied()), want);
+        }
+    }
 
     proptest! {
         #![proptest_config(crate::testutil::proptest_config(32))]
