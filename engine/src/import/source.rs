@@ -107,11 +107,70 @@ impl Texts {
     }
 }
 
+/// Booleans packed 64 to a word: row `i` is bit `i % 64` of word `i / 64`.
+#[derive(Debug, Default)]
+pub(crate) struct Bits {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Bits {
+    pub(crate) fn clear(&mut self) {
+        self.words.clear();
+        self.len = 0;
+    }
+
+    /// The words; bits past the last value are 0.
+    pub(crate) fn words(&self) -> &[u64] {
+        &self.words
+    }
+
+    /// Value `i`.
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> bool {
+        i < self.len && self.words[i / 64] >> (i % 64) & 1 == 1
+    }
+
+    pub(crate) fn push(&mut self, b: bool) {
+        if self.len.is_multiple_of(64) {
+            self.words.push(0);
+        }
+        if let Some(w) = self.words.last_mut() {
+            *w |= u64::from(b) << (self.len % 64);
+        }
+        self.len += 1;
+    }
+
+    /// Appends `values`, eight at a time where the words line up.
+    pub(crate) fn extend(&mut self, values: &[bool]) {
+        let mut rest = values;
+        while !self.len.is_multiple_of(64) && !rest.is_empty() {
+            self.push(rest[0]);
+            rest = &rest[1..];
+        }
+        let mut chunks = rest.chunks_exact(64);
+        for chunk in &mut chunks {
+            let mut word = 0u64;
+            for (k, eight) in chunk.chunks_exact(8).enumerate() {
+                let bytes: [u8; 8] = std::array::from_fn(|i| u8::from(eight[i]));
+                // Gathers the low bit of each byte (0 or 1) into the top byte.
+                let packed = u64::from_le_bytes(bytes).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+                word |= packed << (8 * k);
+            }
+            self.words.push(word);
+            self.len += 64;
+        }
+        for &b in chunks.remainder() {
+            self.push(b);
+        }
+    }
+}
+
 /// The values of one column in a batch. Missing values have `valid[i] == false` and a
 /// placeholder in the data.
 #[derive(Debug)]
 pub(crate) enum Data {
-    Bool(Vec<bool>),
+    Bool(Bits),
     Int(Vec<i64>),
     Float(Vec<f64>),
     Text(Texts),
@@ -139,7 +198,7 @@ pub(crate) enum Cell<'a> {
 impl Col {
     fn new(ty: &SourceType) -> Self {
         let data = match ty {
-            SourceType::Bool => Data::Bool(Vec::new()),
+            SourceType::Bool => Data::Bool(Bits::default()),
             SourceType::Int(_) => Data::Int(Vec::new()),
             SourceType::Float => Data::Float(Vec::new()),
             SourceType::Text | SourceType::Unsupported(_) => Data::Text(Texts::default()),
@@ -168,7 +227,7 @@ impl Col {
             return Cell::Null;
         }
         match &self.data {
-            Data::Bool(v) => Cell::Bool(v[i]),
+            Data::Bool(v) => Cell::Bool(v.get(i)),
             Data::Int(v) => Cell::Int(v[i]),
             Data::Float(v) => Cell::Float(v[i]),
             Data::Text(t) => Cell::Text(t.get(i)),
@@ -834,7 +893,18 @@ fn read_column(
         (Typed::Bool(r), Data::Bool(out)) => {
             let mut v = Vec::with_capacity(n);
             got = read!(r, &mut v);
-            spread(&v, defs, max_def, got, false, out, &mut col.valid);
+            if max_def == 0 || v.len() == got {
+                let got = got.min(v.len());
+                out.extend(&v[..got]);
+                col.valid.resize(col.valid.len() + got, true);
+            } else {
+                let mut it = v.iter();
+                for &d in &defs[..got.min(defs.len())] {
+                    let present = d == max_def;
+                    out.push(present && it.next().copied().unwrap_or(false));
+                    col.valid.push(present);
+                }
+            }
         }
         (Typed::I32(r), Data::Int(out)) => {
             let mut v: Vec<i32> = Vec::with_capacity(n);
@@ -1084,5 +1154,38 @@ impl Source for ParquetSource {
 
     fn bytes_read(&self) -> u64 {
         self.bytes_done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bits;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::testutil::proptest_config(128))]
+        /// Pushed one at a time or packed eight at a time, from any starting offset: the
+        /// same values, and zero bits past the last.
+        #[test]
+        fn bits_hold_what_was_appended(parts in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 0..200), 0..6)) {
+            let mut bits = Bits::default();
+            let mut model = Vec::new();
+            for (i, part) in parts.iter().enumerate() {
+                if i % 2 == 0 {
+                    bits.extend(part);
+                } else {
+                    part.iter().for_each(|&b| bits.push(b));
+                }
+                model.extend_from_slice(part);
+            }
+            for (i, &b) in model.iter().enumerate() {
+                prop_assert_eq!(bits.get(i), b);
+            }
+            prop_assert!(!bits.get(model.len()));
+            prop_assert_eq!(bits.words().len(), model.len().div_ceil(64));
+            if let Some(last) = bits.words().last() && model.len() % 64 != 0 {
+                prop_assert_eq!(last >> (model.len() % 64), 0);
+            }
+        }
     }
 }

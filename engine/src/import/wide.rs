@@ -4,7 +4,7 @@ use super::infer::{Inferred, infer_text};
 use super::keys::{self, KeyScratch, NO_ID};
 use super::mapping::MappedKind;
 use super::sink::{self, Conv, Sink};
-use super::source::{BadRows, Batch, Cell, Data, Source, SourceType, Unit};
+use super::source::{BadRows, Batch, Bits, Cell, Data, Source, SourceType, Unit};
 use super::{BATCH_ROWS, Ctx, SAMPLE_ROWS};
 use crate::catalog::{FieldKind, validate_path};
 use crate::error::Result;
@@ -137,10 +137,10 @@ pub(crate) fn import(
 
     let mut scratch = KeyScratch::default();
     let mut ids = Vec::new();
-    let mut ok = Vec::new();
+    let mut row_scratch = RowScratch::default();
     loop {
         keys::resolve(load, &batch, key, ctx, &mut scratch, &mut ids)?;
-        rows_into(load, &batch, &ids, &mut ok, &mut sinks, ctx.bad)?;
+        rows_into(load, &batch, &ids, &mut row_scratch, &mut sinks, ctx.bad)?;
         ctx.advance(batch.len(), src)?;
         if !src.next(&wanted, rows, &mut batch, ctx.bad)? {
             break;
@@ -152,16 +152,30 @@ pub(crate) fn import(
     Ok(())
 }
 
+/// Reusable buffers of [`rows_into`]: per row whether it is fine (also as bits), and the ids a
+/// flag column gives the flag.
+#[derive(Debug, Default)]
+struct RowScratch {
+    ok: Vec<bool>,
+    ok_words: Bits,
+    flagged: Vec<u32>,
+}
+
 /// Stages the rows of `batch` whose key resolved and whose every value converts; reports the
 /// others.
 fn rows_into(
     load: &mut Load<'_>,
     batch: &Batch,
     ids: &[u32],
-    ok: &mut Vec<bool>,
+    scratch: &mut RowScratch,
     sinks: &mut [(usize, Sink)],
     bad: &mut BadRows,
 ) -> Result<()> {
+    let RowScratch {
+        ok,
+        ok_words,
+        flagged,
+    } = scratch;
     ok.clear();
     ok.extend(ids.iter().map(|&id| id != NO_ID));
     // First every value is checked, so that a bad row contributes nothing.
@@ -191,22 +205,23 @@ fn rows_into(
             }
         }
     }
+    ok_words.clear();
+    ok_words.extend(ok);
     for (c, s) in sinks.iter_mut() {
         let col = &batch.cols[*c];
         match &col.data {
             Data::Bool(values) if s.kind == FieldKind::Flag => {
-                // 64 rows at a time: a word of the rows that are true, valid and fine, then
-                // its set bits (most rows of a flag column are usually false).
-                let n = batch.len();
-                for start in (0..n).step_by(64) {
-                    let end = (start + 64).min(n);
-                    let mut word =
-                        all_true(&values[start..end], &col.valid[start..end], &ok[start..end]);
+                // 64 rows at a time: the rows that are true (a null is false) and fine, then
+                // their ids (most rows of a flag column are usually false).
+                flagged.clear();
+                for (w, (&v, &fine)) in values.words().iter().zip(ok_words.words()).enumerate() {
+                    let mut word = v & fine;
                     while word != 0 {
-                        s.push_flag(ids[start + word.trailing_zeros() as usize]);
+                        flagged.push(ids[w * 64 + word.trailing_zeros() as usize]);
                         word &= word - 1;
                     }
                 }
+                s.push_flags(flagged);
             }
             Data::Coded(coded) if s.by_codes() => {
                 for r in 0..batch.len() {
@@ -230,46 +245,4 @@ fn rows_into(
         s.flush(load)?;
     }
     Ok(())
-}
-
-/// Bit `i` set where `a[i]`, `b[i]` and `c[i]` are all true, for slices of at most 64 rows.
-fn all_true(a: &[bool], b: &[bool], c: &[bool]) -> u64 {
-    /// Eight booleans as the bytes of a word.
-    #[inline]
-    fn bytes(v: &[bool]) -> u64 {
-        u64::from_le_bytes(std::array::from_fn(|i| u8::from(v[i])))
-    }
-    let n = a.len().min(b.len()).min(c.len()).min(64);
-    let mut word = 0u64;
-    let mut at = 0;
-    while at + 8 <= n {
-        let x = bytes(&a[at..]) & bytes(&b[at..]) & bytes(&c[at..]);
-        // Gathers the low bit of each of the 8 bytes (each 0 or 1) into the top byte.
-        word |= (x.wrapping_mul(0x0102_0408_1020_4080) >> 56) << at;
-        at += 8;
-    }
-    for i in at..n {
-        word |= u64::from(a[i] & b[i] & c[i]) << i;
-    }
-    word
-}
-
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    proptest! {
-        #![proptest_config(crate::testutil::proptest_config(256))]
-        #[test]
-        fn all_true_matches_each_row(rows in proptest::collection::vec(any::<(bool, bool, bool)>(), 0..=64)) {
-            let a: Vec<bool> = rows.iter().map(|r| r.0).collect();
-            let b: Vec<bool> = rows.iter().map(|r| r.1).collect();
-            let c: Vec<bool> = rows.iter().map(|r| r.2).collect();
-            let want = rows
-                .iter()
-                .enumerate()
-                .fold(0u64, |w, (i, r)| w | (u64::from(r.0 && r.1 && r.2) << i));
-            prop_assert_eq!(super::all_true(&a, &b, &c), want);
-        }
-    }
 }
