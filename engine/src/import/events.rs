@@ -112,7 +112,15 @@ impl Events {
         let mut any = false;
         while src.next(&wanted, BATCH_ROWS, &mut batch, ctx.bad)? {
             any = true;
-            keys::resolve(load, &batch, key, ctx, &mut scratch, &mut ids)?;
+            keys::resolve(
+                load,
+                &batch,
+                0..batch.len(),
+                key,
+                ctx,
+                &mut scratch,
+                &mut ids,
+            )?;
             self.rows_of(load, &batch, &ids, &l, ctx)?;
             ctx.advance(batch.len(), src)?;
         }

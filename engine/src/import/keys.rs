@@ -19,12 +19,13 @@ pub(crate) struct KeyScratch {
     slots: Vec<u32>,
 }
 
-/// The id of every row of `batch` (by the key column `col`) into `ids`; [`NO_ID`] for rows whose
-/// key is missing or invalid, which are reported to `ctx`'s bad-row accounting. Consecutive
-/// rows with the same key are looked up once.
+/// The id of every row of `rows` of `batch` (by the key column `col`) into `ids` (`ids[j]` for
+/// row `rows.start + j`); [`NO_ID`] for rows whose key is missing or invalid, which are reported
+/// to `ctx`'s bad-row accounting. Consecutive rows with the same key are looked up once.
 pub(crate) fn resolve(
     load: &mut Load<'_>,
     batch: &Batch,
+    rows: std::ops::Range<usize>,
     col: usize,
     ctx: &mut Ctx<'_, '_>,
     scratch: &mut KeyScratch,
@@ -32,13 +33,14 @@ pub(crate) fn resolve(
 ) -> Result<()> {
     let key_col: &Col = &batch.cols[col];
     let kind = load.key_kind();
-    let n = batch.len();
+    let base = rows.start;
+    let n = rows.len();
     // Integer keys of a string-keyed table are rendered in decimal first, so that the key
     // references below can borrow them.
     scratch.text.clear();
     scratch.ends.clear();
     if kind == KeyKind::Str {
-        for i in 0..n {
+        for i in rows.clone() {
             if let Cell::Int(v) = key_col.cell(i) {
                 use std::fmt::Write as _;
                 let _ = write!(scratch.text, "{v}");
@@ -51,7 +53,12 @@ pub(crate) fn resolve(
     if let (KeyKind::U64, Data::Int(values)) = (kind, &key_col.data) {
         // Integer keys of an integer-keyed table: compared and converted without cells.
         let mut last = 0i64;
-        for (i, (&v, &valid)) in values.iter().zip(&key_col.valid).enumerate() {
+        for (i, (&v, &valid)) in values[rows.clone()]
+            .iter()
+            .zip(&key_col.valid[rows.clone()])
+            .enumerate()
+        {
+            let i = base + i;
             let previous = scratch.slots.last().copied().unwrap_or(NO_ID);
             if valid && v == last && previous != NO_ID {
                 scratch.slots.push(previous);
@@ -77,7 +84,7 @@ pub(crate) fn resolve(
         return finish(load, ctx, &scratch.slots, &mut scratch.uniq_ids, &uniq, ids);
     }
     let mut last: Option<Cell<'_>> = None;
-    for i in 0..n {
+    for i in rows {
         let cell = key_col.cell(i);
         let previous = scratch.slots.last().copied().unwrap_or(NO_ID);
         if last == Some(cell) && previous != NO_ID {
@@ -91,8 +98,9 @@ pub(crate) fn resolve(
                 .map(KeyRef::Str)
                 .map_err(|_| "key is not valid UTF-8".to_owned()),
             (KeyKind::Str, Cell::Int(_)) => {
-                let start = if i == 0 { 0 } else { scratch.ends[i - 1] };
-                Ok(KeyRef::Str(&scratch.text[start..scratch.ends[i]]))
+                let j = i - base;
+                let start = if j == 0 { 0 } else { scratch.ends[j - 1] };
+                Ok(KeyRef::Str(&scratch.text[start..scratch.ends[j]]))
             }
             (KeyKind::U64, Cell::Int(v)) => u64::try_from(v)
                 .map(KeyRef::U64)
@@ -126,6 +134,60 @@ pub(crate) fn resolve(
         }
     }
     finish(load, ctx, &scratch.slots, &mut scratch.uniq_ids, &uniq, ids)
+}
+
+/// [`resolve`] for a batch whose runs of equal keys were derived ([`Batch::runs`]): the id of
+/// each run into `run_ids`. `false`, with nothing resolved or reported, when some run's key is
+/// missing or invalid: [`resolve`] then goes row by row, reporting the bad rows in order.
+pub(crate) fn resolve_runs(
+    load: &mut Load<'_>,
+    batch: &Batch,
+    col: usize,
+    ctx: &mut Ctx<'_, '_>,
+    scratch: &mut KeyScratch,
+    run_ids: &mut Vec<u32>,
+) -> Result<bool> {
+    let Some((_, starts)) = batch.runs.split_last() else {
+        return Ok(false);
+    };
+    let key_col: &Col = &batch.cols[col];
+    let kind = load.key_kind();
+    scratch.text.clear();
+    scratch.ends.clear();
+    if kind == KeyKind::Str {
+        for &i in starts {
+            if let Cell::Int(v) = key_col.cell(i as usize) {
+                use std::fmt::Write as _;
+                let _ = write!(scratch.text, "{v}");
+            }
+            scratch.ends.push(scratch.text.len());
+        }
+    }
+    let mut uniq: Vec<KeyRef<'_>> = Vec::with_capacity(starts.len());
+    for (j, &i) in starts.iter().enumerate() {
+        let key = match (kind, key_col.cell(i as usize)) {
+            (KeyKind::U64, Cell::Int(v)) => u64::try_from(v).ok().map(KeyRef::U64),
+            (KeyKind::U64, Cell::Text(b)) => std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(KeyRef::U64),
+            (KeyKind::Str, Cell::Text(b)) => std::str::from_utf8(b).ok().map(KeyRef::Str),
+            (KeyKind::Str, Cell::Int(_)) => {
+                let start = if j == 0 { 0 } else { scratch.ends[j - 1] };
+                Some(KeyRef::Str(&scratch.text[start..scratch.ends[j]]))
+            }
+            _ => None,
+        };
+        match key {
+            Some(k) => uniq.push(k),
+            None => return Ok(false),
+        }
+    }
+    load.users_many(&uniq, run_ids).map_err(|e| match e {
+        crate::Error::InvalidArgument(m) => import_error(ctx.path, None, m),
+        other => other,
+    })?;
+    Ok(true)
 }
 
 /// Resolves the distinct keys `uniq` and spreads their ids over the rows (`scratch.slots`).

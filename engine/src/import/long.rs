@@ -7,8 +7,8 @@ use super::keys::{self, KeyScratch, NO_ID};
 use super::mapping::MappedKind;
 use super::pages::Coded;
 use super::sink::{self, Sink};
-use super::source::{Batch, Cell, ColumnInfo, Data, Source, SourceType, Unit};
-use super::{Ctx, LONG_SAMPLE};
+use super::source::{Batch, Cell, ColumnInfo, Data, Derive, Source, SourceType, Unit};
+use super::{BATCH_ROWS, Ctx, LONG_SAMPLE};
 use crate::catalog::{FieldKind, validate_path};
 use crate::error::Result;
 use crate::table::Load;
@@ -86,21 +86,44 @@ pub(crate) fn import(
         wanted[value] = true;
     }
     let mut fields = Fields::new(&columns, &layout);
+    if let Layout::Tags { tag } = layout {
+        // Runs of a user's rows, and their grouping by tag, come from the decoding.
+        src.derive(Derive {
+            runs_of: Some(key),
+            groups_of: Some(tag),
+        });
+    }
     let mut batch = Batch::default();
     let mut scratch = KeyScratch::default();
     let mut ids = Vec::new();
+    let mut run_ids = Vec::new();
     let mut any = false;
     while src.next(&wanted, LONG_BATCH_ROWS, &mut batch, ctx.bad)? {
         any = true;
-        keys::resolve(load, &batch, key, ctx, &mut scratch, &mut ids)?;
-        match layout {
-            Layout::Tags { tag } => fields.tags(load, &batch, &ids, tag, ctx)?,
-            Layout::Values { field, value } => {
-                fields.values(load, &batch, &ids, field, value, ctx)?
-            }
+        if let Layout::Tags { tag } = layout
+            && batch.groups.done
+            && !batch.groups.nulls
+            && keys::resolve_runs(load, &batch, key, ctx, &mut scratch, &mut run_ids)?
+            && fields.grouped_tags(load, &batch, &run_ids, tag, ctx)?
+        {
+            fields.flush(load)?;
+            ctx.advance(batch.len(), src)?;
+            continue;
         }
-        fields.flush(load)?;
-        ctx.advance(batch.len(), src)?;
+        // Row by row, in pieces of the batch size of other shapes, so that bad rows are
+        // reported in the order (and the first one is the one) they always were.
+        for start in (0..batch.len()).step_by(BATCH_ROWS) {
+            let rows = start..(start + BATCH_ROWS).min(batch.len());
+            keys::resolve(load, &batch, rows.clone(), key, ctx, &mut scratch, &mut ids)?;
+            match layout {
+                Layout::Tags { tag } => fields.tags(load, &batch, start, &ids, tag, ctx)?,
+                Layout::Values { field, value } => {
+                    fields.values(load, &batch, start, &ids, field, value, ctx)?
+                }
+            }
+            fields.flush(load)?;
+            ctx.advance(rows.len(), src)?;
+        }
     }
     if !any {
         return Err(ctx.error(None, "the file has no data rows"));
@@ -253,19 +276,23 @@ impl Fields {
         Ok(Sink::new(field, kind, self.value_unit, &path, sep))
     }
 
+    /// Gives each row of `batch` from row `base` on its tag's flag, `ids[r]` being the id of
+    /// row `base + r`.
     fn tags(
         &mut self,
         load: &mut Load<'_>,
         batch: &Batch,
+        base: usize,
         ids: &[u32],
         tag: usize,
         ctx: &mut Ctx<'_, '_>,
     ) -> Result<()> {
         let col = &batch.cols[tag];
         if let Data::Coded(coded) = &col.data {
-            return self.coded_tags(load, batch, ids, coded, &col.valid, ctx);
+            return self.coded_tags(load, batch, base, ids, coded, &col.valid, ctx);
         }
         for (r, &id) in ids.iter().enumerate() {
+            let r = base + r;
             if id == NO_ID {
                 continue;
             }
@@ -290,10 +317,12 @@ impl Fields {
     /// its field once per dictionary, on its first use (so fields are declared in the order
     /// rows name them, as for plain text). The batch's ids are then grouped by field (a
     /// counting sort, row order kept within a field) and each field takes its run at once.
+    #[allow(clippy::too_many_arguments)]
     fn coded_tags(
         &mut self,
         load: &mut Load<'_>,
         batch: &Batch,
+        base: usize,
         ids: &[u32],
         coded: &Coded,
         valid: &[bool],
@@ -307,7 +336,8 @@ impl Fields {
         }
         let mut slots = std::mem::take(&mut self.slots);
         slots.clear();
-        for (r, (&id, &code)) in ids.iter().zip(&coded.codes).enumerate() {
+        for (r, (&id, &code)) in ids.iter().zip(&coded.codes[base..]).enumerate() {
+            let r = base + r;
             if id == NO_ID {
                 slots.push(UNMATCHED);
                 continue;
@@ -371,10 +401,76 @@ impl Fields {
         Ok(())
     }
 
+    /// [`Fields::coded_tags`] for a batch whose runs of a user's rows are grouped by tag
+    /// ([`Batch::groups`]), every run's id in `run_ids`: tags not matched yet are matched in
+    /// the order rows first name them, then each field takes the ids of its runs at once.
+    /// `false`, with no flag given, when some tag does not make a field (its rows must be
+    /// reported in order by [`Fields::coded_tags`]).
+    fn grouped_tags(
+        &mut self,
+        load: &mut Load<'_>,
+        batch: &Batch,
+        run_ids: &[u32],
+        tag: usize,
+        ctx: &mut Ctx<'_, '_>,
+    ) -> Result<bool> {
+        let Data::Coded(coded) = &batch.cols[tag].data else {
+            return Ok(false);
+        };
+        let g = &batch.groups;
+        if self.dict_id != coded.dict.id {
+            self.dict_id = coded.dict.id;
+            self.by_code.clear();
+            self.by_code.resize(coded.dict.texts.len(), UNMATCHED);
+        }
+        let codes = g.first_row.len();
+        let mut field_of = vec![UNMATCHED; codes];
+        let mut fresh: Vec<(u32, u32)> = Vec::new();
+        for (c, &first) in g.first_row.iter().enumerate() {
+            if first == u32::MAX {
+                continue;
+            }
+            match self.by_code.get(c) {
+                Some(&i) if i != UNMATCHED => field_of[c] = i,
+                _ => fresh.push((first, c as u32)),
+            }
+        }
+        fresh.sort_unstable();
+        for (_, c) in fresh {
+            match self.index(load, coded.text(c), true, ctx)? {
+                Ok(i) => {
+                    field_of[c as usize] = i as u32;
+                    if let Some(slot) = self.by_code.get_mut(c as usize) {
+                        *slot = i as u32;
+                    }
+                }
+                Err(_) => return Ok(false),
+            }
+        }
+        let mut ids = std::mem::take(&mut self.grouped);
+        for (c, &i) in field_of.iter().enumerate() {
+            let runs = &g.runs[g.starts[c] as usize..g.starts[c + 1] as usize];
+            if runs.is_empty() {
+                continue;
+            }
+            if let Some(State::Ready(s)) = self.states.get_mut(i as usize) {
+                ids.clear();
+                ids.extend(runs.iter().map(|&r| run_ids[r as usize]));
+                s.push_flags(&ids);
+            }
+        }
+        self.grouped = ids;
+        Ok(true)
+    }
+
+    /// Stages each row's value of `batch` from row `base` on, `ids[r]` being the id of row
+    /// `base + r`.
+    #[allow(clippy::too_many_arguments)]
     fn values(
         &mut self,
         load: &mut Load<'_>,
         batch: &Batch,
+        base: usize,
         ids: &[u32],
         field: usize,
         value: usize,
@@ -383,6 +479,7 @@ impl Fields {
         let names = &batch.cols[field];
         let values = &batch.cols[value];
         for (r, &id) in ids.iter().enumerate() {
+            let r = base + r;
             if id == NO_ID {
                 continue;
             }

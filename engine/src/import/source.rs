@@ -242,11 +242,122 @@ pub(crate) struct Batch {
     /// 1-based row numbers within the file (the CSV header is not a row).
     pub(crate) rows: Vec<u64>,
     pub(crate) cols: Vec<Col>,
+    /// What [`Derive`] asked for: the first row of each run of equal keys, then the number of
+    /// rows (empty when not asked).
+    pub(crate) runs: Vec<u32>,
+    /// What [`Derive`] asked for: the runs grouped by dictionary code.
+    pub(crate) groups: Groups,
 }
 
 impl Batch {
     pub(crate) fn len(&self) -> usize {
         self.rows.len()
+    }
+}
+
+/// What the decoding derives from every batch for a shape, where it decodes (for Parquet, on
+/// the worker threads, off the import's own thread).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Derive {
+    /// The key column whose runs of equal values to find ([`Batch::runs`]).
+    pub(crate) runs_of: Option<usize>,
+    /// A column of dictionary codes to group the runs by ([`Batch::groups`]); needs `runs_of`.
+    pub(crate) groups_of: Option<usize>,
+}
+
+/// The runs of a batch grouped by the dictionary code of one column (rows without a code
+/// left out): the runs holding code `c` are `runs[starts[c]..starts[c + 1]]`, in row order (a
+/// run holding a code twice is there twice).
+#[derive(Debug, Default)]
+pub(crate) struct Groups {
+    /// Whether the batch is grouped (the column held dictionary codes).
+    pub(crate) done: bool,
+    /// Whether some row had no code (a null).
+    pub(crate) nulls: bool,
+    pub(crate) starts: Vec<u32>,
+    pub(crate) runs: Vec<u32>,
+    /// Per code, the first row holding it (`u32::MAX`: none).
+    pub(crate) first_row: Vec<u32>,
+}
+
+impl Derive {
+    /// Fills in what is asked of `batch`.
+    pub(crate) fn apply(self, batch: &mut Batch) {
+        batch.runs.clear();
+        batch.groups.done = false;
+        let Some(key) = self.runs_of else { return };
+        let col = &batch.cols[key];
+        let n = col.valid.len();
+        let runs = &mut batch.runs;
+        match &col.data {
+            Data::Int(v) => {
+                let (v, valid) = (&v[..n], &col.valid[..n]);
+                if n > 0 {
+                    runs.push(0);
+                }
+                for i in 1..n {
+                    if v[i] != v[i - 1] || valid[i] != valid[i - 1] {
+                        runs.push(i as u32);
+                    }
+                }
+            }
+            Data::Coded(c) => {
+                for i in 0..n {
+                    if i == 0 || c.codes[i] != c.codes[i - 1] || col.valid[i] != col.valid[i - 1] {
+                        runs.push(i as u32);
+                    }
+                }
+            }
+            _ => {
+                for i in 0..n {
+                    if i == 0 || col.cell(i) != col.cell(i - 1) {
+                        runs.push(i as u32);
+                    }
+                }
+            }
+        }
+        runs.push(n as u32);
+        let Some(tags) = self.groups_of else { return };
+        let col = &batch.cols[tags];
+        let Data::Coded(coded) = &col.data else {
+            return;
+        };
+        let g = &mut batch.groups;
+        let codes = coded.dict.texts.len() + coded.extra.len();
+        g.nulls = false;
+        g.starts.clear();
+        g.starts.resize(codes + 1, 0);
+        g.first_row.clear();
+        g.first_row.resize(codes, u32::MAX);
+        for (r, (&c, &valid)) in coded.codes.iter().zip(&col.valid).enumerate() {
+            if !valid {
+                g.nulls = true;
+                continue;
+            }
+            let c = c as usize;
+            if g.first_row[c] == u32::MAX {
+                g.first_row[c] = r as u32;
+            }
+            g.starts[c + 1] += 1;
+        }
+        for c in 1..=codes {
+            g.starts[c] += g.starts[c - 1];
+        }
+        g.runs.clear();
+        g.runs.resize(g.starts[codes] as usize, 0);
+        // `at[c]`: where the next run of code `c` goes.
+        let mut at = g.starts[..codes].to_vec();
+        for (run, rows) in batch.runs.windows(2).enumerate() {
+            let rows = rows[0] as usize..rows[1] as usize;
+            for (&c, &valid) in coded.codes[rows.clone()].iter().zip(&col.valid[rows]) {
+                if valid {
+                    let slot = &mut at[c as usize];
+                    g.runs[*slot as usize] = run as u32;
+                    *slot += 1;
+                }
+            }
+        }
+        g.done = true;
     }
 }
 
@@ -300,6 +411,8 @@ pub(crate) trait Source {
     ) -> Result<bool>;
     /// Bytes of the file consumed so far (approximately).
     fn bytes_read(&self) -> u64;
+    /// Asks for `derive` to be applied to every batch from now on.
+    fn derive(&mut self, derive: Derive);
 }
 
 /// Opens `path` as `file_type`.
@@ -334,6 +447,7 @@ struct CsvSource {
     /// A ragged row met after some good rows of a batch: reported at the start of the next
     /// batch, so that bad rows are reported in file order.
     ragged: Option<(u64, usize)>,
+    derive: Derive,
 }
 
 impl CsvSource {
@@ -384,6 +498,7 @@ impl CsvSource {
             record: csv::ByteRecord::new(),
             row: 0,
             ragged: None,
+            derive: Derive::default(),
         })
     }
 }
@@ -459,11 +574,16 @@ impl Source for CsvSource {
                 t.push(value);
             }
         }
+        self.derive.apply(batch);
         Ok(!batch.rows.is_empty())
     }
 
     fn bytes_read(&self) -> u64 {
         self.reader.position().byte()
+    }
+
+    fn derive(&mut self, derive: Derive) {
+        self.derive = derive;
     }
 }
 
@@ -519,6 +639,7 @@ struct ParquetSource {
     /// The row groups being decoded, once the first batch is asked for.
     decoding: Option<Decoding>,
     bytes_done: u64,
+    derive: Derive,
 }
 
 /// The row groups of a file being decoded on worker threads ([`Ordered`]).
@@ -543,6 +664,7 @@ struct GroupPlan {
     codes_ok: Vec<bool>,
     wanted: Vec<bool>,
     max_rows: usize,
+    derive: Derive,
     /// Per row group with rows: its index in the file, its first row (0-based) and its rows.
     groups: Vec<(usize, u64, u64)>,
 }
@@ -729,6 +851,7 @@ impl ParquetSource {
             codes_ok,
             decoding: None,
             bytes_done: 0,
+            derive: Derive::default(),
         })
     }
 
@@ -754,6 +877,7 @@ impl ParquetSource {
             codes_ok: self.codes_ok.clone(),
             wanted: wanted.to_vec(),
             max_rows: max_rows.max(1),
+            derive: self.derive,
             groups: groups.clone(),
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -799,6 +923,7 @@ impl GroupPlan {
                 return;
             }
             batch.rows.extend((row + 1)..=(row + n as u64));
+            self.derive.apply(&mut batch);
             done += n as u64;
             if !emit.send(Ok(batch)) {
                 return;
@@ -1154,6 +1279,13 @@ impl Source for ParquetSource {
 
     fn bytes_read(&self) -> u64 {
         self.bytes_done
+    }
+
+    fn derive(&mut self, derive: Derive) {
+        // Batches already decoding keep what they were started with.
+        if self.decoding.is_none() {
+            self.derive = derive;
+        }
     }
 }
 

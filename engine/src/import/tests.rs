@@ -584,6 +584,85 @@ fn parquet_row_groups_load_like_the_same_rows_in_csv() {
     assert_eq!(loaded[0], loaded[1]);
 }
 
+/// Long rows of tags, as Parquet (tags dictionary-coded, grouped by tag on the decoding
+/// threads) and as CSV (row by row): the same users in the same id order, the same fields in
+/// the same order, the same flags; and the same first bad row, or skipped rows, when some
+/// rows have a null tag, a tag that makes no field path, or a missing key.
+#[test]
+fn long_parquet_tags_load_like_the_same_rows_in_csv() {
+    // Users in runs (mostly increasing, some coming back), 1 to 6 tags each, some repeated.
+    let mut rows: Vec<(Option<String>, Option<String>)> = Vec::new();
+    for u in 0..1500u64 {
+        let user = if u % 97 == 5 { u / 3 } else { u };
+        for t in 0..1 + (u * 7) % 6 {
+            let tag = format!("tag/t{}", (u * 31 + t * 17) % 40);
+            rows.push((Some(format!("u{user}")), Some(tag)));
+        }
+    }
+    let clean = rows.clone();
+    let mut dirty = rows;
+    dirty[2100].0 = None;
+    dirty[3333].1 = None;
+    dirty[4000].1 = Some("Bad Tag".into());
+    for (rows, bad) in [(clean, None), (dirty, Some(2101))] {
+        let mut loaded = Vec::new();
+        for parquet in [false, true] {
+            let f = fixture(KeyKind::Str);
+            let path = if parquet {
+                let p = f.path("t.parquet");
+                write_parquet(
+                    &p,
+                    "message m { optional binary user (UTF8); optional binary tag (UTF8); }",
+                    &[
+                        Pq::Str(rows.iter().map(|r| r.0.clone()).collect()),
+                        Pq::Str(rows.iter().map(|r| r.1.clone()).collect()),
+                    ],
+                    700,
+                );
+                p
+            } else {
+                let mut text = String::from("user,tag\n");
+                for (k, t) in &rows {
+                    text.push_str(&format!(
+                        "{},{}\n",
+                        k.as_deref().unwrap_or(""),
+                        t.as_deref().unwrap_or("")
+                    ));
+                }
+                f.file("t.csv", &text)
+            };
+            let mut o = long();
+            if let Some(row) = bad {
+                let e = f.import("d1", std::slice::from_ref(&path), &o).unwrap_err();
+                match &e {
+                    Error::Import {
+                        path: p, row: r, ..
+                    } => {
+                        assert_eq!(p, &path);
+                        assert_eq!(*r, Some(row), "{e}");
+                    }
+                    other => panic!("{other}"),
+                }
+                assert_eq!(f.table.snapshot().users(), 0);
+                o.skip_bad_rows = true;
+            }
+            let s = f.import("d1", std::slice::from_ref(&path), &o).unwrap();
+            let skipped: Vec<(String, u64, u64)> = s
+                .skipped
+                .iter()
+                .map(|r| (r.reason.clone(), r.rows, r.first_row))
+                .collect();
+            let snap = f.table.snapshot();
+            let keys: Vec<String> = (0..snap.users()).map(|id| key_str(&snap, id)).collect();
+            let fields: Vec<String> = snap.fields().map(|m| m.spec.path.clone()).collect();
+            let flags: Vec<BTreeSet<String>> = fields.iter().map(|p| f.flag_keys(p)).collect();
+            loaded.push((keys, fields, flags, skipped, s.rows));
+        }
+        assert_eq!(loaded[0], loaded[1]);
+        assert_eq!(loaded[0].1.len(), 40);
+    }
+}
+
 /// A Parquet file damaged inside a later row group: the import fails naming the file and
 /// the first row of that group, and changes nothing.
 #[test]

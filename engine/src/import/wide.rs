@@ -139,7 +139,15 @@ pub(crate) fn import(
     let mut ids = Vec::new();
     let mut row_scratch = RowScratch::default();
     loop {
-        keys::resolve(load, &batch, key, ctx, &mut scratch, &mut ids)?;
+        keys::resolve(
+            load,
+            &batch,
+            0..batch.len(),
+            key,
+            ctx,
+            &mut scratch,
+            &mut ids,
+        )?;
         rows_into(load, &batch, &ids, &mut row_scratch, &mut sinks, ctx.bad)?;
         ctx.advance(batch.len(), src)?;
         if !src.next(&wanted, rows, &mut batch, ctx.bad)? {
