@@ -170,6 +170,12 @@ pub(crate) struct IdDictionary {
     /// without a probe, which makes the common increasing user numbers cheap to look up and
     /// to append.
     bound: Option<u64>,
+    /// Whether `u64` keys above every key held may be appended without indexing them
+    /// ([`IdDictionary::deferring_index`]).
+    defer: bool,
+    /// The number of last keys not in the index (only when deferring): `u64` keys, strictly
+    /// increasing and above every indexed key, so a lookup finds them by binary search.
+    tail: usize,
 }
 
 impl fmt::Debug for IdDictionary {
@@ -193,7 +199,71 @@ impl IdDictionary {
             store,
             index: Index::default(),
             bound: None,
+            defer: false,
+            tail: 0,
         }
+    }
+
+    /// This dictionary, indexing `u64` keys that arrive in increasing order only when a
+    /// lookup or an append out of order needs it: a load of new users numbered in order then
+    /// never hashes them (the table's dictionary indexes them when the load commits).
+    pub(crate) fn deferring_index(mut self) -> Self {
+        self.defer = true;
+        self
+    }
+
+    /// Where `k` would be among the unindexed last keys: `Some(id or None)` if it is not
+    /// below the first of them (so not in the index either), `None` to look in the index.
+    #[inline]
+    fn in_tail(&self, k: u64) -> Option<Option<u32>> {
+        let Store::U64(v) = &self.store else {
+            return None;
+        };
+        let tail = &v[v.len() - self.tail..];
+        if tail.first().is_none_or(|&f| k < f) {
+            return None;
+        }
+        let at = v.len() - self.tail;
+        Some(
+            tail.binary_search(&k)
+                .ok()
+                .map(|i| self.first + (at + i) as u32),
+        )
+    }
+
+    /// Indexes the unindexed last keys.
+    fn settle(&mut self) {
+        if self.tail == 0 {
+            return;
+        }
+        if let Store::U64(v) = &self.store {
+            let range = v.len() - self.tail..v.len();
+            index_range(&mut self.index, v, range);
+        }
+        self.tail = 0;
+    }
+
+    /// Appends `keys` without indexing them if deferring and they are strictly increasing
+    /// `u64` keys above every key held; `false` (nothing done) otherwise.
+    fn append_deferred(&mut self, keys: &[KeyRef<'_>]) -> bool {
+        if !self.defer {
+            return false;
+        }
+        let mut above = self.bound;
+        for k in keys {
+            match *k {
+                KeyRef::U64(k) if above.is_none_or(|b| k > b) => above = Some(k),
+                _ => return false,
+            }
+        }
+        let Store::U64(v) = &mut self.store else {
+            return false;
+        };
+        reserve_gently(v, keys.len());
+        v.extend(keys.iter().filter_map(|k| <Vec<u64>>::probe(*k)));
+        self.tail += keys.len();
+        self.bound = above;
+        true
     }
 
     /// Whether `key` is a `u64` key above every key held (and so certainly absent).
@@ -275,6 +345,11 @@ impl IdDictionary {
         if self.beyond(key) && self.kind() == KeyKind::U64 {
             return None;
         }
+        if let KeyRef::U64(k) = key
+            && let Some(found) = self.in_tail(k)
+        {
+            return found;
+        }
         match &self.store {
             Store::U64(v) => self.get_in(v, key),
             Store::Str(a) => self.get_in(a, key),
@@ -345,9 +420,17 @@ impl IdDictionary {
         let mut hashes = [0u64; BATCH];
         let mut at = [(0usize, 0u32); BATCH];
         let n = keys.len().min(BATCH);
+        // Keys decided without the index: above every key, or among the unindexed ones.
+        let mut decided = [None; BATCH];
         for j in 0..n {
+            if let (KeyRef::U64(k), true) = (keys[j], self.tail > 0)
+                && !self.beyond(keys[j])
+            {
+                decided[j] = self.in_tail(k);
+            }
             if let Some(p) = S::probe(keys[j])
                 && !self.beyond(keys[j])
+                && decided[j].is_none()
             {
                 let h = S::hash(p);
                 probes[j] = Some(p);
@@ -381,7 +464,7 @@ impl IdDictionary {
                     index.find_after(hashes[j], pos, |i| store.matches(i, p))
                 }
             });
-            out.push(found.map(|i| self.first + i));
+            out.push(decided[j].unwrap_or(found.map(|i| self.first + i)));
         }
     }
 
@@ -393,6 +476,10 @@ impl IdDictionary {
                 "a table holds at most 4,294,967,295 users".into(),
             ));
         }
+        if self.append_deferred(&[key]) {
+            return Ok(id);
+        }
+        self.settle();
         let at = self.len() as usize;
         match (&mut self.store, key) {
             (Store::U64(v), KeyRef::U64(k)) => {
@@ -433,6 +520,10 @@ impl IdDictionary {
                 "a table holds at most 4,294,967,295 users".into(),
             ));
         }
+        if self.append_deferred(keys) {
+            return Ok(Ok(()));
+        }
+        self.settle();
         let at = self.len() as usize;
         let new = at..at + keys.len();
         let index = &mut self.index;
@@ -503,6 +594,7 @@ impl IdDictionary {
                 self.end()
             )));
         }
+        self.settle();
         let at = self.len() as usize;
         let added = other.len() as usize;
         match (&mut self.store, &other.store) {
@@ -730,12 +822,16 @@ mod tests {
         fn extend_new_matches_a_hashmap_model(
             kind in prop_oneof![Just(KeyKind::Str), Just(KeyKind::U64)],
             batches in proptest::collection::vec(proptest::collection::vec(0u64..3000, 0..300), 1..12),
+            defer in any::<bool>(),
         ) {
             let key = |v: u64| match kind {
                 KeyKind::U64 => Key::U64(v),
                 KeyKind::Str => Key::Str(format!("k{v}")),
             };
             let mut d = IdDictionary::new(kind, 3);
+            if defer {
+                d = d.deferring_index();
+            }
             let mut model: HashMap<Key, u32> = HashMap::new();
             for batch in &batches {
                 let keys: Vec<Key> = batch.iter().map(|&v| key(v)).collect();
@@ -780,8 +876,12 @@ mod tests {
                 (0u64..5000, 0usize..200, 1u64..4, 0u8..4),
                 1..16,
             ),
+            defer in any::<bool>(),
         ) {
             let mut d = IdDictionary::new(KeyKind::U64, 0);
+            if defer {
+                d = d.deferring_index();
+            }
             let mut model: HashMap<Key, u32> = HashMap::new();
             let mut top = 0u64;
             for (jump, len, step, how) in runs {
@@ -823,6 +923,9 @@ mod tests {
                     }
                 }
                 top = top.max(start + len as u64 * step);
+                for (k, &id) in &model {
+                    prop_assert_eq!(d.key(id), Some(k.as_ref()));
+                }
                 let mut queries: Vec<Key> = model.keys().cloned().collect();
                 queries.extend((0..8).map(|i| Key::U64(top + i)));
                 queries.extend(keys.iter().map(|k| match k {

@@ -108,7 +108,7 @@ impl<'t> Load<'t> {
         Ok(Self {
             table,
             _writer: writer,
-            new_keys: IdDictionary::new(base.key_kind(), base.users()),
+            new_keys: IdDictionary::new(base.key_kind(), base.users()).deferring_index(),
             base,
             label: label.to_owned(),
             fields: Vec::new(),
