@@ -40,6 +40,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use croaring::Bitmap;
+use xxhash_rust::xxh3::Xxh3;
 
 use super::mapped::MappedBlobs;
 use super::{FORMAT_VERSION, OLDEST_SUPPORTED_FORMAT_VERSION, checksum};
@@ -161,8 +162,9 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Adds a raw blob.
-    pub(crate) fn add_bytes(&mut self, key: BlobKey, aux: i64, bytes: &[u8]) -> Result<()> {
+    /// Checks that `key` comes after the last blob's and pads to the next blob's offset,
+    /// which it returns.
+    fn start_blob(&mut self, key: BlobKey) -> Result<u64> {
         if self.last.is_some_and(|last| last >= key) {
             return Err(Error::Internal(format!(
                 "segment blobs out of order: {key:?} after {:?}",
@@ -172,8 +174,11 @@ impl SegmentWriter {
         self.last = Some(key);
         let pad = (ALIGN - (self.pos as usize % ALIGN)) % ALIGN;
         self.write(&[0u8; ALIGN][..pad])?;
-        let offset = self.pos;
-        self.write(bytes)?;
+        Ok(self.pos)
+    }
+
+    /// Records the index entry of a blob written at `offset`.
+    fn end_blob(&mut self, key: BlobKey, aux: i64, offset: u64, len: u64, sum: u64) {
         let e = &mut self.index;
         e.extend_from_slice(&key.field.to_le_bytes());
         e.extend_from_slice(&(key.role as u16).to_le_bytes());
@@ -182,9 +187,36 @@ impl SegmentWriter {
         e.extend_from_slice(&0u32.to_le_bytes());
         e.extend_from_slice(&aux.to_le_bytes());
         e.extend_from_slice(&offset.to_le_bytes());
-        e.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-        e.extend_from_slice(&checksum(bytes).to_le_bytes());
+        e.extend_from_slice(&len.to_le_bytes());
+        e.extend_from_slice(&sum.to_le_bytes());
+    }
+
+    /// Adds a raw blob.
+    pub(crate) fn add_bytes(&mut self, key: BlobKey, aux: i64, bytes: &[u8]) -> Result<()> {
+        let offset = self.start_blob(key)?;
+        self.write(bytes)?;
+        self.end_blob(key, aux, offset, bytes.len() as u64, checksum(bytes));
         Ok(())
+    }
+
+    /// Adds a blob whose bytes `fill` writes in pieces to the sink it is given (a large column
+    /// encoded through a small buffer, say, rather than built whole first). Returns its length.
+    pub(crate) fn add_streamed(
+        &mut self,
+        key: BlobKey,
+        aux: i64,
+        fill: impl FnOnce(&mut BlobSink<'_>) -> Result<()>,
+    ) -> Result<u64> {
+        let offset = self.start_blob(key)?;
+        let mut sink = BlobSink {
+            w: self,
+            hasher: Xxh3::new(),
+            len: 0,
+        };
+        fill(&mut sink)?;
+        let (len, sum) = (sink.len, sink.hasher.digest());
+        self.end_blob(key, aux, offset, len, sum);
+        Ok(len)
     }
 
     /// Adds a bitmap in CRoaring's portable serialization (loads serialize their bitmaps
@@ -217,6 +249,22 @@ impl SegmentWriter {
             .map_err(|e| Error::io(&self.path, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io(&self.path, e))?;
         Ok(self.pos)
+    }
+}
+
+/// Where [`SegmentWriter::add_streamed`] writes a blob's pieces.
+pub(crate) struct BlobSink<'w> {
+    w: &'w mut SegmentWriter,
+    hasher: Xxh3,
+    len: u64,
+}
+
+impl BlobSink<'_> {
+    /// Appends `bytes` to the blob.
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        self.w.write(bytes)
     }
 }
 
@@ -450,6 +498,39 @@ mod tests {
         assert_eq!(s.bitmap(2).unwrap().cardinality(), 100_000);
         assert!(s.find(key(3, Role::Flag, 0)).is_none());
         s.check_integrity().unwrap();
+    }
+
+    /// A blob written in pieces is the blob written at once: same bytes, same checksum.
+    #[test]
+    fn streamed_blobs_read_back_like_whole_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let whole = dir.path().join("whole.seg");
+        let pieces = dir.path().join("pieces.seg");
+        let mut w = SegmentWriter::create(&whole, 1, 0).unwrap();
+        w.add_bytes(key(1, Role::Flag, 0), 0, &body[..5]).unwrap();
+        w.add_bytes(key(2, Role::Ints, 0), 9, &body).unwrap();
+        w.finish().unwrap();
+        let mut w = SegmentWriter::create(&pieces, 1, 0).unwrap();
+        w.add_streamed(key(1, Role::Flag, 0), 0, |s| s.write(&body[..5]))
+            .unwrap();
+        let len = w
+            .add_streamed(key(2, Role::Ints, 0), 9, |s| {
+                for part in body.chunks(7_001) {
+                    s.write(part)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(len, body.len() as u64);
+        w.finish().unwrap();
+        assert_eq!(
+            std::fs::read(&whole).unwrap(),
+            std::fs::read(&pieces).unwrap()
+        );
+        let seg = Segment::open(&pieces).unwrap();
+        let slot = seg.find(key(2, Role::Ints, 0)).unwrap();
+        assert_eq!(seg.bytes(slot).unwrap(), &body[..]);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::catalog::{FieldKind, FieldMeta, FieldSpec, VersionInfo, validate_path
 use crate::error::{Error, Result};
 use crate::ids::{IdDictionary, KeyRef, chunk};
 use crate::storage::manifest::{ChunkRef, FieldRecord, VersionRecord};
-use crate::storage::segment::{self, BlobKey, NULL_CODE, Role, Segment, SegmentWriter};
+use crate::storage::segment::{self, BlobKey, BlobSink, NULL_CODE, Role, Segment, SegmentWriter};
 use crate::{SHARD_BITS, now_ms, shard_count};
 
 /// A field being loaded, as returned by [`Load::field`].
@@ -1002,8 +1002,8 @@ impl<'a> Prepared<'a> {
     }
 
     /// This field's blobs for `shard` (ids `range`), in key order.
-    fn shard_blobs(&self, shard: u32, range: std::ops::Range<u32>) -> Result<FieldBlobs<'a>> {
-        let mut blobs: Vec<(BlobKey, i64, BlobData<'a>)> = Vec::new();
+    fn shard_blobs(&self, shard: u32, range: std::ops::Range<u32>) -> Result<FieldBlobs<'_>> {
+        let mut blobs: Vec<(BlobKey, i64, BlobData<'_>)> = Vec::new();
         let mut event_users = 0;
         let key = |role, key| BlobKey {
             field: self.id,
@@ -1037,11 +1037,11 @@ impl<'a> Prepared<'a> {
                         blobs.push((key(Role::Value, c), 0, BlobData::Bitmap(b)));
                     }
                     if self.kind == FieldKind::Enum {
-                        let mut col = vec![NULL_CODE; rows];
-                        for &(id, c) in part {
-                            col[(id - range.start) as usize] = c;
-                        }
-                        blobs.push((key(Role::Codes, 0), range.start as i64, BlobData::U32(col)));
+                        blobs.push((
+                            key(Role::Codes, 0),
+                            range.start as i64,
+                            BlobData::Codes(part, range.clone()),
+                        ));
                     } else {
                         let mut offsets = Vec::with_capacity(rows + 1);
                         let mut codes = Vec::with_capacity(part.len());
@@ -1129,10 +1129,6 @@ impl<'a> Prepared<'a> {
                 let part = &self.ints[lo..hi];
                 if !part.is_empty() {
                     let bsi = BsiBuilt::build(part);
-                    let mut col = vec![0i64; rows];
-                    for &(id, v) in part {
-                        col[(id - range.start) as usize] = v;
-                    }
                     blobs.push((
                         key(Role::BsiExists, 0),
                         bsi.base,
@@ -1141,7 +1137,11 @@ impl<'a> Prepared<'a> {
                     for (bit, s) in bsi.slices.into_iter().enumerate() {
                         blobs.push((key(Role::BsiSlice, bit as u32), 0, BlobData::Bitmap(s)));
                     }
-                    blobs.push((key(Role::Ints, 0), range.start as i64, BlobData::I64(col)));
+                    blobs.push((
+                        key(Role::Ints, 0),
+                        range.start as i64,
+                        BlobData::Ints(part, range.clone()),
+                    ));
                 }
             }
         }
@@ -1161,7 +1161,87 @@ impl<'a> Prepared<'a> {
 struct Blob<'a> {
     key: BlobKey,
     aux: i64,
-    bytes: std::borrow::Cow<'a, [u8]>,
+    bytes: BlobBytes<'a>,
+}
+
+/// The bytes of a [`Blob`]: ready, or (columns) encoded as they are written, through a small
+/// buffer, rather than built whole beforehand.
+enum BlobBytes<'a> {
+    Ready(std::borrow::Cow<'a, [u8]>),
+    /// Pieces written one after the other.
+    Parts(Vec<Vec<u8>>),
+    /// An `i64` per user of the range: its value in the pairs (sorted by id, one per id), 0
+    /// for the others.
+    Ints(&'a [(u32, i64)], std::ops::Range<u32>),
+    /// A `u32` per user of the range: its code in the pairs (sorted by id, one per id),
+    /// [`NULL_CODE`] for the others.
+    Codes(&'a [(u32, u32)], std::ops::Range<u32>),
+}
+
+impl Blob<'_> {
+    /// The bytes of a ready or pieced blob (tests).
+    #[cfg(test)]
+    fn ready_bytes(&self) -> Vec<u8> {
+        match &self.bytes {
+            BlobBytes::Ready(b) => b.to_vec(),
+            BlobBytes::Parts(parts) => parts.concat(),
+            BlobBytes::Ints(..) | BlobBytes::Codes(..) => unreachable!("a column blob"),
+        }
+    }
+
+    /// Writes this blob to `w`; returns its length.
+    fn write(&self, w: &mut SegmentWriter) -> Result<u64> {
+        match &self.bytes {
+            BlobBytes::Ready(b) => {
+                w.add_bytes(self.key, self.aux, b)?;
+                Ok(b.len() as u64)
+            }
+            BlobBytes::Parts(parts) => w.add_streamed(self.key, self.aux, |s| {
+                parts.iter().try_for_each(|p| s.write(p))
+            }),
+            BlobBytes::Ints(pairs, range) => w.add_streamed(self.key, self.aux, |s| {
+                stream_column(s, pairs, range.clone(), 0, |v, out| {
+                    out.extend_from_slice(&v.to_le_bytes())
+                })
+            }),
+            BlobBytes::Codes(pairs, range) => w.add_streamed(self.key, self.aux, |s| {
+                stream_column(s, pairs, range.clone(), NULL_CODE, |v, out| {
+                    out.extend_from_slice(&v.to_le_bytes())
+                })
+            }),
+        }
+    }
+}
+
+/// Writes to `s` the column of the ids of `range`: each id's value in `pairs` (sorted by id,
+/// one per id), `absent` for the others, each encoded by `encode`, through a small buffer.
+fn stream_column<T: Copy>(
+    s: &mut BlobSink<'_>,
+    pairs: &[(u32, T)],
+    range: std::ops::Range<u32>,
+    absent: T,
+    encode: impl Fn(T, &mut Vec<u8>),
+) -> Result<()> {
+    const FLUSH: usize = 64 * 1024;
+    debug_assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0));
+    let mut buf = Vec::with_capacity(FLUSH + 64);
+    let mut next = range.start;
+    let mut pairs = pairs.iter().filter(|p| range.contains(&p.0)).peekable();
+    while next < range.end {
+        match pairs.peek() {
+            Some(&&(id, v)) if id == next => {
+                encode(v, &mut buf);
+                pairs.next();
+            }
+            _ => encode(absent, &mut buf),
+        }
+        next += 1;
+        if buf.len() >= FLUSH {
+            s.write(&buf)?;
+            buf.clear();
+        }
+    }
+    s.write(&buf)
 }
 
 /// One field's blobs for one shard.
@@ -1212,9 +1292,7 @@ fn write_segment(
                         if w.is_none() {
                             w = Some(SegmentWriter::create(path, file_id, shard)?);
                         }
-                        let w = w.as_mut().expect("created above");
-                        w.add_bytes(b.key, b.aux, &b.bytes)?;
-                        bytes += b.bytes.len() as u64;
+                        bytes += b.write(w.as_mut().expect("created above"))?;
                     }
                     written.push(FieldWritten {
                         bytes,
@@ -1238,7 +1316,7 @@ fn write_segment(
         return Ok(None);
     };
     for b in &forward {
-        w.add_bytes(b.key, b.aux, &b.bytes)?;
+        b.write(&mut w)?;
     }
     let bytes = w.finish()?;
     Ok(Some(SegmentWritten {
@@ -1286,13 +1364,13 @@ fn forward_index(
     let mut offsets = Vec::with_capacity((rows + 1) * 4);
     let mut at = 0u32;
     offsets.extend_from_slice(&at.to_le_bytes());
-    let mut positions = Vec::with_capacity(parts.iter().map(|p| p.1.len()).sum());
-    for (counts, pos) in &parts {
+    let mut positions = Vec::with_capacity(parts.len());
+    for (counts, pos) in parts {
         for c in counts {
             at += c;
             offsets.extend_from_slice(&at.to_le_bytes());
         }
-        positions.extend_from_slice(pos);
+        positions.push(pos);
     }
     let key = |role| BlobKey {
         field: segment::FORWARD_FIELD,
@@ -1304,17 +1382,17 @@ fn forward_index(
         Blob {
             key: key(Role::ForwardOffsets),
             aux: range.start as i64,
-            bytes: offsets.into(),
+            bytes: BlobBytes::Ready(offsets.into()),
         },
         Blob {
             key: key(Role::ForwardFlags),
             aux: range.start as i64,
-            bytes: positions.into(),
+            bytes: BlobBytes::Parts(positions),
         },
         Blob {
             key: key(Role::ForwardFields),
             aux: 0,
-            bytes: fields.into(),
+            bytes: BlobBytes::Ready(fields.into()),
         },
     ])
 }
@@ -1379,24 +1457,22 @@ enum BlobData<'a> {
     Raw(&'a [u8]),
     Bitmap(Bitmap),
     U32(Vec<u32>),
-    I64(Vec<i64>),
+    /// See [`BlobBytes::Ints`].
+    Ints(&'a [(u32, i64)], std::ops::Range<u32>),
+    /// See [`BlobBytes::Codes`].
+    Codes(&'a [(u32, u32)], std::ops::Range<u32>),
 }
 
 impl<'a> BlobData<'a> {
     /// The bytes written to the segment: bitmaps in CRoaring's portable format, columns as
     /// little-endian integers.
-    fn into_bytes(self) -> std::borrow::Cow<'a, [u8]> {
+    fn into_bytes(self) -> BlobBytes<'a> {
         match self {
-            BlobData::Raw(raw) => raw.into(),
-            BlobData::Bitmap(b) => b.serialize::<croaring::Portable>().into(),
-            BlobData::U32(v) => le_u32(&v).into(),
-            BlobData::I64(v) => {
-                let mut raw = Vec::with_capacity(v.len() * 8);
-                for x in &v {
-                    raw.extend_from_slice(&x.to_le_bytes());
-                }
-                raw.into()
-            }
+            BlobData::Raw(raw) => BlobBytes::Ready(raw.into()),
+            BlobData::Bitmap(b) => BlobBytes::Ready(b.serialize::<croaring::Portable>().into()),
+            BlobData::U32(v) => BlobBytes::Ready(le_u32(&v).into()),
+            BlobData::Ints(pairs, range) => BlobBytes::Ints(pairs, range),
+            BlobData::Codes(pairs, range) => BlobBytes::Codes(pairs, range),
         }
     }
 }
@@ -1505,11 +1581,11 @@ mod tests {
             prop_assert_eq!(blobs.len(), 3);
             prop_assert_eq!(blobs[0].key.role, Role::ForwardOffsets);
             prop_assert_eq!(blobs[0].aux, range.start as i64);
-            prop_assert_eq!(&blobs[0].bytes[..], &le32(&offsets)[..]);
+            prop_assert_eq!(blobs[0].ready_bytes(), le32(&offsets));
             prop_assert_eq!(blobs[1].key.role, Role::ForwardFlags);
-            prop_assert_eq!(&blobs[1].bytes[..], &le16(&positions)[..]);
+            prop_assert_eq!(blobs[1].ready_bytes(), le16(&positions));
             prop_assert_eq!(blobs[2].key.role, Role::ForwardFields);
-            prop_assert_eq!(&blobs[2].bytes[..], &le32(&fields)[..]);
+            prop_assert_eq!(blobs[2].ready_bytes(), le32(&fields));
         }
     }
 
