@@ -520,6 +520,12 @@ impl<'t> Load<'t> {
         // an overlap; a load without new users leaves real-time writes running.
         let mut rt_guard = (self.new_keys.len() > 0).then(|| table.rt.state.lock());
         let keys = self.settle_keys()?;
+        // Flags are written run-optimized; done once, in place, in parallel.
+        self.fields.par_iter_mut().for_each(|f| {
+            if let Staged::Flag(b) = &mut f.data {
+                b.run_optimize();
+            }
+        });
         let base = &self.base;
         let users = keys.own.end();
         let now = now_ms();
@@ -1013,13 +1019,20 @@ impl<'a> Prepared<'a> {
         let rows = (range.end - range.start) as usize;
         match self.kind {
             FieldKind::Flag => {
-                let mut b = self
-                    .flag
-                    .expect("flag data")
-                    .and(&Bitmap::from_range(range.clone()));
-                if !b.is_empty() {
-                    b.run_optimize();
-                    blobs.push((key(Role::Flag, 0), 0, BlobData::Bitmap(b)));
+                // Run-optimized before preparing: written as it is when the shard holds all of
+                // it (as the optimized part would be), else its part.
+                let flag = self.flag.expect("flag data");
+                let within = flag.minimum().is_some_and(|m| m >= range.start)
+                    && flag.maximum().is_some_and(|m| m < range.end);
+                if within {
+                    let bytes = flag.serialize::<croaring::Portable>();
+                    blobs.push((key(Role::Flag, 0), 0, BlobData::Serialized(bytes)));
+                } else {
+                    let mut b = flag.and(&Bitmap::from_range(range.clone()));
+                    if !b.is_empty() {
+                        b.run_optimize();
+                        blobs.push((key(Role::Flag, 0), 0, BlobData::Bitmap(b)));
+                    }
                 }
             }
             FieldKind::Enum | FieldKind::Set => {
@@ -1456,6 +1469,8 @@ enum BlobData<'a> {
     /// Bytes copied as they are from a previous version's segment (already verified).
     Raw(&'a [u8]),
     Bitmap(Bitmap),
+    /// A bitmap already serialized.
+    Serialized(Vec<u8>),
     U32(Vec<u32>),
     /// See [`BlobBytes::Ints`].
     Ints(&'a [(u32, i64)], std::ops::Range<u32>),
@@ -1470,6 +1485,7 @@ impl<'a> BlobData<'a> {
         match self {
             BlobData::Raw(raw) => BlobBytes::Ready(raw.into()),
             BlobData::Bitmap(b) => BlobBytes::Ready(b.serialize::<croaring::Portable>().into()),
+            BlobData::Serialized(b) => BlobBytes::Ready(b.into()),
             BlobData::U32(v) => BlobBytes::Ready(le_u32(&v).into()),
             BlobData::Ints(pairs, range) => BlobBytes::Ints(pairs, range),
             BlobData::Codes(pairs, range) => BlobBytes::Codes(pairs, range),
