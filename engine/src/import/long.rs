@@ -2,6 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use rayon::prelude::*;
+
 use super::infer::{Inferred, infer_text};
 use super::keys::{self, KeyScratch, NO_ID};
 use super::mapping::MappedKind;
@@ -584,6 +586,11 @@ impl Fields {
     }
 
     fn finish(&mut self, load: &mut Load<'_>, ctx: &mut Ctx<'_, '_>) -> Result<()> {
+        self.states.par_iter_mut().for_each(|s| {
+            if let State::Ready(s) = s {
+                s.seal();
+            }
+        });
         for i in 0..self.states.len() {
             self.decide(load, i, ctx)?;
             if let State::Ready(s) = &mut self.states[i] {

@@ -155,6 +155,8 @@ pub(crate) struct Sink {
     pub(crate) reason: String,
     separator: Option<String>,
     flags: Appender,
+    /// The flag's bitmap once [`Sink::seal`] built it.
+    sealed: Option<croaring::Bitmap>,
     local: HashMap<String, u32>,
     values: Vec<String>,
     pairs: Vec<(u32, u32)>,
@@ -188,6 +190,7 @@ impl Sink {
             reason: format!("invalid {} for `{path}`", kind.name()),
             separator: separator.filter(|_| kind == FieldKind::Set),
             flags: Appender::default(),
+            sealed: None,
             local: HashMap::new(),
             values: Vec::new(),
             pairs: Vec::new(),
@@ -322,11 +325,22 @@ impl Sink {
         Ok(())
     }
 
+    /// Builds the flag's bitmap from its ids (call once, at the end, before
+    /// [`Sink::finish`]); sinks can be sealed in parallel, which the load cannot.
+    pub(crate) fn seal(&mut self) {
+        if self.kind == FieldKind::Flag {
+            self.sealed = Some(std::mem::take(&mut self.flags).finish());
+        }
+    }
+
     /// Moves everything into the load (call once, at the end).
     pub(crate) fn finish(&mut self, load: &mut Load<'_>) -> Result<()> {
         self.flush(load)?;
         if self.kind == FieldKind::Flag {
-            let flags = std::mem::take(&mut self.flags).finish();
+            let flags = match self.sealed.take() {
+                Some(b) => b,
+                None => std::mem::take(&mut self.flags).finish(),
+            };
             load.flag_bitmap(self.field, &flags)?;
         }
         Ok(())

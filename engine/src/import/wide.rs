@@ -1,5 +1,7 @@
 //! Wide files: one row per user, one column per field.
 
+use rayon::prelude::*;
+
 use super::infer::{Inferred, infer_text};
 use super::keys::{self, KeyScratch, NO_ID};
 use super::mapping::MappedKind;
@@ -154,6 +156,7 @@ pub(crate) fn import(
             break;
         }
     }
+    sinks.par_iter_mut().for_each(|(_, s)| s.seal());
     for (_, s) in &mut sinks {
         s.finish(load)?;
     }
