@@ -243,6 +243,23 @@ impl IdDictionary {
         self.tail = 0;
     }
 
+    /// Whether every key of `keys` is a `u64` key above every key held (so none is held).
+    pub(crate) fn all_beyond(&self, keys: &[KeyRef<'_>]) -> bool {
+        keys.iter().all(|&k| self.beyond(k))
+    }
+
+    /// Appends `keys` if they are strictly increasing `u64` keys above every key held and this
+    /// dictionary defers indexing ([`IdDictionary::deferring_index`]); `Ok(false)`, with
+    /// nothing appended, otherwise.
+    pub(crate) fn append_increasing(&mut self, keys: &[KeyRef<'_>]) -> Result<bool> {
+        if u64::from(self.end()) + keys.len() as u64 > u64::from(u32::MAX) {
+            return Err(Error::LimitExceeded(
+                "a table holds at most 4,294,967,295 users".into(),
+            ));
+        }
+        Ok(self.append_deferred(keys))
+    }
+
     /// Appends `keys` without indexing them if deferring and they are strictly increasing
     /// `u64` keys above every key held; `false` (nothing done) otherwise.
     fn append_deferred(&mut self, keys: &[KeyRef<'_>]) -> bool {

@@ -175,6 +175,13 @@ impl<'t> Load<'t> {
     pub fn users_many(&mut self, keys: &[KeyRef<'_>], out: &mut Vec<u32>) -> Result<()> {
         out.clear();
         out.reserve(keys.len());
+        // Users numbered in increasing order above every user of the table and of this load
+        // (a file sorted by user, with new users): all new, appended as they come.
+        let first = self.new_keys.end();
+        if self.base.dict.get()?.read().all_beyond(keys) && self.new_keys.append_increasing(keys)? {
+            out.extend(first..first + keys.len() as u32);
+            return Ok(());
+        }
         let mut found = Vec::with_capacity(keys.len());
         self.base
             .dict
@@ -1615,6 +1622,58 @@ mod tests {
     fn vip(db: &Database) -> Vec<u32> {
         let snap = db.table("users").unwrap().snapshot();
         snap.field("vip").unwrap().flag_bitmap().unwrap().to_vec()
+    }
+
+    proptest! {
+        #![proptest_config(crate::testutil::proptest_config(48))]
+        /// `users_many` gives the ids `user` gives one key at a time, whatever the batches:
+        /// new keys in increasing order (appended without lookups), repeats, keys the table
+        /// already holds, keys going back.
+        #[test]
+        fn users_many_is_user_one_at_a_time(
+            table_keys in proptest::collection::vec(0u64..400, 0..50),
+            batches in proptest::collection::vec(
+                proptest::collection::vec(prop_oneof![0u64..400, 400u64..800], 0..40),
+                1..8,
+            ),
+            sort in any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Database::open(dir.path()).unwrap();
+            let t = db.create_table("users", KeyKind::U64).unwrap();
+            let mut load = t.load("v0").unwrap();
+            for &k in &table_keys {
+                load.user(crate::KeyRef::U64(k)).unwrap();
+            }
+            load.commit().unwrap();
+            let mut many = t.load("v1").unwrap();
+            let mut got = Vec::new();
+            for batch in &batches {
+                let mut batch = batch.clone();
+                if sort {
+                    batch.sort_unstable();
+                    batch.dedup();
+                }
+                let keys: Vec<crate::KeyRef<'_>> = batch.iter().map(|&k| crate::KeyRef::U64(k)).collect();
+                let mut ids = Vec::new();
+                many.users_many(&keys, &mut ids).unwrap();
+                got.extend(ids);
+            }
+            drop(many);
+            let mut one = t.load("v1").unwrap();
+            let mut want = Vec::new();
+            for batch in &batches {
+                let mut batch = batch.clone();
+                if sort {
+                    batch.sort_unstable();
+                    batch.dedup();
+                }
+                for k in batch {
+                    want.push(one.user(crate::KeyRef::U64(k)).unwrap());
+                }
+            }
+            prop_assert_eq!(got, want);
+        }
     }
 
     /// The three ways a load's new users settle: nothing happened meanwhile; real-time users
