@@ -157,61 +157,43 @@ impl Appender {
         }
     }
 
-    /// Adds every id of `ids`: a non-decreasing run above the ids so far is appended a
-    /// container's worth at a time.
+    /// Adds every id of `ids`: while they keep increasing (repeats are skipped) they are
+    /// appended to the last container in one tight loop; others go through [`Appender::push`].
     pub(crate) fn extend(&mut self, ids: &[u32]) {
-        let increasing = ids.windows(2).all(|w| w[0] <= w[1]);
-        let (Some(&first), true) = (ids.first(), increasing) else {
-            ids.iter().for_each(|&id| self.push(id));
-            return;
-        };
-        if self.last.is_some_and(|last| first <= last) {
-            ids.iter().for_each(|&id| self.push(id));
-            return;
-        }
         let mut rest = ids;
         while let Some(&id) = rest.first() {
-            let key = (id >> 16) as u16;
-            if self.last.is_some() && key != self.key {
-                self.close();
-            }
-            self.key = key;
-            let n = rest.partition_point(|&x| (x >> 16) as u16 == key);
-            let (part, tail) = rest.split_at(n);
-            let distinct = 1 + part.windows(2).filter(|w| w[0] != w[1]).count();
-            if self.bits_card == 0 && self.low.len() + distinct <= 4096 {
-                let at = self.low.len();
-                self.low.extend(part.iter().map(|&x| x as u16));
-                if distinct < n {
-                    // Repeats of an id are next to each other (and none repeats an id
-                    // before `at`, all of them being smaller).
-                    let mut w = at + 1;
-                    for r in at + 1..self.low.len() {
-                        if self.low[r] != self.low[w - 1] {
-                            self.low[w] = self.low[r];
-                            w += 1;
+            // The fast case: an array container being filled with increasing ids of its key.
+            match self.last {
+                Some(last) if id > last && (id >> 16) as u16 == self.key && self.bits_card == 0 => {
+                    let key = self.key;
+                    let room = 4096 - self.low.len();
+                    let mut last = last;
+                    let mut taken = 0;
+                    for &x in rest.iter().take(room.max(1)) {
+                        if x < last || (x >> 16) as u16 != key {
+                            break;
                         }
+                        if x != last {
+                            if self.low.len() == 4096 {
+                                break;
+                            }
+                            self.low.push(x as u16);
+                            last = x;
+                        }
+                        taken += 1;
                     }
-                    self.low.truncate(w);
-                }
-            } else {
-                if self.bits_card == 0 {
-                    self.bits.clear();
-                    self.bits.resize(1024, 0);
-                    for &v in &self.low {
-                        self.bits[v as usize / 64] |= 1 << (v % 64);
+                    self.last = Some(last);
+                    if taken == 0 {
+                        self.push(id);
+                        taken = 1;
                     }
-                    self.bits_card = self.low.len() as u32;
-                    self.low.clear();
+                    rest = &rest[taken..];
                 }
-                for &x in part {
-                    let v = x as u16;
-                    self.bits[v as usize / 64] |= 1 << (v % 64);
+                _ => {
+                    self.push(id);
+                    rest = &rest[1..];
                 }
-                self.bits_card += distinct as u32;
             }
-            self.last = Some(part[n - 1]);
-            rest = tail;
         }
     }
 

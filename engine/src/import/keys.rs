@@ -152,6 +152,24 @@ pub(crate) fn resolve_runs(
     };
     let key_col: &Col = &batch.cols[col];
     let kind = load.key_kind();
+    if let (KeyKind::U64, Data::Int(_)) = (kind, &key_col.data) {
+        // Integer keys of an integer-keyed table, read with the runs.
+        let Some(keys) = batch.run_keys.as_ref().filter(|k| k.len() == starts.len()) else {
+            return Ok(false);
+        };
+        let mut uniq: Vec<KeyRef<'_>> = Vec::with_capacity(starts.len());
+        for &k in keys {
+            match u64::try_from(k) {
+                Ok(k) => uniq.push(KeyRef::U64(k)),
+                Err(_) => return Ok(false),
+            }
+        }
+        load.users_many(&uniq, run_ids).map_err(|e| match e {
+            crate::Error::InvalidArgument(m) => import_error(ctx.path, None, m),
+            other => other,
+        })?;
+        return Ok(true);
+    }
     scratch.text.clear();
     scratch.ends.clear();
     if kind == KeyKind::Str {

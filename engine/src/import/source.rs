@@ -245,6 +245,9 @@ pub(crate) struct Batch {
     /// What [`Derive`] asked for: the first row of each run of equal keys, then the number of
     /// rows (empty when not asked).
     pub(crate) runs: Vec<u32>,
+    /// For an integer key column, each run's key, or `None` if some run's key is missing
+    /// (read together here: the import's thread then touches no row of the column).
+    pub(crate) run_keys: Option<Vec<i64>>,
     /// What [`Derive`] asked for: the runs grouped by dictionary code.
     pub(crate) groups: Groups,
 }
@@ -285,6 +288,8 @@ impl Derive {
     pub(crate) fn apply(self, batch: &mut Batch) {
         batch.runs.clear();
         batch.groups.done = false;
+        let mut run_keys = batch.run_keys.take().unwrap_or_default();
+        run_keys.clear();
         let Some(key) = self.runs_of else { return };
         let col = &batch.cols[key];
         let n = col.valid.len();
@@ -292,13 +297,21 @@ impl Derive {
         match &col.data {
             Data::Int(v) => {
                 let (v, valid) = (&v[..n], &col.valid[..n]);
+                let mut all_valid = true;
                 if n > 0 {
                     runs.push(0);
+                    run_keys.push(v[0]);
+                    all_valid = valid[0];
                 }
                 for i in 1..n {
                     if v[i] != v[i - 1] || valid[i] != valid[i - 1] {
                         runs.push(i as u32);
+                        run_keys.push(v[i]);
+                        all_valid &= valid[i];
                     }
+                }
+                if all_valid {
+                    batch.run_keys = Some(run_keys);
                 }
             }
             Data::Coded(c) => {
