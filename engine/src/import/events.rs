@@ -142,7 +142,7 @@ impl Events {
             if id == NO_ID {
                 continue;
             }
-            let row = batch.rows[r];
+            let row = batch.row(r);
             let Cell::Text(name) = batch.cols[l.event].cell(r) else {
                 ctx.bad
                     .report(row, "missing event", "the event name is empty")?;

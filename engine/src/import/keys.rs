@@ -77,7 +77,7 @@ pub(crate) fn resolve(
                     } else {
                         ("missing key", "missing key".to_owned())
                     };
-                    ctx.bad.report(batch.rows[i], category, reason)?;
+                    ctx.bad.report(batch.row(i), category, reason)?;
                 }
             }
         }
@@ -129,7 +129,7 @@ pub(crate) fn resolve(
                 } else {
                     "invalid key"
                 };
-                ctx.bad.report(batch.rows[i], category, reason)?;
+                ctx.bad.report(batch.row(i), category, reason)?;
             }
         }
     }

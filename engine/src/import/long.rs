@@ -300,7 +300,7 @@ impl Fields {
             }
             let Cell::Text(name) = col.cell(r) else {
                 ctx.bad
-                    .report(batch.rows[r], "missing tag", "the tag is empty")?;
+                    .report(batch.row(r), "missing tag", "the tag is empty")?;
                 continue;
             };
             match self.index(load, name, true, ctx)? {
@@ -309,7 +309,7 @@ impl Fields {
                         s.push_flag(id);
                     }
                 }
-                Err((reason, detail)) => ctx.bad.report(batch.rows[r], &reason, detail)?,
+                Err((reason, detail)) => ctx.bad.report(batch.row(r), &reason, detail)?,
             }
         }
         Ok(())
@@ -347,7 +347,7 @@ impl Fields {
             if !valid[r] {
                 slots.push(UNMATCHED);
                 ctx.bad
-                    .report(batch.rows[r], "missing tag", "the tag is empty")?;
+                    .report(batch.row(r), "missing tag", "the tag is empty")?;
                 continue;
             }
             let i = match self.by_code.get(code as usize) {
@@ -361,7 +361,7 @@ impl Fields {
                     }
                     Err((reason, detail)) => {
                         slots.push(UNMATCHED);
-                        ctx.bad.report(batch.rows[r], &reason, detail)?;
+                        ctx.bad.report(batch.row(r), &reason, detail)?;
                         continue;
                     }
                 },
@@ -485,7 +485,7 @@ impl Fields {
             if id == NO_ID {
                 continue;
             }
-            let row = batch.rows[r];
+            let row = batch.row(r);
             let Cell::Text(name) = names.cell(r) else {
                 ctx.bad
                     .report(row, "missing field name", "the field name is empty")?;

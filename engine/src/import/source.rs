@@ -240,7 +240,7 @@ impl Col {
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     /// 1-based row numbers within the file (the CSV header is not a row).
-    pub(crate) rows: Vec<u64>,
+    pub(crate) rows: Rows,
     pub(crate) cols: Vec<Col>,
     /// What [`Derive`] asked for: the first row of each run of equal keys, then the number of
     /// rows (empty when not asked).
@@ -255,6 +255,60 @@ pub(crate) struct Batch {
 impl Batch {
     pub(crate) fn len(&self) -> usize {
         self.rows.len()
+    }
+
+    /// The 1-based file row number of row `i`.
+    #[inline]
+    pub(crate) fn row(&self, i: usize) -> u64 {
+        self.rows.get(i)
+    }
+}
+
+/// The file row numbers of a batch's rows: a range (Parquet), or listed one by one (CSV, which
+/// skips blank and ragged lines).
+#[derive(Debug, Default)]
+pub(crate) struct Rows {
+    first: u64,
+    len: usize,
+    list: Vec<u64>,
+}
+
+impl Rows {
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+        self.list.clear();
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Rows `first..first + n`, after none.
+    pub(crate) fn set_range(&mut self, first: u64, n: usize) {
+        self.list.clear();
+        self.first = first;
+        self.len = n;
+    }
+
+    /// Appends row `row` (listed rows only).
+    pub(crate) fn push(&mut self, row: u64) {
+        self.list.push(row);
+        self.len = self.list.len();
+    }
+
+    /// Row `i`.
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> u64 {
+        if self.list.is_empty() {
+            debug_assert!(i < self.len);
+            self.first + i as u64
+        } else {
+            self.list[i]
+        }
     }
 }
 
@@ -935,7 +989,7 @@ impl GroupPlan {
                 emit.send(Err(e));
                 return;
             }
-            batch.rows.extend((row + 1)..=(row + n as u64));
+            batch.rows.set_range(row + 1, n);
             self.derive.apply(&mut batch);
             done += n as u64;
             if !emit.send(Ok(batch)) {

@@ -203,7 +203,7 @@ fn rows_into(
                     && col.valid[r]
                     && let Err(why) = s.code_of(coded, coded.codes[r])
                 {
-                    bad.report(batch.rows[r], &s.reason, why)?;
+                    bad.report(batch.row(r), &s.reason, why)?;
                     *fine = false;
                 }
             }
@@ -211,7 +211,7 @@ fn rows_into(
         }
         for (r, fine) in ok.iter_mut().enumerate() {
             if *fine && let Err(why) = s.convert(col.cell(r)) {
-                bad.report(batch.rows[r], &s.reason, why)?;
+                bad.report(batch.row(r), &s.reason, why)?;
                 *fine = false;
             }
         }
