@@ -329,13 +329,11 @@ impl DictColumn {
                 self.page = None;
                 return Ok(false);
             };
-            let def_width = 16 - (self.max_def as u16).leading_zeros();
-            match page {
-                Page::DictionaryPage {
+            match read_page(page, self.max_def)? {
+                Read::Dictionary {
                     buf,
                     num_values,
                     encoding,
-                    ..
                 } => {
                     if !matches!(encoding, Encoding::PLAIN | Encoding::PLAIN_DICTIONARY) {
                         return Err(bad(format!("a dictionary page encoded {encoding}")));
@@ -350,61 +348,243 @@ impl DictColumn {
                         texts,
                     });
                 }
-                Page::DataPage {
-                    buf,
-                    num_values,
-                    encoding,
-                    def_level_encoding,
-                    ..
-                } => {
-                    let mut rest = buf;
-                    let defs = if self.max_def > 0 {
-                        if def_level_encoding != Encoding::RLE {
-                            return Err(bad(format!(
-                                "definition levels encoded {def_level_encoding}"
-                            )));
-                        }
-                        let len = rest
-                            .get(..4)
-                            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-                            .filter(|&l| 4 + l <= rest.len())
-                            .ok_or_else(|| bad("definition levels overrun their page"))?;
-                        let levels = rest.slice(4..4 + len);
-                        rest = rest.slice(4 + len..);
-                        Some(Hybrid::new(levels, def_width)?)
-                    } else {
-                        None
-                    };
-                    self.page = Some(DataPage {
-                        left: num_values as usize,
-                        defs,
-                        values: values(encoding, rest)?,
-                    });
+                Read::Data(page) => {
+                    self.page = Some(page);
                     return Ok(true);
                 }
-                Page::DataPageV2 {
+            }
+        }
+    }
+}
+
+/// A page of a column chunk, as this module reads it.
+enum Read {
+    Dictionary {
+        buf: Bytes,
+        num_values: u32,
+        encoding: Encoding,
+    },
+    Data(DataPage),
+}
+
+/// Splits a page of a column whose definition levels go up to `max_def` (no repetition) into
+/// its levels and values.
+fn read_page(page: Page, max_def: i16) -> Result<Read> {
+    let def_width = 16 - (max_def as u16).leading_zeros();
+    match page {
+        Page::DictionaryPage {
+            buf,
+            num_values,
+            encoding,
+            ..
+        } => Ok(Read::Dictionary {
+            buf,
+            num_values,
+            encoding,
+        }),
+        Page::DataPage {
+            buf,
+            num_values,
+            encoding,
+            def_level_encoding,
+            ..
+        } => {
+            let mut rest = buf;
+            let defs = if max_def > 0 {
+                if def_level_encoding != Encoding::RLE {
+                    return Err(bad(format!(
+                        "definition levels encoded {def_level_encoding}"
+                    )));
+                }
+                let len = rest
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                    .filter(|&l| 4 + l <= rest.len())
+                    .ok_or_else(|| bad("definition levels overrun their page"))?;
+                let levels = rest.slice(4..4 + len);
+                rest = rest.slice(4 + len..);
+                Some(Hybrid::new(levels, def_width)?)
+            } else {
+                None
+            };
+            Ok(Read::Data(DataPage {
+                left: num_values as usize,
+                defs,
+                values: values(encoding, rest)?,
+            }))
+        }
+        Page::DataPageV2 {
+            buf,
+            num_values,
+            encoding,
+            def_levels_byte_len,
+            rep_levels_byte_len,
+            ..
+        } => {
+            let start = rep_levels_byte_len as usize;
+            let end = start + def_levels_byte_len as usize;
+            if end > buf.len() {
+                return Err(bad("definition levels overrun their page"));
+            }
+            let defs = if max_def > 0 {
+                Some(Hybrid::new(buf.slice(start..end), def_width)?)
+            } else {
+                None
+            };
+            Ok(Read::Data(DataPage {
+                left: num_values as usize,
+                defs,
+                values: values(encoding, buf.slice(end..))?,
+            }))
+        }
+    }
+}
+
+/// Whether a 64-bit integer column chunk can be read by [`IntColumn`]: plain or
+/// dictionary-encoded values, levels in RLE.
+pub(crate) fn int_chunk_supported(meta: &ColumnChunkMetaData) -> bool {
+    meta.encodings().all(|e| {
+        matches!(
+            e,
+            Encoding::PLAIN | Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY | Encoding::RLE
+        )
+    })
+}
+
+/// A 64-bit integer column chunk (plain or dictionary-encoded) being read straight into a
+/// batch's column, without the typed reader's zero-filled staging of every value.
+pub(crate) struct IntColumn {
+    pages: Box<dyn PageReader>,
+    max_def: i16,
+    dict: Vec<i64>,
+    page: Option<DataPage>,
+    levels: Vec<u32>,
+    codes: Vec<u32>,
+    present: Vec<i64>,
+}
+
+impl IntColumn {
+    pub(crate) fn new(pages: Box<dyn PageReader>, max_def: i16) -> Self {
+        Self {
+            pages,
+            max_def,
+            dict: Vec::new(),
+            page: None,
+            levels: Vec::new(),
+            codes: Vec::new(),
+            present: Vec::new(),
+        }
+    }
+
+    /// Reads up to `n` records into `out` (a placeholder 0 for nulls) and `valid`; returns how
+    /// many (fewer only at the end of the chunk).
+    pub(crate) fn read(
+        &mut self,
+        n: usize,
+        out: &mut Vec<i64>,
+        valid: &mut Vec<bool>,
+    ) -> Result<usize> {
+        let mut got = 0;
+        while got < n {
+            let Some(page) = self.page.as_mut().filter(|p| p.left > 0) else {
+                if !self.next_page()? {
+                    break;
+                }
+                continue;
+            };
+            let take = page.left.min(n - got);
+            page.left -= take;
+            got += take;
+            let present = match &mut page.defs {
+                None => {
+                    valid.resize(valid.len() + take, true);
+                    take
+                }
+                Some(defs) => {
+                    self.levels.resize(take, 0);
+                    defs.fill(&mut self.levels)?;
+                    let max = self.max_def as u32;
+                    let mut present = 0;
+                    for &l in &self.levels {
+                        valid.push(l == max);
+                        present += usize::from(l == max);
+                    }
+                    present
+                }
+            };
+            // The present values go straight to `out` when there are no nulls.
+            let dense = page.defs.is_none() || present == take;
+            let dst = if dense {
+                &mut *out
+            } else {
+                self.present.clear();
+                &mut self.present
+            };
+            match &mut page.values {
+                Values::Codes(h) => {
+                    self.codes.resize(present, 0);
+                    h.fill(&mut self.codes)?;
+                    let dict = &self.dict;
+                    if let Some(c) = self.codes.iter().find(|&&c| c as usize >= dict.len()) {
+                        return Err(bad(format!(
+                            "dictionary code {c} of a dictionary of {} values",
+                            dict.len()
+                        )));
+                    }
+                    dst.extend(self.codes.iter().map(|&c| dict[c as usize]));
+                }
+                Values::Plain { buf, pos } => {
+                    let bytes = buf
+                        .get(*pos..*pos + present * 8)
+                        .ok_or_else(|| bad("integer values overrun their page"))?;
+                    dst.extend(
+                        bytes
+                            .chunks_exact(8)
+                            .map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default())),
+                    );
+                    *pos += present * 8;
+                }
+            }
+            if !dense {
+                let start = valid.len() - take;
+                let mut it = self.present.iter();
+                for &v in &valid[start..] {
+                    out.push(if v { *it.next().unwrap_or(&0) } else { 0 });
+                }
+            }
+        }
+        Ok(got)
+    }
+
+    /// Moves to the next data page (reading dictionary pages on the way); `false` at the end.
+    fn next_page(&mut self) -> Result<bool> {
+        loop {
+            let Some(page) = self.pages.get_next_page()? else {
+                self.page = None;
+                return Ok(false);
+            };
+            match read_page(page, self.max_def)? {
+                Read::Dictionary {
                     buf,
                     num_values,
                     encoding,
-                    def_levels_byte_len,
-                    rep_levels_byte_len,
-                    ..
                 } => {
-                    let start = rep_levels_byte_len as usize;
-                    let end = start + def_levels_byte_len as usize;
-                    if end > buf.len() {
-                        return Err(bad("definition levels overrun their page"));
+                    if !matches!(encoding, Encoding::PLAIN | Encoding::PLAIN_DICTIONARY) {
+                        return Err(bad(format!("a dictionary page encoded {encoding}")));
                     }
-                    let defs = if self.max_def > 0 {
-                        Some(Hybrid::new(buf.slice(start..end), def_width)?)
-                    } else {
-                        None
-                    };
-                    self.page = Some(DataPage {
-                        left: num_values as usize,
-                        defs,
-                        values: values(encoding, buf.slice(end..))?,
-                    });
+                    let n = num_values as usize;
+                    let bytes = buf
+                        .get(..n.saturating_mul(8))
+                        .ok_or_else(|| bad("a dictionary page overruns itself"))?;
+                    self.dict.clear();
+                    self.dict.extend(
+                        bytes
+                            .chunks_exact(8)
+                            .map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default())),
+                    );
+                }
+                Read::Data(page) => {
+                    self.page = Some(page);
                     return Ok(true);
                 }
             }
@@ -424,7 +604,7 @@ fn values(encoding: Encoding, buf: Bytes) -> Result<Values> {
             )?))
         }
         Encoding::PLAIN => Ok(Values::Plain { buf, pos: 0 }),
-        other => Err(bad(format!("string values encoded {other}"))),
+        other => Err(bad(format!("values encoded {other}"))),
     }
 }
 

@@ -21,7 +21,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::schema::types::ColumnDescriptor;
 
 use super::ordered::{Emit, Failed, Ordered};
-use super::pages::{self, Coded, DictColumn};
+use super::pages::{self, Coded, DictColumn, IntColumn};
 use super::{FileType, import_error};
 use crate::error::Result;
 
@@ -668,6 +668,8 @@ enum Typed {
     Fixed(ColumnReaderImpl<FixedLenByteArrayType>),
     /// A dictionary-encoded string column read as codes.
     Dict(DictColumn),
+    /// A plain or dictionary-encoded INT64 column read straight into the batch.
+    Ints(IntColumn),
 }
 
 impl Typed {
@@ -703,6 +705,8 @@ struct ParquetSource {
     max_def: Vec<i16>,
     /// Columns that may be read as dictionary codes (strings).
     codes_ok: Vec<bool>,
+    /// INT64 columns, which may be read by [`IntColumn`].
+    int64: Vec<bool>,
     /// The row groups being decoded, once the first batch is asked for.
     decoding: Option<Decoding>,
     bytes_done: u64,
@@ -729,6 +733,7 @@ struct GroupPlan {
     decode: Vec<Decode>,
     max_def: Vec<i16>,
     codes_ok: Vec<bool>,
+    int64: Vec<bool>,
     wanted: Vec<bool>,
     max_rows: usize,
     derive: Derive,
@@ -899,9 +904,11 @@ impl ParquetSource {
         let mut decode = Vec::new();
         let mut max_def = Vec::new();
         let mut codes_ok = Vec::new();
+        let mut int64 = Vec::new();
         for d in schema.columns() {
             let (ty, dec) = leaf_type(d);
             codes_ok.push(ty == SourceType::Text && d.physical_type() == Physical::BYTE_ARRAY);
+            int64.push(matches!(ty, SourceType::Int(_)) && d.physical_type() == Physical::INT64);
             columns.push(ColumnInfo {
                 name: d.path().string(),
                 ty,
@@ -916,6 +923,7 @@ impl ParquetSource {
             decode,
             max_def,
             codes_ok,
+            int64,
             decoding: None,
             bytes_done: 0,
             derive: Derive::default(),
@@ -942,6 +950,7 @@ impl ParquetSource {
             decode: self.decode.clone(),
             max_def: self.max_def.clone(),
             codes_ok: self.codes_ok.clone(),
+            int64: self.int64.clone(),
             wanted: wanted.to_vec(),
             max_rows: max_rows.max(1),
             derive: self.derive,
@@ -1009,6 +1018,9 @@ impl GroupPlan {
                 if w && self.codes_ok[i] && pages::chunk_supported(rg_meta.column(i)) {
                     let pages = rg.get_column_page_reader(i).map_err(err)?;
                     Some(Typed::Dict(DictColumn::new(pages, self.max_def[i])))
+                } else if w && self.int64[i] && pages::int_chunk_supported(rg_meta.column(i)) {
+                    let pages = rg.get_column_page_reader(i).map_err(err)?;
+                    Some(Typed::Ints(IntColumn::new(pages, self.max_def[i])))
                 } else if w {
                     Some(Typed::new(rg.get_column_reader(i).map_err(err)?))
                 } else {
@@ -1106,6 +1118,15 @@ fn read_column(
                 .map(|x| decode_int(x as i64, decode))
                 .collect();
             spread(&v, defs, max_def, got, 0, out, &mut col.valid);
+        }
+        (Typed::Ints(r), Data::Int(out)) => {
+            let start = out.len();
+            got = r.read(n, out, &mut col.valid)?;
+            if !matches!(decode, Decode::Plain) {
+                for x in &mut out[start..] {
+                    *x = decode_int(*x, decode);
+                }
+            }
         }
         (Typed::I64(r), Data::Int(out)) if max_def == 0 => {
             // A required column: every record is a value, read in place.

@@ -663,6 +663,93 @@ fn long_parquet_tags_load_like_the_same_rows_in_csv() {
     }
 }
 
+/// INT64 columns, read page by page by the import's own reader: plain and dictionary-encoded
+/// (with a fallback to plain once the dictionary is full), required and optional, in data pages
+/// v1 and v2, as keys and as values, timestamps in microseconds converted.
+#[test]
+fn int64_columns_load_whatever_their_encoding() {
+    use parquet::basic::Encoding;
+    use parquet::file::properties::WriterVersion;
+    let rows: Vec<(i64, Option<i64>, Option<i64>)> = (0..5000i64)
+        .map(|i| {
+            let n = (i % 7 != 3).then_some(if i < 2500 { i % 17 } else { i * 1_000_003 });
+            let ts = (i % 5 != 0).then_some(1_700_000_000_000_000 + i * 1_000_123);
+            (i * 3 + 1, n, ts)
+        })
+        .collect();
+    for (dictionary, version, page_rows) in [
+        (true, WriterVersion::PARQUET_1_0, 10_000),
+        (false, WriterVersion::PARQUET_1_0, 333),
+        (true, WriterVersion::PARQUET_2_0, 700),
+    ] {
+        let f = fixture(KeyKind::U64);
+        let p = f.path("ints.parquet");
+        let schema = Arc::new(
+            parse_message_type(
+                "message m { required int64 id; optional int64 n; \
+                 optional int64 ts (TIMESTAMP(MICROS,true)); }",
+            )
+            .unwrap(),
+        );
+        let props = Arc::new(
+            WriterProperties::builder()
+                .set_writer_version(version)
+                .set_dictionary_enabled(dictionary)
+                .set_dictionary_page_size_limit(4096)
+                .set_data_page_row_count_limit(page_rows)
+                .set_encoding(Encoding::PLAIN)
+                .build(),
+        );
+        let mut w =
+            SerializedFileWriter::new(std::fs::File::create(&p).unwrap(), schema, props).unwrap();
+        for part in rows.chunks(1800) {
+            let mut rg = w.next_row_group().unwrap();
+            let mut c = rg.next_column().unwrap().unwrap();
+            let ids: Vec<i64> = part.iter().map(|r| r.0).collect();
+            c.typed::<Int64Type>()
+                .write_batch(&ids, None, None)
+                .unwrap();
+            c.close().unwrap();
+            for which in 0..2 {
+                let col: Vec<Option<i64>> = part
+                    .iter()
+                    .map(|r| if which == 0 { r.1 } else { r.2 })
+                    .collect();
+                let values: Vec<i64> = col.iter().flatten().copied().collect();
+                let mut c = rg.next_column().unwrap().unwrap();
+                c.typed::<Int64Type>()
+                    .write_batch(&values, Some(&defs(&col)), None)
+                    .unwrap();
+                c.close().unwrap();
+            }
+            rg.close().unwrap();
+        }
+        w.close().unwrap();
+        let s = f.import("d1", std::slice::from_ref(&p), &wide()).unwrap();
+        assert_eq!(s.rows, 5000);
+        let want_n: BTreeMap<String, Value> = rows
+            .iter()
+            .filter_map(|r| r.1.map(|n| ((r.0).to_string(), Value::Int(n))))
+            .collect();
+        let want_ts: BTreeMap<String, Value> = rows
+            .iter()
+            .filter_map(|r| {
+                r.2.map(|t| ((r.0).to_string(), Value::Timestamp(t.div_euclid(1000))))
+            })
+            .collect();
+        assert_eq!(
+            f.values("n"),
+            want_n,
+            "dictionary {dictionary}, {version:?}"
+        );
+        assert_eq!(
+            f.values("ts"),
+            want_ts,
+            "dictionary {dictionary}, {version:?}"
+        );
+    }
+}
+
 /// A Parquet file damaged inside a later row group: the import fails naming the file and
 /// the first row of that group, and changes nothing.
 #[test]
