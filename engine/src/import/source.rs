@@ -763,6 +763,14 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
     {
         std::os::windows::fs::FileExt::seek_read(file, buf, offset)
     }
+    #[cfg(not(any(unix, windows)))]
+    {
+        let _ = (file, buf, offset);
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "positioned reads are not available on this platform",
+        ))
+    }
 }
 
 impl std::io::Read for PreadReader {
@@ -1337,6 +1345,16 @@ impl Source for ParquetSource {
                         "row group {} ended after {} of its {} rows",
                         d.groups[c].0, d.rows_seen, d.groups[c].1
                     ),
+                ));
+            }
+            // And every group must come, one after the other.
+            let expected = d.current.map_or(0, |c| c + 1);
+            if group.unwrap_or(d.groups.len()) != expected {
+                let g = d.groups.get(expected).map_or(0, |g| g.0);
+                return Err(import_error(
+                    &self.path,
+                    None,
+                    format!("row group {g} yielded no rows"),
                 ));
             }
             if let Some(i) = group {
