@@ -1032,8 +1032,7 @@ impl<'a> Prepared<'a> {
                 let within = flag.minimum().is_some_and(|m| m >= range.start)
                     && flag.maximum().is_some_and(|m| m < range.end);
                 if within {
-                    let bytes = flag.serialize::<croaring::Portable>();
-                    blobs.push((key(Role::Flag, 0), 0, BlobData::Serialized(bytes)));
+                    blobs.push((key(Role::Flag, 0), 0, BlobData::Whole(flag)));
                 } else {
                     let mut b = flag.and(&Bitmap::from_range(range.clone()));
                     if !b.is_empty() {
@@ -1190,6 +1189,9 @@ enum BlobBytes<'a> {
     Ready(std::borrow::Cow<'a, [u8]>),
     /// Pieces written one after the other.
     Parts(Vec<Vec<u8>>),
+    /// A bitmap, serialized into the writer's scratch buffer as it is written (while the
+    /// bytes are in cache, and with no buffer of its own).
+    Bitmap(&'a Bitmap),
     /// An `i64` per user of the range: its value in the pairs (sorted by id, one per id), 0
     /// for the others.
     Ints(&'a [(u32, i64)], std::ops::Range<u32>),
@@ -1205,16 +1207,23 @@ impl Blob<'_> {
         match &self.bytes {
             BlobBytes::Ready(b) => b.to_vec(),
             BlobBytes::Parts(parts) => parts.concat(),
+            BlobBytes::Bitmap(b) => b.serialize::<croaring::Portable>(),
             BlobBytes::Ints(..) | BlobBytes::Codes(..) => unreachable!("a column blob"),
         }
     }
 
     /// Writes this blob to `w`; returns its length.
-    fn write(&self, w: &mut SegmentWriter) -> Result<u64> {
+    fn write(&self, w: &mut SegmentWriter, scratch: &mut Vec<u8>) -> Result<u64> {
         match &self.bytes {
             BlobBytes::Ready(b) => {
                 w.add_bytes(self.key, self.aux, b)?;
                 Ok(b.len() as u64)
+            }
+            BlobBytes::Bitmap(b) => {
+                scratch.clear();
+                let _ = b.serialize_into_vec::<croaring::Portable>(scratch);
+                w.add_bytes(self.key, self.aux, scratch)?;
+                Ok(scratch.len() as u64)
             }
             BlobBytes::Parts(parts) => w.add_streamed(self.key, self.aux, |s| {
                 parts.iter().try_for_each(|p| s.write(p))
@@ -1300,6 +1309,7 @@ fn write_segment(
     let (fields, forward) = rayon::join(
         || -> Result<(Option<SegmentWriter>, Vec<FieldWritten>)> {
             let mut w: Option<SegmentWriter> = None;
+            let mut scratch = Vec::new();
             let mut written = Vec::with_capacity(prepared.len());
             for chunk in prepared.chunks(4 * rayon::current_num_threads()) {
                 let built = chunk
@@ -1312,7 +1322,7 @@ fn write_segment(
                         if w.is_none() {
                             w = Some(SegmentWriter::create(path, file_id, shard)?);
                         }
-                        bytes += b.write(w.as_mut().expect("created above"))?;
+                        bytes += b.write(w.as_mut().expect("created above"), &mut scratch)?;
                     }
                     written.push(FieldWritten {
                         bytes,
@@ -1335,8 +1345,9 @@ fn write_segment(
     let Some(mut w) = w else {
         return Ok(None);
     };
+    let mut scratch = Vec::new();
     for b in &forward {
-        b.write(&mut w)?;
+        b.write(&mut w, &mut scratch)?;
     }
     let bytes = w.finish()?;
     Ok(Some(SegmentWritten {
@@ -1476,8 +1487,8 @@ enum BlobData<'a> {
     /// Bytes copied as they are from a previous version's segment (already verified).
     Raw(&'a [u8]),
     Bitmap(Bitmap),
-    /// A bitmap already serialized.
-    Serialized(Vec<u8>),
+    /// A staged bitmap written whole, serialized as it is written.
+    Whole(&'a Bitmap),
     U32(Vec<u32>),
     /// See [`BlobBytes::Ints`].
     Ints(&'a [(u32, i64)], std::ops::Range<u32>),
@@ -1492,7 +1503,7 @@ impl<'a> BlobData<'a> {
         match self {
             BlobData::Raw(raw) => BlobBytes::Ready(raw.into()),
             BlobData::Bitmap(b) => BlobBytes::Ready(b.serialize::<croaring::Portable>().into()),
-            BlobData::Serialized(b) => BlobBytes::Ready(b.into()),
+            BlobData::Whole(b) => BlobBytes::Bitmap(b),
             BlobData::U32(v) => BlobBytes::Ready(le_u32(&v).into()),
             BlobData::Ints(pairs, range) => BlobBytes::Ints(pairs, range),
             BlobData::Codes(pairs, range) => BlobBytes::Codes(pairs, range),
