@@ -1,5 +1,6 @@
 //! Times the count of each expression given on the command line on the benchmark dataset
-//! (best of 10), for quick measurements while tuning:
+//! (best of 10, `N` to change), for quick measurements while tuning; the argument `funnel`
+//! times the funnel of the behaviour benchmark instead:
 //!
 //! `PORTRAIT_BENCH_USERS=10000000 cargo run --release -p portrait-benches --example probe -- 'did(purchase, last 7 days) >= 2'`
 
@@ -15,15 +16,38 @@ fn main() {
     // Wait for the dictionary to load, so that it does not compete for a core.
     snap.id_of("x").ok();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let runs = std::env::var("N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
     for text in args {
+        if text == "funnel" {
+            let everyone = snap.crowd(&portrait_engine::Expr::All).unwrap();
+            let q = portrait_engine::behaviour::funnel::FunnelQuery {
+                steps: ["view", "add_cart", "purchase", "pay"]
+                    .map(String::from)
+                    .to_vec(),
+                window: 7,
+                starts: portrait_engine::behaviour::DayRange::new(
+                    portrait_datagen::FIRST_EVENT_DAY,
+                    portrait_datagen::REFERENCE_DAY - 7,
+                ),
+                split: None,
+            };
+            let mut best = f64::MAX;
+            let mut reached = Vec::new();
+            for _ in 0..runs {
+                let t = Instant::now();
+                reached = everyone.funnel(&q).unwrap()[0].reached.clone();
+                best = best.min(t.elapsed().as_secs_f64() * 1e3);
+            }
+            println!("{best:8.2} ms  {reached:?}  funnel");
+            continue;
+        }
         let crowd = snap.crowd_text(&text).unwrap();
         let mut best = f64::MAX;
         let mut n = 0;
-        for _ in 0..std::env::var("N")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(10)
-        {
+        for _ in 0..runs {
             let t = Instant::now();
             n = crowd.count().unwrap();
             best = best.min(t.elapsed().as_secs_f64() * 1e3);

@@ -6,15 +6,16 @@
 //! set-bit extraction; on a plain `[u64; 16384]` per shard (2^20 bits, 128 KiB, in L2) the same
 //! operations are straight-line loops the compiler vectorizes.
 //!
-//! Stored bitmaps are read straight from their serialized (portable) bytes: bitset containers
-//! are copied, array and run containers set their bits. The parser checks every length against
-//! the input and reports damage as [`Error::Corrupt`], never panics.
+//! Stored bitmaps are read straight from their serialized (portable) bytes (see
+//! [`crate::bitmap::portable`]): bitset containers are copied, array and run containers set
+//! their bits. Damage is reported as [`Error::Corruption`], never a panic.
 
 use std::path::Path;
 
 use croaring::{Bitmap, Portable};
 
 use crate::SHARD_BITS;
+use crate::bitmap::portable::{BLOCK_WORDS, Directory};
 use crate::error::{Error, Result};
 
 /// Words of a shard's bit vector.
@@ -23,9 +24,6 @@ pub(crate) const WORDS: usize = 1 << (SHARD_BITS - 6);
 const SPARSE_MEMBERS: u64 = 1 << 14;
 /// Roaring containers (2^16 ids each) per shard.
 const CONTAINERS: u32 = 1 << (SHARD_BITS - 16);
-
-const SERIAL_COOKIE: u32 = 12347;
-const NO_OFFSET_THRESHOLD: usize = 4;
 
 /// The bits of one shard: bit `i` is user `shard_base + i`.
 #[derive(Clone)]
@@ -67,74 +65,18 @@ impl Dense {
     /// ORs in the bitmap serialized (portable format) in `bytes`, whose ids belong to `shard`;
     /// `path` names the file in errors.
     pub(crate) fn or_portable(&mut self, bytes: &[u8], shard: u32, path: &Path) -> Result<()> {
-        let bad = |what: &str| Error::corrupt(path, format!("event bitmap: {what}"));
-        let mut pos = 0usize;
-        let mut take = |n: usize| -> Result<&[u8]> {
-            let end = pos.checked_add(n).filter(|&e| e <= bytes.len());
-            let end = end.ok_or_else(|| bad("truncated"))?;
-            let s = &bytes[pos..end];
-            pos = end;
-            Ok(s)
-        };
-        let u16_at = |s: &[u8], i: usize| u16::from_le_bytes([s[2 * i], s[2 * i + 1]]);
-        let cookie = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
-        let (size, run_flags) = if cookie & 0xFFFF == SERIAL_COOKIE {
-            let size = (cookie >> 16) as usize + 1;
-            (size, Some(take(size.div_ceil(8))?))
-        } else if cookie == crate::bitmap::NO_RUN_COOKIE {
-            let size = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
-            (size, None)
-        } else {
-            return Err(bad("unknown cookie"));
-        };
-        if size > 1 << 16 {
-            return Err(bad("too many containers"));
-        }
-        let header = take(size * 4)?;
-        if run_flags.is_none() || size >= NO_OFFSET_THRESHOLD {
-            take(size * 4)?;
-        }
+        let dir = Directory::parse(bytes)
+            .map_err(|what| Error::corrupt(path, format!("event bitmap: {what}")))?;
         let first_key = shard * CONTAINERS;
-        for i in 0..size {
-            let key = u32::from(u16_at(header, 2 * i));
-            let card = usize::from(u16_at(header, 2 * i + 1)) + 1;
-            let is_run = run_flags.is_some_and(|f| f[i / 8] >> (i % 8) & 1 == 1);
-            let local = key.checked_sub(first_key).filter(|&k| k < CONTAINERS);
-            let base = local.map(|k| k as usize * 1024);
-            if is_run {
-                let n = usize::from(u16_at(take(2)?, 0));
-                let runs = take(n * 4)?;
-                if let Some(base) = base {
-                    for r in 0..n {
-                        let start = usize::from(u16_at(runs, 2 * r));
-                        let len = usize::from(u16_at(runs, 2 * r + 1));
-                        let end = start + len; // inclusive, at most 65535 + 65535
-                        if end > 0xFFFF {
-                            return Err(bad("run past its container"));
-                        }
-                        set_range(&mut self.words[base..base + 1024], start, end);
-                    }
-                }
-            } else if card > 4096 {
-                let words = take(8192)?;
-                if let Some(base) = base {
-                    for (w, chunk) in self.words[base..base + 1024]
-                        .iter_mut()
-                        .zip(words.chunks_exact(8))
-                    {
-                        *w |= u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-                    }
-                }
-            } else {
-                let values = take(card * 2)?;
-                if let Some(base) = base {
-                    let words = &mut self.words[base..base + 1024];
-                    for v in values.chunks_exact(2) {
-                        let v = usize::from(u16::from_le_bytes([v[0], v[1]]));
-                        words[v >> 6] |= 1u64 << (v & 63);
-                    }
-                }
-            }
+        for (key, c) in dir.iter() {
+            let Some(local) = u32::from(key)
+                .checked_sub(first_key)
+                .filter(|&k| k < CONTAINERS)
+            else {
+                continue;
+            };
+            let base = local as usize * BLOCK_WORDS;
+            c.or_into(&mut self.words[base..base + BLOCK_WORDS]);
         }
         Ok(())
     }
@@ -191,22 +133,6 @@ impl Dense {
             Bitmap::of(&ids)
         })
     }
-}
-
-/// Sets bits `start..=end` of a container's 1024 words.
-fn set_range(words: &mut [u64], start: usize, end: usize) {
-    let (first, last) = (start >> 6, end >> 6);
-    let lo = !0u64 << (start & 63);
-    let hi = !0u64 >> (63 - (end & 63));
-    if first == last {
-        words[first] |= lo & hi;
-        return;
-    }
-    words[first] |= lo;
-    for w in &mut words[first + 1..last] {
-        *w = !0;
-    }
-    words[last] |= hi;
 }
 
 /// A bit-sliced counter over a shard: `slices[i]` holds bit `i` of every user's count.

@@ -18,14 +18,16 @@
 //! level 1; then for each day `t` from `s` to `s + window`, level `i` gains the users of level
 //! `i-1` who did step `i` on `t` (levels are updated in step order, so one day can advance
 //! several steps). A user's best level over all starts is the answer; shards add up. The day
-//! bitmaps are expanded into dense per-shard bit vectors once, and the levels of 4,096 users at
-//! a time stay in L1 (see `reached_in`).
+//! bitmaps are read one container block at a time, bitsets in place, and the levels of 2,048
+//! users at a time stay in vector registers (see `reached_in`).
 
-use croaring::Bitmap;
+use croaring::{Bitmap, Portable};
 use rayon::prelude::*;
 
-use super::dense::{Dense, WORDS};
+use super::dense::Dense;
 use super::{DayRange, Split, event_field};
+use crate::SHARD_BITS;
+use crate::bitmap::portable::{BLOCK_WORDS, Blocks, Directory, word};
 use crate::error::{Error, Result};
 use crate::query::Crowd;
 use crate::table::FieldRef;
@@ -34,8 +36,9 @@ use crate::table::FieldRef;
 pub const MAX_FUNNEL_STEPS: usize = 32;
 /// The longest window, in days.
 pub const MAX_FUNNEL_WINDOW: u32 = 3_660;
-/// The most (step, stored day) pairs one funnel expands per shard (128 KiB each): bounds the
-/// memory of a funnel over many steps and a long span of days.
+/// The most (step, stored day) pairs one funnel reads per shard (each may take an 8 KiB scratch
+/// block while a container block is processed): bounds the work and memory of a funnel over
+/// many steps and a long span of days.
 pub const MAX_FUNNEL_STEP_DAYS: usize = 2_048;
 
 /// A funnel question.
@@ -142,10 +145,11 @@ impl<'s> Crowd<'s> {
             .into_par_iter()
             .map(|shard| -> Result<Vec<Vec<u64>>> {
                 let crowd = self.shard_bitmap(shard)?;
-                let reached = reached_in(&steps, shard, &start_days, q.window, &crowd)?;
-                if q.split.is_none() {
-                    return Ok(vec![reached.iter().map(Dense::count).collect()]);
-                }
+                let keep = q.split.is_some();
+                let reached = reached_in(&steps, shard, &start_days, q.window, &crowd, keep)?;
+                let Some(reached) = reached.users else {
+                    return Ok(vec![reached.counts]);
+                };
                 split
                     .groups(shard, &crowd)?
                     .iter()
@@ -169,30 +173,43 @@ impl<'s> Crowd<'s> {
     }
 }
 
-/// Per step, the users of `crowd` in `shard` reaching it, as dense bit vectors.
+/// Per step, how many users of a shard's crowd reach it, and (when asked) who.
+struct Reached {
+    counts: Vec<u64>,
+    users: Option<Vec<Dense>>,
+}
+
+/// Per step, the users of `crowd` in `shard` reaching it: counted, and kept as dense bit
+/// vectors if `keep`.
 ///
-/// Every (step, day) bitmap the funnel can touch is expanded once into a dense vector; the
-/// chains are then followed 4,096 users at a time (64 words, in L1), start by start, so the
-/// inner loop is a vectorized pass over 64 words.
+/// Every (step, day) bitmap the funnel can touch is indexed in place (its containers found,
+/// nothing copied). The shard is then walked one container block (65,536 users) at a time:
+/// bitset containers are read straight from the segment, array and run containers expanded
+/// into scratch blocks that stay in cache, and the chains followed 2,048 users at a time
+/// (32 words, in vector registers), start by start (see [`follow`]).
+/// Memory traffic is one read of the stored day bitmaps; no shard-sized vector is written
+/// except the per-step results.
 fn reached_in(
     steps: &[FieldRef<'_>],
     shard: u32,
     start_days: &[i32],
     window: u32,
     crowd: &Bitmap,
-) -> Result<Vec<Dense>> {
-    const CHUNK: usize = 64;
+    keep: bool,
+) -> Result<Reached> {
     let k = steps.len();
-    let mut reached: Vec<Dense> = (0..k).map(|_| Dense::zero()).collect();
+    let mut reached = Reached {
+        counts: vec![0; k],
+        users: keep.then(|| (0..k).map(|_| Dense::zero()).collect()),
+    };
     let (Some(&first_day), Some(&last_start)) = (start_days.first(), start_days.last()) else {
         return Ok(reached);
     };
     let last_day = last_start.saturating_add(window as i32);
     let span = (last_day - first_day + 1) as usize;
-    // days[i][t - first_day]: step i's users on day t (None: nobody).
-    let mut days: Vec<Vec<Option<Dense>>> = Vec::with_capacity(k);
+    // dirs[i * span + (t - first_day)]: step i's users on day t (None: nobody).
+    let mut dirs: Vec<Option<Directory<'_>>> = Vec::with_capacity(k * span);
     for (i, step) in steps.iter().enumerate() {
-        let mut row = Vec::with_capacity(span);
         for t in first_day..=last_day {
             // Step 1 only matters on start days.
             let needed = i > 0 || start_days.binary_search(&t).is_ok();
@@ -201,82 +218,320 @@ fn reached_in(
             } else {
                 None
             };
-            row.push(match blob {
+            dirs.push(match blob {
                 Some(blob) => {
-                    let mut d = Dense::zero();
-                    d.or_portable(blob.bytes, shard, blob.path)?;
-                    Some(d)
+                    Some(Directory::parse(blob.bytes).map_err(|what| {
+                        Error::corrupt(blob.path, format!("event bitmap: {what}"))
+                    })?)
                 }
                 None => None,
             });
         }
-        days.push(row);
     }
-    let crowd = Dense::from_bitmap(crowd, shard);
+    let crowd_bytes = crowd.serialize::<Portable>();
+    let crowd_dir = Directory::parse(&crowd_bytes)
+        .map_err(|what| Error::corrupt("(memory)", format!("crowd bitmap: {what}")))?;
+    // The inputs of `Blocks::load`: the crowd, then every (step, day) with users.
+    let present: Vec<usize> = (0..dirs.len()).filter(|&x| dirs[x].is_some()).collect();
+    let mut inputs: Vec<&Directory<'_>> = vec![&crowd_dir];
+    inputs.extend(dirs.iter().flatten());
+    let mut blocks = Blocks::default();
     let zero = [0u64; CHUNK];
-    let chunk_of = |d: &Option<Dense>, at: usize| -> [u64; CHUNK] {
-        match d {
-            Some(d) => d.words[at..at + CHUNK].try_into().expect("chunk"),
-            None => zero,
-        }
-    };
+    let starts: Vec<usize> = start_days
+        .iter()
+        .map(|&s| (s - first_day) as usize)
+        .collect();
     let mut levels = vec![[0u64; CHUNK]; k];
     let mut best = vec![[0u64; CHUNK]; k];
-    for at in (0..WORDS).step_by(CHUNK) {
-        let c: [u64; CHUNK] = crowd.words[at..at + CHUNK].try_into().expect("chunk");
-        if c.iter().all(|&x| x == 0) {
+    let first_key = shard << (SHARD_BITS - 16);
+    for block in 0..1u32 << (SHARD_BITS - 16) {
+        let key = (first_key + block) as u16;
+        if crowd_dir.get(key).is_none() {
             continue;
         }
-        for b in best.iter_mut() {
-            *b = zero;
+        let loaded = blocks.load(&inputs, key);
+        let Some(crowd_block) = loaded[0] else {
+            continue;
+        };
+        let mut days: Vec<Option<&[u8]>> = vec![None; k * span];
+        for (x, &at) in present.iter().zip(&loaded[1..]) {
+            days[*x] = at;
         }
-        for &s in start_days {
-            let si = (s - first_day) as usize;
-            let mut l0 = chunk_of(&days[0][si], at);
-            // Users who already reached the last step from another start cannot do better.
-            let done = &best[k - 1];
-            for j in 0..CHUNK {
-                l0[j] &= c[j] & !done[j];
+        for at in (0..BLOCK_WORDS).step_by(CHUNK) {
+            let mut c = zero;
+            for (j, w) in c.iter_mut().enumerate() {
+                *w = word(crowd_block, at + j);
             }
-            if l0.iter().all(|&x| x == 0) {
+            if c.iter().all(|&x| x == 0) {
                 continue;
             }
-            levels[0] = l0;
-            for l in levels[1..].iter_mut() {
-                *l = zero;
+            let chunk = Chunk {
+                crowd: &c,
+                days: &days,
+                at,
+                span,
+                starts: &starts,
+                window: window as usize,
+            };
+            follow(&chunk, &mut levels, &mut best);
+            for (n, b) in reached.counts.iter_mut().zip(&best) {
+                *n += b.iter().map(|w| u64::from(w.count_ones())).sum::<u64>();
             }
-            // live[i]: level i holds somebody, so step i + 1 can gain from it.
-            let mut live = [false; MAX_FUNNEL_STEPS];
-            live[0] = true;
-            let end = (si + window as usize).min(span - 1);
-            // Days outer, steps inner (in order): one day can advance several steps.
-            #[allow(clippy::needless_range_loop)]
-            for t in si..=end {
-                for i in 1..k {
-                    if !live[i - 1] {
-                        break;
-                    }
-                    let Some(d) = &days[i][t] else { continue };
-                    let did: &[u64; CHUNK] = d.words[at..at + CHUNK].try_into().expect("chunk");
-                    let (lower, upper) = levels.split_at_mut(i);
-                    let prev = &lower[i - 1];
-                    let mut any = 0u64;
-                    for j in 0..CHUNK {
-                        upper[0][j] |= prev[j] & did[j];
-                        any |= upper[0][j];
-                    }
-                    live[i] = any != 0;
+            if let Some(users) = &mut reached.users {
+                let w = block as usize * BLOCK_WORDS + at;
+                for (r, b) in users.iter_mut().zip(&best) {
+                    r.words[w..w + CHUNK].copy_from_slice(b);
                 }
             }
-            for (b, l) in best.iter_mut().zip(&levels) {
-                for j in 0..CHUNK {
-                    b[j] |= l[j];
-                }
-            }
-        }
-        for (r, b) in reached.iter_mut().zip(&best) {
-            r.words[at..at + CHUNK].copy_from_slice(b);
         }
     }
     Ok(reached)
+}
+
+/// Users followed together: 32 words (2,048 users), so that the levels of a funnel of up to
+/// four steps stay in AVX-512's 32 vector registers while a start is followed.
+const CHUNK: usize = 64;
+
+/// One chunk of users of one container block, and what its chains are followed through.
+struct Chunk<'c> {
+    /// The crowd's users of the chunk.
+    crowd: &'c [u64; CHUNK],
+    /// `days[i * span + t]`: the container block of step `i` on day `t` (from the first day).
+    days: &'c [Option<&'c [u8]>],
+    /// The chunk's first word in its block.
+    at: usize,
+    span: usize,
+    /// The start days (from the first day), ascending.
+    starts: &'c [usize],
+    window: usize,
+}
+
+/// Follows the chains of one chunk from every start: `best[i]` becomes the users reaching
+/// step `i + 1` (`levels` is scratch space for funnels of more than 8 steps).
+///
+/// Dispatched at run time to AVX-512 or AVX2 builds of the same code where the CPU has them
+/// (the baseline is x86-64-v2), and specialized by the number of steps so that the levels are
+/// registers: these passes are most of the cost of a funnel.
+fn follow(chunk: &Chunk<'_>, levels: &mut [[u64; CHUNK]], best: &mut [[u64; CHUNK]]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { follow_avx512(chunk, levels, best) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { follow_avx2(chunk, levels, best) };
+        }
+    }
+    follow_by_steps(chunk, levels, best)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn follow_avx512(chunk: &Chunk<'_>, levels: &mut [[u64; CHUNK]], best: &mut [[u64; CHUNK]]) {
+    follow_by_steps(chunk, levels, best)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn follow_avx2(chunk: &Chunk<'_>, levels: &mut [[u64; CHUNK]], best: &mut [[u64; CHUNK]]) {
+    follow_by_steps(chunk, levels, best)
+}
+
+#[inline(always)]
+fn follow_by_steps(chunk: &Chunk<'_>, levels: &mut [[u64; CHUNK]], best: &mut [[u64; CHUNK]]) {
+    match best.len() {
+        2 => follow_fixed::<2>(chunk, best),
+        3 => follow_fixed::<3>(chunk, best),
+        4 => follow_fixed::<4>(chunk, best),
+        5 => follow_fixed::<5>(chunk, best),
+        6 => follow_fixed::<6>(chunk, best),
+        7 => follow_fixed::<7>(chunk, best),
+        8 => follow_fixed::<8>(chunk, best),
+        _ => follow_dynamic(chunk, levels, best),
+    }
+}
+
+/// [`follow`] for `K` steps, the levels in local arrays the compiler keeps in registers.
+#[inline(always)]
+fn follow_fixed<const K: usize>(chunk: &Chunk<'_>, best: &mut [[u64; CHUNK]]) {
+    let (c, at, span) = (chunk.crowd, chunk.at, chunk.span);
+    let mut top = [[0u64; CHUNK]; K];
+    for &si in chunk.starts {
+        let Some(d0) = chunk.days[si] else { continue };
+        let d0 = chunk_of(d0, at);
+        let mut level = [[0u64; CHUNK]; K];
+        let mut any = 0u64;
+        for j in 0..CHUNK {
+            // Users who already reached the last step from another start cannot do better.
+            level[0][j] = word(d0, j) & c[j] & !top[K - 1][j];
+            any |= level[0][j];
+        }
+        if any == 0 {
+            continue;
+        }
+        let end = (si + chunk.window).min(span - 1);
+        // Days outer, steps inner (in order): one day can advance several steps.
+        for t in si..=end {
+            for i in 1..K {
+                if let Some(d) = chunk.days[i * span + t] {
+                    let did = chunk_of(d, at);
+                    let (lower, upper) = level.split_at_mut(i);
+                    let (prev, cur) = (&lower[i - 1], &mut upper[0]);
+                    for j in 0..CHUNK {
+                        cur[j] |= prev[j] & word(did, j);
+                    }
+                }
+            }
+        }
+        for i in 0..K {
+            for j in 0..CHUNK {
+                top[i][j] |= level[i][j];
+            }
+        }
+    }
+    best[..K].copy_from_slice(&top);
+}
+
+/// [`follow`] for any number of steps, the levels in `levels`.
+#[inline(always)]
+fn follow_dynamic(chunk: &Chunk<'_>, levels: &mut [[u64; CHUNK]], best: &mut [[u64; CHUNK]]) {
+    let zero = [0u64; CHUNK];
+    let k = levels.len();
+    let (c, at, span) = (chunk.crowd, chunk.at, chunk.span);
+    for b in best.iter_mut() {
+        *b = zero;
+    }
+    for &si in chunk.starts {
+        let Some(d0) = chunk.days[si] else { continue };
+        let d0 = chunk_of(d0, at);
+        let done = &best[k - 1];
+        let mut l0 = zero;
+        let mut any = 0u64;
+        for j in 0..CHUNK {
+            l0[j] = word(d0, j) & c[j] & !done[j];
+            any |= l0[j];
+        }
+        if any == 0 {
+            continue;
+        }
+        levels[0] = l0;
+        for l in levels[1..].iter_mut() {
+            *l = zero;
+        }
+        // live[i]: level i holds somebody, so step i + 1 can gain from it.
+        let mut live = [false; MAX_FUNNEL_STEPS];
+        live[0] = true;
+        let end = (si + chunk.window).min(span - 1);
+        for t in si..=end {
+            for i in 1..k {
+                if !live[i - 1] {
+                    break;
+                }
+                let Some(d) = chunk.days[i * span + t] else {
+                    continue;
+                };
+                let did = chunk_of(d, at);
+                let (lower, upper) = levels.split_at_mut(i);
+                let (prev, level) = (&lower[i - 1], &mut upper[0]);
+                let mut any = 0u64;
+                for j in 0..CHUNK {
+                    level[j] |= prev[j] & word(did, j);
+                    any |= level[j];
+                }
+                live[i] = any != 0;
+            }
+        }
+        for (b, l) in best.iter_mut().zip(levels.iter()) {
+            for j in 0..CHUNK {
+                b[j] |= l[j];
+            }
+        }
+    }
+}
+
+/// The chunk of words from word `at` of a block of bytes.
+#[inline(always)]
+fn chunk_of(block: &[u8], at: usize) -> &[u8; CHUNK * 8] {
+    block[at * 8..(at + CHUNK) * 8]
+        .try_into()
+        .expect("a chunk within its block")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Random sparse-to-dense bytes of one chunk position, as a whole block.
+    fn block(seed: u64, density: u32) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..BLOCK_WORDS * 8)
+            .map(|_| {
+                let mut b = 0u8;
+                for bit in 0..8 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if (x % 100) < u64::from(density) {
+                        b |= 1 << bit;
+                    }
+                }
+                b
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(crate::testutil::proptest_config(24))]
+
+        /// Every build of the chain-following kernel (generic, AVX2, AVX-512; specialized by
+        /// step count or not) gives the same levels.
+        #[test]
+        fn kernel_builds_agree(
+            k in 2usize..11,
+            span in 1usize..6,
+            window in 0usize..5,
+            seed in any::<u64>(),
+            density in 1u32..90,
+            missing in any::<u64>(),
+        ) {
+            let blocks: Vec<Vec<u8>> = (0..k * span)
+                .map(|x| block(seed.wrapping_add(x as u64 * 7919), density))
+                .collect();
+            let days: Vec<Option<&[u8]>> = blocks
+                .iter()
+                .enumerate()
+                .map(|(x, b)| (missing >> (x % 64) & 1 == 0).then_some(b.as_slice()))
+                .collect();
+            let crowd_block = block(seed ^ 0xABCD, 70);
+            let starts: Vec<usize> = (0..span).filter(|s| seed >> s & 1 == 1).collect();
+            for at in [0, BLOCK_WORDS - CHUNK] {
+                let c: [u64; CHUNK] = std::array::from_fn(|j| word(&crowd_block, at + j));
+                let chunk = Chunk { crowd: &c, days: &days, at, span, starts: &starts, window };
+                let mut levels = vec![[0u64; CHUNK]; k];
+                let mut want = vec![[0u64; CHUNK]; k];
+                follow_dynamic(&chunk, &mut levels, &mut want);
+                let mut got = vec![[7u64; CHUNK]; k];
+                follow_by_steps(&chunk, &mut levels, &mut got);
+                prop_assert_eq!(&got, &want);
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if std::arch::is_x86_feature_detected!("avx2") {
+                        let mut got = vec![[7u64; CHUNK]; k];
+                        // SAFETY: the CPU has AVX2.
+                        unsafe { follow_avx2(&chunk, &mut levels, &mut got) };
+                        prop_assert_eq!(&got, &want);
+                    }
+                    if std::arch::is_x86_feature_detected!("avx512f") {
+                        let mut got = vec![[7u64; CHUNK]; k];
+                        // SAFETY: the CPU has AVX-512F.
+                        unsafe { follow_avx512(&chunk, &mut levels, &mut got) };
+                        prop_assert_eq!(&got, &want);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -518,8 +518,9 @@ fn funnels_match_the_model() {
     let (_dir, db, m) = fixture();
     let t = db.table("users").unwrap();
     let snap = t.snapshot();
+    // 2 to 10 steps: the kernels specialized for 2 to 8 steps and the general one.
     let strategy = (
-        prop::collection::vec(0usize..3, 2..5),
+        prop::collection::vec(0usize..3, 2..11),
         0u32..10,
         -2i32..SPAN,
         0i32..SPAN,

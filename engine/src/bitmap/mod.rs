@@ -1,8 +1,10 @@
 //! Bitmap algorithms over CRoaring bitmaps, owned or zero-copy views alike.
 //!
 //! - [`bsi`]: bit-sliced indexes for numeric fields: range predicates and aggregates.
+//! - `portable`: zero-copy access to the containers of serialized bitmaps, a block at a time.
 
 pub mod bsi;
+pub(crate) mod portable;
 
 use std::borrow::Cow;
 

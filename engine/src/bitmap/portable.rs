@@ -1,0 +1,353 @@
+//! Zero-copy access to the containers of a bitmap in CRoaring's portable serialization.
+//!
+//! Kernels that combine many stored bitmaps word by word (funnels, fused BSI comparisons) work
+//! one container block (2^16 ids, 1,024 words) at a time: a bitset container is read in place
+//! from the mapped segment, and only array and run containers are expanded, into a scratch
+//! block that stays in cache. Nothing is copied or zeroed per query at the size of a shard. [`Directory::parse`] indexes a serialized bitmap's containers
+//! without copying them; [`Blocks`] resolves, for one block key, a list of such bitmaps to
+//! word slices.
+//!
+//! # Layout read (CRoaring's portable format)
+//! ```text
+//! cookie u32: 12346 (no run containers), then size u32
+//!           | 12347 + (size - 1) << 16, then a bit per container: is it a run container
+//! size × (key u16, cardinality - 1 u16)
+//! size × offset u32          (absent when there are runs and size < 4)
+//! containers in key order:   run:    n u16, n × (start u16, length - 1 u16)
+//!                            bitset: 1,024 × u64 (cardinality > 4,096)
+//!                            array:  cardinality × u16, increasing
+//! ```
+//! Every length is checked against the input; damage is an error, never a panic or a read out
+//! of bounds.
+
+/// The cookie of the format with run containers (the size is in its high 16 bits).
+const SERIAL_COOKIE: u32 = 12347;
+/// With runs, the offsets are written only for this many containers or more.
+const NO_OFFSET_THRESHOLD: usize = 4;
+/// Words of one container block.
+pub(crate) const BLOCK_WORDS: usize = 1024;
+/// Bytes of one container block.
+pub(crate) const BLOCK_BYTES: usize = BLOCK_WORDS * 8;
+
+/// One container, borrowed from the serialized bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cont<'a> {
+    /// 8,192 bytes: 1,024 little-endian words.
+    Bitset(&'a [u8]),
+    /// Members (low 16 bits), 2 bytes each.
+    Array(&'a [u8]),
+    /// Runs of (start, length - 1), 4 bytes each.
+    Run(&'a [u8]),
+}
+
+impl Cont<'_> {
+    /// ORs the container's members into a block of 1,024 words.
+    pub(crate) fn or_into(&self, words: &mut [u64]) {
+        let words = &mut words[..BLOCK_WORDS];
+        match *self {
+            Cont::Bitset(bytes) => {
+                for (w, b) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+                    *w |= u64::from_le_bytes(b.try_into().expect("8 bytes"));
+                }
+            }
+            Cont::Array(bytes) => {
+                for v in bytes.chunks_exact(2) {
+                    let v = usize::from(u16::from_le_bytes([v[0], v[1]]));
+                    words[v >> 6] |= 1u64 << (v & 63);
+                }
+            }
+            Cont::Run(bytes) => {
+                for r in bytes.chunks_exact(4) {
+                    let start = usize::from(u16::from_le_bytes([r[0], r[1]]));
+                    let len = usize::from(u16::from_le_bytes([r[2], r[3]]));
+                    // Checked by the parser: the run ends within the container.
+                    set_range(words, start, start + len);
+                }
+            }
+        }
+    }
+
+    /// Writes the container's members as a block of 8,192 bytes, the little-endian bytes of
+    /// its 1,024 words (bit `v` is bit `v % 8` of byte `v / 8`). Not for bitsets, which are
+    /// read in place.
+    fn expand_into(&self, bytes: &mut [u8]) {
+        let bytes = &mut bytes[..BLOCK_BYTES];
+        bytes.fill(0);
+        match *self {
+            Cont::Bitset(b) => bytes.copy_from_slice(b),
+            Cont::Array(values) => {
+                for v in values.chunks_exact(2) {
+                    let v = usize::from(u16::from_le_bytes([v[0], v[1]]));
+                    bytes[v >> 3] |= 1u8 << (v & 7);
+                }
+            }
+            Cont::Run(runs) => {
+                for r in runs.chunks_exact(4) {
+                    let start = usize::from(u16::from_le_bytes([r[0], r[1]]));
+                    let end = start + usize::from(u16::from_le_bytes([r[2], r[3]]));
+                    let (first, last) = (start >> 3, end >> 3);
+                    let lo = 0xFFu8 << (start & 7);
+                    let hi = 0xFFu8 >> (7 - (end & 7));
+                    if first == last {
+                        bytes[first] |= lo & hi;
+                    } else {
+                        bytes[first] |= lo;
+                        bytes[first + 1..last].fill(0xFF);
+                        bytes[last] |= hi;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sets bits `start..=end` (both below 65,536) of a block of 1,024 words.
+pub(crate) fn set_range(words: &mut [u64], start: usize, end: usize) {
+    let (first, last) = (start >> 6, end >> 6);
+    let lo = !0u64 << (start & 63);
+    let hi = !0u64 >> (63 - (end & 63));
+    if first == last {
+        words[first] |= lo & hi;
+        return;
+    }
+    words[first] |= lo;
+    for w in &mut words[first + 1..last] {
+        *w = !0;
+    }
+    words[last] |= hi;
+}
+
+/// The containers of one serialized bitmap, by key.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Directory<'a> {
+    keys: Vec<u16>,
+    conts: Vec<Cont<'a>>,
+}
+
+impl<'a> Directory<'a> {
+    /// Indexes the containers of `bytes`; the error says what is wrong with them.
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self, &'static str> {
+        let mut pos = 0usize;
+        let mut take = |n: usize| -> Result<&'a [u8], &'static str> {
+            let end = pos.checked_add(n).filter(|&e| e <= bytes.len());
+            let end = end.ok_or("truncated")?;
+            let s = &bytes[pos..end];
+            pos = end;
+            Ok(s)
+        };
+        let u16_at = |s: &[u8], i: usize| u16::from_le_bytes([s[2 * i], s[2 * i + 1]]);
+        let cookie = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
+        let (size, run_flags) = if cookie & 0xFFFF == SERIAL_COOKIE {
+            let size = (cookie >> 16) as usize + 1;
+            (size, Some(take(size.div_ceil(8))?))
+        } else if cookie == super::NO_RUN_COOKIE {
+            let size = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
+            (size, None)
+        } else {
+            return Err("unknown cookie");
+        };
+        if size > 1 << 16 {
+            return Err("too many containers");
+        }
+        let header = take(size * 4)?;
+        if run_flags.is_none() || size >= NO_OFFSET_THRESHOLD {
+            take(size * 4)?;
+        }
+        let mut keys = Vec::with_capacity(size);
+        let mut conts = Vec::with_capacity(size);
+        for i in 0..size {
+            let key = u16_at(header, 2 * i);
+            if keys.last().is_some_and(|&k| k >= key) {
+                return Err("container keys out of order");
+            }
+            let card = usize::from(u16_at(header, 2 * i + 1)) + 1;
+            let is_run = run_flags.is_some_and(|f| f[i / 8] >> (i % 8) & 1 == 1);
+            let cont = if is_run {
+                let n = usize::from(u16_at(take(2)?, 0));
+                let runs = take(n * 4)?;
+                for r in runs.chunks_exact(4) {
+                    let start = u16::from_le_bytes([r[0], r[1]]);
+                    let len = u16::from_le_bytes([r[2], r[3]]);
+                    if start.checked_add(len).is_none() {
+                        return Err("run past its container");
+                    }
+                }
+                Cont::Run(runs)
+            } else if card > 4096 {
+                Cont::Bitset(take(8192)?)
+            } else {
+                Cont::Array(take(card * 2)?)
+            };
+            keys.push(key);
+            conts.push(cont);
+        }
+        Ok(Self { keys, conts })
+    }
+
+    /// The container of `key`, if the bitmap has members there.
+    pub(crate) fn get(&self, key: u16) -> Option<Cont<'a>> {
+        self.keys.binary_search(&key).ok().map(|i| self.conts[i])
+    }
+
+    /// Every container, in key order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u16, Cont<'a>)> + '_ {
+        self.keys.iter().copied().zip(self.conts.iter().copied())
+    }
+}
+
+/// Scratch space that turns containers into blocks of bytes, one block key at a time.
+///
+/// [`Blocks::load`] resolves one block key for a list of directories: bitset containers are
+/// borrowed in place (at any alignment: kernels read their words with `u64::from_le_bytes`,
+/// which compiles to plain unaligned loads), the others expanded into scratch blocks reused
+/// from call to call (so they stay in cache), absent ones are `None`.
+#[derive(Debug, Default)]
+pub(crate) struct Blocks {
+    scratch: Vec<u8>,
+}
+
+impl Blocks {
+    /// The 8,192 bytes of block `key` of each of `dirs` (`None` where a bitmap has no members
+    /// there).
+    pub(crate) fn load<'b>(
+        &'b mut self,
+        dirs: &[&'b Directory<'b>],
+        key: u16,
+    ) -> Vec<Option<&'b [u8]>> {
+        let conts: Vec<Option<Cont<'b>>> = dirs.iter().map(|d| d.get(key)).collect();
+        let expanded = conts
+            .iter()
+            .filter(|c| matches!(c, Some(Cont::Array(_) | Cont::Run(_))))
+            .count();
+        if self.scratch.len() < expanded * BLOCK_BYTES {
+            self.scratch.resize(expanded * BLOCK_BYTES, 0);
+        }
+        let mut free = self.scratch.chunks_exact_mut(BLOCK_BYTES);
+        let mut filled = Vec::with_capacity(expanded);
+        for c in conts.iter().flatten() {
+            if !matches!(c, Cont::Bitset(_)) {
+                let block = free.next().expect("a scratch block per expanded container");
+                c.expand_into(block);
+                filled.push(&*block);
+            }
+        }
+        let mut filled = filled.into_iter();
+        conts
+            .into_iter()
+            .map(|c| match c {
+                None => None,
+                Some(Cont::Bitset(bytes)) => Some(bytes),
+                Some(_) => filled.next(),
+            })
+            .collect()
+    }
+}
+
+/// Word `j` of a block of bytes.
+#[inline(always)]
+pub(crate) fn word(block: &[u8], j: usize) -> u64 {
+    u64::from_le_bytes(block[j * 8..j * 8 + 8].try_into().expect("8 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use croaring::{Bitmap, Portable};
+    use proptest::prelude::*;
+
+    fn bitmap_strategy() -> impl Strategy<Value = Bitmap> {
+        prop_oneof![
+            prop::collection::vec(0u32..300_000, 0..300).prop_map(|v| Bitmap::of(&v)),
+            (0u32..200_000, 1u32..140_000, any::<bool>()).prop_map(|(a, n, runs)| {
+                let mut b = Bitmap::from_range(a..a + n);
+                b.add(a + n + 70_000);
+                if runs {
+                    b.run_optimize();
+                }
+                b
+            }),
+            (0u32..4, any::<u64>()).prop_map(|(c, seed)| {
+                let mut x = seed | 1;
+                let ids: Vec<u32> = (0..7000)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        c * 65_536 + (x % 65_536) as u32
+                    })
+                    .collect();
+                Bitmap::of(&ids)
+            }),
+        ]
+    }
+
+    /// The block's bits from the directory, as ids.
+    fn ids_of(words: &[u64], key: u16) -> Vec<u32> {
+        let mut ids = Vec::new();
+        for (i, &w) in words.iter().enumerate() {
+            for b in 0..64 {
+                if w >> b & 1 == 1 {
+                    ids.push(u32::from(key) << 16 | (i as u32 * 64 + b));
+                }
+            }
+        }
+        ids
+    }
+
+    proptest! {
+        #![proptest_config(crate::testutil::proptest_config(64))]
+
+        #[test]
+        fn blocks_hold_exactly_the_members(bitmaps in prop::collection::vec(bitmap_strategy(), 1..4)) {
+            let bytes: Vec<Vec<u8>> = bitmaps.iter().map(|b| b.serialize::<Portable>()).collect();
+            let dirs: Vec<Directory<'_>> =
+                bytes.iter().map(|b| Directory::parse(b).unwrap()).collect();
+            let refs: Vec<&Directory<'_>> = dirs.iter().collect();
+            let mut blocks = Blocks::default();
+            for key in 0u16..6 {
+                let out = blocks.load(&refs, key);
+                for (b, block) in bitmaps.iter().zip(&out) {
+                    let want: Vec<u32> = b.iter().filter(|id| id >> 16 == u32::from(key)).collect();
+                    let words: Option<Vec<u64>> =
+                        block.map(|bytes| (0..BLOCK_WORDS).map(|j| word(bytes, j)).collect());
+                    let got = words.map(|w| ids_of(&w, key)).unwrap_or_default();
+                    prop_assert_eq!(got, want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_bytes_are_errors() {
+        let mut b = Bitmap::from_range(0..100_000);
+        b.add(500_000);
+        for runs in [false, true] {
+            if runs {
+                b.run_optimize();
+            }
+            let bytes = b.serialize::<Portable>();
+            assert!(Directory::parse(&bytes).is_ok());
+            for cut in [0, 3, 7, bytes.len() / 2, bytes.len() - 1] {
+                assert!(Directory::parse(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+        assert_eq!(
+            Directory::parse(&[9, 9, 9, 9]).unwrap_err(),
+            "unknown cookie"
+        );
+        // Keys out of order.
+        let mut bad = Vec::new();
+        bad.extend_from_slice(&super::super::NO_RUN_COOKIE.to_le_bytes());
+        bad.extend_from_slice(&2u32.to_le_bytes());
+        for key in [5u16, 5] {
+            bad.extend_from_slice(&key.to_le_bytes());
+            bad.extend_from_slice(&0u16.to_le_bytes());
+        }
+        bad.extend_from_slice(&[0; 8]);
+        bad.extend_from_slice(&[1, 0, 2, 0]);
+        assert_eq!(
+            Directory::parse(&bad).unwrap_err(),
+            "container keys out of order"
+        );
+    }
+}
