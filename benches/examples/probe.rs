@@ -13,8 +13,6 @@ fn main() {
     unsafe { portrait_engine::use_rust_allocator_for_bitmaps() };
     let db = open_dataset(bench_users());
     let snap = db.table("users").unwrap().snapshot();
-    // Wait for the dictionary to load, so that it does not compete for a core.
-    snap.id_of("x").ok();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runs = std::env::var("N")
         .ok()

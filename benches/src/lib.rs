@@ -63,9 +63,17 @@ pub fn dataset_dir(users: u32) -> PathBuf {
     dir
 }
 
-/// Opens the cached benchmark database of `users` users.
+/// Opens the cached benchmark database of `users` users, and waits for its key dictionary to
+/// load (it loads on a background thread after open, ~1 s at 10M users): a benchmark started
+/// at once would share the cores with that load and measure it.
 pub fn open_dataset(users: u32) -> Database {
-    Database::open(dataset_dir(users)).expect("open the benchmark database")
+    let db = Database::open(dataset_dir(users)).expect("open the benchmark database");
+    let table = db.table("users").expect("the benchmark table");
+    table
+        .snapshot()
+        .id_of(portrait_engine::KeyRef::Str("(warm-up)"))
+        .expect("load the key dictionary");
+    db
 }
 
 /// `n` keys of existing users of the `users`-user dataset, in a scattered (xorshift) order as a

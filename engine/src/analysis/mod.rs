@@ -557,21 +557,13 @@ impl<'s> Crowd<'s> {
                 b
             }
         };
-        // below[i] = members with a value < bounds[i]: per shard in parallel, each comparison
-        // computed within the shard's members that have a value.
+        // below[i] = members with a value < bounds[i]: per shard in parallel, every bound in
+        // one pass over the shard's slices (see `BsiRef::count_below`).
         let parts: Vec<(Vec<u64>, u64)> = self.per_shard(|s, crowd| {
             let Some(bsi) = f.bsi_in(s)? else {
                 return Ok((vec![0; bounds.len()], 0));
             };
-            let within = bsi.exists.and(&crowd);
-            let below = bounds
-                .iter()
-                .map(|&b| {
-                    bsi.compare_in(crate::expr::CmpOp::Lt, b, Some(&within))
-                        .cardinality()
-                })
-                .collect();
-            Ok((below, within.cardinality()))
+            Ok(bsi.count_below(&bounds, Some(&crowd)))
         })?;
         let mut below = vec![0u64; bounds.len()];
         let mut total = 0u64;

@@ -4,6 +4,7 @@
 //! - `portable`: zero-copy access to the containers of serialized bitmaps, a block at a time.
 
 pub mod bsi;
+pub(crate) mod fused;
 pub(crate) mod portable;
 
 use std::borrow::Cow;

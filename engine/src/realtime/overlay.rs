@@ -330,6 +330,7 @@ impl OwnedBsi {
             exists: &self.exists,
             base: self.base,
             slices: self.slices.iter().map(|s| &**s).collect(),
+            portable: None,
         }
     }
 

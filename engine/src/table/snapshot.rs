@@ -849,6 +849,8 @@ impl<'s> FieldRef<'s> {
         let exists = seg.bitmap(slot)?;
         let slices_range = seg.range_of(id, Role::BsiSlice);
         let mut slices = Vec::with_capacity(slices_range.len());
+        let mut portable = Vec::with_capacity(slices_range.len() + 1);
+        portable.push(seg.bytes(slot)?);
         for (bit, s) in slices_range.enumerate() {
             if seg.entry(s).key.key != bit as u32 {
                 return Err(Error::corrupt(
@@ -857,11 +859,13 @@ impl<'s> FieldRef<'s> {
                 ));
             }
             slices.push(seg.bitmap(s)?);
+            portable.push(seg.bytes(s)?);
         }
         Ok(Some(BsiRef {
             exists,
             base: entry.aux,
             slices,
+            portable: Some(portable),
         }))
     }
 
