@@ -323,6 +323,26 @@ impl<'t> Load<'t> {
         }
     }
 
+    /// [`Load::flag_bitmap`] for a bitmap the caller gives up: a flag with nothing staged yet
+    /// takes it as it is, without copying its containers.
+    pub(crate) fn flag_bitmap_owned(&mut self, field: LoadField, ids: Bitmap) -> Result<()> {
+        if let Some(max) = ids.maximum() {
+            self.check_id(max)?;
+        }
+        let f = self.staged(field)?;
+        match &mut f.data {
+            Staged::Flag(b) if b.is_empty() => {
+                *b = ids;
+                Ok(())
+            }
+            Staged::Flag(b) => {
+                b.or_inplace(&ids);
+                Ok(())
+            }
+            _ => Err(mismatch(&f.spec, "a flag")),
+        }
+    }
+
     /// Records that user `key` did event `field` `count` times on `day` (days since
     /// 1970-01-01, counted in the table's time zone). Counts of the same user and day add up.
     /// The load replaces every day it holds an event for and keeps the event's other days.
@@ -527,12 +547,6 @@ impl<'t> Load<'t> {
         // an overlap; a load without new users leaves real-time writes running.
         let mut rt_guard = (self.new_keys.len() > 0).then(|| table.rt.state.lock());
         let keys = self.settle_keys()?;
-        // Flags are written run-optimized; done once, in place, in parallel.
-        self.fields.par_iter_mut().for_each(|f| {
-            if let Staged::Flag(b) = &mut f.data {
-                b.run_optimize();
-            }
-        });
         let base = &self.base;
         let users = keys.own.end();
         let now = now_ms();
@@ -560,42 +574,61 @@ impl<'t> Load<'t> {
         order.sort_unstable();
 
         let horizon = manifest.event_horizon_days;
-        let prepared: Vec<Prepared> = order
-            .par_iter()
-            .map(|&(id, i)| {
-                let staged = &self.fields[i];
-                // Events keep the days this load does not replace.
-                let previous = match staged.spec.kind {
-                    FieldKind::Event => base.field(&staged.spec.path).ok(),
-                    _ => None,
-                };
-                Prepared::new(id, i, staged, previous, horizon)
-            })
-            .collect();
-
-        // Steps 1 and 2, side by side: one segment per shard (shards, and the fields of a
-        // shard, prepared in parallel), and the new keys: real-time ones not yet in a chunk,
-        // then this load's own.
+        let fields = &mut self.fields;
         let new_chunk = keys.chunk();
-        let (shards, chunk_written) = rayon::join(
-            || {
-                (0..shard_count(users))
-                    .into_par_iter()
-                    .map(|shard| {
-                        let lo = shard << SHARD_BITS;
-                        let hi = ((lo as u64 + (1 << SHARD_BITS)).min(users as u64)) as u32;
-                        let path = table.dir.join(segment::file_name(file_id, shard));
-                        write_segment(&path, file_id, shard, &prepared, lo..hi)
-                    })
-                    .collect::<Result<Vec<_>>>()
-            },
-            || -> Result<()> {
-                if new_chunk.len() > 0 {
-                    chunk::write(&table.dir.join(chunk::file_name(file_id)), new_chunk)?;
+        let chunk_path = table.dir.join(chunk::file_name(file_id));
+        let chunk_path = &chunk_path;
+        let write_chunk = move || -> Result<()> {
+            if new_chunk.len() > 0 {
+                chunk::write(chunk_path, new_chunk)?;
+            }
+            Ok(())
+        };
+        // Steps 1 and 2, side by side: one segment per shard (shards, and the fields of a
+        // shard, prepared in parallel), and the new keys (real-time ones not yet in a chunk,
+        // then this load's own), compressed and fsynced on a thread of its own, outside
+        // rayon's pool, so that the pool keeps all its threads for the segments.
+        let (fields, prepared, shards, chunk_written) = std::thread::scope(move |scope| {
+            let chunk_writer = std::thread::Builder::new()
+                .name("portrait-ids".into())
+                .spawn_scoped(scope, write_chunk);
+            // Flags are written run-optimized; done once, in place, in parallel.
+            fields.par_iter_mut().for_each(|f| {
+                if let Staged::Flag(b) = &mut f.data {
+                    b.run_optimize();
                 }
-                Ok(())
-            },
-        );
+            });
+            let fields = &*fields;
+            let prepared: Vec<Prepared> = order
+                .par_iter()
+                .map(|&(id, i)| {
+                    let staged = &fields[i];
+                    // Events keep the days this load does not replace.
+                    let previous = match staged.spec.kind {
+                        FieldKind::Event => base.field(&staged.spec.path).ok(),
+                        _ => None,
+                    };
+                    Prepared::new(id, i, staged, previous, horizon)
+                })
+                .collect();
+            let shards = (0..shard_count(users))
+                .into_par_iter()
+                .map(|shard| {
+                    let lo = shard << SHARD_BITS;
+                    let hi = ((lo as u64 + (1 << SHARD_BITS)).min(users as u64)) as u32;
+                    let path = table.dir.join(segment::file_name(file_id, shard));
+                    write_segment(&path, file_id, shard, &prepared, lo..hi)
+                })
+                .collect::<Result<Vec<_>>>();
+            let chunk_written = match chunk_writer {
+                Ok(writer) => writer.join().unwrap_or_else(|_| {
+                    Err(Error::Internal("the id chunk writer panicked".into()))
+                }),
+                // No thread to spare: written here, after the segments.
+                Err(_) => write_chunk(),
+            };
+            (fields, prepared, shards, chunk_written)
+        });
         let shards = shards?;
         chunk_written?;
         let mut written: Vec<(u32, u64)> = Vec::new();
@@ -630,7 +663,7 @@ impl<'t> Load<'t> {
         manifest.users = users;
         manifest.generation += 1;
         for (pi, p) in prepared.iter().enumerate() {
-            let spec = &self.fields[p.index].spec;
+            let spec = &fields[p.index].spec;
             let version = VersionRecord {
                 info: VersionInfo {
                     label: self.label.clone(),
@@ -1428,6 +1461,10 @@ fn forward_index(
     ])
 }
 
+/// Rows of a [`forward_block`] whose positions are placed together: their part of the
+/// output stays in cache while every flag's members among them are scattered into it.
+const FORWARD_STRIPE: u32 = 2048;
+
 /// One block of [`forward_index`]: per row of `block`, how many of `flags` it has, and the
 /// positions (in `flags`) of each row's flags, ascending, rows in order, as `u16` LE bytes.
 fn forward_block(flags: &[(u32, &Bitmap)], block: std::ops::Range<u32>) -> (Vec<u32>, Vec<u8>) {
@@ -1448,28 +1485,46 @@ fn forward_block(flags: &[(u32, &Bitmap)], block: std::ops::Range<u32>) -> (Vec<
         ends.push(members.len());
     }
     let mut counts = vec![0u32; rows];
-    for &id in &members {
-        counts[(id - block.start) as usize] += 1;
-    }
-    let mut fill = Vec::with_capacity(rows);
-    let mut at = 0u32;
-    for &c in &counts {
-        fill.push(at);
-        at += c;
-    }
-    let mut positions = vec![0u16; members.len()];
-    let mut start = 0;
-    for (pos, &end) in ends.iter().enumerate() {
-        for &id in &members[start..end] {
-            let row = (id - block.start) as usize;
-            positions[fill[row] as usize] = pos as u16;
-            fill[row] += 1;
+    let mut raw = vec![0u8; members.len() * 2];
+    // A stripe of rows at a time, so that what a stripe touches stays in cache: each flag's
+    // members in the stripe are counted per row, then placed flag after flag (so each row's
+    // positions ascend). `from[pos]`: flag `pos`'s first member not placed yet; `to[pos]`:
+    // past its last member in the stripe; `fill[r]`: where row `r` of the stripe puts its next
+    // position.
+    let mut from: Vec<usize> = Vec::with_capacity(flags.len());
+    from.push(0);
+    from.extend_from_slice(&ends[..ends.len().saturating_sub(1)]);
+    let mut to = vec![0usize; flags.len()];
+    let mut fill = vec![0u32; FORWARD_STRIPE as usize];
+    let mut placed = 0u32;
+    let mut stripe = block.start;
+    while stripe < block.end {
+        let stripe_end = stripe.saturating_add(FORWARD_STRIPE).min(block.end);
+        let first = (stripe - block.start) as usize;
+        let stripe_counts = &mut counts[first..(stripe_end - block.start) as usize];
+        for ((&start, &end), to) in from.iter().zip(&ends).zip(&mut to) {
+            let mut m = start;
+            while m < end && members[m] < stripe_end {
+                stripe_counts[(members[m] - stripe) as usize] += 1;
+                m += 1;
+            }
+            *to = m;
         }
-        start = end;
-    }
-    let mut raw = Vec::with_capacity(positions.len() * 2);
-    for x in &positions {
-        raw.extend_from_slice(&x.to_le_bytes());
+        for (f, &c) in fill.iter_mut().zip(stripe_counts.iter()) {
+            *f = placed;
+            placed += c;
+        }
+        for (pos, (start, &end)) in from.iter_mut().zip(&to).enumerate() {
+            let bytes = (pos as u16).to_le_bytes();
+            for &id in &members[*start..end] {
+                let slot = &mut fill[(id - stripe) as usize];
+                let i = *slot as usize * 2;
+                raw[i..i + 2].copy_from_slice(&bytes);
+                *slot += 1;
+            }
+            *start = end;
+        }
+        stripe = stripe_end;
     }
     (counts, raw)
 }
