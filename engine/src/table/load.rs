@@ -1373,6 +1373,10 @@ fn write_segment(
                     });
                 }
             }
+            // The fields reach the disk while the forward index is built.
+            if let Some(w) = &mut w {
+                w.start_sync()?;
+            }
             Ok((w, written))
         },
         || {
