@@ -341,7 +341,7 @@ impl Sink {
                 Some(b) => b,
                 None => std::mem::take(&mut self.flags).finish(),
             };
-            load.flag_bitmap(self.field, &flags)?;
+            load.flag_bitmap_owned(self.field, flags)?;
         }
         Ok(())
     }

@@ -335,6 +335,8 @@ pub(crate) struct Groups {
     pub(crate) runs: Vec<u32>,
     /// Per code, the first row holding it (`u32::MAX`: none).
     pub(crate) first_row: Vec<u32>,
+    /// Scratch of the grouping.
+    at: Vec<u32>,
 }
 
 impl Derive {
@@ -351,21 +353,25 @@ impl Derive {
         match &col.data {
             Data::Int(v) => {
                 let (v, valid) = (&v[..n], &col.valid[..n]);
-                let mut all_valid = true;
-                if n > 0 {
-                    runs.push(0);
-                    run_keys.push(v[0]);
-                    all_valid = valid[0];
-                }
-                for i in 1..n {
-                    if v[i] != v[i - 1] || valid[i] != valid[i - 1] {
-                        runs.push(i as u32);
-                        run_keys.push(v[i]);
-                        all_valid &= valid[i];
+                if all_true(valid) {
+                    // Every key present (the usual case): only values can differ.
+                    if let Some(&first) = v.first() {
+                        runs.push(0);
+                        run_keys.push(first);
                     }
-                }
-                if all_valid {
+                    for (i, w) in v.windows(2).enumerate() {
+                        if w[0] != w[1] {
+                            runs.push(i as u32 + 1);
+                            run_keys.push(w[1]);
+                        }
+                    }
                     batch.run_keys = Some(run_keys);
+                } else {
+                    for i in 0..n {
+                        if i == 0 || v[i] != v[i - 1] || valid[i] != valid[i - 1] {
+                            runs.push(i as u32);
+                        }
+                    }
                 }
             }
             Data::Coded(c) => {
@@ -389,42 +395,68 @@ impl Derive {
         let Data::Coded(coded) = &col.data else {
             return;
         };
-        let g = &mut batch.groups;
         let codes = coded.dict.texts.len() + coded.extra.len();
-        g.nulls = false;
-        g.starts.clear();
-        g.starts.resize(codes + 1, 0);
-        g.first_row.clear();
-        g.first_row.resize(codes, u32::MAX);
-        for (r, (&c, &valid)) in coded.codes.iter().zip(&col.valid).enumerate() {
-            if !valid {
-                g.nulls = true;
+        let valid = &col.valid[..n];
+        let g = &mut batch.groups;
+        if all_true(valid) {
+            g.group(&coded.codes[..n], None, runs, codes);
+        } else {
+            g.group(&coded.codes[..n], Some(valid), runs, codes);
+        }
+    }
+}
+
+/// Whether every one of `v` is true (a word of flags at a time, without stopping early).
+fn all_true(v: &[bool]) -> bool {
+    v.chunks(256)
+        .all(|c| c.iter().fold(true, |all, &b| all & b))
+}
+
+impl Groups {
+    /// Groups `runs` (first rows, then the number of rows) by the codes of their rows, rows
+    /// with `valid` false left out; there are `codes` distinct codes. Specialized for all rows
+    /// valid (`None`).
+    #[inline(always)]
+    fn group(&mut self, row_codes: &[u32], valid: Option<&[bool]>, runs: &[u32], codes: usize) {
+        let present = |r: usize| valid.is_none_or(|v| v[r]);
+        self.nulls = valid.is_some();
+        self.starts.clear();
+        self.starts.resize(codes + 1, 0);
+        self.first_row.clear();
+        self.first_row.resize(codes, u32::MAX);
+        // Rows per code (in `starts[c + 1]`), noting the row of each code's first.
+        let counts = &mut self.starts[1..];
+        for (r, &c) in row_codes.iter().enumerate() {
+            if !present(r) {
                 continue;
             }
             let c = c as usize;
-            if g.first_row[c] == u32::MAX {
-                g.first_row[c] = r as u32;
+            let k = counts[c];
+            if k == 0 {
+                self.first_row[c] = r as u32;
             }
-            g.starts[c + 1] += 1;
+            counts[c] = k + 1;
         }
         for c in 1..=codes {
-            g.starts[c] += g.starts[c - 1];
+            self.starts[c] += self.starts[c - 1];
         }
-        g.runs.clear();
-        g.runs.resize(g.starts[codes] as usize, 0);
+        self.runs.clear();
+        self.runs.resize(self.starts[codes] as usize, 0);
         // `at[c]`: where the next run of code `c` goes.
-        let mut at = g.starts[..codes].to_vec();
-        for (run, rows) in batch.runs.windows(2).enumerate() {
+        self.at.clear();
+        self.at.extend_from_slice(&self.starts[..codes]);
+        for (run, rows) in runs.windows(2).enumerate() {
             let rows = rows[0] as usize..rows[1] as usize;
-            for (&c, &valid) in coded.codes[rows.clone()].iter().zip(&col.valid[rows]) {
-                if valid {
-                    let slot = &mut at[c as usize];
-                    g.runs[*slot as usize] = run as u32;
-                    *slot += 1;
+            for (r, &c) in rows.clone().zip(&row_codes[rows]) {
+                if !present(r) {
+                    continue;
                 }
+                let slot = &mut self.at[c as usize];
+                self.runs[*slot as usize] = run as u32;
+                *slot += 1;
             }
         }
-        g.done = true;
+        self.done = true;
     }
 }
 
@@ -1397,8 +1429,91 @@ impl Source for ParquetSource {
 
 #[cfg(test)]
 mod tests {
-    use super::Bits;
+    use std::sync::Arc;
+
+    use super::{Batch, Bits, Col, Data, Derive, Texts};
+    use crate::import::pages::{Coded, Dictionary};
     use proptest::prelude::*;
+
+    /// A batch of an integer key column and a column of codes into a dictionary of `codes`
+    /// entries (`None`: null).
+    fn batch_of(rows: &[(Option<i64>, Option<u32>)], codes: usize) -> Batch {
+        let mut texts = Texts::default();
+        for c in 0..codes {
+            texts.push(format!("t{c}").as_bytes());
+        }
+        let keys = Col {
+            valid: rows.iter().map(|r| r.0.is_some()).collect(),
+            data: Data::Int(rows.iter().map(|r| r.0.unwrap_or(0)).collect()),
+        };
+        let tags = Col {
+            valid: rows.iter().map(|r| r.1.is_some()).collect(),
+            data: Data::Coded(Coded {
+                dict: Arc::new(Dictionary { id: 7, texts }),
+                extra: Texts::default(),
+                codes: rows.iter().map(|r| r.1.unwrap_or(0)).collect(),
+            }),
+        };
+        let mut batch = Batch {
+            cols: vec![keys, tags],
+            ..Batch::default()
+        };
+        batch.rows.set_range(1, rows.len());
+        batch
+    }
+
+    proptest! {
+        #![proptest_config(crate::testutil::proptest_config(128))]
+        /// Runs of equal keys (a missing key differs from every key), their keys when none is
+        /// missing, and the runs holding each code in row order, with each code's first row:
+        /// what a row-by-row reading gives.
+        #[test]
+        fn derived_runs_and_groups_match_the_rows(
+            rows in proptest::collection::vec(
+                (prop::option::weighted(0.95, 0i64..6), prop::option::weighted(0.95, 0u32..9)),
+                0..400,
+            ),
+            sorted in any::<bool>(),
+        ) {
+            let mut rows = rows;
+            if sorted {
+                rows.sort_by_key(|r| r.0);
+            }
+            let codes = 9;
+            let mut batch = batch_of(&rows, codes);
+            // Apply twice: the second reuses what the first left in the batch.
+            for _ in 0..2 {
+                Derive { runs_of: Some(0), groups_of: Some(1) }.apply(&mut batch);
+                let mut runs = Vec::new();
+                for i in 0..rows.len() {
+                    if i == 0 || rows[i].0 != rows[i - 1].0 {
+                        runs.push(i as u32);
+                    }
+                }
+                runs.push(rows.len() as u32);
+                prop_assert_eq!(&batch.runs, &runs);
+                let keys: Option<Vec<i64>> = runs[..runs.len() - 1].iter().map(|&r| rows[r as usize].0).collect();
+                prop_assert_eq!(&batch.run_keys, &keys);
+                let g = &batch.groups;
+                prop_assert!(g.done);
+                prop_assert_eq!(g.nulls, rows.iter().any(|r| r.1.is_none()));
+                for c in 0..codes as u32 {
+                    let mut want = Vec::new();
+                    for (run, w) in runs.windows(2).enumerate() {
+                        for r in w[0]..w[1] {
+                            if rows[r as usize].1 == Some(c) {
+                                want.push(run as u32);
+                            }
+                        }
+                    }
+                    let got = &g.runs[g.starts[c as usize] as usize..g.starts[c as usize + 1] as usize];
+                    prop_assert_eq!(got, &want[..]);
+                    let first = rows.iter().position(|r| r.1 == Some(c)).map_or(u32::MAX, |r| r as u32);
+                    prop_assert_eq!(g.first_row[c as usize], first);
+                }
+            }
+        }
+    }
 
     proptest! {
         #![proptest_config(crate::testutil::proptest_config(128))]

@@ -131,6 +131,8 @@ pub(crate) struct SegmentWriter {
     index: Vec<u8>,
     last: Option<BlobKey>,
     header_sum: u64,
+    /// The `fdatasync` started by [`SegmentWriter::start_sync`], if running.
+    syncing: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
 
 impl SegmentWriter {
@@ -143,6 +145,7 @@ impl SegmentWriter {
             index: Vec::new(),
             last: None,
             header_sum: 0,
+            syncing: None,
         };
         let mut header = [0u8; HEADER_LEN];
         header[..8].copy_from_slice(MAGIC);
@@ -226,6 +229,26 @@ impl SegmentWriter {
         self.add_bytes(key, aux, &bitmap.serialize::<croaring::Portable>())
     }
 
+    /// Starts writing what was added so far to the disk, on a thread of its own, while more
+    /// is added: [`SegmentWriter::finish`]'s fsync then has less left to wait for. Does
+    /// nothing if a sync is already running or no thread can be had.
+    pub(crate) fn start_sync(&mut self) -> Result<()> {
+        if self.syncing.is_some() {
+            return Ok(());
+        }
+        self.out.flush().map_err(|e| Error::io(&self.path, e))?;
+        let file = self
+            .out
+            .get_ref()
+            .try_clone()
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.syncing = std::thread::Builder::new()
+            .name("portrait-sync".into())
+            .spawn(move || file.sync_data())
+            .ok();
+        Ok(())
+    }
+
     /// Writes the index and footer and fsyncs the file. Returns its size in bytes.
     pub(crate) fn finish(mut self) -> Result<u64> {
         let pad = (ALIGN - (self.pos as usize % ALIGN)) % ALIGN;
@@ -247,6 +270,12 @@ impl SegmentWriter {
             .out
             .into_inner()
             .map_err(|e| Error::io(&self.path, e.into_error()))?;
+        if let Some(syncing) = self.syncing.take() {
+            syncing
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the sync thread panicked")))
+                .map_err(|e| Error::io(&self.path, e))?;
+        }
         file.sync_all().map_err(|e| Error::io(&self.path, e))?;
         Ok(self.pos)
     }

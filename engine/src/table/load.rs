@@ -176,10 +176,20 @@ impl<'t> Load<'t> {
         out.clear();
         out.reserve(keys.len());
         // Users numbered in increasing order above every user of the table and of this load
-        // (a file sorted by user, with new users): all new, appended as they come.
+        // (a file sorted by user, with new users): all new, appended as they come. The first
+        // may be the last user appended, whose rows the previous batch began.
         let first = self.new_keys.end();
-        if self.base.dict.get()?.read().all_beyond(keys) && self.new_keys.append_increasing(keys)? {
-            out.extend(first..first + keys.len() as u32);
+        let (again, rest) = match keys.split_first() {
+            Some((&k, rest))
+                if self.new_keys.len() > 0 && self.new_keys.key(first - 1) == Some(k) =>
+            {
+                (Some(first - 1), rest)
+            }
+            _ => (None, keys),
+        };
+        if self.base.dict.get()?.read().all_beyond(rest) && self.new_keys.append_increasing(rest)? {
+            out.extend(again);
+            out.extend(first..first + rest.len() as u32);
             return Ok(());
         }
         let mut found = Vec::with_capacity(keys.len());
@@ -317,6 +327,26 @@ impl<'t> Load<'t> {
         match &mut f.data {
             Staged::Flag(b) => {
                 b.or_inplace(ids);
+                Ok(())
+            }
+            _ => Err(mismatch(&f.spec, "a flag")),
+        }
+    }
+
+    /// [`Load::flag_bitmap`] for a bitmap the caller gives up: a flag with nothing staged yet
+    /// takes it as it is, without copying its containers.
+    pub(crate) fn flag_bitmap_owned(&mut self, field: LoadField, ids: Bitmap) -> Result<()> {
+        if let Some(max) = ids.maximum() {
+            self.check_id(max)?;
+        }
+        let f = self.staged(field)?;
+        match &mut f.data {
+            Staged::Flag(b) if b.is_empty() => {
+                *b = ids;
+                Ok(())
+            }
+            Staged::Flag(b) => {
+                b.or_inplace(&ids);
                 Ok(())
             }
             _ => Err(mismatch(&f.spec, "a flag")),
@@ -527,12 +557,6 @@ impl<'t> Load<'t> {
         // an overlap; a load without new users leaves real-time writes running.
         let mut rt_guard = (self.new_keys.len() > 0).then(|| table.rt.state.lock());
         let keys = self.settle_keys()?;
-        // Flags are written run-optimized; done once, in place, in parallel.
-        self.fields.par_iter_mut().for_each(|f| {
-            if let Staged::Flag(b) = &mut f.data {
-                b.run_optimize();
-            }
-        });
         let base = &self.base;
         let users = keys.own.end();
         let now = now_ms();
@@ -560,42 +584,61 @@ impl<'t> Load<'t> {
         order.sort_unstable();
 
         let horizon = manifest.event_horizon_days;
-        let prepared: Vec<Prepared> = order
-            .par_iter()
-            .map(|&(id, i)| {
-                let staged = &self.fields[i];
-                // Events keep the days this load does not replace.
-                let previous = match staged.spec.kind {
-                    FieldKind::Event => base.field(&staged.spec.path).ok(),
-                    _ => None,
-                };
-                Prepared::new(id, i, staged, previous, horizon)
-            })
-            .collect();
-
-        // Steps 1 and 2, side by side: one segment per shard (shards, and the fields of a
-        // shard, prepared in parallel), and the new keys: real-time ones not yet in a chunk,
-        // then this load's own.
+        let fields = &mut self.fields;
         let new_chunk = keys.chunk();
-        let (shards, chunk_written) = rayon::join(
-            || {
-                (0..shard_count(users))
-                    .into_par_iter()
-                    .map(|shard| {
-                        let lo = shard << SHARD_BITS;
-                        let hi = ((lo as u64 + (1 << SHARD_BITS)).min(users as u64)) as u32;
-                        let path = table.dir.join(segment::file_name(file_id, shard));
-                        write_segment(&path, file_id, shard, &prepared, lo..hi)
-                    })
-                    .collect::<Result<Vec<_>>>()
-            },
-            || -> Result<()> {
-                if new_chunk.len() > 0 {
-                    chunk::write(&table.dir.join(chunk::file_name(file_id)), new_chunk)?;
+        let chunk_path = table.dir.join(chunk::file_name(file_id));
+        let chunk_path = &chunk_path;
+        let write_chunk = move || -> Result<()> {
+            if new_chunk.len() > 0 {
+                chunk::write(chunk_path, new_chunk)?;
+            }
+            Ok(())
+        };
+        // Steps 1 and 2, side by side: one segment per shard (shards, and the fields of a
+        // shard, prepared in parallel), and the new keys (real-time ones not yet in a chunk,
+        // then this load's own), compressed and fsynced on a thread of its own, outside
+        // rayon's pool, so that the pool keeps all its threads for the segments.
+        let (fields, prepared, shards, chunk_written) = std::thread::scope(move |scope| {
+            let chunk_writer = std::thread::Builder::new()
+                .name("portrait-ids".into())
+                .spawn_scoped(scope, write_chunk);
+            // Flags are written run-optimized; done once, in place, in parallel.
+            fields.par_iter_mut().for_each(|f| {
+                if let Staged::Flag(b) = &mut f.data {
+                    b.run_optimize();
                 }
-                Ok(())
-            },
-        );
+            });
+            let fields = &*fields;
+            let prepared: Vec<Prepared> = order
+                .par_iter()
+                .map(|&(id, i)| {
+                    let staged = &fields[i];
+                    // Events keep the days this load does not replace.
+                    let previous = match staged.spec.kind {
+                        FieldKind::Event => base.field(&staged.spec.path).ok(),
+                        _ => None,
+                    };
+                    Prepared::new(id, i, staged, previous, horizon)
+                })
+                .collect();
+            let shards = (0..shard_count(users))
+                .into_par_iter()
+                .map(|shard| {
+                    let lo = shard << SHARD_BITS;
+                    let hi = ((lo as u64 + (1 << SHARD_BITS)).min(users as u64)) as u32;
+                    let path = table.dir.join(segment::file_name(file_id, shard));
+                    write_segment(&path, file_id, shard, &prepared, lo..hi)
+                })
+                .collect::<Result<Vec<_>>>();
+            let chunk_written = match chunk_writer {
+                Ok(writer) => writer.join().unwrap_or_else(|_| {
+                    Err(Error::Internal("the id chunk writer panicked".into()))
+                }),
+                // No thread to spare: written here, after the segments.
+                Err(_) => write_chunk(),
+            };
+            (fields, prepared, shards, chunk_written)
+        });
         let shards = shards?;
         chunk_written?;
         let mut written: Vec<(u32, u64)> = Vec::new();
@@ -630,7 +673,7 @@ impl<'t> Load<'t> {
         manifest.users = users;
         manifest.generation += 1;
         for (pi, p) in prepared.iter().enumerate() {
-            let spec = &self.fields[p.index].spec;
+            let spec = &fields[p.index].spec;
             let version = VersionRecord {
                 info: VersionInfo {
                     label: self.label.clone(),
@@ -1330,6 +1373,10 @@ fn write_segment(
                     });
                 }
             }
+            // The fields reach the disk while the forward index is built.
+            if let Some(w) = &mut w {
+                w.start_sync()?;
+            }
             Ok((w, written))
         },
         || {
@@ -1389,7 +1436,9 @@ fn forward_index(
     // Per block: the number of flags of each row, and the rows' flag positions in row order.
     let parts: Vec<(Vec<u32>, Vec<u8>)> = blocks
         .into_par_iter()
-        .map(|block| forward_block(&flags, block))
+        .map_init(Vec::new, |members, block| {
+            forward_block(&flags, block, members)
+        })
         .collect();
     let rows = (range.end - range.start) as usize;
     let mut offsets = Vec::with_capacity((rows + 1) * 4);
@@ -1428,12 +1477,22 @@ fn forward_index(
     ])
 }
 
+/// Rows of a [`forward_block`] whose positions are placed together: their part of the
+/// output stays in cache while every flag's members among them are scattered into it.
+const FORWARD_STRIPE: u32 = 2048;
+
 /// One block of [`forward_index`]: per row of `block`, how many of `flags` it has, and the
 /// positions (in `flags`) of each row's flags, ascending, rows in order, as `u16` LE bytes.
-fn forward_block(flags: &[(u32, &Bitmap)], block: std::ops::Range<u32>) -> (Vec<u32>, Vec<u8>) {
+/// `members` is scratch, reused from block to block (fresh memory costs a page fault every 4
+/// KiB).
+fn forward_block(
+    flags: &[(u32, &Bitmap)],
+    block: std::ops::Range<u32>,
+    members: &mut Vec<u32>,
+) -> (Vec<u32>, Vec<u8>) {
     let rows = (block.end - block.start) as usize;
     // The members of every flag within the block, flag after flag.
-    let mut members: Vec<u32> = Vec::new();
+    members.clear();
     let mut ends: Vec<usize> = Vec::with_capacity(flags.len());
     for (_, b) in flags {
         let n = b.range_cardinality(block.clone()) as usize;
@@ -1448,28 +1507,46 @@ fn forward_block(flags: &[(u32, &Bitmap)], block: std::ops::Range<u32>) -> (Vec<
         ends.push(members.len());
     }
     let mut counts = vec![0u32; rows];
-    for &id in &members {
-        counts[(id - block.start) as usize] += 1;
-    }
-    let mut fill = Vec::with_capacity(rows);
-    let mut at = 0u32;
-    for &c in &counts {
-        fill.push(at);
-        at += c;
-    }
-    let mut positions = vec![0u16; members.len()];
-    let mut start = 0;
-    for (pos, &end) in ends.iter().enumerate() {
-        for &id in &members[start..end] {
-            let row = (id - block.start) as usize;
-            positions[fill[row] as usize] = pos as u16;
-            fill[row] += 1;
+    let mut raw = vec![0u8; members.len() * 2];
+    // A stripe of rows at a time, so that what a stripe touches stays in cache: each flag's
+    // members in the stripe are counted per row, then placed flag after flag (so each row's
+    // positions ascend). `from[pos]`: flag `pos`'s first member not placed yet; `to[pos]`:
+    // past its last member in the stripe; `fill[r]`: where row `r` of the stripe puts its next
+    // position.
+    let mut from: Vec<usize> = Vec::with_capacity(flags.len());
+    from.push(0);
+    from.extend_from_slice(&ends[..ends.len().saturating_sub(1)]);
+    let mut to = vec![0usize; flags.len()];
+    let mut fill = vec![0u32; FORWARD_STRIPE as usize];
+    let mut placed = 0u32;
+    let mut stripe = block.start;
+    while stripe < block.end {
+        let stripe_end = stripe.saturating_add(FORWARD_STRIPE).min(block.end);
+        let first = (stripe - block.start) as usize;
+        let stripe_counts = &mut counts[first..(stripe_end - block.start) as usize];
+        for ((&start, &end), to) in from.iter().zip(&ends).zip(&mut to) {
+            let mut m = start;
+            while m < end && members[m] < stripe_end {
+                stripe_counts[(members[m] - stripe) as usize] += 1;
+                m += 1;
+            }
+            *to = m;
         }
-        start = end;
-    }
-    let mut raw = Vec::with_capacity(positions.len() * 2);
-    for x in &positions {
-        raw.extend_from_slice(&x.to_le_bytes());
+        for (f, &c) in fill.iter_mut().zip(stripe_counts.iter()) {
+            *f = placed;
+            placed += c;
+        }
+        for (pos, (start, &end)) in from.iter_mut().zip(&to).enumerate() {
+            let bytes = (pos as u16).to_le_bytes();
+            for &id in &members[*start..end] {
+                let slot = &mut fill[(id - stripe) as usize];
+                let i = *slot as usize * 2;
+                raw[i..i + 2].copy_from_slice(&bytes);
+                *slot += 1;
+            }
+            *start = end;
+        }
+        stripe = stripe_end;
     }
     (counts, raw)
 }
@@ -1648,7 +1725,24 @@ mod tests {
                 1..8,
             ),
             sort in any::<bool>(),
+            straddle in any::<bool>(),
         ) {
+            // `straddle`: each batch but the first begins with the last key of the one before,
+            // as batches of a file sorted by user cut a user's rows.
+            let mut batches = batches;
+            if sort {
+                for b in &mut batches {
+                    b.sort_unstable();
+                    b.dedup();
+                }
+            }
+            if straddle {
+                for i in 1..batches.len() {
+                    if let Some(&last) = batches[i - 1].last() {
+                        batches[i].insert(0, last);
+                    }
+                }
+            }
             let dir = tempfile::tempdir().unwrap();
             let db = Database::open(dir.path()).unwrap();
             let t = db.create_table("users", KeyKind::U64).unwrap();
@@ -1660,11 +1754,6 @@ mod tests {
             let mut many = t.load("v1").unwrap();
             let mut got = Vec::new();
             for batch in &batches {
-                let mut batch = batch.clone();
-                if sort {
-                    batch.sort_unstable();
-                    batch.dedup();
-                }
                 let keys: Vec<crate::KeyRef<'_>> = batch.iter().map(|&k| crate::KeyRef::U64(k)).collect();
                 let mut ids = Vec::new();
                 many.users_many(&keys, &mut ids).unwrap();
@@ -1674,12 +1763,7 @@ mod tests {
             let mut one = t.load("v1").unwrap();
             let mut want = Vec::new();
             for batch in &batches {
-                let mut batch = batch.clone();
-                if sort {
-                    batch.sort_unstable();
-                    batch.dedup();
-                }
-                for k in batch {
+                for &k in batch {
                     want.push(one.user(crate::KeyRef::U64(k)).unwrap());
                 }
             }
