@@ -1,6 +1,6 @@
 //! Times the count of each expression given on the command line on the benchmark dataset
-//! (best of 10, `N` to change), for quick measurements while tuning; the argument `funnel`
-//! times the funnel of the behaviour benchmark instead:
+//! (best of 10, `N` to change), for quick measurements while tuning; the arguments `funnel`,
+//! `freq:login` and `freq:purchase` time those analyses of the behaviour benchmark instead:
 //!
 //! `PORTRAIT_BENCH_USERS=10000000 cargo run --release -p portrait-benches --example probe -- 'did(purchase, last 7 days) >= 2'`
 
@@ -40,6 +40,31 @@ fn main() {
                 best = best.min(t.elapsed().as_secs_f64() * 1e3);
             }
             println!("{best:8.2} ms  {reached:?}  funnel");
+            continue;
+        }
+        if let Some(event) = text.strip_prefix("freq:") {
+            // The frequency histogram of the behaviour benchmark, `freq:login` or
+            // `freq:purchase` (times).
+            let young = snap
+                .crowd_text("demographic/age BETWEEN 18 AND 30")
+                .unwrap();
+            let days = portrait_engine::behaviour::DayRange::new(
+                portrait_datagen::FIRST_EVENT_DAY,
+                portrait_datagen::REFERENCE_DAY,
+            );
+            let measure = if event == "login" {
+                portrait_engine::expr::Measure::Days
+            } else {
+                portrait_engine::expr::Measure::Times
+            };
+            let mut best = f64::MAX;
+            let mut users = 0;
+            for _ in 0..runs {
+                let t = Instant::now();
+                users = young.frequency(event, days, measure).unwrap().crowd;
+                best = best.min(t.elapsed().as_secs_f64() * 1e3);
+            }
+            println!("{best:8.2} ms  {users:>9}  {text}");
             continue;
         }
         let crowd = snap.crowd_text(&text).unwrap();

@@ -335,6 +335,7 @@ impl<'t> Load<'t> {
 
     /// [`Load::flag_bitmap`] for a bitmap the caller gives up: a flag with nothing staged yet
     /// takes it as it is, without copying its containers.
+    #[cfg(feature = "import")]
     pub(crate) fn flag_bitmap_owned(&mut self, field: LoadField, ids: Bitmap) -> Result<()> {
         if let Some(max) = ids.maximum() {
             self.check_id(max)?;
