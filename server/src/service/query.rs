@@ -28,7 +28,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{State, as_of, plan};
-use crate::call::{Call, run_blocking, run_point};
+use crate::call::{Call, run_blocking, run_parallel, run_point};
 use crate::convert;
 use crate::limits::{self, MEMBERS_BATCH_BYTES};
 use crate::status::OrStatus;
@@ -58,17 +58,18 @@ fn portrait_message(
     mut values: Vec<(String, Value)>,
     prefixes: &[String],
 ) -> v1::Portrait {
-    values.retain(|(path, _)| {
-        prefixes.is_empty() || prefixes.iter().any(|p| convert::under_prefix(path, p))
-    });
-    values.sort_by(|a, b| a.0.cmp(&b.0));
+    if !prefixes.is_empty() {
+        values.retain(|(path, _)| prefixes.iter().any(|p| convert::under_prefix(path, p)));
+    }
+    // Paths are unique within a portrait, so an unstable sort is exact.
+    values.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     v1::Portrait {
         key,
         values: values
-            .iter()
+            .into_iter()
             .map(|(path, value)| v1::FieldValue {
-                path: path.clone(),
-                value: Some(convert::value(value)),
+                path,
+                value: Some(convert::into_value(value)),
             })
             .collect(),
     }
@@ -89,8 +90,8 @@ fn values_of(
 
 /// The engine id of a wire key, if the table knows the user.
 fn id_of(snap: &TableSnapshot, key: &str) -> Result<Option<u32>, Status> {
-    match convert::key(snap.key_kind(), key) {
-        Some(k) => snap.id_of(&k).or_status(),
+    match convert::key_ref(snap.key_kind(), key) {
+        Some(k) => snap.id_of(k).or_status(),
         None => Ok(None),
     }
 }
@@ -301,7 +302,7 @@ impl QueryService for QueryApi {
         let state = self.state.clone();
         let call = state.call(&request);
         let r = request.into_inner();
-        run_blocking(call, move |_| {
+        run_parallel(call, move |_| {
             let snap = state.snapshot(&r.table)?;
             let expr = state.expr(&snap, r.expr.as_ref(), "expr")?;
             let count = plan(&snap, &expr, as_of(&r.as_of))?.count().or_status()?;
