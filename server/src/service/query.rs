@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use portrait_engine::{Error, TableSnapshot, Value};
+use portrait_engine::{Error, KeyRef, TableSnapshot, Value};
 use portrait_proto::v1::{self, query_service_server::QueryService};
 use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio::sync::{mpsc, oneshot};
@@ -208,13 +208,15 @@ fn produce_members(
     };
     let mut ids = crowd.member_ids(cursor).peekable();
     let mut sent: u64 = 0;
+    let mut batch = Vec::new();
     loop {
         if let Err(status) = call.check() {
             sink.fail(status);
             return;
         }
         let want = (limits.members_batch_keys as u64).min(budget - sent) as usize;
-        let mut batch = Vec::with_capacity(want);
+        batch.clear();
+        batch.reserve(want);
         while batch.len() < want {
             match ids.next() {
                 Some(Ok(id)) => batch.push(id),
@@ -225,28 +227,32 @@ fn produce_members(
                 None => break,
             }
         }
-        let mut keys: Vec<(u32, String)> = Vec::with_capacity(batch.len());
-        if let Err(e) = snap.for_each_key(batch, |id, k| keys.push((id, k.to_string()))) {
+        let mut chunks = Chunks::new(batch.len(), MEMBERS_BATCH_BYTES);
+        if let Err(e) =
+            snap.for_each_key(batch.iter().copied(), |id, k| chunks.push(id, key_text(k)))
+        {
             sink.fail(crate::status::to_status(e));
             return;
         }
-        sent += keys.len() as u64;
+        let chunks = chunks.finish();
+        sent += chunks
+            .iter()
+            .map(|(keys, _)| keys.len() as u64)
+            .sum::<u64>();
         let exhausted = ids.peek().is_none();
         let budget_left = sent < budget;
-        let chunks = split_by_bytes(keys, MEMBERS_BATCH_BYTES);
         let last_chunk = chunks.len().saturating_sub(1);
         let mut ended = chunks.is_empty();
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            let last_id = chunk.last().map(|(id, _)| u64::from(*id));
+        for (i, (keys, last_id)) in chunks.into_iter().enumerate() {
             // Every batch but the crowd's very last carries a cursor, including the one that
             // reaches the requested limit: the export can continue from it.
             let resumable = i < last_chunk || !exhausted;
-            let next_cursor = match last_id {
-                Some(id) if resumable => convert::encode_cursor(id),
-                _ => String::new(),
+            let next_cursor = if resumable {
+                convert::encode_cursor(u64::from(last_id))
+            } else {
+                String::new()
             };
             ended = next_cursor.is_empty();
-            let keys = chunk.into_iter().map(|(_, k)| k).collect();
             if !sink.send(v1::MembersBatch { keys, next_cursor }) {
                 return;
             }
@@ -274,23 +280,54 @@ fn produce_members(
     }
 }
 
-/// Splits `keys` into batches of at most `max_bytes` of key text (at least one key each).
-fn split_by_bytes(keys: Vec<(u32, String)>, max_bytes: usize) -> Vec<Vec<(u32, String)>> {
-    let mut out = Vec::new();
-    let mut current = Vec::new();
-    let mut bytes = 0;
-    for (id, key) in keys {
-        if !current.is_empty() && bytes + key.len() > max_bytes {
-            out.push(std::mem::take(&mut current));
-            bytes = 0;
+/// The wire text of a key, in one exact allocation.
+fn key_text(key: KeyRef<'_>) -> String {
+    match key {
+        KeyRef::Str(s) => s.to_owned(),
+        KeyRef::U64(v) => v.to_string(),
+    }
+}
+
+/// Keys cut into messages of at most `max_bytes` of key text (at least one key each), each with
+/// the id of its last key.
+#[derive(Debug)]
+struct Chunks {
+    done: Vec<(Vec<String>, u32)>,
+    current: Vec<String>,
+    bytes: usize,
+    last: u32,
+    max_bytes: usize,
+}
+
+impl Chunks {
+    /// Chunks for about `keys` keys.
+    fn new(keys: usize, max_bytes: usize) -> Self {
+        Self {
+            done: Vec::new(),
+            current: Vec::with_capacity(keys),
+            bytes: 0,
+            last: 0,
+            max_bytes,
         }
-        bytes += key.len();
-        current.push((id, key));
     }
-    if !current.is_empty() {
-        out.push(current);
+
+    fn push(&mut self, id: u32, key: String) {
+        if !self.current.is_empty() && self.bytes + key.len() > self.max_bytes {
+            let full = std::mem::take(&mut self.current);
+            self.done.push((full, self.last));
+            self.bytes = 0;
+        }
+        self.bytes += key.len();
+        self.last = id;
+        self.current.push(key);
     }
-    out
+
+    fn finish(mut self) -> Vec<(Vec<String>, u32)> {
+        if !self.current.is_empty() {
+            self.done.push((self.current, self.last));
+        }
+        self.done
+    }
 }
 
 #[tonic::async_trait]
@@ -543,11 +580,32 @@ mod tests {
 
     #[test]
     fn batches_split_by_bytes() {
-        let keys = |n: u32| (0..n).map(|i| (i, "x".repeat(10))).collect::<Vec<_>>();
-        let split = split_by_bytes(keys(25), 100);
-        let sizes: Vec<usize> = split.iter().map(Vec::len).collect();
+        let cut = |keys: Vec<(u32, String)>, max| {
+            let mut chunks = Chunks::new(keys.len(), max);
+            for (id, key) in keys {
+                chunks.push(id, key);
+            }
+            chunks.finish()
+        };
+        let keys = |n: u32| (0..n).map(|i| (i * 3, "x".repeat(10))).collect::<Vec<_>>();
+        let split = cut(keys(25), 100);
+        let sizes: Vec<usize> = split.iter().map(|(k, _)| k.len()).collect();
         assert_eq!(sizes, [10, 10, 5]);
-        assert_eq!(split_by_bytes(vec![(0, "y".repeat(500))], 100).len(), 1);
-        assert!(split_by_bytes(Vec::new(), 100).is_empty());
+        let lasts: Vec<u32> = split.iter().map(|(_, last)| *last).collect();
+        assert_eq!(lasts, [27, 57, 72]);
+        assert_eq!(
+            cut(vec![(4, "y".repeat(500))], 100),
+            [(vec!["y".repeat(500)], 4)]
+        );
+        assert!(cut(Vec::new(), 100).is_empty());
+    }
+
+    #[test]
+    fn keys_go_out_as_their_text() {
+        assert_eq!(key_text(KeyRef::Str("u0000000042")), "u0000000042");
+        assert_eq!(
+            key_text(KeyRef::U64(18_446_744_073_709_551_615)),
+            "18446744073709551615"
+        );
     }
 }
