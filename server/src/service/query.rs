@@ -227,23 +227,18 @@ fn produce_members(
                 None => break,
             }
         }
-        let mut chunks = Chunks::new(batch.len(), MEMBERS_BATCH_BYTES);
-        if let Err(e) =
-            snap.for_each_key(batch.iter().copied(), |id, k| chunks.push(id, key_text(k)))
-        {
+        let mut chunks = Chunks::new(r.packed_keys, batch.len(), MEMBERS_BATCH_BYTES);
+        if let Err(e) = snap.for_each_key(batch.iter().copied(), |id, k| chunks.push(id, k)) {
             sink.fail(crate::status::to_status(e));
             return;
         }
-        let chunks = chunks.finish();
-        sent += chunks
-            .iter()
-            .map(|(keys, _)| keys.len() as u64)
-            .sum::<u64>();
+        let (chunks, keys) = chunks.finish();
+        sent += keys;
         let exhausted = ids.peek().is_none();
         let budget_left = sent < budget;
         let last_chunk = chunks.len().saturating_sub(1);
         let mut ended = chunks.is_empty();
-        for (i, (keys, last_id)) in chunks.into_iter().enumerate() {
+        for (i, (mut batch, last_id)) in chunks.into_iter().enumerate() {
             // Every batch but the crowd's very last carries a cursor, including the one that
             // reaches the requested limit: the export can continue from it.
             let resumable = i < last_chunk || !exhausted;
@@ -253,7 +248,8 @@ fn produce_members(
                 String::new()
             };
             ended = next_cursor.is_empty();
-            if !sink.send(v1::MembersBatch { keys, next_cursor }) {
+            batch.next_cursor = next_cursor;
+            if !sink.send(batch) {
                 return;
             }
         }
@@ -280,20 +276,18 @@ fn produce_members(
     }
 }
 
-/// The wire text of a key, in one exact allocation.
-fn key_text(key: KeyRef<'_>) -> String {
-    match key {
-        KeyRef::Str(s) => s.to_owned(),
-        KeyRef::U64(v) => v.to_string(),
-    }
-}
-
-/// Keys cut into messages of at most `max_bytes` of key text (at least one key each), each with
-/// the id of its last key.
+/// Keys cut into batches of at most `max_bytes` of key text (at least one key each), as
+/// strings or packed (`MembersRequest.packed_keys`), each batch with the id of its last key.
 #[derive(Debug)]
 struct Chunks {
-    done: Vec<(Vec<String>, u32)>,
-    current: Vec<String>,
+    packed: bool,
+    done: Vec<(v1::MembersBatch, u32)>,
+    current: v1::MembersBatch,
+    /// Keys in `current`.
+    keys: usize,
+    /// Keys in all batches.
+    total: u64,
+    /// Bytes of key text in `current`.
     bytes: usize,
     last: u32,
     max_bytes: usize,
@@ -301,33 +295,76 @@ struct Chunks {
 
 impl Chunks {
     /// Chunks for about `keys` keys.
-    fn new(keys: usize, max_bytes: usize) -> Self {
-        Self {
+    fn new(packed: bool, keys: usize, max_bytes: usize) -> Self {
+        let mut chunks = Self {
+            packed,
             done: Vec::new(),
-            current: Vec::with_capacity(keys),
+            current: v1::MembersBatch::default(),
+            keys: 0,
+            total: 0,
             bytes: 0,
             last: 0,
             max_bytes,
+        };
+        chunks.reserve(keys);
+        chunks
+    }
+
+    fn reserve(&mut self, keys: usize) {
+        if self.packed {
+            // Most keys are short: a length byte and about a dozen bytes of text.
+            self.current.packed_keys.reserve(keys * 13);
+        } else {
+            self.current.keys.reserve(keys);
         }
     }
 
-    fn push(&mut self, id: u32, key: String) {
-        if !self.current.is_empty() && self.bytes + key.len() > self.max_bytes {
+    fn push(&mut self, id: u32, key: KeyRef<'_>) {
+        let mut digits = [0u8; 20];
+        let text: &str = match key {
+            KeyRef::Str(s) => s,
+            KeyRef::U64(v) => decimal(v, &mut digits),
+        };
+        if self.keys > 0 && self.bytes + text.len() > self.max_bytes {
             let full = std::mem::take(&mut self.current);
             self.done.push((full, self.last));
+            self.keys = 0;
             self.bytes = 0;
         }
-        self.bytes += key.len();
+        if self.packed {
+            let out = &mut self.current.packed_keys;
+            prost::encoding::encode_varint(text.len() as u64, out);
+            out.extend_from_slice(text.as_bytes());
+        } else {
+            self.current.keys.push(text.to_owned());
+        }
+        self.keys += 1;
+        self.total += 1;
+        self.bytes += text.len();
         self.last = id;
-        self.current.push(key);
     }
 
-    fn finish(mut self) -> Vec<(Vec<String>, u32)> {
-        if !self.current.is_empty() {
+    /// The batches, each without its cursor, and the number of keys in all.
+    fn finish(mut self) -> (Vec<(v1::MembersBatch, u32)>, u64) {
+        if self.keys > 0 {
             self.done.push((self.current, self.last));
         }
-        self.done
+        (self.done, self.total)
     }
+}
+
+/// The decimal digits of `v`, written at the end of `buf`.
+fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or_default()
 }
 
 #[tonic::async_trait]
@@ -578,34 +615,71 @@ mod tests {
         assert_eq!(last.code(), Code::Unavailable);
     }
 
-    #[test]
-    fn batches_split_by_bytes() {
-        let cut = |keys: Vec<(u32, String)>, max| {
-            let mut chunks = Chunks::new(keys.len(), max);
-            for (id, key) in keys {
-                chunks.push(id, key);
-            }
-            chunks.finish()
-        };
-        let keys = |n: u32| (0..n).map(|i| (i * 3, "x".repeat(10))).collect::<Vec<_>>();
-        let split = cut(keys(25), 100);
-        let sizes: Vec<usize> = split.iter().map(|(k, _)| k.len()).collect();
-        assert_eq!(sizes, [10, 10, 5]);
-        let lasts: Vec<u32> = split.iter().map(|(_, last)| *last).collect();
-        assert_eq!(lasts, [27, 57, 72]);
-        assert_eq!(
-            cut(vec![(4, "y".repeat(500))], 100),
-            [(vec!["y".repeat(500)], 4)]
-        );
-        assert!(cut(Vec::new(), 100).is_empty());
+    /// The keys of `batch`, unpacked if packed.
+    fn keys_of(batch: &v1::MembersBatch) -> Vec<String> {
+        let mut keys = batch.keys.clone();
+        let mut rest = &batch.packed_keys[..];
+        while !rest.is_empty() {
+            let len = prost::encoding::decode_varint(&mut rest).unwrap() as usize;
+            keys.push(String::from_utf8(rest[..len].to_vec()).unwrap());
+            rest = &rest[len..];
+        }
+        keys
     }
 
     #[test]
-    fn keys_go_out_as_their_text() {
-        assert_eq!(key_text(KeyRef::Str("u0000000042")), "u0000000042");
-        assert_eq!(
-            key_text(KeyRef::U64(18_446_744_073_709_551_615)),
-            "18446744073709551615"
-        );
+    fn batches_split_by_bytes() {
+        let cut = |packed: bool, keys: &[(u32, String)], max| {
+            let mut chunks = Chunks::new(packed, keys.len(), max);
+            for (id, key) in keys {
+                chunks.push(*id, KeyRef::Str(key));
+            }
+            let (batches, total) = chunks.finish();
+            assert_eq!(
+                total,
+                batches
+                    .iter()
+                    .map(|(b, _)| keys_of(b).len() as u64)
+                    .sum::<u64>()
+            );
+            batches
+                .iter()
+                .map(|(b, last)| (keys_of(b), *last))
+                .collect::<Vec<_>>()
+        };
+        for packed in [false, true] {
+            let keys: Vec<(u32, String)> = (0..25).map(|i| (i * 3, format!("k{i:09}"))).collect();
+            let split = cut(packed, &keys, 100);
+            let sizes: Vec<usize> = split.iter().map(|(k, _)| k.len()).collect();
+            assert_eq!(sizes, [10, 10, 5]);
+            let lasts: Vec<u32> = split.iter().map(|(_, last)| *last).collect();
+            assert_eq!(lasts, [27, 57, 72]);
+            let all: Vec<String> = split.into_iter().flat_map(|(k, _)| k).collect();
+            assert_eq!(all, keys.iter().map(|(_, k)| k.clone()).collect::<Vec<_>>());
+            // A key longer than a batch goes alone; one over 127 bytes has a 2-byte length.
+            let long = vec![(4, "é".repeat(250))];
+            assert_eq!(cut(packed, &long, 100), [(vec!["é".repeat(250)], 4)]);
+            assert!(cut(packed, &[], 100).is_empty());
+        }
+    }
+
+    #[test]
+    fn packed_batches_hold_lengths_and_text() {
+        let mut chunks = Chunks::new(true, 2, 1 << 20);
+        chunks.push(7, KeyRef::Str("ab"));
+        chunks.push(9, KeyRef::U64(1_234));
+        let (batches, total) = chunks.finish();
+        assert_eq!(total, 2);
+        assert_eq!(batches[0].0.packed_keys, b"\x02ab\x041234");
+        assert!(batches[0].0.keys.is_empty());
+        assert_eq!(batches[0].1, 9);
+    }
+
+    #[test]
+    fn u64_keys_are_written_in_decimal() {
+        let mut buf = [0u8; 20];
+        assert_eq!(decimal(0, &mut buf), "0");
+        assert_eq!(decimal(42, &mut buf), "42");
+        assert_eq!(decimal(u64::MAX, &mut buf), u64::MAX.to_string());
     }
 }
