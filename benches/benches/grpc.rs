@@ -15,7 +15,11 @@
 //! 2. The same lookups open loop at a fixed 10,000/s: latency from each request's scheduled start
 //!    (no coordinated omission) and from its actual send.
 //! 3. A 3-tag count over gRPC vs in-process (`crowd_text(..).count()`, parse included on both
-//!    sides), interleaved, medians; the same for one portrait lookup; then criterion benches of
+//!    sides), interleaved, medians; the same for one portrait lookup. These sequential calls go
+//!    through a client of their own on a current-thread runtime, as a program that makes one
+//!    call at a time would (and as the ClickHouse comparison's `compare` binary does): from a
+//!    multi-thread runtime, `block_on` would add two thread hand-overs per call that belong to
+//!    the benchmark, not to the server. Then criterion benches of
 //!    both for regression tracking.
 //!
 //! A summary table goes to stdout at the end. Knobs (environment variables):
@@ -567,14 +571,25 @@ fn main() {
         portrait.values.len()
     );
 
-    // 3. One call at a time: gRPC vs in-process, interleaved.
+    // 3. One call at a time: gRPC vs in-process, interleaved, on a current-thread client.
+    let seq_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("build the sequential client's runtime");
+    let seq_client = seq_rt
+        .block_on(Client::connect(address.clone()))
+        .expect("connect to the server");
     let (count_local, count_grpc) = pairs(
         s.pairs,
         |_| {
             black_box(in_process_count(&db));
         },
         |_| {
-            black_box(client_rt.block_on(client.count(THREE_TAGS).send()).unwrap());
+            black_box(
+                seq_rt
+                    .block_on(seq_client.count(THREE_TAGS).send())
+                    .unwrap(),
+            );
         },
     );
     let (portrait_local, portrait_grpc) = pairs(
@@ -584,8 +599,8 @@ fn main() {
         },
         |i| {
             black_box(
-                client_rt
-                    .block_on(client.portrait(keys[i % keys.len()].clone()).send())
+                seq_rt
+                    .block_on(seq_client.portrait(keys[i % keys.len()].clone()).send())
                     .unwrap(),
             );
         },
@@ -622,7 +637,13 @@ fn main() {
             b.iter(|| black_box(in_process_count(&db)))
         });
         g.bench_function("count_3_tags/grpc", |b| {
-            b.iter(|| black_box(client_rt.block_on(client.count(THREE_TAGS).send()).unwrap()))
+            b.iter(|| {
+                black_box(
+                    seq_rt
+                        .block_on(seq_client.count(THREE_TAGS).send())
+                        .unwrap(),
+                )
+            })
         });
         let mut i = 0;
         g.bench_function("portrait/in_process", |b| {
@@ -635,8 +656,8 @@ fn main() {
             b.iter(|| {
                 i = (i + 1) % keys.len();
                 black_box(
-                    client_rt
-                        .block_on(client.portrait(keys[i].clone()).send())
+                    seq_rt
+                        .block_on(seq_client.portrait(keys[i].clone()).send())
                         .unwrap(),
                 )
             })
@@ -646,6 +667,8 @@ fn main() {
     c.final_summary();
 
     drop(clients);
+    drop(seq_client);
+    drop(seq_rt);
     client_rt.shutdown_timeout(Duration::from_secs(1));
     server.stop();
     let load_after = load_average();
@@ -661,7 +684,7 @@ fn main() {
         cores
     );
     println!(
-        "server: {} tokio workers, log filter {:?}; client: portrait-client, {} tokio workers, {} connections",
+        "server: {} tokio workers, log filter {:?}; client: portrait-client, {} tokio workers, {} connections (sequential calls: one more, on a current-thread runtime)",
         s.server_threads, s.log, s.client_threads, s.channels
     );
     println!("load average (1, 5, 15 min): {load_before} before, {load_after} after");

@@ -32,6 +32,13 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default limit of the size of one message, in either direction.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
+/// HTTP/2 receive window of each call: what the server may send before the client has read it.
+/// h2's default (64 KiB) would stop a `Members` export every 64 KiB (every ~5,000 keys) until
+/// the client's window update arrived; 2 MiB holds two full batches.
+const STREAM_WINDOW_BYTES: u32 = 2 << 20;
+/// HTTP/2 receive window of the connection, shared by its calls.
+const CONNECTION_WINDOW_BYTES: u32 = 4 << 20;
+
 /// A handle to one Portrait server. Cheap to clone; clones share the connection.
 ///
 /// Each method returns a request builder; set its options, then `.await` it (see the crate docs).
@@ -245,6 +252,8 @@ impl ClientBuilder {
         Ok(Endpoint::from_shared(self.address.clone())?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true))
     }

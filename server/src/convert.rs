@@ -33,7 +33,8 @@ use portrait_engine::expr::{
     Path, When, Window,
 };
 use portrait_engine::{
-    Change, ExplainNode, FieldKind, FieldMeta, Freshness, Key, KeyKind, Value, VersionInfo, Write,
+    Change, ExplainNode, FieldKind, FieldMeta, Freshness, Key, KeyKind, KeyRef, Value, VersionInfo,
+    Write,
 };
 use portrait_proto::v1::{self, node};
 use tonic::Status;
@@ -745,6 +746,15 @@ pub fn key(kind: KeyKind, text: &str) -> Option<Key> {
     }
 }
 
+/// A wire key as a lookup key of a table whose keys are of `kind`, without copying it; `None`
+/// if it cannot be one (a `u64` table's key that is not a number).
+pub fn key_ref(kind: KeyKind, text: &str) -> Option<KeyRef<'_>> {
+    match kind {
+        KeyKind::Str => Some(KeyRef::Str(text)),
+        KeyKind::U64 => text.parse().ok().map(KeyRef::U64),
+    }
+}
+
 /// Prefix of `Members` cursors, which also versions their format.
 const CURSOR_PREFIX: &str = "m1.";
 
@@ -802,6 +812,16 @@ pub fn value(v: &Value) -> v1::Value {
         Value::Int(i) => K::IntValue(*i),
         Value::Decimal { units, scale } => K::DecimalValue(decimal_string((*units).into(), *scale)),
         Value::Timestamp(ms) => K::TimestampUnixMs(*ms),
+    })
+}
+
+/// A value on the wire, moving its strings instead of copying them.
+pub fn into_value(v: Value) -> v1::Value {
+    use v1::value::Kind as K;
+    value_of(match v {
+        Value::Str(s) => K::StringValue(s),
+        Value::Strs(values) => K::SetValue(v1::StringSet { values }),
+        other => return value(&other),
     })
 }
 

@@ -51,23 +51,51 @@ pub struct RequestLog<S> {
 }
 
 /// The id of a request: the client's, or a fresh one.
-fn request_id(headers: &HeaderMap) -> String {
+///
+/// A made-up id is the server's start time and a counter, in hex (`6561a1b2-00002a`): unique per
+/// process run, and cheap to make.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(id) = headers
         .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|v| (1..=64).contains(&v.len()) && v.as_bytes().iter().all(u8::is_ascii_graphic))
     {
-        return id.to_owned();
+        return id.clone();
     }
     static NEXT: AtomicU64 = AtomicU64::new(0);
     static EPOCH: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let epoch = EPOCH.get_or_init(|| {
+    let epoch = *EPOCH.get_or_init(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as u32)
             .unwrap_or(0)
     });
-    format!("{epoch:08x}-{:06x}", NEXT.fetch_add(1, Ordering::Relaxed))
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    // `{epoch:08x}-{n:06x}`: at least 6 digits of the counter, more once it needs them.
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(6) as usize;
+    let mut buf = [0u8; 8 + 1 + 16];
+    hex(u64::from(epoch), &mut buf[..8]);
+    buf[8] = b'-';
+    hex(n, &mut buf[9..9 + digits]);
+    HeaderValue::from_bytes(&buf[..9 + digits]).expect("hex digits are a valid header value")
+}
+
+/// Writes `v` as lower-case hex digits filling `out` (the high digits that do not fit are lost).
+fn hex(mut v: u64, out: &mut [u8]) {
+    for b in out.iter_mut().rev() {
+        *b = b"0123456789abcdef"[(v & 0xf) as usize];
+        v >>= 4;
+    }
+}
+
+/// The status code of a response's trailers (or of a trailers-only response's headers), read
+/// without building the whole [`Status`] (whose message and details only a logged failure needs).
+fn status_code(headers: &HeaderMap) -> Option<Code> {
+    let value = headers.get("grpc-status")?;
+    std::str::from_utf8(value.as_bytes())
+        .ok()?
+        .parse::<i32>()
+        .ok()
+        .map(Code::from_i32)
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequestLog<S>
@@ -86,11 +114,11 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let start = Instant::now();
-        let id = request_id(req.headers());
+        let mut id = request_id(req.headers());
         let span = tracing::info_span!(
             target: "portrait::rpc",
             "rpc",
-            request_id = %id,
+            request_id = %id.to_str().unwrap_or("?"),
             method = %req.uri().path()
         );
         let future = {
@@ -106,10 +134,14 @@ where
             match result {
                 Ok(response) => {
                     let (mut parts, body) = response.into_parts();
-                    if let Ok(value) = HeaderValue::from_str(&id) {
-                        parts.headers.insert(REQUEST_ID_HEADER, value);
-                    }
-                    let header_status = Status::from_header_map(&parts.headers);
+                    // A value unique to each call would only evict useful entries from the
+                    // HPACK tables of both ends: it is sent as never indexed.
+                    id.set_sensitive(true);
+                    parts.headers.insert(REQUEST_ID_HEADER, id);
+                    let header_status = parts
+                        .headers
+                        .contains_key("grpc-status")
+                        .then(|| parts.headers.clone());
                     Ok(Response::from_parts(
                         parts,
                         LoggedBody {
@@ -136,27 +168,31 @@ struct Outcome {
 }
 
 impl Outcome {
-    /// Logs the call with `status` (`None`: no status reached the client).
-    fn log(self, status: Option<&Status>, note: &str) {
+    /// Logs the call with the status in `status` (trailers, or the headers of a trailers-only
+    /// response; `None`: no status reached the client).
+    fn log(self, status: Option<&HeaderMap>, note: &str) {
         let elapsed = self.start.elapsed();
         let micros = elapsed.as_micros() as u64;
         // The span carries the request id and the method.
         let _entered = self.span.enter();
-        let Some(status) = status else {
+        let Some((code, headers)) = status.and_then(|h| Some((status_code(h)?, h))) else {
             tracing::info!(target: "portrait::rpc", micros, code = "none", "{note}");
             return;
         };
-        let code = status.code();
-        let message = status.message();
+        let message = || Status::from_header_map(headers).map(|s| s.message().to_owned());
         match code {
             Code::Ok if elapsed >= SLOW_CALL => {
                 tracing::info!(target: "portrait::rpc", micros, code = ?code, "slow call")
             }
             Code::Ok => tracing::debug!(target: "portrait::rpc", micros, code = ?code, "ok"),
             Code::Internal | Code::DataLoss | Code::Unknown | Code::Unavailable => {
+                let message = message().unwrap_or_default();
                 tracing::warn!(target: "portrait::rpc", micros, code = ?code, "{message}")
             }
-            _ => tracing::info!(target: "portrait::rpc", micros, code = ?code, "{message}"),
+            _ => {
+                let message = message().unwrap_or_default();
+                tracing::info!(target: "portrait::rpc", micros, code = ?code, "{message}")
+            }
         }
     }
 }
@@ -166,12 +202,12 @@ impl Outcome {
 pub struct LoggedBody<B> {
     inner: B,
     outcome: Option<Outcome>,
-    /// The status of a trailers-only response.
-    header_status: Option<Status>,
+    /// The headers of a trailers-only response, which hold its status.
+    header_status: Option<HeaderMap>,
 }
 
 impl<B> LoggedBody<B> {
-    fn finish(&mut self, status: Option<&Status>, note: &str) {
+    fn finish(&mut self, status: Option<&HeaderMap>, note: &str) {
         if let Some(outcome) = self.outcome.take() {
             outcome.log(status, note);
         }
@@ -191,8 +227,7 @@ impl<B: Body + Unpin> Body for LoggedBody<B> {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
-                    let status = Status::from_header_map(trailers);
-                    this.finish(status.as_ref(), "response ended without a status");
+                    this.finish(Some(trailers), "response ended without a status");
                 }
             }
             Poll::Ready(Some(Err(_))) => this.finish(None, "the response body failed"),
@@ -238,5 +273,33 @@ mod tests {
         let made_up = request_id(&headers);
         assert_ne!(made_up, "has space");
         assert_ne!(request_id(&HeaderMap::new()), made_up);
+        let (epoch, counter) = made_up.to_str().unwrap().split_once('-').unwrap();
+        assert_eq!(epoch.len(), 8);
+        assert!(counter.len() >= 6);
+        assert!(
+            [epoch, counter]
+                .iter()
+                .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+        );
+    }
+
+    #[test]
+    fn hex_fills_its_buffer() {
+        let mut buf = [0u8; 6];
+        hex(0x2a, &mut buf);
+        assert_eq!(&buf, b"00002a");
+        let mut buf = [0u8; 9];
+        hex(0x1_2345_6789, &mut buf);
+        assert_eq!(&buf, b"123456789");
+    }
+
+    #[test]
+    fn status_codes_come_from_grpc_status() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(status_code(&headers), None);
+        headers.insert("grpc-status", HeaderValue::from_static("5"));
+        assert_eq!(status_code(&headers), Some(Code::NotFound));
+        headers.insert("grpc-status", HeaderValue::from_static("x"));
+        assert_eq!(status_code(&headers), None);
     }
 }

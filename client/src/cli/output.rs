@@ -1006,6 +1006,7 @@ mod tests {
         let batch = v1::MembersBatch {
             keys: vec!["u1".into(), "u2".into()],
             next_cursor: "c".into(),
+            ..Default::default()
         };
         assert_eq!(Report::Members(batch.clone()).human(), "u1\nu2\n");
         assert_eq!(

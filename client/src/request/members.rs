@@ -40,6 +40,7 @@ impl Client {
                 expr: Some(expr.into().into_proto()),
                 cursor: String::new(),
                 limit: 0,
+                packed_keys: true,
                 as_of: None,
             },
         )
@@ -137,7 +138,8 @@ impl MemberStream {
                     Err(error) => error,
                 },
                 Some(stream) => match stream.message().await {
-                    Ok(Some(batch)) => {
+                    Ok(Some(mut batch)) => {
+                        unpack_keys(&mut batch)?;
                         self.accept(&batch);
                         return Ok(Some(batch));
                     }
@@ -203,5 +205,130 @@ impl MemberStream {
             keys.extend(batch.keys);
         }
         Ok(keys)
+    }
+}
+
+/// Moves the keys of a packed batch (`MembersBatch.packed_keys`: each key's length as a varint,
+/// then its UTF-8 text) into `keys`, after any already there.
+fn unpack_keys(batch: &mut v1::MembersBatch) -> Result<()> {
+    if batch.packed_keys.is_empty() {
+        return Ok(());
+    }
+    let packed = std::mem::take(&mut batch.packed_keys);
+    let malformed =
+        |why: &str| Error::Internal(format!("malformed packed keys from the server: {why}"));
+    let mut rest = &packed[..];
+    while !rest.is_empty() {
+        let len = read_varint(&mut rest).ok_or_else(|| malformed("bad length"))?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&n| n <= rest.len())
+            .ok_or_else(|| malformed("a key runs past the end"))?;
+        let (text, tail) = rest.split_at(len);
+        let key = std::str::from_utf8(text).map_err(|_| malformed("a key is not UTF-8"))?;
+        batch.keys.push(key.to_owned());
+        rest = tail;
+    }
+    Ok(())
+}
+
+/// Reads a base-128 varint (at most 10 bytes, least significant group first) off the front of
+/// `buf`; `None` if it is truncated or too long.
+fn read_varint(buf: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (i, &byte) in buf.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            if i == 9 && byte > 1 {
+                return None;
+            }
+            *buf = &buf[i + 1..];
+            return Some(value);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packed(keys: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for k in keys {
+            let mut n = k.len();
+            while n >= 0x80 {
+                out.push((n as u8) | 0x80);
+                n >>= 7;
+            }
+            out.push(n as u8);
+            out.extend_from_slice(k.as_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn varints_read_like_protobuf() {
+        for (bytes, value) in [
+            (&[0u8][..], 0u64),
+            (&[0x7f], 127),
+            (&[0x80, 0x01], 128),
+            (&[0xac, 0x02], 300),
+            (
+                &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+                u64::MAX,
+            ),
+        ] {
+            let mut buf = bytes;
+            assert_eq!(read_varint(&mut buf), Some(value), "{bytes:?}");
+            assert!(buf.is_empty());
+        }
+        for bad in [
+            &[][..],
+            &[0x80],
+            &[0xff; 10],
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02],
+        ] {
+            let mut buf = bad;
+            assert_eq!(read_varint(&mut buf), None, "{bad:?}");
+        }
+    }
+
+    fn batch(packed_keys: Vec<u8>) -> v1::MembersBatch {
+        v1::MembersBatch {
+            packed_keys,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn packed_keys_unpack_in_order() {
+        let long = "ü".repeat(100);
+        let keys = ["u0000000001", "", &long, "7"];
+        let mut b = batch(packed(&keys));
+        unpack_keys(&mut b).unwrap();
+        assert_eq!(b.keys, keys);
+        assert!(b.packed_keys.is_empty());
+        let mut plain = v1::MembersBatch {
+            keys: vec!["a".into()],
+            ..Default::default()
+        };
+        unpack_keys(&mut plain).unwrap();
+        assert_eq!(plain.keys, ["a"]);
+    }
+
+    #[test]
+    fn malformed_packed_keys_are_errors() {
+        let mut past_end = packed(&["abc"]);
+        past_end.pop();
+        let mut overlong = vec![0xff; 11];
+        overlong.push(0);
+        for bad in [past_end, vec![0x80], overlong, vec![2, 0xc3, 0x28]] {
+            let error = unpack_keys(&mut batch(bad.clone())).unwrap_err();
+            assert!(
+                matches!(&error, Error::Internal(m) if m.contains("malformed packed keys")),
+                "{bad:?}: {error:?}"
+            );
+        }
     }
 }

@@ -128,6 +128,8 @@ impl QueryService for Mock {
             items.push(Ok(v1::MembersBatch {
                 keys,
                 next_cursor: cursor,
+                // Plain keys, as a server that predates packed keys sends them.
+                ..Default::default()
             }));
             if first_call {
                 if crowd != "cut" {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use portrait_engine::{Error, TableSnapshot, Value};
+use portrait_engine::{Error, KeyRef, TableSnapshot, Value};
 use portrait_proto::v1::{self, query_service_server::QueryService};
 use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio::sync::{mpsc, oneshot};
@@ -28,7 +28,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{State, as_of, plan};
-use crate::call::{Call, run_blocking, run_point};
+use crate::call::{Call, run_blocking, run_parallel, run_point};
 use crate::convert;
 use crate::limits::{self, MEMBERS_BATCH_BYTES};
 use crate::status::OrStatus;
@@ -58,17 +58,18 @@ fn portrait_message(
     mut values: Vec<(String, Value)>,
     prefixes: &[String],
 ) -> v1::Portrait {
-    values.retain(|(path, _)| {
-        prefixes.is_empty() || prefixes.iter().any(|p| convert::under_prefix(path, p))
-    });
-    values.sort_by(|a, b| a.0.cmp(&b.0));
+    if !prefixes.is_empty() {
+        values.retain(|(path, _)| prefixes.iter().any(|p| convert::under_prefix(path, p)));
+    }
+    // Paths are unique within a portrait, so an unstable sort is exact.
+    values.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     v1::Portrait {
         key,
         values: values
-            .iter()
+            .into_iter()
             .map(|(path, value)| v1::FieldValue {
-                path: path.clone(),
-                value: Some(convert::value(value)),
+                path,
+                value: Some(convert::into_value(value)),
             })
             .collect(),
     }
@@ -89,8 +90,8 @@ fn values_of(
 
 /// The engine id of a wire key, if the table knows the user.
 fn id_of(snap: &TableSnapshot, key: &str) -> Result<Option<u32>, Status> {
-    match convert::key(snap.key_kind(), key) {
-        Some(k) => snap.id_of(&k).or_status(),
+    match convert::key_ref(snap.key_kind(), key) {
+        Some(k) => snap.id_of(k).or_status(),
         None => Ok(None),
     }
 }
@@ -207,13 +208,15 @@ fn produce_members(
     };
     let mut ids = crowd.member_ids(cursor).peekable();
     let mut sent: u64 = 0;
+    let mut batch = Vec::new();
     loop {
         if let Err(status) = call.check() {
             sink.fail(status);
             return;
         }
         let want = (limits.members_batch_keys as u64).min(budget - sent) as usize;
-        let mut batch = Vec::with_capacity(want);
+        batch.clear();
+        batch.reserve(want);
         while batch.len() < want {
             match ids.next() {
                 Some(Ok(id)) => batch.push(id),
@@ -224,29 +227,29 @@ fn produce_members(
                 None => break,
             }
         }
-        let mut keys: Vec<(u32, String)> = Vec::with_capacity(batch.len());
-        if let Err(e) = snap.for_each_key(batch, |id, k| keys.push((id, k.to_string()))) {
+        let mut chunks = Chunks::new(r.packed_keys, batch.len(), MEMBERS_BATCH_BYTES);
+        if let Err(e) = snap.for_each_key(batch.iter().copied(), |id, k| chunks.push(id, k)) {
             sink.fail(crate::status::to_status(e));
             return;
         }
-        sent += keys.len() as u64;
+        let (chunks, keys) = chunks.finish();
+        sent += keys;
         let exhausted = ids.peek().is_none();
         let budget_left = sent < budget;
-        let chunks = split_by_bytes(keys, MEMBERS_BATCH_BYTES);
         let last_chunk = chunks.len().saturating_sub(1);
         let mut ended = chunks.is_empty();
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            let last_id = chunk.last().map(|(id, _)| u64::from(*id));
+        for (i, (mut batch, last_id)) in chunks.into_iter().enumerate() {
             // Every batch but the crowd's very last carries a cursor, including the one that
             // reaches the requested limit: the export can continue from it.
             let resumable = i < last_chunk || !exhausted;
-            let next_cursor = match last_id {
-                Some(id) if resumable => convert::encode_cursor(id),
-                _ => String::new(),
+            let next_cursor = if resumable {
+                convert::encode_cursor(u64::from(last_id))
+            } else {
+                String::new()
             };
             ended = next_cursor.is_empty();
-            let keys = chunk.into_iter().map(|(_, k)| k).collect();
-            if !sink.send(v1::MembersBatch { keys, next_cursor }) {
+            batch.next_cursor = next_cursor;
+            if !sink.send(batch) {
                 return;
             }
         }
@@ -273,23 +276,95 @@ fn produce_members(
     }
 }
 
-/// Splits `keys` into batches of at most `max_bytes` of key text (at least one key each).
-fn split_by_bytes(keys: Vec<(u32, String)>, max_bytes: usize) -> Vec<Vec<(u32, String)>> {
-    let mut out = Vec::new();
-    let mut current = Vec::new();
-    let mut bytes = 0;
-    for (id, key) in keys {
-        if !current.is_empty() && bytes + key.len() > max_bytes {
-            out.push(std::mem::take(&mut current));
-            bytes = 0;
+/// Keys cut into batches of at most `max_bytes` of key text (at least one key each), as
+/// strings or packed (`MembersRequest.packed_keys`), each batch with the id of its last key.
+#[derive(Debug)]
+struct Chunks {
+    packed: bool,
+    done: Vec<(v1::MembersBatch, u32)>,
+    current: v1::MembersBatch,
+    /// Keys in `current`.
+    keys: usize,
+    /// Keys in all batches.
+    total: u64,
+    /// Bytes of key text in `current`.
+    bytes: usize,
+    last: u32,
+    max_bytes: usize,
+}
+
+impl Chunks {
+    /// Chunks for about `keys` keys.
+    fn new(packed: bool, keys: usize, max_bytes: usize) -> Self {
+        let mut chunks = Self {
+            packed,
+            done: Vec::new(),
+            current: v1::MembersBatch::default(),
+            keys: 0,
+            total: 0,
+            bytes: 0,
+            last: 0,
+            max_bytes,
+        };
+        chunks.reserve(keys);
+        chunks
+    }
+
+    fn reserve(&mut self, keys: usize) {
+        if self.packed {
+            // Most keys are short: a length byte and about a dozen bytes of text.
+            self.current.packed_keys.reserve(keys * 13);
+        } else {
+            self.current.keys.reserve(keys);
         }
-        bytes += key.len();
-        current.push((id, key));
     }
-    if !current.is_empty() {
-        out.push(current);
+
+    fn push(&mut self, id: u32, key: KeyRef<'_>) {
+        let mut digits = [0u8; 20];
+        let text: &str = match key {
+            KeyRef::Str(s) => s,
+            KeyRef::U64(v) => decimal(v, &mut digits),
+        };
+        if self.keys > 0 && self.bytes + text.len() > self.max_bytes {
+            let full = std::mem::take(&mut self.current);
+            self.done.push((full, self.last));
+            self.keys = 0;
+            self.bytes = 0;
+        }
+        if self.packed {
+            let out = &mut self.current.packed_keys;
+            prost::encoding::encode_varint(text.len() as u64, out);
+            out.extend_from_slice(text.as_bytes());
+        } else {
+            self.current.keys.push(text.to_owned());
+        }
+        self.keys += 1;
+        self.total += 1;
+        self.bytes += text.len();
+        self.last = id;
     }
-    out
+
+    /// The batches, each without its cursor, and the number of keys in all.
+    fn finish(mut self) -> (Vec<(v1::MembersBatch, u32)>, u64) {
+        if self.keys > 0 {
+            self.done.push((self.current, self.last));
+        }
+        (self.done, self.total)
+    }
+}
+
+/// The decimal digits of `v`, written at the end of `buf`.
+fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or_default()
 }
 
 #[tonic::async_trait]
@@ -301,7 +376,7 @@ impl QueryService for QueryApi {
         let state = self.state.clone();
         let call = state.call(&request);
         let r = request.into_inner();
-        run_blocking(call, move |_| {
+        run_parallel(call, move |_| {
             let snap = state.snapshot(&r.table)?;
             let expr = state.expr(&snap, r.expr.as_ref(), "expr")?;
             let count = plan(&snap, &expr, as_of(&r.as_of))?.count().or_status()?;
@@ -540,13 +615,71 @@ mod tests {
         assert_eq!(last.code(), Code::Unavailable);
     }
 
+    /// The keys of `batch`, unpacked if packed.
+    fn keys_of(batch: &v1::MembersBatch) -> Vec<String> {
+        let mut keys = batch.keys.clone();
+        let mut rest = &batch.packed_keys[..];
+        while !rest.is_empty() {
+            let len = prost::encoding::decode_varint(&mut rest).unwrap() as usize;
+            keys.push(String::from_utf8(rest[..len].to_vec()).unwrap());
+            rest = &rest[len..];
+        }
+        keys
+    }
+
     #[test]
     fn batches_split_by_bytes() {
-        let keys = |n: u32| (0..n).map(|i| (i, "x".repeat(10))).collect::<Vec<_>>();
-        let split = split_by_bytes(keys(25), 100);
-        let sizes: Vec<usize> = split.iter().map(Vec::len).collect();
-        assert_eq!(sizes, [10, 10, 5]);
-        assert_eq!(split_by_bytes(vec![(0, "y".repeat(500))], 100).len(), 1);
-        assert!(split_by_bytes(Vec::new(), 100).is_empty());
+        let cut = |packed: bool, keys: &[(u32, String)], max| {
+            let mut chunks = Chunks::new(packed, keys.len(), max);
+            for (id, key) in keys {
+                chunks.push(*id, KeyRef::Str(key));
+            }
+            let (batches, total) = chunks.finish();
+            assert_eq!(
+                total,
+                batches
+                    .iter()
+                    .map(|(b, _)| keys_of(b).len() as u64)
+                    .sum::<u64>()
+            );
+            batches
+                .iter()
+                .map(|(b, last)| (keys_of(b), *last))
+                .collect::<Vec<_>>()
+        };
+        for packed in [false, true] {
+            let keys: Vec<(u32, String)> = (0..25).map(|i| (i * 3, format!("k{i:09}"))).collect();
+            let split = cut(packed, &keys, 100);
+            let sizes: Vec<usize> = split.iter().map(|(k, _)| k.len()).collect();
+            assert_eq!(sizes, [10, 10, 5]);
+            let lasts: Vec<u32> = split.iter().map(|(_, last)| *last).collect();
+            assert_eq!(lasts, [27, 57, 72]);
+            let all: Vec<String> = split.into_iter().flat_map(|(k, _)| k).collect();
+            assert_eq!(all, keys.iter().map(|(_, k)| k.clone()).collect::<Vec<_>>());
+            // A key longer than a batch goes alone; one over 127 bytes has a 2-byte length.
+            let long = vec![(4, "é".repeat(250))];
+            assert_eq!(cut(packed, &long, 100), [(vec!["é".repeat(250)], 4)]);
+            assert!(cut(packed, &[], 100).is_empty());
+        }
+    }
+
+    #[test]
+    fn packed_batches_hold_lengths_and_text() {
+        let mut chunks = Chunks::new(true, 2, 1 << 20);
+        chunks.push(7, KeyRef::Str("ab"));
+        chunks.push(9, KeyRef::U64(1_234));
+        let (batches, total) = chunks.finish();
+        assert_eq!(total, 2);
+        assert_eq!(batches[0].0.packed_keys, b"\x02ab\x041234");
+        assert!(batches[0].0.keys.is_empty());
+        assert_eq!(batches[0].1, 9);
+    }
+
+    #[test]
+    fn u64_keys_are_written_in_decimal() {
+        let mut buf = [0u8; 20];
+        assert_eq!(decimal(0, &mut buf), "0");
+        assert_eq!(decimal(42, &mut buf), "42");
+        assert_eq!(decimal(u64::MAX, &mut buf), u64::MAX.to_string());
     }
 }

@@ -124,12 +124,23 @@ async fn drain(
     h: &Harness,
     request: v1::MembersRequest,
 ) -> Result<(Vec<String>, Vec<String>, Option<tonic::Status>), tonic::Status> {
+    let request_packed = request.packed_keys;
     let mut stream = h.query().members(request).await?.into_inner();
     let (mut keys, mut cursors) = (Vec::new(), Vec::new());
     loop {
         match stream.message().await {
             Ok(Some(batch)) => {
+                // Keys come in the form asked for.
+                if request_packed {
+                    assert!(batch.keys.is_empty(), "plain keys in a packed export");
+                } else {
+                    assert!(
+                        batch.packed_keys.is_empty(),
+                        "packed keys in a plain export"
+                    );
+                }
                 keys.extend(batch.keys);
+                keys.extend(unpack(&batch.packed_keys));
                 cursors.push(batch.next_cursor);
             }
             Ok(None) => return Ok((keys, cursors, None)),
@@ -138,13 +149,72 @@ async fn drain(
     }
 }
 
+/// The keys of a `MembersBatch.packed_keys` (each key's length as a varint, then its text).
+fn unpack(mut packed: &[u8]) -> Vec<String> {
+    let mut keys = Vec::new();
+    while !packed.is_empty() {
+        let len = prost::encoding::decode_varint(&mut packed).unwrap() as usize;
+        keys.push(String::from_utf8(packed[..len].to_vec()).unwrap());
+        packed = &packed[len..];
+    }
+    keys
+}
+
 fn members_request(expr: &str, cursor: &str, limit: u64) -> v1::MembersRequest {
     v1::MembersRequest {
         table: "users".into(),
         expr: text(expr),
         cursor: cursor.into(),
         limit,
+        packed_keys: false,
         as_of: None,
+    }
+}
+
+fn packed_request(expr: &str, cursor: &str, limit: u64) -> v1::MembersRequest {
+    v1::MembersRequest {
+        packed_keys: true,
+        ..members_request(expr, cursor, limit)
+    }
+}
+
+#[tokio::test]
+async fn packed_exports_hold_the_same_keys_and_cursors() {
+    let limits = Limits {
+        members_batch_keys: 64,
+        ..Limits::default()
+    };
+    let h = Harness::start_with(limits, std::time::Duration::from_secs(5)).await;
+    let snap = h.snapshot();
+    for expr in ["demographic/age < 30", "ALL", "NOT ALL"] {
+        let expected: Vec<String> = snap
+            .crowd(&parse(expr).unwrap())
+            .unwrap()
+            .members(None, usize::MAX)
+            .unwrap()
+            .keys
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        for limit in [0, 100] {
+            let plain = drain(&h, members_request(expr, "", limit)).await.unwrap();
+            let packed = drain(&h, packed_request(expr, "", limit)).await.unwrap();
+            assert!(packed.2.is_none(), "{expr}: {:?}", packed.2);
+            let want = if limit == 0 {
+                &expected[..]
+            } else {
+                &expected[..expected.len().min(100)]
+            };
+            assert_eq!(packed.0, want, "{expr}, limit {limit}");
+            assert_eq!(packed.0, plain.0, "{expr}, limit {limit}");
+            assert_eq!(packed.1, plain.1, "{expr}, limit {limit}: cursors");
+            if let Some(resume) = packed.1.get(1).filter(|c| !c.is_empty()) {
+                let rest = drain(&h, packed_request(expr, resume, 0)).await.unwrap();
+                // Two batches of 64 keys, or the limit's 100.
+                let at = want.len().min(128);
+                assert_eq!(rest.0, expected[at..], "{expr}: resumed");
+            }
+        }
     }
 }
 
