@@ -50,6 +50,18 @@ pub enum Value {
     Timestamp(i64),
 }
 
+/// A stored column of `u32` little-endian value codes, one per user from id `first` on
+/// ([`NULL_CODE`] for users without a value), as read from a segment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CodeColumn<'s> {
+    /// The user id of the first row.
+    pub(crate) first: i64,
+    /// The rows, 4 bytes each.
+    pub(crate) codes: &'s [u8],
+    /// The segment file, for corruption errors.
+    pub(crate) path: &'s Path,
+}
+
 /// `[field][version][shard]`: the segment holding each shard of each version.
 type FieldSegments = Vec<Vec<Vec<Option<Arc<Segment>>>>>;
 
@@ -784,6 +796,31 @@ impl<'s> FieldRef<'s> {
             return Ok(None);
         }
         self.blob(shard, Role::Value, code)
+    }
+
+    /// The stored column of value codes of an enum field in one shard, for scans over many
+    /// users. `None` when the shard has no such column or real-time changes overlay it: callers
+    /// then read the value bitmaps, which see those changes.
+    pub(crate) fn stored_codes_in(&self, shard: u32) -> Result<Option<CodeColumn<'s>>> {
+        self.expect(self.kind() == FieldKind::Enum, "an enum field")?;
+        if self.overlay(shard).is_some() {
+            return Ok(None);
+        }
+        let Some(seg) = self.segment(shard) else {
+            return Ok(None);
+        };
+        let Some(slot) = seg.find(BlobKey {
+            field: self.meta().id,
+            role: Role::Codes,
+            key: 0,
+        }) else {
+            return Ok(None);
+        };
+        Ok(Some(CodeColumn {
+            first: seg.entry(slot).aux,
+            codes: seg.bytes(slot)?,
+            path: seg.path(),
+        }))
     }
 
     /// Users with any value of the field in one shard (flag: its members).
