@@ -18,9 +18,12 @@ use crate::query::Crowd;
 use crate::storage::segment::NULL_CODE;
 use crate::table::{CodeColumn, FieldRef, TableSnapshot};
 
-/// Reading one forward-index entry costs about as much as intersecting this many users' worth
-/// of one flag bitmap (measured with the `query/top_20_of_1000_tags_by_tgi` benchmark).
-const FORWARD_BREAK_EVEN: f64 = 4096.0;
+/// Reading the forward-index entries of the crowd costs about as much as intersecting the crowd
+/// with flag bitmaps holding this many times as many memberships: the forward index is read
+/// when the crowd's entries are fewer than this share of the candidate flags' memberships
+/// (measured with the `query/top_20_of_1000_tags_by_tgi` benchmark: at a crowd of 9% of the
+/// users, reading its rows took two thirds of the time of the bitmaps).
+const FORWARD_BREAK_EVEN: f64 = 0.125;
 
 /// How `top_values` counts flags in the crowd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,6 +313,38 @@ fn count_by_columns(
     })
 }
 
+/// Adds to `counts[code]` the members of `crowd` holding value `code` of enum field `f`, read
+/// from its code column in the shard.
+fn count_codes(
+    f: &FieldRef<'_>,
+    column: &CodeColumn<'_>,
+    crowd: &Bitmap,
+    counts: &mut [u64],
+) -> Result<()> {
+    let (rows, _) = column.codes.as_chunks::<4>();
+    let mut bad = false;
+    for_each_batch(crowd, |ids| {
+        for &id in ids {
+            let code = usize::try_from(id as i64 - column.first)
+                .ok()
+                .and_then(|r| rows.get(r))
+                .map_or(NULL_CODE, |b| u32::from_le_bytes(*b));
+            match counts.get_mut(code as usize) {
+                Some(n) => *n += 1,
+                None => bad |= code != NULL_CODE,
+            }
+        }
+        Ok(())
+    })?;
+    if bad {
+        return Err(Error::corrupt(
+            column.path,
+            format!("a value code of `{}` is out of range", f.path()),
+        ));
+    }
+    Ok(())
+}
+
 /// Counts, per combination of value codes, the users of `crowd` in shard `shard`.
 ///
 /// Dimensions with few values split the crowd by their value bitmaps, those with many values
@@ -499,15 +534,18 @@ impl<'s> Crowd<'s> {
     /// The `k` tags (flags, and values of enum/set fields) under `prefix` most common in the
     /// crowd, or most over-indexed against all users. Exact: every candidate is counted.
     pub fn top_values(&self, prefix: &str, k: usize, order: TopOrder) -> Result<Vec<TopRow>> {
-        self.top_values_with(prefix, k, order, FlagCounting::Auto)
+        self.top_values_with(prefix, k, order, FlagCounting::Auto, COLUMN_ABOVE)
     }
 
+    /// [`Crowd::top_values`] counting flags as `counting` says, and the values of enum fields
+    /// with more than `column_above` values from their code columns.
     pub(crate) fn top_values_with(
         &self,
         prefix: &str,
         k: usize,
         order: TopOrder,
         counting: FlagCounting,
+        column_above: usize,
     ) -> Result<Vec<TopRow>> {
         let snap = self.snap;
         let prefix = prefix.trim_end_matches('/');
@@ -549,18 +587,44 @@ impl<'s> Crowd<'s> {
             .filter(|(_, (_, code))| code.is_none())
             .map(|(i, (f, _))| (f.index(), i))
             .collect();
+        let flag_members: u64 = candidates
+            .iter()
+            .filter(|(_, code)| code.is_none())
+            .map(|(f, _)| f.version().users)
+            .sum();
+        let all_users = snap.users().max(1) as f64;
+        // Enum fields with many values, by their first candidate: counted from their code
+        // columns, one read per member instead of one intersection per value.
+        let by_column: Vec<(FieldRef<'s>, usize)> = candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, (f, code))| {
+                *code == Some(0) && f.kind() == FieldKind::Enum && f.values().len() > column_above
+            })
+            .map(|(i, (f, _))| (*f, i))
+            .collect();
         let per_shard: Vec<(Vec<u64>, u64)> = self.per_shard(|s, crowd| {
             let mut inside = vec![0u64; candidates.len()];
             let size = crowd.cardinality();
             if size == 0 {
                 return Ok((inside, 0));
             }
+            let mut counted = vec![false; candidates.len()];
+            for &(f, first) in &by_column {
+                if let Some(column) = f.stored_codes_in(s)? {
+                    let n = f.values().len();
+                    count_codes(&f, &column, &crowd, &mut inside[first..first + n])?;
+                    counted[first..first + n].fill(true);
+                }
+            }
             // The forward index describes current versions only.
             let forward = self.as_of.is_none()
                 && match counting {
                     FlagCounting::Auto => {
+                        // The candidates' memberships in this shard, by catalog statistics.
+                        let in_shard = snap.shard_range(s).len() as f64 / all_users;
                         (size as f64) * snap.flags_per_user(s)
-                            < flag_slot.len() as f64 * FORWARD_BREAK_EVEN
+                            < flag_members as f64 * in_shard * FORWARD_BREAK_EVEN
                     }
                     FlagCounting::Forward => true,
                     FlagCounting::Bitmaps => false,
@@ -575,6 +639,7 @@ impl<'s> Crowd<'s> {
             }
             for (i, (f, code)) in candidates.iter().enumerate() {
                 let b = match code {
+                    _ if counted[i] => continue,
                     None if forward => continue,
                     None => f.flag_in(s)?,
                     Some(c) => f.value_in(s, *c)?,

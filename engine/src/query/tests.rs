@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 
-use crate::analysis::{Buckets, FlagCounting, TopOrder};
+use crate::analysis::{Buckets, FlagCounting, TopOrder, TopRow};
 use crate::expr::{CmpOp, Expr, HasMode, Literal, Path};
 use crate::{Database, FieldKind, FieldSpec, KeyKind, KeyRef, SHARD_BITS, Value};
 
@@ -502,7 +502,7 @@ fn analyses_match_the_naive_evaluator() {
                 FlagCounting::Bitmaps,
             ] {
                 let top = crowd
-                    .top_values_with("tag", 10, TopOrder::Count, counting)
+                    .top_values_with("tag", 10, TopOrder::Count, counting, 0)
                     .unwrap();
                 for (i, p) in ["tag/a", "tag/b", "tag/c"].iter().enumerate() {
                     let n = members.iter().filter(|u| m.flags[i].contains(u)).count() as u64;
@@ -516,9 +516,21 @@ fn analyses_match_the_naive_evaluator() {
                 }
                 prop_assert!(top.windows(2).all(|w| w[0].count >= w[1].count));
             }
-            // Values of enum and set fields are candidates too.
+            // Values of enum and set fields are candidates too, enum values counted from their
+            // code column or their bitmaps.
             let top = crowd.top_values("city", 2, TopOrder::Tgi).unwrap();
             prop_assert!(top.len() <= 2);
+            for column_above in [0, usize::MAX] {
+                let top = crowd
+                    .top_values_with("", 100, TopOrder::Count, FlagCounting::Auto, column_above)
+                    .unwrap();
+                let cities: Vec<&TopRow> = top.iter().filter(|r| r.path == "city").collect();
+                for c in CITIES {
+                    let n = members.iter().filter(|u| m.city.get(u) == Some(&c)).count() as u64;
+                    let row = cities.iter().find(|r| r.value.as_deref() == Some(c));
+                    prop_assert_eq!(row.map_or(0, |r| r.count), n, "city {}", c);
+                }
+            }
             for r in &top {
                 let v = r.value.as_deref().unwrap();
                 let n = members.iter().filter(|u| m.city.get(u) == Some(&v)).count() as u64;
@@ -742,6 +754,20 @@ fn check_groups(snap: &crate::TableSnapshot, m: &Model, e: &Expr) {
             .map(|r| (r.values[0].as_str(), r.count))
             .collect();
         assert_eq!(got, expect, "{e} by city, columns above {column_above}");
+        let top = crowd
+            .top_values_with(
+                "city",
+                100,
+                TopOrder::Count,
+                FlagCounting::Auto,
+                column_above,
+            )
+            .unwrap();
+        let got: BTreeMap<&str, u64> = top
+            .iter()
+            .map(|r| (r.value.as_deref().unwrap(), r.count))
+            .collect();
+        assert_eq!(got, expect, "{e}: top cities, columns above {column_above}");
         for r in &rows {
             let base = m.city.values().filter(|c| **c == r.values[0]).count() as u64;
             assert_eq!(r.base_count, base, "{e}: base of {}", r.values[0]);
