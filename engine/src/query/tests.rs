@@ -800,7 +800,7 @@ fn check_groups(snap: &crate::TableSnapshot, m: &Model, e: &Expr) {
 }
 
 #[test]
-fn group_counts_from_columns_and_bitmaps_agree_and_see_real_time_writes() {
+fn columns_and_bitmaps_agree_and_see_real_time_writes() {
     let (_dir, db, mut m) = build();
     let t = db.table("users").unwrap();
     let exprs: Vec<Expr> = [
@@ -819,6 +819,13 @@ fn group_counts_from_columns_and_bitmaps_agree_and_see_real_time_writes() {
     }
     // Real-time changes to the city of every third data user: cleared, moved, or given a
     // value the stored version does not know.
+    let m_before = Model {
+        flags: m.flags.clone(),
+        city: m.city.clone(),
+        interest: m.interest.clone(),
+        age: m.age.clone(),
+        universe: m.universe.clone(),
+    };
     let mut rng = Rng(0x5eed);
     let mut writes = Vec::new();
     for &u in m.universe.clone().iter().step_by(3) {
@@ -836,10 +843,40 @@ fn group_counts_from_columns_and_bitmaps_agree_and_see_real_time_writes() {
             None => m.city.remove(&u),
         };
     }
+    // And to the age of every fifth: cleared or changed.
+    for &u in m.universe.clone().iter().step_by(5) {
+        let age = (rng.gen_range(0u32..4) > 0).then(|| rng.gen_range(10u32..70) as i64);
+        writes.push(match age {
+            Some(a) => crate::Write::set(key(u), "age", Value::Int(a)),
+            None => crate::Write::clear(key(u), "age"),
+        });
+        match age {
+            Some(a) => m.age.insert(u, a),
+            None => m.age.remove(&u),
+        };
+    }
+    let numeric = [
+        "tag/a AND age >= 30",
+        "tag/b AND age BETWEEN 20 AND 40",
+        "(tag/a OR tag/c) AND NOT age < 25",
+        "city IN ('bj', 'gz') AND age != 33",
+    ];
+    let check_numeric = |snap: &crate::TableSnapshot, m: &Model| {
+        for text in numeric {
+            let e = crate::expr::parse(text).unwrap();
+            let crowd = snap.crowd(&e).unwrap();
+            let want = m.count(&m.eval(&e));
+            assert_eq!(crowd.count().unwrap(), want, "count of {text}");
+            assert_eq!(crowd.bitmap().unwrap().cardinality(), want, "{text}");
+        }
+    };
+    check_numeric(&t.snapshot(), &m_before);
     t.write(&writes).unwrap();
     let snap = t.snapshot();
     assert!(snap.field("city").unwrap().has_delta());
+    assert!(snap.field("age").unwrap().has_delta());
     for e in &exprs {
         check_groups(&snap, &m, e);
     }
+    check_numeric(&snap, &m);
 }

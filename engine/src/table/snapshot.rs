@@ -62,6 +62,15 @@ pub(crate) struct CodeColumn<'s> {
     pub(crate) path: &'s Path,
 }
 
+/// A stored column of `i64` little-endian values, one per user from id `first` on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IntColumn<'s> {
+    /// The user id of the first row.
+    pub(crate) first: i64,
+    /// The rows, 8 bytes each.
+    pub(crate) values: &'s [u8],
+}
+
 /// `[field][version][shard]`: the segment holding each shard of each version.
 type FieldSegments = Vec<Vec<Vec<Option<Arc<Segment>>>>>;
 
@@ -848,6 +857,31 @@ impl<'s> FieldRef<'s> {
             first: seg.entry(slot).aux,
             codes: seg.bytes(slot)?,
             path: seg.path(),
+        }))
+    }
+
+    /// The stored column of a numeric field in one shard, for reading a few users' values: `i64`
+    /// little-endian per user from id `first` on (0 where the user has no value; see the BSI's
+    /// existence bitmap). `None` when the shard has no such column or real-time changes overlay
+    /// it.
+    pub(crate) fn stored_ints_in(&self, shard: u32) -> Result<Option<IntColumn<'s>>> {
+        self.expect(self.kind().is_numeric(), "a numeric field")?;
+        if self.overlay(shard).is_some() {
+            return Ok(None);
+        }
+        let Some(seg) = self.segment(shard) else {
+            return Ok(None);
+        };
+        let Some(slot) = seg.find(BlobKey {
+            field: self.meta().id,
+            role: Role::Ints,
+            key: 0,
+        }) else {
+            return Ok(None);
+        };
+        Ok(Some(IntColumn {
+            first: seg.entry(slot).aux,
+            values: seg.bytes(slot)?,
         }))
     }
 
