@@ -15,11 +15,15 @@ use rayon::prelude::*;
 use crate::catalog::FieldKind;
 use crate::error::{Error, Result};
 use crate::query::Crowd;
-use crate::table::{FieldRef, TableSnapshot};
+use crate::storage::segment::NULL_CODE;
+use crate::table::{CodeColumn, FieldRef, TableSnapshot};
 
-/// Reading one forward-index entry costs about as much as intersecting this many users' worth
-/// of one flag bitmap (measured with the `query/top_20_of_1000_tags_by_tgi` benchmark).
-const FORWARD_BREAK_EVEN: f64 = 4096.0;
+/// Reading the forward-index entries of the crowd costs about as much as intersecting the crowd
+/// with flag bitmaps holding this many times as many memberships: the forward index is read
+/// when the crowd's entries are fewer than this share of the candidate flags' memberships
+/// (measured with the `query/top_20_of_1000_tags_by_tgi` benchmark: at a crowd of 9% of the
+/// users, reading its rows took two thirds of the time of the bitmaps).
+const FORWARD_BREAK_EVEN: f64 = 0.125;
 
 /// How `top_values` counts flags in the crowd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +45,14 @@ pub(crate) struct Memo {
     base_groups: parking_lot::Mutex<HashMap<Vec<String>, Arc<GroupCounts>>>,
 }
 
-/// Counts per combination of value codes, and the population they were taken over.
-type GroupCounts = (HashMap<Vec<u32>, u64>, u64);
+/// Counts per combination of value codes (a [`Counts`] slot), and the population they were
+/// taken over.
+type GroupCounts = (HashMap<u64, u64>, u64);
+
+/// Enum dimensions with more values than this are read from their code column in a shard that
+/// has one (each of their values is a sparse bitmap the crowd would be intersected with); the
+/// others split the crowd by their value bitmaps (few, dense values: cheap bitset intersections).
+const COLUMN_ABOVE: usize = 8;
 
 /// Most groups `group_count` may hold before it refuses (combinations of up to 3 dimensions).
 pub const MAX_GROUPS: usize = 1_000_000;
@@ -160,60 +170,251 @@ impl<'s> Dim<'s> {
     }
 }
 
+/// Group counts in one shard: one slot per combination of value codes, `code_0 + n_0 × (code_1 +
+/// n_1 × …)` for dimensions with `n_i` values.
+enum Counts {
+    /// Every combination has a slot (few combinations).
+    Dense(Vec<u64>),
+    /// Only combinations met have a slot.
+    Sparse(HashMap<u64, u64>),
+}
+
+/// Combinations up to which [`Counts::Dense`] is used.
+const DENSE_GROUPS: usize = 1 << 16;
+
+impl Counts {
+    fn new(combos: usize) -> Self {
+        if combos <= DENSE_GROUPS {
+            Counts::Dense(vec![0; combos])
+        } else {
+            Counts::Sparse(HashMap::new())
+        }
+    }
+
+    fn add(&mut self, slot: u64, n: u64) {
+        match self {
+            Counts::Dense(v) => v[slot as usize] += n,
+            Counts::Sparse(m) => *m.entry(slot).or_insert(0) += n,
+        }
+    }
+
+    fn merge(mut self, other: Counts) -> Counts {
+        match (&mut self, other) {
+            (Counts::Dense(a), Counts::Dense(b)) => {
+                for (x, y) in a.iter_mut().zip(b) {
+                    *x += y;
+                }
+            }
+            (_, other) => {
+                for (slot, n) in other.into_nonzero() {
+                    self.add(slot, n);
+                }
+            }
+        }
+        self
+    }
+
+    /// `(slot, count)` of every combination with members.
+    fn into_nonzero(self) -> Box<dyn Iterator<Item = (u64, u64)>> {
+        match self {
+            Counts::Dense(v) => Box::new(
+                v.into_iter()
+                    .enumerate()
+                    .filter(|e| e.1 > 0)
+                    .map(|(i, n)| (i as u64, n)),
+            ),
+            Counts::Sparse(m) => Box::new(m.into_iter().filter(|e| e.1 > 0)),
+        }
+    }
+}
+
+/// The slot multiplier of each dimension in [`Counts`].
+fn strides(dims: &[Dim<'_>]) -> Vec<u64> {
+    let mut out = Vec::with_capacity(dims.len());
+    let mut stride = 1u64;
+    for d in dims {
+        out.push(stride);
+        stride *= d.values().max(1) as u64;
+    }
+    out
+}
+
+/// A dimension read from its code column in one shard.
+struct ColumnDim<'a, 's> {
+    dim: &'a Dim<'s>,
+    column: CodeColumn<'s>,
+    stride: u64,
+}
+
+/// Members of `crowd` handed out in batches (CRoaring's bulk iteration).
+fn for_each_batch(crowd: &Bitmap, mut f: impl FnMut(&[u32]) -> Result<()>) -> Result<()> {
+    let mut buf = vec![0u32; 1024];
+    let mut it = crowd.iter();
+    loop {
+        let n = it.next_many(&mut buf);
+        if n == 0 {
+            return Ok(());
+        }
+        f(&buf[..n])?;
+    }
+}
+
+/// Adds to `out`, at `base` plus each member's combination of codes, the members of `crowd`,
+/// reading their rows in the code columns of `dims`: the cost follows the crowd's size.
+fn count_by_columns(
+    dims: &[ColumnDim<'_, '_>],
+    crowd: &Bitmap,
+    base: u64,
+    out: &mut Counts,
+) -> Result<()> {
+    /// The slot of a member lacking a value of some dimension.
+    const NONE: u64 = u64::MAX;
+    let mut slots = vec![0u64; 1024];
+    for_each_batch(crowd, |ids| {
+        let slots = &mut slots[..ids.len()];
+        slots.fill(base);
+        for d in dims {
+            let (rows, _) = d.column.codes.as_chunks::<4>();
+            let limit = d.dim.values() as u32;
+            let first = d.column.first;
+            let mut bad = false;
+            for (slot, &id) in slots.iter_mut().zip(ids) {
+                let code = usize::try_from(id as i64 - first)
+                    .ok()
+                    .and_then(|r| rows.get(r))
+                    .map_or(NULL_CODE, |b| u32::from_le_bytes(*b));
+                bad |= code >= limit && code != NULL_CODE;
+                *slot = if *slot == NONE || code >= limit {
+                    NONE
+                } else {
+                    *slot + code as u64 * d.stride
+                };
+            }
+            if bad {
+                return Err(Error::corrupt(
+                    d.column.path,
+                    format!("a value code of `{}` is out of range", d.dim.field.path()),
+                ));
+            }
+        }
+        match out {
+            Counts::Dense(v) => {
+                for &slot in slots.iter().filter(|&&s| s != NONE) {
+                    v[slot as usize] += 1;
+                }
+            }
+            Counts::Sparse(_) => {
+                for &slot in slots.iter().filter(|&&s| s != NONE) {
+                    out.add(slot, 1);
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Adds to `counts[code]` the members of `crowd` holding value `code` of enum field `f`, read
+/// from its code column in the shard.
+fn count_codes(
+    f: &FieldRef<'_>,
+    column: &CodeColumn<'_>,
+    crowd: &Bitmap,
+    counts: &mut [u64],
+) -> Result<()> {
+    let (rows, _) = column.codes.as_chunks::<4>();
+    let mut bad = false;
+    for_each_batch(crowd, |ids| {
+        for &id in ids {
+            let code = usize::try_from(id as i64 - column.first)
+                .ok()
+                .and_then(|r| rows.get(r))
+                .map_or(NULL_CODE, |b| u32::from_le_bytes(*b));
+            match counts.get_mut(code as usize) {
+                Some(n) => *n += 1,
+                None => bad |= code != NULL_CODE,
+            }
+        }
+        Ok(())
+    })?;
+    if bad {
+        return Err(Error::corrupt(
+            column.path,
+            format!("a value code of `{}` is out of range", f.path()),
+        ));
+    }
+    Ok(())
+}
+
 /// Counts, per combination of value codes, the users of `crowd` in shard `shard`.
+///
+/// Dimensions with few values split the crowd by their value bitmaps, those with many values
+/// first (each of their sparse bitmaps is probed against the crowd); the last of them is
+/// counted with the count-only kernel. Enum dimensions with many values are read instead from
+/// their code columns, for the members of each part: their cost follows the crowd's size.
 fn group_shard(
     dims: &[Dim<'_>],
+    strides: &[u64],
+    column_above: usize,
     crowd: &Bitmap,
     shard: u32,
-    out: &mut HashMap<Vec<u32>, u64>,
+    out: &mut Counts,
 ) -> Result<()> {
+    #[allow(clippy::too_many_arguments)]
     fn go(
         dims: &[Dim<'_>],
-        depth: usize,
+        strides: &[u64],
+        split: &[usize],
+        columns: &[ColumnDim<'_, '_>],
         acc: &Bitmap,
         shard: u32,
-        key: &mut Vec<u32>,
-        out: &mut HashMap<Vec<u32>, u64>,
+        slot: u64,
+        out: &mut Counts,
     ) -> Result<()> {
-        let dim = &dims[depth];
+        let Some((&d, rest)) = split.split_first() else {
+            return count_by_columns(columns, acc, slot, out);
+        };
+        let dim = &dims[d];
         for code in 0..dim.values() as u32 {
             let Some(v) = dim.field.value_in(shard, code)? else {
                 continue;
             };
-            key.push(code);
-            if depth + 1 == dims.len() {
+            let slot = slot + code as u64 * strides[d];
+            if rest.is_empty() && columns.is_empty() {
                 let n = acc.and_cardinality(v);
                 if n > 0 {
-                    *out.entry(key.clone()).or_insert(0) += n;
+                    out.add(slot, n);
                 }
             } else {
                 let next = acc.and(v);
                 if !next.is_empty() {
-                    go(dims, depth + 1, &next, shard, key, out)?;
+                    go(dims, strides, rest, columns, &next, shard, slot, out)?;
                 }
             }
-            key.pop();
         }
         Ok(())
     }
     if crowd.is_empty() {
         return Ok(());
     }
-    go(
-        dims,
-        0,
-        crowd,
-        shard,
-        &mut Vec::with_capacity(dims.len()),
-        out,
-    )
-}
-
-fn merge(mut a: HashMap<Vec<u32>, u64>, b: HashMap<Vec<u32>, u64>) -> HashMap<Vec<u32>, u64> {
-    for (k, v) in b {
-        *a.entry(k).or_insert(0) += v;
+    let mut split = Vec::new();
+    let mut columns = Vec::new();
+    for (d, dim) in dims.iter().enumerate() {
+        let column = if dim.field.kind() == FieldKind::Enum && dim.values() > column_above {
+            dim.field.stored_codes_in(shard)?
+        } else {
+            None
+        };
+        match column {
+            Some(column) => columns.push(ColumnDim {
+                dim,
+                column,
+                stride: strides[d],
+            }),
+            None => split.push(d),
+        }
     }
-    a
+    split.sort_by_key(|&d| std::cmp::Reverse(dims[d].values()));
+    go(dims, strides, &split, &columns, crowd, shard, 0, out)
 }
 
 impl<'s> Crowd<'s> {
@@ -235,6 +436,18 @@ impl<'s> Crowd<'s> {
         base: Option<&Crowd<'s>>,
         limit: usize,
     ) -> Result<Vec<GroupRow>> {
+        self.group_count_with(dims, base, limit, COLUMN_ABOVE)
+    }
+
+    /// [`Crowd::group_count`], reading enum dimensions with more than `column_above` values
+    /// from their code columns.
+    pub(crate) fn group_count_with(
+        &self,
+        dims: &[&str],
+        base: Option<&Crowd<'s>>,
+        limit: usize,
+        column_above: usize,
+    ) -> Result<Vec<GroupRow>> {
         if dims.is_empty() || dims.len() > 3 {
             return Err(Error::InvalidArgument(format!(
                 "group by takes 1 to 3 dimensions, got {}",
@@ -251,16 +464,18 @@ impl<'s> Crowd<'s> {
                 "{combos} possible groups exceed the limit of {MAX_GROUPS}; group by fewer or smaller dimensions"
             )));
         }
+        let strides = strides(&dims);
         let group = |c: &Crowd<'s>| -> Result<GroupCounts> {
-            Ok(c.per_shard(|s, b| {
-                let mut m = HashMap::new();
-                group_shard(&dims, &b, s, &mut m)?;
-                Ok((m, b.cardinality()))
-            })?
-            .into_iter()
-            .fold((HashMap::new(), 0u64), |(m, t), (m2, t2)| {
-                (merge(m, m2), t + t2)
-            }))
+            let parts = c.per_shard(|s, b| {
+                let mut counts = Counts::new(combos);
+                group_shard(&dims, &strides, column_above, &b, s, &mut counts)?;
+                Ok((counts, b.cardinality()))
+            })?;
+            let (counts, total) = parts
+                .into_iter()
+                .reduce(|(a, t), (b, t2)| (a.merge(b), t + t2))
+                .unwrap_or((Counts::new(0), 0));
+            Ok((counts.into_nonzero().collect(), total))
         };
         let base_counts: Arc<GroupCounts> = match base {
             Some(b) => Arc::new(group(b)?),
@@ -290,15 +505,18 @@ impl<'s> Crowd<'s> {
         let (base_map, base_total) = (&base_counts.0, base_counts.1);
         let mut rows: Vec<GroupRow> = groups
             .into_iter()
-            .map(|(codes, count)| {
-                let base_count = base_map.get(&codes).copied().unwrap_or(0);
+            .map(|(slot, count)| {
+                let base_count = base_map.get(&slot).copied().unwrap_or(0);
                 let share = ratio(count, total);
                 let base_share = ratio(base_count, base_total);
                 GroupRow {
-                    values: codes
+                    values: dims
                         .iter()
-                        .zip(&dims)
-                        .map(|(&c, d)| d.field.values()[c as usize].clone())
+                        .zip(&strides)
+                        .map(|(d, &stride)| {
+                            let code = slot / stride % d.values().max(1) as u64;
+                            d.field.values()[code as usize].clone()
+                        })
                         .collect(),
                     count,
                     share,
@@ -316,15 +534,18 @@ impl<'s> Crowd<'s> {
     /// The `k` tags (flags, and values of enum/set fields) under `prefix` most common in the
     /// crowd, or most over-indexed against all users. Exact: every candidate is counted.
     pub fn top_values(&self, prefix: &str, k: usize, order: TopOrder) -> Result<Vec<TopRow>> {
-        self.top_values_with(prefix, k, order, FlagCounting::Auto)
+        self.top_values_with(prefix, k, order, FlagCounting::Auto, COLUMN_ABOVE)
     }
 
+    /// [`Crowd::top_values`] counting flags as `counting` says, and the values of enum fields
+    /// with more than `column_above` values from their code columns.
     pub(crate) fn top_values_with(
         &self,
         prefix: &str,
         k: usize,
         order: TopOrder,
         counting: FlagCounting,
+        column_above: usize,
     ) -> Result<Vec<TopRow>> {
         let snap = self.snap;
         let prefix = prefix.trim_end_matches('/');
@@ -366,18 +587,44 @@ impl<'s> Crowd<'s> {
             .filter(|(_, (_, code))| code.is_none())
             .map(|(i, (f, _))| (f.index(), i))
             .collect();
+        let flag_members: u64 = candidates
+            .iter()
+            .filter(|(_, code)| code.is_none())
+            .map(|(f, _)| f.version().users)
+            .sum();
+        let all_users = snap.users().max(1) as f64;
+        // Enum fields with many values, by their first candidate: counted from their code
+        // columns, one read per member instead of one intersection per value.
+        let by_column: Vec<(FieldRef<'s>, usize)> = candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, (f, code))| {
+                *code == Some(0) && f.kind() == FieldKind::Enum && f.values().len() > column_above
+            })
+            .map(|(i, (f, _))| (*f, i))
+            .collect();
         let per_shard: Vec<(Vec<u64>, u64)> = self.per_shard(|s, crowd| {
             let mut inside = vec![0u64; candidates.len()];
             let size = crowd.cardinality();
             if size == 0 {
                 return Ok((inside, 0));
             }
+            let mut counted = vec![false; candidates.len()];
+            for &(f, first) in &by_column {
+                if let Some(column) = f.stored_codes_in(s)? {
+                    let n = f.values().len();
+                    count_codes(&f, &column, &crowd, &mut inside[first..first + n])?;
+                    counted[first..first + n].fill(true);
+                }
+            }
             // The forward index describes current versions only.
             let forward = self.as_of.is_none()
                 && match counting {
                     FlagCounting::Auto => {
+                        // The candidates' memberships in this shard, by catalog statistics.
+                        let in_shard = snap.shard_range(s).len() as f64 / all_users;
                         (size as f64) * snap.flags_per_user(s)
-                            < flag_slot.len() as f64 * FORWARD_BREAK_EVEN
+                            < flag_members as f64 * in_shard * FORWARD_BREAK_EVEN
                     }
                     FlagCounting::Forward => true,
                     FlagCounting::Bitmaps => false,
@@ -392,6 +639,7 @@ impl<'s> Crowd<'s> {
             }
             for (i, (f, code)) in candidates.iter().enumerate() {
                 let b = match code {
+                    _ if counted[i] => continue,
                     None if forward => continue,
                     None => f.flag_in(s)?,
                     Some(c) => f.value_in(s, *c)?,
@@ -731,4 +979,35 @@ pub fn overlap(snap: &TableSnapshot, crowds: &[Crowd<'_>]) -> Result<Vec<Vec<u64
         .into_iter()
         .take(n)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Counts;
+
+    #[test]
+    fn dense_and_sparse_counts_merge_alike() {
+        let adds = [(3u64, 2u64), (0, 1), (3, 5), (9, 1), (7, 0)];
+        let fill = |mut c: Counts| {
+            for &(slot, n) in &adds {
+                c.add(slot, n);
+            }
+            c
+        };
+        let sorted = |c: Counts| {
+            let mut v: Vec<(u64, u64)> = c.into_nonzero().collect();
+            v.sort_unstable();
+            v
+        };
+        let want = vec![(0, 1), (3, 7), (9, 1)];
+        let dense = || fill(Counts::Dense(vec![0; 10]));
+        let sparse = || fill(Counts::Sparse(Default::default()));
+        assert_eq!(sorted(dense()), want);
+        assert_eq!(sorted(sparse()), want);
+        let twice = vec![(0, 2), (3, 14), (9, 2)];
+        assert_eq!(sorted(dense().merge(dense())), twice);
+        assert_eq!(sorted(dense().merge(sparse())), twice);
+        assert_eq!(sorted(sparse().merge(dense())), twice);
+        assert_eq!(sorted(sparse().merge(sparse())), twice);
+    }
 }

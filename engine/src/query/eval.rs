@@ -1,10 +1,12 @@
 //! Evaluation of a planned expression on one shard: as a bitmap, as a count, or for one user.
 //!
 //! Leaves borrow zero-copy views from the segments ([`Bm::Borrowed`]); only operators allocate.
-//! `AND` evaluates its sparsest operand, then every further operand *within* the running result
-//! ([`eval_within`]): a BSI comparison, an `OR` or a `NOT` below an `AND` never computes more
-//! than the users still in play. It stops as soon as the running result is empty, and its last
-//! step uses a count-only kernel (`and_cardinality`) when only a count is wanted.
+//! `AND` evaluates its operands over stored bitmaps first (sparsest first, then its negated
+//! ones), then every computed operand *within* the running result ([`eval_within`]): a BSI
+//! comparison, an `OR` or a `NOT` below an `AND` never computes more than the users still in
+//! play, and a comparison over a few users reads their values from the stored column instead of
+//! walking the slices. It stops as soon as the running result is empty, and its last step uses a
+//! count-only kernel (`and_cardinality`) when only a count is wanted.
 
 use std::borrow::Cow;
 
@@ -92,17 +94,7 @@ pub(crate) fn eval<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<Bm<'s>> {
             b.and_inplace(&Bitmap::from_range(r));
             Cow::Owned(b)
         }
-        Node::And { pos, neg } => {
-            let mut acc = intersect(pos, s, None)?;
-            for n in neg {
-                if acc.is_empty() {
-                    break;
-                }
-                let drop = eval_within(n, s, &acc)?;
-                acc.andnot_inplace(&drop);
-            }
-            Cow::Owned(acc)
-        }
+        Node::And { pos, neg } => run(&steps(pos, neg, s), s)?,
         Node::Or(xs) => {
             let parts: Vec<Bm<'s>> = xs.iter().map(|x| eval(x, s)).collect::<Result<_>>()?;
             let refs: Vec<&Bitmap> = parts.iter().map(|b| b.as_ref()).collect();
@@ -124,60 +116,103 @@ pub(crate) fn eval<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<Bm<'s>> {
     })
 }
 
-/// Operands of an `AND`, sparsest first: stored leaves by their exact size in this shard, other
-/// nodes by their catalog estimate scaled to the shard.
-fn ordered<'a, 's>(pos: &'a [Node<'s>], s: &Shard<'s>) -> Vec<&'a Node<'s>> {
-    let scale = s.len() as f64 / users(s).max(1) as f64;
-    let mut v: Vec<(u64, &Node<'s>)> = pos
-        .iter()
-        .map(|n| {
-            let local = match n {
-                Node::Flag(f) => f
-                    .flag_in(s.shard)
-                    .ok()
-                    .map(|b| b.map_or(0, |b| b.cardinality())),
-                Node::AnyValue(f, codes) => codes
-                    .iter()
-                    .map(|&c| {
-                        f.value_in(s.shard, c)
-                            .ok()
-                            .map(|b| b.map_or(0, |b| b.cardinality()))
-                    })
-                    .sum::<Option<u64>>(),
-                _ => None,
-            };
-            (
-                local.unwrap_or_else(|| (n.estimate(users(s)) as f64 * scale) as u64),
-                n,
-            )
-        })
-        .collect();
-    v.sort_by_key(|e| e.0);
-    v.into_iter().map(|e| e.1).collect()
+/// The size of `node` in the shard when it is a stored leaf or a union of them (exact), or its
+/// catalog estimate scaled to the shard.
+fn local_size<'s>(node: &Node<'s>, s: &Shard<'s>) -> u64 {
+    fn exact<'s>(node: &Node<'s>, s: &Shard<'s>) -> Option<u64> {
+        let size = |b: Result<Option<&Bitmap>>| b.ok().map(|b| b.map_or(0, |b| b.cardinality()));
+        match node {
+            Node::Flag(f) => size(f.flag_in(s.shard)),
+            Node::AnyValue(f, codes) => codes.iter().map(|&c| size(f.value_in(s.shard, c))).sum(),
+            Node::Or(xs) => xs.iter().map(|x| exact(x, s)).sum(),
+            _ => None,
+        }
+    }
+    exact(node, s).unwrap_or_else(|| {
+        let scale = s.len() as f64 / users(s).max(1) as f64;
+        (node.estimate(users(s)) as f64 * scale) as u64
+    })
 }
 
-/// Intersection of `pos`, sparsest first, stopping early on empty. With `skip_last`, leaves the
-/// last (densest) operand out and returns it for a count-only final step.
-fn intersect<'a, 's>(
-    pos: &'a [Node<'s>],
-    s: &Shard<'s>,
-    skip_last: Option<&mut Option<&'a Node<'s>>>,
-) -> Result<Bitmap> {
-    let mut order = ordered(pos, s);
-    if let Some(slot) = skip_last {
-        *slot = order.pop();
+/// Whether `node` only combines stored bitmaps (no bit-sliced arithmetic, no behaviour
+/// kernel, no complement): intersecting with it costs about what reading it costs.
+fn is_stored_algebra(node: &Node<'_>) -> bool {
+    match node {
+        Node::All
+        | Node::Empty
+        | Node::Flag(_)
+        | Node::AnyValue(..)
+        | Node::AllValues(..)
+        | Node::Ids(_) => true,
+        Node::Or(xs) => xs.iter().all(is_stored_algebra),
+        Node::And { pos, neg } => pos.iter().chain(neg).all(is_stored_algebra),
+        _ => false,
     }
-    let Some((first, rest)) = order.split_first() else {
-        return Ok(s.all());
+}
+
+/// One step of an `AND`: keep the users of a positive operand, or drop those of a negated one.
+#[derive(Clone, Copy)]
+enum Step<'a, 's> {
+    Keep(&'a Node<'s>),
+    Drop(&'a Node<'s>),
+}
+
+/// The steps of `AND(pos) AND NOT(neg)`, in evaluation order. Operands over stored bitmaps
+/// come first — positive ones sparsest first, then negated ones — because they are cheap and
+/// shrink the users in play; computed operands (BSI comparisons, behaviours, complements)
+/// follow, evaluated within those users only: positive ones sparsest first by estimate, then
+/// negated ones. The first step always keeps (it is the starting set).
+fn steps<'a, 's>(pos: &'a [Node<'s>], neg: &'a [Node<'s>], s: &Shard<'s>) -> Vec<Step<'a, 's>> {
+    let mut sized: Vec<(u64, &'a Node<'s>)> = pos.iter().map(|n| (local_size(n, s), n)).collect();
+    sized.sort_by_key(|e| e.0);
+    let (cheap, dear): (Vec<_>, Vec<_>) = sized.into_iter().partition(|e| is_stored_algebra(e.1));
+    let mut out = Vec::with_capacity(pos.len() + neg.len());
+    let mut dear = dear.into_iter().map(|e| Step::Keep(e.1));
+    out.extend(cheap.into_iter().map(|e| Step::Keep(e.1)));
+    if out.is_empty() {
+        out.extend(dear.next());
+    }
+    out.extend(neg.iter().filter(|n| is_stored_algebra(n)).map(Step::Drop));
+    out.extend(dear);
+    out.extend(neg.iter().filter(|n| !is_stored_algebra(n)).map(Step::Drop));
+    out
+}
+
+/// The users left after `steps` (the first keeps), stopping as soon as nobody is left.
+fn run<'s>(steps: &[Step<'_, 's>], s: &Shard<'s>) -> Result<Bm<'s>> {
+    let Some((Step::Keep(first), rest)) = steps.split_first() else {
+        return Ok(Cow::Owned(s.all()));
     };
-    let mut acc = eval(first, s)?.into_owned();
-    for n in rest {
+    let mut acc = eval(first, s)?;
+    for step in rest {
         if acc.is_empty() {
             break;
         }
-        acc = eval_within(n, s, &acc)?;
+        acc = Cow::Owned(apply(*step, s, acc)?);
     }
     Ok(acc)
+}
+
+/// `acc` after one step.
+fn apply<'s>(step: Step<'_, 's>, s: &Shard<'s>, acc: Bm<'s>) -> Result<Bitmap> {
+    Ok(match step {
+        Step::Keep(n) => eval_within(n, s, &acc)?,
+        Step::Drop(n) => {
+            let mut acc = acc.into_owned();
+            match stored(n, s)? {
+                Some(leaf) => {
+                    if let Some(b) = leaf {
+                        acc.andnot_inplace(b);
+                    }
+                }
+                None => {
+                    let drop = eval_within(n, s, &acc)?;
+                    acc.andnot_inplace(&drop);
+                }
+            }
+            acc
+        }
+    })
 }
 
 /// A leaf that is a stored bitmap, borrowed; `None` for computed nodes.
@@ -231,29 +266,28 @@ pub(crate) fn eval_within<'s>(node: &Node<'s>, s: &Shard<'s>, within: &Bitmap) -
                 .unwrap_or_default(),
             _ => union_within(&mut (0..f.values().len() as u32).map(|c| f.value_in(s.shard, c)))?,
         },
-        Node::Compare(f, op, c) => bsi(f, s)?
-            .map(|b| b.compare_in(*op, *c, Some(within)))
-            .unwrap_or_default(),
-        Node::Between(f, lo, hi) => bsi(f, s)?
-            .map(|b| b.between_in(*lo, *hi, Some(within)))
-            .unwrap_or_default(),
+        Node::Compare(f, op, c) => match few_values(f, s, within)? {
+            Some(few) => few.filter(|v| op.holds(v, *c)),
+            None => bsi(f, s)?
+                .map(|b| b.compare_in(*op, *c, Some(within)))
+                .unwrap_or_default(),
+        },
+        Node::Between(f, lo, hi) => match few_values(f, s, within)? {
+            Some(few) => few.filter(|v| *lo <= v && v <= *hi),
+            None => bsi(f, s)?
+                .map(|b| b.between_in(*lo, *hi, Some(within)))
+                .unwrap_or_default(),
+        },
         Node::Ids(ids) => within.and(ids),
         Node::And { pos, neg } => {
-            let mut acc = within.clone();
-            for p in ordered(pos, s) {
-                if acc.is_empty() {
-                    return Ok(acc);
-                }
-                acc = eval_within(p, s, &acc)?;
-            }
-            for n in neg {
+            let mut acc: Bm<'_> = Cow::Borrowed(within);
+            for step in steps(pos, neg, s) {
                 if acc.is_empty() {
                     break;
                 }
-                let drop = eval_within(n, s, &acc)?;
-                acc.andnot_inplace(&drop);
+                acc = Cow::Owned(apply(step, s, acc)?);
             }
-            acc
+            acc.into_owned()
         }
         Node::Or(xs) => {
             let mut out = Bitmap::new();
@@ -273,6 +307,58 @@ pub(crate) fn eval_within<'s>(node: &Node<'s>, s: &Shard<'s>, within: &Bitmap) -
         Node::Did(d) => d.eval_in(s.snap, s.shard, Some(within))?,
         Node::Flag(_) => unreachable!("stored leaves are handled above"),
     })
+}
+
+/// A numeric field's values for a few users, read from its stored column.
+struct FewValues {
+    /// The users among those asked for who have a value, ascending.
+    ids: Vec<u32>,
+    /// Their values.
+    values: Vec<i64>,
+}
+
+impl FewValues {
+    /// The users whose value passes `keep`.
+    fn filter(&self, keep: impl Fn(i64) -> bool) -> Bitmap {
+        let kept: Vec<u32> = self
+            .ids
+            .iter()
+            .zip(&self.values)
+            .filter(|(_, v)| keep(**v))
+            .map(|(id, _)| *id)
+            .collect();
+        Bitmap::of(&kept)
+    }
+}
+
+/// A shard's users are read one by one from a numeric column, rather than through the
+/// bit-sliced index, when they are fewer than the shard's size divided by this: a comparison
+/// walks every slice's containers however few users it keeps.
+const FEW_USERS_DIVISOR: u64 = 64;
+
+/// The values of `f` for the users of `within` when they are few and the shard has a stored
+/// column (`None`: use the bit-sliced index).
+fn few_values<'s>(f: &FieldRef<'s>, s: &Shard<'s>, within: &Bitmap) -> Result<Option<FewValues>> {
+    if within.cardinality() * FEW_USERS_DIVISOR >= s.len() {
+        return Ok(None);
+    }
+    let (Some(column), Some(bsi)) = (f.stored_ints_in(s.shard)?, bsi(f, s)?) else {
+        return Ok(None);
+    };
+    let (rows, _) = column.values.as_chunks::<8>();
+    let ids = within.and(bsi.exists).to_vec();
+    let mut values = Vec::with_capacity(ids.len());
+    for &id in &ids {
+        let row = usize::try_from(id as i64 - column.first)
+            .ok()
+            .and_then(|r| rows.get(r));
+        match row {
+            Some(b) => values.push(i64::from_le_bytes(*b)),
+            // A user with a value but no row: the column does not cover the index.
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(FewValues { ids, values }))
 }
 
 /// Whether an `AND`'s negated operands are small next to its positive ones (by exact sizes of
@@ -301,6 +387,28 @@ fn count_within<'s>(node: &Node<'s>, s: &Shard<'s>, within: &Bitmap) -> Result<u
     }
 }
 
+/// The number of users left after `steps`, the last one counted without materializing it
+/// when it is a stored leaf.
+fn count_steps<'s>(steps: &[Step<'_, 's>], s: &Shard<'s>) -> Result<u64> {
+    let Some((last, init)) = steps.split_last() else {
+        return Ok(s.len());
+    };
+    if init.is_empty() {
+        let Step::Keep(n) = last else {
+            unreachable!("the first step keeps")
+        };
+        return count(n, s);
+    }
+    let acc = run(init, s)?;
+    if acc.is_empty() {
+        return Ok(0);
+    }
+    Ok(match *last {
+        Step::Keep(n) => count_within(n, s, &acc)?,
+        Step::Drop(n) => acc.cardinality() - count_within(n, s, &acc)?,
+    })
+}
+
 /// The number of users of `node` in the shard, materializing as little as possible.
 pub(crate) fn count<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<u64> {
     Ok(match node {
@@ -320,13 +428,7 @@ pub(crate) fn count<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<u64> {
                         _ => 0,
                     });
                 }
-                let mut last = None;
-                let acc = intersect(pos, s, Some(&mut last))?;
-                let last = last.expect("AND has operands");
-                if acc.is_empty() {
-                    return Ok(0);
-                }
-                count_within(last, s, &acc)?
+                count_steps(&steps(pos, neg, s), s)?
             } else if negations_are_small(pos, neg, s) {
                 // |P AND NOT N| = |P| - |P AND N|: the first term by count-only kernels, the
                 // second evaluated from the (small) negated operands outwards.
@@ -342,19 +444,7 @@ pub(crate) fn count<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<u64> {
                 };
                 count(&positive, s)? - count(&overlap, s)?
             } else {
-                let mut acc = intersect(pos, s, None)?;
-                let (last, rest) = neg.split_last().expect("non-empty");
-                for n in rest {
-                    if acc.is_empty() {
-                        return Ok(0);
-                    }
-                    let drop = eval_within(n, s, &acc)?;
-                    acc.andnot_inplace(&drop);
-                }
-                if acc.is_empty() {
-                    return Ok(0);
-                }
-                acc.cardinality() - count_within(last, s, &acc)?
+                count_steps(&steps(pos, neg, s), s)?
             }
         }
         Node::Or(xs) if xs.len() == 2 => eval(&xs[0], s)?.or_cardinality(eval(&xs[1], s)?.as_ref()),

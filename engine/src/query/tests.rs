@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 
-use crate::analysis::{Buckets, FlagCounting, TopOrder};
+use crate::analysis::{Buckets, FlagCounting, TopOrder, TopRow};
 use crate::expr::{CmpOp, Expr, HasMode, Literal, Path};
 use crate::{Database, FieldKind, FieldSpec, KeyKind, KeyRef, SHARD_BITS, Value};
 
@@ -502,7 +502,7 @@ fn analyses_match_the_naive_evaluator() {
                 FlagCounting::Bitmaps,
             ] {
                 let top = crowd
-                    .top_values_with("tag", 10, TopOrder::Count, counting)
+                    .top_values_with("tag", 10, TopOrder::Count, counting, 0)
                     .unwrap();
                 for (i, p) in ["tag/a", "tag/b", "tag/c"].iter().enumerate() {
                     let n = members.iter().filter(|u| m.flags[i].contains(u)).count() as u64;
@@ -516,9 +516,21 @@ fn analyses_match_the_naive_evaluator() {
                 }
                 prop_assert!(top.windows(2).all(|w| w[0].count >= w[1].count));
             }
-            // Values of enum and set fields are candidates too.
+            // Values of enum and set fields are candidates too, enum values counted from their
+            // code column or their bitmaps.
             let top = crowd.top_values("city", 2, TopOrder::Tgi).unwrap();
             prop_assert!(top.len() <= 2);
+            for column_above in [0, usize::MAX] {
+                let top = crowd
+                    .top_values_with("", 100, TopOrder::Count, FlagCounting::Auto, column_above)
+                    .unwrap();
+                let cities: Vec<&TopRow> = top.iter().filter(|r| r.path == "city").collect();
+                for c in CITIES {
+                    let n = members.iter().filter(|u| m.city.get(u) == Some(&c)).count() as u64;
+                    let row = cities.iter().find(|r| r.value.as_deref() == Some(c));
+                    prop_assert_eq!(row.map_or(0, |r| r.count), n, "city {}", c);
+                }
+            }
             for r in &top {
                 let v = r.value.as_deref().unwrap();
                 let n = members.iter().filter(|u| m.city.get(u) == Some(&v)).count() as u64;
@@ -719,4 +731,152 @@ fn empty_tables_answer_every_operation() {
             .is_empty()
     );
     assert!(snap.portrait(KeyRef::Str("a")).unwrap().is_empty());
+}
+
+/// Checks `group_count` by city and by city × interest, reading the city from its code column
+/// and from its value bitmaps, against the model.
+fn check_groups(snap: &crate::TableSnapshot, m: &Model, e: &Expr) {
+    let want = m.eval(e);
+    let crowd = snap.crowd(e).unwrap();
+    let city_of = |u: &u32| m.city.get(u).copied();
+    for column_above in [0, usize::MAX] {
+        let rows = crowd
+            .group_count_with(&["city"], None, 100, column_above)
+            .unwrap();
+        let mut expect: BTreeMap<&str, u64> = BTreeMap::new();
+        for u in &want.set {
+            if let Some(c) = city_of(u) {
+                *expect.entry(c).or_insert(0) += 1;
+            }
+        }
+        let got: BTreeMap<&str, u64> = rows
+            .iter()
+            .map(|r| (r.values[0].as_str(), r.count))
+            .collect();
+        assert_eq!(got, expect, "{e} by city, columns above {column_above}");
+        let top = crowd
+            .top_values_with(
+                "city",
+                100,
+                TopOrder::Count,
+                FlagCounting::Auto,
+                column_above,
+            )
+            .unwrap();
+        let got: BTreeMap<&str, u64> = top
+            .iter()
+            .map(|r| (r.value.as_deref().unwrap(), r.count))
+            .collect();
+        assert_eq!(got, expect, "{e}: top cities, columns above {column_above}");
+        for r in &rows {
+            let base = m.city.values().filter(|c| **c == r.values[0]).count() as u64;
+            assert_eq!(r.base_count, base, "{e}: base of {}", r.values[0]);
+        }
+        for dims in [["city", "interest"], ["interest", "city"]] {
+            let rows = crowd
+                .group_count_with(&dims, None, 1000, column_above)
+                .unwrap();
+            let mut expect: BTreeMap<(String, String), u64> = BTreeMap::new();
+            for u in &want.set {
+                let (Some(c), Some(is)) = (city_of(u), m.interest.get(u)) else {
+                    continue;
+                };
+                for i in is {
+                    let key = if dims[0] == "city" {
+                        (c.to_string(), i.to_string())
+                    } else {
+                        (i.to_string(), c.to_string())
+                    };
+                    *expect.entry(key).or_insert(0) += 1;
+                }
+            }
+            let got: BTreeMap<(String, String), u64> = rows
+                .iter()
+                .map(|r| ((r.values[0].clone(), r.values[1].clone()), r.count))
+                .collect();
+            assert_eq!(got, expect, "{e} by {dims:?}, columns above {column_above}");
+        }
+    }
+}
+
+#[test]
+fn columns_and_bitmaps_agree_and_see_real_time_writes() {
+    let (_dir, db, mut m) = build();
+    let t = db.table("users").unwrap();
+    let exprs: Vec<Expr> = [
+        "ALL",
+        "tag/a",
+        "NOT tag/b",
+        "age >= 30 OR tag/c",
+        "city IN ('bj', 'sz')",
+    ]
+    .iter()
+    .map(|s| crate::expr::parse(s).unwrap())
+    .collect();
+    let snap = t.snapshot();
+    for e in &exprs {
+        check_groups(&snap, &m, e);
+    }
+    // Real-time changes to the city of every third data user: cleared, moved, or given a
+    // value the stored version does not know.
+    let m_before = Model {
+        flags: m.flags.clone(),
+        city: m.city.clone(),
+        interest: m.interest.clone(),
+        age: m.age.clone(),
+        universe: m.universe.clone(),
+    };
+    let mut rng = Rng(0x5eed);
+    let mut writes = Vec::new();
+    for &u in m.universe.clone().iter().step_by(3) {
+        let city = match rng.gen_range(0u32..6) {
+            0 => None,
+            1 => Some("xm"),
+            n => Some(CITIES[n as usize % CITIES.len()]),
+        };
+        writes.push(match city {
+            Some(c) => crate::Write::set(key(u), "city", Value::Str(c.into())),
+            None => crate::Write::clear(key(u), "city"),
+        });
+        match city {
+            Some(c) => m.city.insert(u, c),
+            None => m.city.remove(&u),
+        };
+    }
+    // And to the age of every fifth: cleared or changed.
+    for &u in m.universe.clone().iter().step_by(5) {
+        let age = (rng.gen_range(0u32..4) > 0).then(|| rng.gen_range(10u32..70) as i64);
+        writes.push(match age {
+            Some(a) => crate::Write::set(key(u), "age", Value::Int(a)),
+            None => crate::Write::clear(key(u), "age"),
+        });
+        match age {
+            Some(a) => m.age.insert(u, a),
+            None => m.age.remove(&u),
+        };
+    }
+    let numeric = [
+        "tag/a AND age >= 30",
+        "tag/b AND age BETWEEN 20 AND 40",
+        "(tag/a OR tag/c) AND NOT age < 25",
+        "city IN ('bj', 'gz') AND age != 33",
+    ];
+    let check_numeric = |snap: &crate::TableSnapshot, m: &Model| {
+        for text in numeric {
+            let e = crate::expr::parse(text).unwrap();
+            let crowd = snap.crowd(&e).unwrap();
+            let want = m.count(&m.eval(&e));
+            assert_eq!(crowd.count().unwrap(), want, "count of {text}");
+            assert_eq!(crowd.bitmap().unwrap().cardinality(), want, "{text}");
+        }
+    };
+    check_numeric(&t.snapshot(), &m_before);
+    t.write(&writes).unwrap();
+    let snap = t.snapshot();
+    assert!(snap.field("city").unwrap().has_delta());
+    assert!(snap.field("age").unwrap().has_delta());
+    for e in &exprs {
+        check_groups(&snap, &m, e);
+    }
+    check_numeric(&snap, &m);
 }

@@ -50,6 +50,27 @@ pub enum Value {
     Timestamp(i64),
 }
 
+/// A stored column of `u32` little-endian value codes, one per user from id `first` on
+/// ([`NULL_CODE`] for users without a value), as read from a segment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CodeColumn<'s> {
+    /// The user id of the first row.
+    pub(crate) first: i64,
+    /// The rows, 4 bytes each.
+    pub(crate) codes: &'s [u8],
+    /// The segment file, for corruption errors.
+    pub(crate) path: &'s Path,
+}
+
+/// A stored column of `i64` little-endian values, one per user from id `first` on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IntColumn<'s> {
+    /// The user id of the first row.
+    pub(crate) first: i64,
+    /// The rows, 8 bytes each.
+    pub(crate) values: &'s [u8],
+}
+
 /// `[field][version][shard]`: the segment holding each shard of each version.
 type FieldSegments = Vec<Vec<Vec<Option<Arc<Segment>>>>>;
 
@@ -230,26 +251,54 @@ impl TableSnapshot {
             if slots.iter().all(|&s| s == usize::MAX) {
                 continue;
             }
-            let offsets = seg.bytes(o)?;
-            let positions = seg.bytes(p)?;
+            let (offsets, _) = seg.bytes(o)?.as_chunks::<4>();
+            let (positions, _) = seg.bytes(p)?.as_chunks::<2>();
             let first = seg.entry(o).aux;
-            let rows = (offsets.len() / 4).saturating_sub(1) as i64;
             let bad = || Error::corrupt(seg.path(), "forward index is malformed");
-            for id in crowd.iter() {
-                let row = id as i64 - first;
-                if row < 0 || row >= rows {
-                    continue;
+            // Members per position first (any u16 indexes it), slots after: the inner loop is
+            // one load and one increment per entry. Members come in batches whose rows are
+            // located, then touched (independent loads the processor overlaps), then counted
+            // from cache: one member at a time, each row would wait for memory twice.
+            let mut per_position = vec![0u32; 1 << 16];
+            let mut ids = vec![0u32; 1024];
+            let mut spans = vec![(0usize, 0usize); 1024];
+            let mut it = crowd.iter();
+            loop {
+                let n = it.next_many(&mut ids);
+                if n == 0 {
+                    break;
                 }
-                let lo = read_u32(offsets, row as usize * 4).ok_or_else(bad)? as usize;
-                let hi = read_u32(offsets, row as usize * 4 + 4).ok_or_else(bad)? as usize;
-                let row = positions.get(lo * 2..hi * 2).ok_or_else(bad)?;
-                for pos in row.chunks_exact(2) {
-                    let slot = *slots
-                        .get(u16::from_le_bytes([pos[0], pos[1]]) as usize)
-                        .ok_or_else(bad)?;
-                    if slot != usize::MAX {
-                        counts[slot] += 1;
+                let spans = &mut spans[..n];
+                for (span, &id) in spans.iter_mut().zip(&ids[..n]) {
+                    *span = usize::try_from(id as i64 - first)
+                        .ok()
+                        .and_then(|row| Some((offsets.get(row)?, offsets.get(row + 1)?)))
+                        .map_or((0, 0), |(lo, hi)| {
+                            (
+                                u32::from_le_bytes(*lo) as usize,
+                                u32::from_le_bytes(*hi) as usize,
+                            )
+                        });
+                }
+                let mut touched = 0u16;
+                for &(lo, hi) in spans.iter() {
+                    for at in [lo, (lo + hi) / 2, hi.wrapping_sub(1)] {
+                        if at >= lo && at < hi {
+                            touched ^= positions.get(at).map_or(0, |p| u16::from_le_bytes(*p));
+                        }
                     }
+                }
+                std::hint::black_box(touched);
+                for &(lo, hi) in spans.iter() {
+                    for pos in positions.get(lo..hi).ok_or_else(bad)? {
+                        per_position[u16::from_le_bytes(*pos) as usize] += 1;
+                    }
+                }
+            }
+            for (pos, &n) in per_position.iter().enumerate().filter(|e| *e.1 > 0) {
+                let slot = *slots.get(pos).ok_or_else(bad)?;
+                if slot != usize::MAX {
+                    counts[slot] += u64::from(n);
                 }
             }
         }
@@ -784,6 +833,56 @@ impl<'s> FieldRef<'s> {
             return Ok(None);
         }
         self.blob(shard, Role::Value, code)
+    }
+
+    /// The stored column of value codes of an enum field in one shard, for scans over many
+    /// users. `None` when the shard has no such column or real-time changes overlay it: callers
+    /// then read the value bitmaps, which see those changes.
+    pub(crate) fn stored_codes_in(&self, shard: u32) -> Result<Option<CodeColumn<'s>>> {
+        self.expect(self.kind() == FieldKind::Enum, "an enum field")?;
+        if self.overlay(shard).is_some() {
+            return Ok(None);
+        }
+        let Some(seg) = self.segment(shard) else {
+            return Ok(None);
+        };
+        let Some(slot) = seg.find(BlobKey {
+            field: self.meta().id,
+            role: Role::Codes,
+            key: 0,
+        }) else {
+            return Ok(None);
+        };
+        Ok(Some(CodeColumn {
+            first: seg.entry(slot).aux,
+            codes: seg.bytes(slot)?,
+            path: seg.path(),
+        }))
+    }
+
+    /// The stored column of a numeric field in one shard, for reading a few users' values: `i64`
+    /// little-endian per user from id `first` on (0 where the user has no value; see the BSI's
+    /// existence bitmap). `None` when the shard has no such column or real-time changes overlay
+    /// it.
+    pub(crate) fn stored_ints_in(&self, shard: u32) -> Result<Option<IntColumn<'s>>> {
+        self.expect(self.kind().is_numeric(), "a numeric field")?;
+        if self.overlay(shard).is_some() {
+            return Ok(None);
+        }
+        let Some(seg) = self.segment(shard) else {
+            return Ok(None);
+        };
+        let Some(slot) = seg.find(BlobKey {
+            field: self.meta().id,
+            role: Role::Ints,
+            key: 0,
+        }) else {
+            return Ok(None);
+        };
+        Ok(Some(IntColumn {
+            first: seg.entry(slot).aux,
+            values: seg.bytes(slot)?,
+        }))
     }
 
     /// Users with any value of the field in one shard (flag: its members).
