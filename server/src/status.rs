@@ -56,7 +56,12 @@ pub fn to_status(err: Error) -> Status {
         );
         return Status::with_metadata(code, message, metadata);
     }
-    Status::new(code, err.to_string())
+    match err {
+        // The code already says so: without the engine's "invalid argument: " prefix, a
+        // client that names the code does not print it twice.
+        Error::InvalidArgument(message) => Status::new(code, message),
+        err => Status::new(code, err.to_string()),
+    }
 }
 
 /// Extension to turn an engine `Result` into a `Result<_, Status>` with [`to_status`].
@@ -204,5 +209,12 @@ mod tests {
     fn other_errors_have_no_position() {
         let status = to_status(Error::InvalidArgument("bad".into()));
         assert!(status.metadata().get(LINE_METADATA).is_none());
+    }
+
+    #[test]
+    fn invalid_arguments_are_not_prefixed_twice() {
+        let status = to_status(Error::InvalidArgument("write 3: bad value".into()));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "write 3: bad value");
     }
 }
