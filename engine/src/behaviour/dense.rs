@@ -105,19 +105,7 @@ impl Dense {
             let words = &self.words[c * 1024..(c + 1) * 1024];
             let card: u32 = words.iter().map(|w| w.count_ones()).sum();
             let key = (shard * CONTAINERS + c as u32) as u16;
-            if card > 4096 {
-                containers.push((key, Container::Bitset(words.into(), card)));
-            } else if card > 0 {
-                let mut values = Vec::with_capacity(card as usize);
-                for (i, &w) in words.iter().enumerate() {
-                    let mut w = w;
-                    while w != 0 {
-                        values.push((i as u32 * 64 + w.trailing_zeros()) as u16);
-                        w &= w - 1;
-                    }
-                }
-                containers.push((key, Container::Array(values)));
-            }
+            containers.extend(Container::of_words(words, card).map(|c| (key, c)));
         }
         // Well-formed by construction; should CRoaring disagree, insert the members one by one.
         crate::bitmap::from_containers(&containers).unwrap_or_else(|| {

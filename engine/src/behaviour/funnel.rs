@@ -27,7 +27,8 @@ use rayon::prelude::*;
 use super::dense::Dense;
 use super::{DayRange, Split, event_field};
 use crate::SHARD_BITS;
-use crate::bitmap::portable::{BLOCK_WORDS, Blocks, Directory, word};
+use crate::bitmap::dispatched;
+use crate::bitmap::portable::{BLOCK_WORDS, Blocks, Directory, chunk_at, word};
 use crate::error::{Error, Result};
 use crate::query::Crowd;
 use crate::table::FieldRef;
@@ -306,37 +307,17 @@ struct Chunk<'c> {
     window: usize,
 }
 
-/// Follows the chains of one chunk from every start: `best[i]` becomes the users reaching
-/// step `i + 1` (`levels` is scratch space for funnels of more than 8 steps).
-///
-/// Dispatched at run time to AVX-512 or AVX2 builds of the same code where the CPU has them
-/// (the baseline is x86-64-v2), and specialized by the number of steps so that the levels are
-/// registers: these passes are most of the cost of a funnel.
-fn follow(chunk: &Chunk<'_>, levels: &mut [[u64; CHUNK]], best: &mut [[u64; CHUNK]]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, checked just above.
-            return unsafe { follow_avx512(chunk, levels, best) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { follow_avx2(chunk, levels, best) };
-        }
-    }
-    follow_by_steps(chunk, levels, best)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn follow_avx512(chunk: &Chunk<'_>, levels: &mut [[u64; CHUNK]], best: &mut [[u64; CHUNK]]) {
-    follow_by_steps(chunk, levels, best)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn follow_avx2(chunk: &Chunk<'_>, levels: &mut [[u64; CHUNK]], best: &mut [[u64; CHUNK]]) {
-    follow_by_steps(chunk, levels, best)
+dispatched! {
+    /// Follows the chains of one chunk from every start: `best[i]` becomes the users reaching
+    /// step `i + 1` (`levels` is scratch space for funnels of more than 8 steps).
+    ///
+    /// Specialized by the number of steps so that the levels are registers, and run in an
+    /// AVX-512 or AVX2 build where the CPU has one: these passes are most of a funnel's cost.
+    fn follow / follow_avx512 / follow_avx2 = follow_by_steps(
+        chunk: &Chunk<'_>,
+        levels: &mut [[u64; CHUNK]],
+        best: &mut [[u64; CHUNK]]
+    )
 }
 
 #[inline(always)]
@@ -360,7 +341,7 @@ fn follow_fixed<const K: usize>(chunk: &Chunk<'_>, best: &mut [[u64; CHUNK]]) {
     let mut top = [[0u64; CHUNK]; K];
     for &si in chunk.starts {
         let Some(d0) = chunk.days[si] else { continue };
-        let d0 = chunk_of(d0, at);
+        let d0 = chunk_at::<{ CHUNK * 8 }>(d0, at);
         let mut level = [[0u64; CHUNK]; K];
         let mut any = 0u64;
         for j in 0..CHUNK {
@@ -376,7 +357,7 @@ fn follow_fixed<const K: usize>(chunk: &Chunk<'_>, best: &mut [[u64; CHUNK]]) {
         for t in si..=end {
             for i in 1..K {
                 if let Some(d) = chunk.days[i * span + t] {
-                    let did = chunk_of(d, at);
+                    let did = chunk_at::<{ CHUNK * 8 }>(d, at);
                     let (lower, upper) = level.split_at_mut(i);
                     let (prev, cur) = (&lower[i - 1], &mut upper[0]);
                     for j in 0..CHUNK {
@@ -405,7 +386,7 @@ fn follow_dynamic(chunk: &Chunk<'_>, levels: &mut [[u64; CHUNK]], best: &mut [[u
     }
     for &si in chunk.starts {
         let Some(d0) = chunk.days[si] else { continue };
-        let d0 = chunk_of(d0, at);
+        let d0 = chunk_at::<{ CHUNK * 8 }>(d0, at);
         let done = &best[k - 1];
         let mut l0 = zero;
         let mut any = 0u64;
@@ -432,7 +413,7 @@ fn follow_dynamic(chunk: &Chunk<'_>, levels: &mut [[u64; CHUNK]], best: &mut [[u
                 let Some(d) = chunk.days[i * span + t] else {
                     continue;
                 };
-                let did = chunk_of(d, at);
+                let did = chunk_at::<{ CHUNK * 8 }>(d, at);
                 let (lower, upper) = levels.split_at_mut(i);
                 let (prev, level) = (&lower[i - 1], &mut upper[0]);
                 let mut any = 0u64;
@@ -449,14 +430,6 @@ fn follow_dynamic(chunk: &Chunk<'_>, levels: &mut [[u64; CHUNK]], best: &mut [[u
             }
         }
     }
-}
-
-/// The chunk of words from word `at` of a block of bytes.
-#[inline(always)]
-fn chunk_of(block: &[u8], at: usize) -> &[u8; CHUNK * 8] {
-    block[at * 8..(at + CHUNK) * 8]
-        .try_into()
-        .expect("a chunk within its block")
 }
 
 #[cfg(test)]
@@ -524,9 +497,11 @@ mod tests {
                         unsafe { follow_avx2(&chunk, &mut levels, &mut got) };
                         prop_assert_eq!(&got, &want);
                     }
-                    if std::arch::is_x86_feature_detected!("avx512f") {
+                    if std::arch::is_x86_feature_detected!("avx512f")
+                        && std::arch::is_x86_feature_detected!("avx512vpopcntdq")
+                    {
                         let mut got = vec![[7u64; CHUNK]; k];
-                        // SAFETY: the CPU has AVX-512F.
+                        // SAFETY: the CPU has both features of that build.
                         unsafe { follow_avx512(&chunk, &mut levels, &mut got) };
                         prop_assert_eq!(&got, &want);
                     }

@@ -11,11 +11,9 @@
 //! Offsets here are the stored ones (`value - base`), already clamped to the representable
 //! range by the caller.
 
-use std::borrow::Cow;
-
 use croaring::{Bitmap, Portable};
 
-use super::portable::{BLOCK_BYTES, BLOCK_WORDS, Blocks, Directory, word};
+use super::portable::{BLOCK_BYTES, BLOCK_WORDS, Blocks, Directory, chunk_at, word};
 use super::{Container, from_containers};
 
 /// Words computed together: small enough to stay in registers, long enough to vectorize.
@@ -59,19 +57,7 @@ impl<'a> Fused<'a> {
         let mut out = [0u64; BLOCK_WORDS];
         self.walk(filter, |key, exists, slices| {
             let card = range_block(exists, slices, range, &mut out);
-            if card > 4096 {
-                containers.push((key, Container::Bitset(Cow::Owned(out.to_vec()), card)));
-            } else if card > 0 {
-                let mut values = Vec::with_capacity(card as usize);
-                for (i, &w) in out.iter().enumerate() {
-                    let mut w = w;
-                    while w != 0 {
-                        values.push((i as u32 * 64 + w.trailing_zeros()) as u16);
-                        w &= w - 1;
-                    }
-                }
-                containers.push((key, Container::Array(values)));
-            }
+            containers.extend(Container::of_words(&out, card).map(|c| (key, c.into_owned())));
         });
         from_containers(&containers).unwrap_or_else(|| {
             // Never for well-formed containers; should CRoaring disagree, add them one by one.
@@ -157,14 +143,6 @@ impl<'a> Fused<'a> {
     }
 }
 
-/// The 64 words from word `at` of a block of bytes.
-#[inline(always)]
-fn chunk_of(block: &[u8], at: usize) -> &[u8; CHUNK * 8] {
-    block[at * 8..(at + CHUNK) * 8]
-        .try_into()
-        .expect("a chunk within its block")
-}
-
 /// Per word: the users whose offset is `>= c` (`ge`) and `<= c` (`le`), among all users.
 #[inline(always)]
 fn compare_chunk(
@@ -178,7 +156,7 @@ fn compare_chunk(
     let mut lt = [0u64; CHUNK];
     let mut eq = [!0u64; CHUNK];
     for (i, s) in slices.iter().enumerate().rev() {
-        let s = chunk_of(s, at);
+        let s = chunk_at::<{ CHUNK * 8 }>(s, at);
         if c >> i & 1 == 1 {
             for j in 0..CHUNK {
                 let w = word(s, j);
@@ -197,43 +175,6 @@ fn compare_chunk(
         ge[j] = gt[j] | eq[j];
         le[j] = lt[j] | eq[j];
     }
-}
-
-/// Generates `$name`: runs the `#[inline(always)]` kernel `$generic` in an AVX-512 or AVX2
-/// build where the CPU has one (the baseline is x86-64-v2), else as compiled.
-macro_rules! dispatched {
-    ($(#[$doc:meta])* fn $name:ident / $avx512:ident / $avx2:ident = $generic:ident(
-        $($arg:ident: $ty:ty),*) -> $ret:ty) => {
-        $(#[$doc])*
-        fn $name($($arg: $ty),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx512vpopcntdq")
-                {
-                    // SAFETY: the CPU has both features, checked just above.
-                    return unsafe { $avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2, checked just above.
-                    return unsafe { $avx2($($arg),*) };
-                }
-            }
-            $generic($($arg),*)
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx512f,avx512vpopcntdq")]
-        fn $avx512($($arg: $ty),*) -> $ret {
-            $generic($($arg),*)
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
-        fn $avx2($($arg: $ty),*) -> $ret {
-            $generic($($arg),*)
-        }
-    };
 }
 
 dispatched! {

@@ -3,6 +3,46 @@
 //! - [`bsi`]: bit-sliced indexes for numeric fields: range predicates and aggregates.
 //! - `portable`: zero-copy access to the containers of serialized bitmaps, a block at a time.
 
+/// Generates `$name`: runs the `#[inline(always)]` kernel `$generic` in an AVX-512 or AVX2
+/// build where the CPU has one (the baseline is x86-64-v2), else as compiled. `$avx512` and
+/// `$avx2` name those builds, so tests can check that every build agrees.
+macro_rules! dispatched {
+    ($(#[$doc:meta])* fn $name:ident / $avx512:ident / $avx2:ident = $generic:ident(
+        $($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vpopcntdq")
+                {
+                    // SAFETY: the CPU has both features, checked just above.
+                    return unsafe { $avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2, checked just above.
+                    return unsafe { $avx2($($arg),*) };
+                }
+            }
+            $generic($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx512vpopcntdq")]
+        fn $avx512($($arg: $ty),*) $(-> $ret)? {
+            $generic($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        fn $avx2($($arg: $ty),*) $(-> $ret)? {
+            $generic($($arg),*)
+        }
+    };
+}
+
+pub(crate) use dispatched;
+
 pub mod bsi;
 pub(crate) mod fused;
 pub(crate) mod portable;
@@ -21,6 +61,38 @@ pub(crate) enum Container<'a> {
     Bitset(Cow<'a, [u64]>, u32),
     /// At most 4,096 members (the low 16 bits), strictly increasing.
     Array(Vec<u16>),
+}
+
+impl<'a> Container<'a> {
+    /// The container of one block of 1,024 words holding `card` members (`None` when empty): a
+    /// bitset (borrowing the words) above 4,096 members, an array otherwise.
+    pub(crate) fn of_words(words: &'a [u64], card: u32) -> Option<Self> {
+        if card > 4096 {
+            return Some(Container::Bitset(Cow::Borrowed(words), card));
+        }
+        if card == 0 {
+            return None;
+        }
+        let mut values = Vec::with_capacity(card as usize);
+        for (i, &w) in words.iter().enumerate() {
+            let mut w = w;
+            while w != 0 {
+                values.push((i as u32 * 64 + w.trailing_zeros()) as u16);
+                w &= w - 1;
+            }
+        }
+        Some(Container::Array(values))
+    }
+
+    /// The same container, owning its words.
+    pub(crate) fn into_owned(self) -> Container<'static> {
+        match self {
+            Container::Bitset(words, card) => {
+                Container::Bitset(Cow::Owned(words.into_owned()), card)
+            }
+            Container::Array(values) => Container::Array(values),
+        }
+    }
 }
 
 impl Container<'_> {

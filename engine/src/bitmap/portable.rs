@@ -243,6 +243,15 @@ impl Blocks {
     }
 }
 
+/// The `BYTES` bytes of a block from word `at` on: a chunk of `BYTES / 8` words that kernels
+/// index with constant bounds.
+#[inline(always)]
+pub(crate) fn chunk_at<const BYTES: usize>(block: &[u8], at: usize) -> &[u8; BYTES] {
+    block[at * 8..at * 8 + BYTES]
+        .try_into()
+        .expect("a chunk within its block")
+}
+
 /// Word `j` of a block of bytes.
 #[inline(always)]
 pub(crate) fn word(block: &[u8], j: usize) -> u64 {

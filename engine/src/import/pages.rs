@@ -198,6 +198,40 @@ struct DataPage {
     values: Values,
 }
 
+impl DataPage {
+    /// Takes up to `n` of the page's rows, pushing for each whether it has a value (its
+    /// definition level is `max_def`) onto `valid`: returns (rows taken, values present).
+    /// `levels` is scratch space.
+    fn take(
+        &mut self,
+        n: usize,
+        levels: &mut Vec<u32>,
+        max_def: i16,
+        valid: &mut Vec<bool>,
+    ) -> Result<(usize, usize)> {
+        let take = self.left.min(n);
+        self.left -= take;
+        let present = match &mut self.defs {
+            None => {
+                valid.resize(valid.len() + take, true);
+                take
+            }
+            Some(defs) => {
+                levels.resize(take, 0);
+                defs.fill(levels)?;
+                let max = max_def as u32;
+                let mut present = 0;
+                for &l in levels.iter() {
+                    valid.push(l == max);
+                    present += usize::from(l == max);
+                }
+                present
+            }
+        };
+        Ok((take, present))
+    }
+}
+
 /// A dictionary-encoded byte-array column chunk being read (see the module docs).
 pub(crate) struct DictColumn {
     pages: Box<dyn PageReader>,
@@ -270,26 +304,8 @@ impl DictColumn {
                 }
                 out.dict = self.dict.clone();
             }
-            let take = page.left.min(n - got);
-            page.left -= take;
+            let (take, present) = page.take(n - got, &mut self.levels, self.max_def, valid)?;
             got += take;
-            let present = match &mut page.defs {
-                None => {
-                    valid.resize(valid.len() + take, true);
-                    take
-                }
-                Some(defs) => {
-                    self.levels.resize(take, 0);
-                    defs.fill(&mut self.levels)?;
-                    let max = self.max_def as u32;
-                    let mut present = 0;
-                    for &l in &self.levels {
-                        valid.push(l == max);
-                        present += usize::from(l == max);
-                    }
-                    present
-                }
-            };
             let dict_len = self.dict.texts.len();
             self.codes.resize(present, 0);
             match &mut page.values {
@@ -492,26 +508,8 @@ impl IntColumn {
                 }
                 continue;
             };
-            let take = page.left.min(n - got);
-            page.left -= take;
+            let (take, present) = page.take(n - got, &mut self.levels, self.max_def, valid)?;
             got += take;
-            let present = match &mut page.defs {
-                None => {
-                    valid.resize(valid.len() + take, true);
-                    take
-                }
-                Some(defs) => {
-                    self.levels.resize(take, 0);
-                    defs.fill(&mut self.levels)?;
-                    let max = self.max_def as u32;
-                    let mut present = 0;
-                    for &l in &self.levels {
-                        valid.push(l == max);
-                        present += usize::from(l == max);
-                    }
-                    present
-                }
-            };
             // The present values go straight to `out` when there are no nulls.
             let dense = page.defs.is_none() || present == take;
             let dst = if dense {

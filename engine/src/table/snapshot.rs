@@ -840,24 +840,9 @@ impl<'s> FieldRef<'s> {
     /// then read the value bitmaps, which see those changes.
     pub(crate) fn stored_codes_in(&self, shard: u32) -> Result<Option<CodeColumn<'s>>> {
         self.expect(self.kind() == FieldKind::Enum, "an enum field")?;
-        if self.overlay(shard).is_some() {
-            return Ok(None);
-        }
-        let Some(seg) = self.segment(shard) else {
-            return Ok(None);
-        };
-        let Some(slot) = seg.find(BlobKey {
-            field: self.meta().id,
-            role: Role::Codes,
-            key: 0,
-        }) else {
-            return Ok(None);
-        };
-        Ok(Some(CodeColumn {
-            first: seg.entry(slot).aux,
-            codes: seg.bytes(slot)?,
-            path: seg.path(),
-        }))
+        Ok(self
+            .stored_column_in(shard, Role::Codes)?
+            .map(|(first, codes, path)| CodeColumn { first, codes, path }))
     }
 
     /// The stored column of a numeric field in one shard, for reading a few users' values: `i64`
@@ -866,23 +851,33 @@ impl<'s> FieldRef<'s> {
     /// it.
     pub(crate) fn stored_ints_in(&self, shard: u32) -> Result<Option<IntColumn<'s>>> {
         self.expect(self.kind().is_numeric(), "a numeric field")?;
+        Ok(self
+            .stored_column_in(shard, Role::Ints)?
+            .map(|(first, values, _)| IntColumn { first, values }))
+    }
+
+    /// A stored column (`role`) of one shard as (first row's id, bytes, segment file), unless
+    /// the shard has none or real-time changes overlay it.
+    fn stored_column_in(
+        &self,
+        shard: u32,
+        role: Role,
+    ) -> Result<Option<(i64, &'s [u8], &'s Path)>> {
         if self.overlay(shard).is_some() {
             return Ok(None);
         }
         let Some(seg) = self.segment(shard) else {
             return Ok(None);
         };
-        let Some(slot) = seg.find(BlobKey {
+        let key = BlobKey {
             field: self.meta().id,
-            role: Role::Ints,
+            role,
             key: 0,
-        }) else {
+        };
+        let Some(slot) = seg.find(key) else {
             return Ok(None);
         };
-        Ok(Some(IntColumn {
-            first: seg.entry(slot).aux,
-            values: seg.bytes(slot)?,
-        }))
+        Ok(Some((seg.entry(slot).aux, seg.bytes(slot)?, seg.path())))
     }
 
     /// Users with any value of the field in one shard (flag: its members).
