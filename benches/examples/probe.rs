@@ -1,6 +1,6 @@
 //! Times the count of each expression given on the command line on the benchmark dataset
 //! (best of 10, `N` to change), for quick measurements while tuning; the arguments `funnel`,
-//! `freq:login` and `freq:purchase` time those analyses of the behaviour benchmark instead:
+//! `freq:login`, `freq:purchase` and `active:login` time those analyses of the behaviour benchmark instead:
 //!
 //! `PORTRAIT_BENCH_USERS=10000000 cargo run --release -p portrait-benches --example probe -- 'did(purchase, last 7 days) >= 2'`
 
@@ -40,6 +40,26 @@ fn main() {
                 best = best.min(t.elapsed().as_secs_f64() * 1e3);
             }
             println!("{best:8.2} ms  {reached:?}  funnel");
+            continue;
+        }
+        if let Some(event) = text.strip_prefix("active:") {
+            // The daily active users of everyone over the benchmark's 30 days, `active:login`.
+            let everyone = snap.crowd(&portrait_engine::Expr::All).unwrap();
+            let days = portrait_engine::behaviour::DayRange::new(
+                portrait_datagen::FIRST_EVENT_DAY,
+                portrait_datagen::REFERENCE_DAY,
+            );
+            let mut best = f64::MAX;
+            let mut first = 0;
+            for _ in 0..runs {
+                let t = Instant::now();
+                let rows = everyone
+                    .active(event, days, portrait_engine::behaviour::Period::Day)
+                    .unwrap();
+                first = rows[0].users;
+                best = best.min(t.elapsed().as_secs_f64() * 1e3);
+            }
+            println!("{best:8.2} ms  {first:>9}  {text}");
             continue;
         }
         if let Some(event) = text.strip_prefix("freq:") {

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use croaring::Bitmap;
 use rayon::prelude::*;
 
 use super::dense::{Dense, DenseCounter};
@@ -18,6 +19,7 @@ use super::{DayRange, Period, event_field};
 use crate::error::{Error, Result};
 use crate::expr::Measure;
 use crate::query::Crowd;
+use crate::query::plan::Node;
 
 /// How often the users of a crowd did an event in a window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,17 +128,34 @@ impl<'s> Crowd<'s> {
                     .collect()
             })
             .collect();
+        // When the crowd is everyone, a period's count is its union's cardinality within the
+        // shard's id range; a one-day period is the stored day bitmap itself, counted in place,
+        // never copied.
+        let everyone = matches!(self.root, Node::All);
         let parts: Vec<Vec<u64>> = (0..snap.shards())
             .into_par_iter()
             .map(|shard| -> Result<Vec<u64>> {
-                let crowd = self.shard_bitmap(shard)?;
+                let crowd = if everyone {
+                    None
+                } else {
+                    Some(self.shard_bitmap(shard)?)
+                };
+                if crowd.as_ref().is_some_and(Bitmap::is_empty) {
+                    return Ok(vec![0; period_days.len()]);
+                }
+                let range = snap.shard_range(shard);
+                let count = |b: &Bitmap| match &crowd {
+                    Some(c) => b.and_cardinality(c),
+                    None => b.range_cardinality(range.clone()),
+                };
                 period_days
                     .iter()
                     .map(|d| {
-                        if d.is_empty() || crowd.is_empty() {
-                            return Ok(0);
-                        }
-                        Ok(union_in(&event, shard, d, None)?.and_cardinality(&crowd))
+                        Ok(match d.as_slice() {
+                            [] => 0,
+                            &[day] => event.event_day_in(shard, day)?.map_or(0, count),
+                            days => count(&union_in(&event, shard, days, None)?),
+                        })
                     })
                     .collect()
             })
