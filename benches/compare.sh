@@ -60,7 +60,8 @@ cpu_start=$(cpu_jiffies)
 children_cpu > "$work/.cpu"; ours_start=$(cat "$work/.cpu")
 
 step "Parquet files ($users users, seed $seed)"
-if [ -f "$data/users.parquet" ] && [ -f "$data/tags.parquet" ] && [ -f "$data/events.parquet" ]; then
+if [ -f "$data/users.parquet" ] && [ -f "$data/tags.parquet" ] && [ -f "$data/events.parquet" ] \
+    && [ -f "$data/mapping.toml" ]; then
   echo "cached in $data"
 else
   "$target/release/gen-parquet" --users "$users" --seed "$seed" --out "$data"
@@ -85,7 +86,7 @@ fi
 
 step "Portrait: load, in-process, gRPC"
 result=$work/portrait-$users-seed$seed.json
-"$target/release/compare" --users "$users" --seed "$seed" --min-runs "$min_runs" \
+"$target/release/compare" --users "$users" --seed "$seed" --min-runs "$min_runs" --data "$data" \
   --db "$db_dir/portrait-$users-seed$seed" --portraitd "$target/release/portraitd" --out "$result"
 rm -rf "$db_dir/portrait-$users-seed$seed"
 children_cpu > "$work/.cpu"

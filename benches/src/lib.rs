@@ -90,3 +90,42 @@ pub fn scattered_keys(users: u32, n: usize, seed: u64) -> Vec<String> {
         })
         .collect()
 }
+
+/// The Parquet files of [`portrait_datagen::parquet_files`] in `dir`, each with the shape it is
+/// loaded as, in load order: users (wide), tags (long), events.
+pub fn parquet_files(dir: &Path) -> [(PathBuf, portrait_engine::import::Shape); 3] {
+    use portrait_engine::import::Shape;
+    [
+        (dir.join("users.parquet"), Shape::Wide),
+        (dir.join("tags.parquet"), Shape::Long),
+        (dir.join("events.parquet"), Shape::Events),
+    ]
+}
+
+/// Loads the Parquet files (and their mapping file) that `gen-parquet` wrote into `dir` into
+/// `table`, as `portrait load --mapping mapping.toml` does: one import per file, each a version
+/// labelled `label`. The result is the table [`portrait_datagen::load::load`] makes of the
+/// same generator. `done` is called after each file.
+pub fn load_parquet(
+    table: &portrait_engine::Table,
+    dir: &Path,
+    label: &str,
+    mut done: impl FnMut(&portrait_engine::import::ImportSummary),
+) -> portrait_engine::Result<Vec<portrait_engine::import::ImportSummary>> {
+    use portrait_engine::import::{ImportOptions, Mapping, import_files};
+    let mapping_path = dir.join(portrait_datagen::mapping::MAPPING_FILE);
+    let text = std::fs::read_to_string(&mapping_path).map_err(|e| {
+        portrait_engine::Error::InvalidArgument(format!("{}: {e}", mapping_path.display()))
+    })?;
+    let mapping = Mapping::from_toml(&text)?;
+    parquet_files(dir)
+        .into_iter()
+        .map(|(file, shape)| {
+            let mut options = ImportOptions::new(shape);
+            options.mapping = mapping.clone();
+            let summary = import_files(table, label, &[file], &options)?;
+            done(&summary);
+            Ok(summary)
+        })
+        .collect()
+}

@@ -87,6 +87,7 @@ mod tags;
 
 #[cfg(feature = "engine")]
 pub mod load;
+pub mod mapping;
 #[cfg(feature = "parquet")]
 pub mod parquet_files;
 

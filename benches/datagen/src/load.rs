@@ -16,7 +16,7 @@
 
 use portrait_engine::{Bitmap, FieldKind, FieldSpec, LoadSummary, Result, Table, Value};
 
-use crate::{CHANNELS, Event, GENDERS, Generator, PROVINCES, city_names, key, tags};
+use crate::{CHANNELS, Event, GENDERS, Generator, PROVINCES, city_names, key, mapping, tags};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -57,48 +57,23 @@ pub fn load(
     let id_of = |i: u32| ids[i as usize];
 
     let a = generator.attributes();
-    let spec = |path: &str, kind, description: &str| {
+    let spec = |path: &str, kind| {
         FieldSpec::new(path, kind)
-            .description(description)
+            .description(mapping::description(path))
             .owner("demo")
     };
-    let gender = load.field(spec(
-        "demographic/gender",
-        FieldKind::Enum,
-        "Gender as declared at sign-up",
-    ))?;
-    let age = load.field(spec("demographic/age", FieldKind::Int, "Age in years"))?;
-    let city = load.field(spec("geo/city", FieldKind::Enum, "City of residence"))?;
-    let province = load.field(spec(
-        "geo/province",
-        FieldKind::Enum,
-        "Province of residence",
-    ))?;
-    let channel = load.field(spec(
-        "acquisition/channel",
-        FieldKind::Enum,
-        "Channel the user signed up through",
-    ))?;
-    let registered = load.field(spec(
-        "account/registered",
-        FieldKind::Timestamp,
-        "Sign-up date",
-    ))?;
-    let vip = load.field(spec(
-        "account/vip_level",
-        FieldKind::Int,
-        "VIP level, 0 to 5",
-    ))?;
+    let gender = load.field(spec("demographic/gender", FieldKind::Enum))?;
+    let age = load.field(spec("demographic/age", FieldKind::Int))?;
+    let city = load.field(spec("geo/city", FieldKind::Enum))?;
+    let province = load.field(spec("geo/province", FieldKind::Enum))?;
+    let channel = load.field(spec("acquisition/channel", FieldKind::Enum))?;
+    let registered = load.field(spec("account/registered", FieldKind::Timestamp))?;
+    let vip = load.field(spec("account/vip_level", FieldKind::Int))?;
     let spend = load.field(spec(
         "commerce/total_spend",
         FieldKind::Decimal { scale: 2 },
-        "Total spend in yuan",
     ))?;
-    let last_active = load.field(spec(
-        "activity/last_active",
-        FieldKind::Timestamp,
-        "Last day the user was active",
-    ))?;
+    let last_active = load.field(spec("activity/last_active", FieldKind::Timestamp))?;
     let cities = city_names();
     for i in 0..n {
         let u = i as usize;
@@ -146,15 +121,10 @@ pub fn load(
     let mut failure = None;
     let mut handles = Vec::with_capacity(tags().len());
     for t in tags() {
-        let description = format!(
-            "Synthetic {} tag, {:.2}% of users",
-            t.family(),
-            t.density * 100.0
-        );
         handles.push(
             load.field(
                 FieldSpec::new(t.path.as_str(), FieldKind::Flag)
-                    .description(description)
+                    .description(mapping::tag_description(t))
                     .owner("demo"),
             )?,
         );
@@ -186,7 +156,7 @@ pub fn load(
         .map(|e| {
             load.field(
                 FieldSpec::new(e.name(), FieldKind::Event)
-                    .description(format!("Synthetic `{}` events per day", e.name()))
+                    .description(mapping::event_description(*e))
                     .owner("demo"),
             )
         })

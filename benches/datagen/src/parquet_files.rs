@@ -1,8 +1,8 @@
 //! The generated dataset as Parquet files (feature `parquet`), for loaders other than
 //! [`load`](crate) — ClickHouse in the side-by-side comparison, and `portrait load`.
 //!
-//! Three files, holding exactly the data [`load::load`](crate) puts in a Portrait table (plus
-//! the events, which it does not load):
+//! Three files, holding exactly the data [`load::load`](crate) puts in a Portrait table, and a
+//! mapping file ([`MAPPING_FILE`]) with which `portrait load` makes the same table of them:
 //!
 //! - **`users.parquet`** — one row per user, in id order (so the row number is the dense id):
 //!   - `key` (string): [`key`](crate::key)`(id)`;
@@ -20,6 +20,10 @@
 //! - **`events.parquet`** — one row per (event, user, day) with activity: `event` (string,
 //!   [`EVENTS`](crate::EVENTS)), `day` (DATE), `key` (string), `count` (int32, ≥ 1); sorted by
 //!   day, then event in [`Event::ALL`](crate::Event::ALL) order, then id.
+//!
+//! - **`mapping.toml`** — [`mapping_toml`](crate::mapping::mapping_toml): load `users.parquet`
+//!   (`--format wide`), `tags.parquet` (`--format long`) and `events.parquet`
+//!   (`--format events`) with `--mapping mapping.toml`.
 //!
 //! Row groups hold 2^20 rows (one Portrait shard of users); columns are Snappy-compressed with
 //! dictionaries where they pay.
@@ -41,10 +45,7 @@ use crate::{CHANNELS, GENDERS, Generator, PROVINCES, city_names, key, tags};
 /// Rows per row group.
 pub const ROW_GROUP_ROWS: usize = 1 << 20;
 
-/// The column of `users.parquet` holding the tag at `path`.
-pub fn tag_column(path: &str) -> String {
-    path.replace('/', "__")
-}
+pub use crate::mapping::{MAPPING_FILE, tag_column};
 
 /// One written file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,8 +55,8 @@ pub struct Written {
     pub bytes: u64,
 }
 
-/// Writes `users.parquet`, `tags.parquet` and `events.parquet` of `generator` into `dir`
-/// (created if missing), each first to a temporary name and then renamed, so a file that
+/// Writes `users.parquet`, `tags.parquet` and `events.parquet` of `generator`, and
+/// [`MAPPING_FILE`], into `dir` (created if missing), each first to a temporary name and then renamed, so a file that
 /// exists is complete.
 pub fn write_all(generator: &Generator, dir: &Path) -> Result<Vec<Written>> {
     std::fs::create_dir_all(dir)?;
@@ -63,6 +64,10 @@ pub fn write_all(generator: &Generator, dir: &Path) -> Result<Vec<Written>> {
     let users_file = write_users(generator, &bits, dir)?;
     drop(bits);
     let events_file = write_events(generator, dir)?;
+    let mapping = dir.join(MAPPING_FILE);
+    let tmp = dir.join(format!(".{MAPPING_FILE}.tmp"));
+    std::fs::write(&tmp, crate::mapping::mapping_toml())?;
+    std::fs::rename(&tmp, &mapping)?;
     Ok(vec![users_file, tags_file, events_file])
 }
 

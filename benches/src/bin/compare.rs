@@ -1,10 +1,12 @@
 //! Portrait's side of the ClickHouse comparison (`benches/compare.sh` runs it; see
 //! `benches/compare/README.md`).
 //!
-//! `compare --users N [--seed S] --db DIR --portraitd PATH --out FILE [--min-runs K]`
+//! `compare --users N [--seed S] --data PARQUET_DIR --db DIR --portraitd PATH --out FILE
+//! [--min-runs K]`
 //!
-//! 1. Loads the generated dataset (`portrait_datagen::load::load`, the same data as the Parquet
-//!    files ClickHouse loads) into a fresh database at `DIR`, timed.
+//! 1. Loads the Parquet files ClickHouse loads (`gen-parquet`'s, in `PARQUET_DIR`) into a fresh
+//!    database at `DIR` with the engine's importer and their mapping file, as
+//!    `portrait load --mapping mapping.toml` does ([`portrait_benches::load_parquet`]), timed.
 //! 2. Runs the query suite in-process (engine API), each query warmed up once and then repeated
 //!    at least `K` (default 5) times, median reported; and the bare croaring kernel on the same
 //!    operand bitmaps (owned, precomputed) for the bitmap-bound queries.
@@ -83,6 +85,7 @@ const ACTIVE_EVENT: Event = Event::Login;
 struct Args {
     users: u32,
     seed: u64,
+    data: PathBuf,
     db: PathBuf,
     portraitd: PathBuf,
     out: PathBuf,
@@ -92,7 +95,7 @@ struct Args {
 fn parse_args() -> Result<Args> {
     let mut users = portrait_datagen::DEFAULT_USERS;
     let mut seed = portrait_benches::SEED;
-    let (mut db, mut portraitd, mut out) = (None, None, None);
+    let (mut data, mut db, mut portraitd, mut out) = (None, None, None, None);
     let mut min_runs = 5;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -100,6 +103,7 @@ fn parse_args() -> Result<Args> {
         match a.as_str() {
             "--users" => users = v()?.replace('_', "").parse()?,
             "--seed" => seed = v()?.parse()?,
+            "--data" => data = Some(PathBuf::from(v()?)),
             "--db" => db = Some(PathBuf::from(v()?)),
             "--portraitd" => portraitd = Some(PathBuf::from(v()?)),
             "--out" => out = Some(PathBuf::from(v()?)),
@@ -110,6 +114,7 @@ fn parse_args() -> Result<Args> {
     Ok(Args {
         users,
         seed,
+        data: data.context("--data PARQUET_DIR is required")?,
         db: db.context("--db DIR is required")?,
         portraitd: portraitd.context("--portraitd PATH is required")?,
         out: out.context("--out FILE is required")?,
@@ -301,26 +306,26 @@ fn main() -> Result<()> {
     let args = parse_args()?;
     let generator = Generator::new(args.seed, args.users);
 
-    // Generation alone, to separate it from the load (which generates as it loads).
-    let t = Instant::now();
-    generator.warm_up();
-    drop(std::hint::black_box(generator.attributes()));
-    let mut memberships = 0usize;
-    generator.for_each_tag(|_, m| memberships += m.len());
-    let mut event_rows = 0usize;
-    generator.for_each_event_day(|_, _, m| event_rows += m.len());
-    let generate = t.elapsed();
-    eprintln!("generation alone: {generate:.1?} ({memberships} tag memberships)");
-
     if args.db.exists() {
         std::fs::remove_dir_all(&args.db)
             .with_context(|| format!("removing {}", args.db.display()))?;
     }
     let t = Instant::now();
+    let mut files = Vec::new();
     {
         let db = Database::open(&args.db)?;
         let table = db.create_table(TABLE, KeyKind::Str)?;
-        portrait_datagen::load::load(&table, &generator, "2026-11-25", |_| {})?;
+        portrait_benches::load_parquet(&table, &args.data, "2026-11-25", |s| {
+            eprintln!(
+                "loaded {} rows ({:.1} MiB of Parquet) at {:.1?}",
+                s.rows,
+                s.bytes as f64 / (1 << 20) as f64,
+                t.elapsed()
+            );
+            files.push(
+                json!({"rows": s.rows, "bytes": s.bytes, "seconds": t.elapsed().as_secs_f64()}),
+            );
+        })?;
     }
     let load = t.elapsed();
     let bytes = dir_bytes(&args.db);
@@ -367,10 +372,10 @@ fn main() -> Result<()> {
         "seed": args.seed,
         "load": {
             "seconds": load.as_secs_f64(),
-            "generate_seconds": generate.as_secs_f64(),
             "bytes": bytes,
-            "tag_memberships": memberships,
-            "event_rows": event_rows,
+            "files": files,
+            "tag_memberships": files[1]["rows"],
+            "event_rows": files[2]["rows"],
         },
         "queries": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
         "grpc_answers": rows.iter().map(|r| (r.id, r.grpc_answer.clone())).collect::<BTreeMap<_, _>>(),
