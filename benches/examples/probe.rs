@@ -42,6 +42,39 @@ fn main() {
             println!("{best:8.2} ms  {reached:?}  funnel");
             continue;
         }
+        if let Some(gap) = text.strip_prefix("lookup:") {
+            // Key lookups (`ids_of`) of 1M existing keys: `lookup:3` every third user in id
+            // order (a sorted file), `lookup:random` scattered.
+            let users = snap.users();
+            let ids: Vec<u32> = match gap.parse::<u32>() {
+                Ok(g) => (0..users)
+                    .step_by(g.max(1) as usize)
+                    .take(1 << 20)
+                    .collect(),
+                Err(_) => portrait_benches::scattered_keys(users, 1 << 20, 7)
+                    .iter()
+                    .map(|k| snap.id_of(k.as_str()).unwrap().unwrap())
+                    .collect(),
+            };
+            let keys: Vec<String> = ids
+                .iter()
+                .map(|&id| snap.key_of(id).unwrap().unwrap().to_string())
+                .collect();
+            let mut out = Vec::new();
+            let mut best = f64::MAX;
+            for _ in 0..runs {
+                let t = Instant::now();
+                snap.ids_of(
+                    keys.iter().map(|k| portrait_engine::KeyRef::Str(k)),
+                    &mut out,
+                )
+                .unwrap();
+                best = best.min(t.elapsed().as_secs_f64() * 1e3);
+            }
+            assert!(out.iter().zip(&ids).all(|(o, &id)| *o == Some(id)));
+            println!("{best:8.2} ms  {:>9}  {text}", keys.len());
+            continue;
+        }
         if let Some(event) = text.strip_prefix("active:") {
             // The daily active users of everyone over the benchmark's 30 days, `active:login`.
             let everyone = snap.crowd(&portrait_engine::Expr::All).unwrap();

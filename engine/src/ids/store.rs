@@ -171,6 +171,28 @@ impl Arena {
     }
 }
 
+/// `a.cmp(b)`, with keys of one length of 8 to 16 bytes (the usual user ids) compared as two
+/// big-endian words instead of by a call to `memcmp`.
+#[inline]
+fn cmp_bytes(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    if a.len() == b.len()
+        && a.len() <= 16
+        && let (Some(a0), Some(a1), Some(b0), Some(b1)) = (
+            a.first_chunk::<8>(),
+            a.last_chunk::<8>(),
+            b.first_chunk::<8>(),
+            b.last_chunk::<8>(),
+        )
+    {
+        // The last words overlap the first ones where the keys are shorter than 16 bytes;
+        // the overlap is equal whenever the first words are, so the order is the same.
+        return u64::from_be_bytes(*a0)
+            .cmp(&u64::from_be_bytes(*b0))
+            .then_with(|| u64::from_be_bytes(*a1).cmp(&u64::from_be_bytes(*b1)));
+    }
+    a.cmp(b)
+}
+
 /// `a == b`, inlined for keys of 8 to 16 bytes (two overlapping word compares instead of a call).
 #[inline]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
@@ -206,6 +228,10 @@ pub(super) trait KeyStore {
 
     /// Whether the key at position `i` is `probe` (false if there is no position `i`).
     fn matches(&self, i: u32, probe: Self::Probe<'_>) -> bool;
+
+    /// How the key at position `i` orders against `probe` (numbers by value, strings by their
+    /// bytes); `None` if there is no position `i`.
+    fn cmp_at(&self, i: u32, probe: Self::Probe<'_>) -> Option<std::cmp::Ordering>;
 }
 
 impl KeyStore for Vec<u64> {
@@ -240,6 +266,11 @@ impl KeyStore for Vec<u64> {
     #[inline]
     fn matches(&self, i: u32, probe: u64) -> bool {
         self.get(i as usize) == Some(&probe)
+    }
+
+    #[inline]
+    fn cmp_at(&self, i: u32, probe: u64) -> Option<std::cmp::Ordering> {
+        self.get(i as usize).map(|k| k.cmp(&probe))
     }
 }
 
@@ -286,12 +317,40 @@ impl KeyStore for Arena {
         self.bytes(i as usize)
             .is_some_and(|key| same_bytes(key, probe))
     }
+
+    #[inline]
+    fn cmp_at(&self, i: u32, probe: &[u8]) -> Option<std::cmp::Ordering> {
+        self.bytes(i as usize).map(|key| cmp_bytes(key, probe))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::testutil::proptest_config(256))]
+        /// The word-wise order of same-length keys is the byte order, for every length.
+        #[test]
+        fn cmp_bytes_is_the_byte_order(
+            a in proptest::collection::vec(any::<u8>(), 0..20),
+            b in proptest::collection::vec(any::<u8>(), 0..20),
+            same_len in any::<bool>(),
+            common in 0usize..20,
+        ) {
+            let mut b = b;
+            if same_len {
+                b.resize(a.len(), 0);
+            }
+            // Long shared prefixes, where the words' overlap matters.
+            let shared = common.min(a.len()).min(b.len());
+            b[..shared].copy_from_slice(&a[..shared]);
+            prop_assert_eq!(cmp_bytes(&a, &b), a.cmp(&b));
+            prop_assert_eq!(cmp_bytes(&b, &a), b.cmp(&a));
+            prop_assert_eq!(cmp_bytes(&a, &a), std::cmp::Ordering::Equal);
+        }
+    }
 
     proptest! {
         #![proptest_config(crate::testutil::proptest_config(64))]
