@@ -1,6 +1,8 @@
 //! Times the count of each expression given on the command line on the benchmark dataset
-//! (best of 10, `N` to change), for quick measurements while tuning; the arguments `funnel`,
-//! `freq:login`, `freq:purchase` and `active:login` time those analyses of the behaviour benchmark instead:
+//! (best of 10, `N` to change), for quick measurements while tuning. The arguments `funnel`,
+//! `freq:login`, `freq:purchase` and `active:login` time those analyses of the behaviour
+//! benchmark instead, and `lookup:G` (`lookup:random`) the key lookups of 1M users, every G-th
+//! in id order (scattered):
 //!
 //! `PORTRAIT_BENCH_USERS=10000000 cargo run --release -p portrait-benches --example probe -- 'did(purchase, last 7 days) >= 2'`
 
