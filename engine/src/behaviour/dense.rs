@@ -20,8 +20,10 @@ use crate::error::{Error, Result};
 
 /// Words of a shard's bit vector.
 pub(crate) const WORDS: usize = 1 << (SHARD_BITS - 6);
-/// Bitmaps of at most this many members are added to counters member by member.
-const SPARSE_MEMBERS: u64 = 1 << 14;
+/// Bitmaps of at most this many members are added to counters member by member. A member
+/// costs a few unpredictable branches and scattered reads; a dense addition a fixed pass over
+/// the shard's words, cheaper from about this many members on.
+const SPARSE_MEMBERS: u64 = 1 << 12;
 /// Roaring containers (2^16 ids each) per shard.
 const CONTAINERS: u32 = 1 << (SHARD_BITS - 16);
 

@@ -117,6 +117,11 @@ pub(crate) fn set_range(words: &mut [u64], start: usize, end: usize) {
     words[last] |= hi;
 }
 
+/// Bytes from one scratch block to the next: a cache line more than a block, so that the same
+/// chunk of many blocks, which kernels read together, falls in different sets of the cache
+/// (at a whole number of pages apart, they would compete for the ways of the same sets).
+const SCRATCH_STRIDE: usize = BLOCK_BYTES + 64;
+
 /// The containers of one serialized bitmap, by key.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Directory<'a> {
@@ -219,14 +224,15 @@ impl Blocks {
             .iter()
             .filter(|c| matches!(c, Some(Cont::Array(_) | Cont::Run(_))))
             .count();
-        if self.scratch.len() < expanded * BLOCK_BYTES {
-            self.scratch.resize(expanded * BLOCK_BYTES, 0);
+        if self.scratch.len() < expanded * SCRATCH_STRIDE {
+            self.scratch.resize(expanded * SCRATCH_STRIDE, 0);
         }
-        let mut free = self.scratch.chunks_exact_mut(BLOCK_BYTES);
+        let mut free = self.scratch.chunks_exact_mut(SCRATCH_STRIDE);
         let mut filled = Vec::with_capacity(expanded);
         for c in conts.iter().flatten() {
             if !matches!(c, Cont::Bitset(_)) {
                 let block = free.next().expect("a scratch block per expanded container");
+                let block = &mut block[..BLOCK_BYTES];
                 c.expand_into(block);
                 filled.push(&*block);
             }
