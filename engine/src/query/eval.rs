@@ -118,7 +118,7 @@ pub(crate) fn eval<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<Bm<'s>> {
 
 /// The size of `node` in the shard when it is a stored leaf or a union of them (exact), or its
 /// catalog estimate scaled to the shard.
-fn local_size<'s>(node: &Node<'s>, s: &Shard<'s>) -> u64 {
+pub(super) fn local_size<'s>(node: &Node<'s>, s: &Shard<'s>) -> u64 {
     fn exact<'s>(node: &Node<'s>, s: &Shard<'s>) -> Option<u64> {
         let size = |b: Result<Option<&Bitmap>>| b.ok().map(|b| b.map_or(0, |b| b.cardinality()));
         match node {
@@ -415,6 +415,11 @@ pub(crate) fn count<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<u64> {
         Node::All => s.len(),
         Node::Empty => 0,
         Node::And { pos, neg } => {
+            if let Some(n) =
+                super::blockwise::count_and(pos, neg, s, super::blockwise::COLUMN_USERS_PER_SLICE)?
+            {
+                return Ok(n);
+            }
             if neg.is_empty() {
                 if pos.len() == 1 {
                     return count(&pos[0], s);

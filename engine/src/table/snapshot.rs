@@ -831,6 +831,45 @@ impl<'s> FieldRef<'s> {
         self.blob(shard, Role::Value, code)
     }
 
+    /// The serialized (CRoaring portable) bytes of the stored bitmap of a flag (`code` `None`)
+    /// or of value `code` in one shard, for kernels that read containers in place: `None` when
+    /// real-time changes overlay the field in that shard (callers then use [`Self::flag_in`] or
+    /// [`Self::value_in`]), `Some(None)` when nobody in the shard has it.
+    pub(crate) fn stored_bytes_in(
+        &self,
+        shard: u32,
+        code: Option<u32>,
+    ) -> Result<Option<Option<&'s [u8]>>> {
+        let (role, key) = match code {
+            None => {
+                self.expect(self.kind() == FieldKind::Flag, "a flag")?;
+                (Role::Flag, 0)
+            }
+            Some(c) => {
+                self.expect(self.kind().has_values(), "an enum or set field")?;
+                if c as usize >= self.record().values.len() {
+                    return Ok((self.overlay(shard).is_none()).then_some(None));
+                }
+                (Role::Value, c)
+            }
+        };
+        if self.overlay(shard).is_some() {
+            return Ok(None);
+        }
+        let Some(seg) = self.segment(shard) else {
+            return Ok(Some(None));
+        };
+        let key = BlobKey {
+            field: self.meta().id,
+            role,
+            key,
+        };
+        match seg.find(key) {
+            Some(slot) => Ok(Some(Some(seg.bytes(slot)?))),
+            None => Ok(Some(None)),
+        }
+    }
+
     /// The stored column of value codes of an enum field in one shard, for scans over many
     /// users. `None` when the shard has no such column or real-time changes overlay it: callers
     /// then read the value bitmaps, which see those changes.
