@@ -379,6 +379,15 @@ fn shard_size<'s>(n: &Node<'s>, s: &Shard<'s>) -> u64 {
     }
 }
 
+/// Whether a positive stored operand of an `AND` has few users in the shard (as
+/// [`FEW_USERS_DIVISOR`] counts them): the step pipeline then starts from it and reads those
+/// users' values from columns, which costs less than walking every block of the shard.
+fn has_few_stored<'s>(pos: &[Node<'s>], s: &Shard<'s>) -> bool {
+    pos.iter()
+        .filter(|n| is_stored_algebra(n))
+        .any(|n| local_size(n, s).saturating_mul(FEW_USERS_DIVISOR) < s.len())
+}
+
 /// `|node AND within|`, with a count-only kernel for stored leaves.
 fn count_within<'s>(node: &Node<'s>, s: &Shard<'s>, within: &Bitmap) -> Result<u64> {
     match stored(node, s)? {
@@ -415,8 +424,13 @@ pub(crate) fn count<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<u64> {
         Node::All => s.len(),
         Node::Empty => 0,
         Node::And { pos, neg } => {
-            if let Some(n) =
-                super::blockwise::count_and(pos, neg, s, super::blockwise::COLUMN_USERS_PER_SLICE)?
+            if !has_few_stored(pos, s)
+                && let Some(n) = super::blockwise::count_and(
+                    pos,
+                    neg,
+                    s,
+                    super::blockwise::COLUMN_USERS_PER_SLICE,
+                )?
             {
                 return Ok(n);
             }
