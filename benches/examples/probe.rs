@@ -1,8 +1,9 @@
 //! Times the count of each expression given on the command line on the benchmark dataset
 //! (best of 10, `N` to change), for quick measurements while tuning. The arguments `funnel`,
 //! `freq:login`, `freq:purchase` and `active:login` time those analyses of the behaviour
-//! benchmark instead, and `lookup:G` (`lookup:random`) the key lookups of 1M users, every G-th
-//! in id order (scattered):
+//! benchmark instead; `lookup:G` (`lookup:random`) the key lookups of 1M users, every G-th in
+//! id order (scattered); and `top:<expression>` the top 20 tags by TGI of that crowd (the
+//! engine benchmark's `top_20_of_1000_tags_by_tgi` is `top:interest/sports AND demographic/age < 35`):
 //!
 //! `PORTRAIT_BENCH_USERS=10000000 cargo run --release -p portrait-benches --example probe -- 'did(purchase, last 7 days) >= 2'`
 
@@ -120,6 +121,21 @@ fn main() {
                 best = best.min(t.elapsed().as_secs_f64() * 1e3);
             }
             println!("{best:8.2} ms  {users:>9}  {text}");
+            continue;
+        }
+        if let Some(expr) = text.strip_prefix("top:") {
+            let crowd = snap.crowd_text(expr).unwrap();
+            let mut best = f64::MAX;
+            let mut rows = Vec::new();
+            for _ in 0..runs {
+                let t = Instant::now();
+                rows = crowd
+                    .top_values("", 20, portrait_engine::analysis::TopOrder::Tgi)
+                    .unwrap();
+                best = best.min(t.elapsed().as_secs_f64() * 1e3);
+            }
+            let first = rows.first().map(|r| (r.path.as_str(), r.count));
+            println!("{best:8.2} ms  {first:?}  {text}");
             continue;
         }
         let crowd = snap.crowd_text(&text).unwrap();

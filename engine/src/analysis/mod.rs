@@ -313,29 +313,26 @@ fn count_by_columns(
     })
 }
 
-/// Adds to `counts[code]` the members of `crowd` holding value `code` of enum field `f`, read
-/// from its code column in the shard.
+/// Adds to `counts[code]` the users of `members` (ids of the shard) holding value `code` of
+/// enum field `f`, read from its code column in the shard.
 fn count_codes(
     f: &FieldRef<'_>,
     column: &CodeColumn<'_>,
-    crowd: &Bitmap,
+    members: &[u32],
     counts: &mut [u64],
 ) -> Result<()> {
     let (rows, _) = column.codes.as_chunks::<4>();
     let mut bad = false;
-    for_each_batch(crowd, |ids| {
-        for &id in ids {
-            let code = usize::try_from(id as i64 - column.first)
-                .ok()
-                .and_then(|r| rows.get(r))
-                .map_or(NULL_CODE, |b| u32::from_le_bytes(*b));
-            match counts.get_mut(code as usize) {
-                Some(n) => *n += 1,
-                None => bad |= code != NULL_CODE,
-            }
+    for &id in members {
+        let code = usize::try_from(id as i64 - column.first)
+            .ok()
+            .and_then(|r| rows.get(r))
+            .map_or(NULL_CODE, |b| u32::from_le_bytes(*b));
+        match counts.get_mut(code as usize) {
+            Some(n) => *n += 1,
+            None => bad |= code != NULL_CODE,
         }
-        Ok(())
-    })?;
+    }
     if bad {
         return Err(Error::corrupt(
             column.path,
@@ -610,10 +607,13 @@ impl<'s> Crowd<'s> {
                 return Ok((inside, 0));
             }
             let mut counted = vec![false; candidates.len()];
+            // The crowd's ids, listed once for every column and the forward index.
+            let mut members: Option<Vec<u32>> = None;
             for &(f, first) in &by_column {
                 if let Some(column) = f.stored_codes_in(s)? {
                     let n = f.values().len();
-                    count_codes(&f, &column, &crowd, &mut inside[first..first + n])?;
+                    let ids = members.get_or_insert_with(|| crowd.to_vec());
+                    count_codes(&f, &column, ids, &mut inside[first..first + n])?;
                     counted[first..first + n].fill(true);
                 }
             }
@@ -633,6 +633,7 @@ impl<'s> Crowd<'s> {
                 snap.count_flags_forward(
                     s,
                     &crowd,
+                    members.get_or_insert_with(|| crowd.to_vec()),
                     &|fi| flag_slot.get(&fi).copied(),
                     &mut inside,
                 )?;

@@ -273,6 +273,69 @@ fn count_below_generic(
     total
 }
 
+/// Narrows `words`, the users of one block, to those of `exists` (a block of bytes, as
+/// [`Blocks::load`] gives) whose offset in `slices` is in `range`: the kernel of an `AND` that
+/// counts block by block. Chunks of `words` with nobody left are skipped.
+pub(crate) fn narrow_block(
+    words: &mut [u64; BLOCK_WORDS],
+    exists: &[u8],
+    slices: &[&[u8]],
+    range: OffsetRange,
+) {
+    narrow_dispatched(words, exists, slices, range)
+}
+
+dispatched! {
+    /// [`narrow_block`] in the best build for the CPU.
+    fn narrow_dispatched / narrow_avx512 / narrow_avx2 = narrow_generic(
+        words: &mut [u64; BLOCK_WORDS],
+        exists: &[u8],
+        slices: &[&[u8]],
+        range: OffsetRange
+    )
+}
+
+#[inline(always)]
+fn narrow_generic(
+    words: &mut [u64; BLOCK_WORDS],
+    exists: &[u8],
+    slices: &[&[u8]],
+    range: OffsetRange,
+) {
+    let max = if slices.len() >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << slices.len()) - 1
+    };
+    let mut ge_lo = [0u64; CHUNK];
+    let mut le_lo = [0u64; CHUNK];
+    let mut ge_hi = [0u64; CHUNK];
+    let mut le_hi = [0u64; CHUNK];
+    for at in (0..BLOCK_WORDS).step_by(CHUNK) {
+        let o: &mut [u64; CHUNK] = (&mut words[at..at + CHUNK]).try_into().expect("a chunk");
+        if o.iter().all(|&w| w == 0) {
+            continue;
+        }
+        let e = chunk_at::<{ CHUNK * 8 }>(exists, at);
+        if range.lo == 0 {
+            ge_lo = [!0; CHUNK];
+        } else {
+            compare_chunk(slices, at, range.lo, &mut ge_lo, &mut le_lo);
+        }
+        if range.hi == range.lo && range.lo != 0 {
+            le_hi = le_lo;
+        } else if range.hi == max {
+            le_hi = [!0; CHUNK];
+        } else {
+            compare_chunk(slices, at, range.hi, &mut ge_hi, &mut le_hi);
+        }
+        for j in 0..CHUNK {
+            let inside = ge_lo[j] & le_hi[j];
+            o[j] &= word(e, j) & if range.negate { !inside } else { inside };
+        }
+    }
+}
+
 impl Directory<'_> {
     /// The keys of the bitmap's containers, ascending.
     pub(crate) fn keys(&self) -> impl Iterator<Item = u16> + '_ {
@@ -329,6 +392,32 @@ mod tests {
                     let expect = exists[j] >> b & 1 == 1 && inside != range.negate;
                     prop_assert_eq!(want[j] >> b & 1 == 1, expect);
                 }
+            }
+            // Narrowing a block of users: the users of both it and the range.
+            let users = block(seed.rotate_left(17));
+            let users: [u64; BLOCK_WORDS] = std::array::from_fn(|j| word(&users, j) & if j % 192 < 64 { 0 } else { !0 });
+            let narrowed_want: [u64; BLOCK_WORDS] = std::array::from_fn(|j| users[j] & want[j]);
+            let mut narrowed = users;
+            narrow_generic(&mut narrowed, &e, &slices, range);
+            prop_assert_eq!(narrowed, narrowed_want);
+            let mut narrowed = users;
+            narrow_block(&mut narrowed, &e, &slices, range);
+            prop_assert_eq!(narrowed, narrowed_want);
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let mut narrowed = users;
+                // SAFETY: the CPU has AVX2.
+                unsafe { narrow_avx2(&mut narrowed, &e, &slices, range) };
+                prop_assert_eq!(narrowed, narrowed_want);
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512vpopcntdq")
+            {
+                let mut narrowed = users;
+                // SAFETY: the CPU has AVX-512F and VPOPCNTDQ.
+                unsafe { narrow_avx512(&mut narrowed, &e, &slices, range) };
+                prop_assert_eq!(narrowed, narrowed_want);
             }
             let mut got = [0u64; BLOCK_WORDS];
             let mut below = vec![0; bounds.len()];

@@ -20,7 +20,7 @@
 
 pub(crate) mod chunk;
 mod index;
-mod prefetch;
+pub(crate) mod prefetch;
 mod store;
 
 use std::fmt;

@@ -1,4 +1,5 @@
-//! Cache prefetch hints, so that the misses of a batch of dictionary lookups overlap.
+//! Cache prefetch hints, so that the misses of a batch of dictionary lookups (or of forward-index
+//! rows) overlap.
 //!
 //! # Safety
 //! The only `unsafe` here calls `_mm_prefetch`, which is a hint: it never faults, reads nothing
@@ -8,7 +9,7 @@
 
 /// Hints that `slice[index]` will be read soon; does nothing if `index` is out of bounds.
 #[inline(always)]
-pub(super) fn prefetch<T>(slice: &[T], index: usize) {
+pub(crate) fn prefetch<T>(slice: &[T], index: usize) {
     if let Some(item) = slice.get(index) {
         prefetch_ptr(std::ptr::from_ref(item).cast::<i8>());
     }
@@ -17,12 +18,29 @@ pub(super) fn prefetch<T>(slice: &[T], index: usize) {
 /// Hints that `slice[first..=last]` will be read soon: the cache lines of its two ends, once
 /// each (the middle of a long range is left to the hardware prefetcher).
 #[inline(always)]
-pub(super) fn prefetch_span<T>(slice: &[T], first: usize, last: usize) {
+pub(crate) fn prefetch_span<T>(slice: &[T], first: usize, last: usize) {
     prefetch(slice, first);
     let line =
         |i: usize| (slice.as_ptr() as usize).wrapping_add(i.wrapping_mul(size_of::<T>())) / 64;
     if line(last) != line(first) {
         prefetch(slice, last);
+    }
+}
+
+/// Hints that `slice[start..end]` will be read soon: every cache line it spans (nothing when
+/// the range is empty or out of bounds).
+#[inline(always)]
+pub(crate) fn prefetch_lines<T>(slice: &[T], start: usize, end: usize) {
+    let Some(part) = slice.get(start..end) else {
+        return;
+    };
+    let bytes = size_of_val(part);
+    let base = part.as_ptr().cast::<i8>();
+    // The first byte of the range, then the first byte of each further line it touches.
+    let mut offset = 0;
+    while offset < bytes {
+        prefetch_ptr(base.wrapping_add(offset));
+        offset += 64 - (base as usize + offset) % 64;
     }
 }
 

@@ -118,7 +118,7 @@ pub(crate) fn eval<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<Bm<'s>> {
 
 /// The size of `node` in the shard when it is a stored leaf or a union of them (exact), or its
 /// catalog estimate scaled to the shard.
-fn local_size<'s>(node: &Node<'s>, s: &Shard<'s>) -> u64 {
+pub(super) fn local_size<'s>(node: &Node<'s>, s: &Shard<'s>) -> u64 {
     fn exact<'s>(node: &Node<'s>, s: &Shard<'s>) -> Option<u64> {
         let size = |b: Result<Option<&Bitmap>>| b.ok().map(|b| b.map_or(0, |b| b.cardinality()));
         match node {
@@ -379,6 +379,15 @@ fn shard_size<'s>(n: &Node<'s>, s: &Shard<'s>) -> u64 {
     }
 }
 
+/// Whether a positive stored operand of an `AND` has few users in the shard (as
+/// [`FEW_USERS_DIVISOR`] counts them): the step pipeline then starts from it and reads those
+/// users' values from columns, which costs less than walking every block of the shard.
+fn has_few_stored<'s>(pos: &[Node<'s>], s: &Shard<'s>) -> bool {
+    pos.iter()
+        .filter(|n| is_stored_algebra(n))
+        .any(|n| local_size(n, s).saturating_mul(FEW_USERS_DIVISOR) < s.len())
+}
+
 /// `|node AND within|`, with a count-only kernel for stored leaves.
 fn count_within<'s>(node: &Node<'s>, s: &Shard<'s>, within: &Bitmap) -> Result<u64> {
     match stored(node, s)? {
@@ -415,6 +424,16 @@ pub(crate) fn count<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<u64> {
         Node::All => s.len(),
         Node::Empty => 0,
         Node::And { pos, neg } => {
+            if !has_few_stored(pos, s)
+                && let Some(n) = super::blockwise::count_and(
+                    pos,
+                    neg,
+                    s,
+                    super::blockwise::COLUMN_USERS_PER_SLICE,
+                )?
+            {
+                return Ok(n);
+            }
             if neg.is_empty() {
                 if pos.len() == 1 {
                     return count(&pos[0], s);

@@ -7,6 +7,7 @@
 //! Shards are evaluated on rayon's pool (one thread per core) and merged: counts add, bitmaps of
 //! different shards are disjoint so they concatenate.
 
+mod blockwise;
 pub(crate) mod eval;
 pub(crate) mod plan;
 #[cfg(test)]

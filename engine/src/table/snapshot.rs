@@ -18,6 +18,7 @@ use crate::catalog::{FieldKind, FieldMeta, VersionInfo};
 use crate::codec::{read_u32, read_u64};
 use crate::error::{Error, Result};
 use crate::expr::CmpOp;
+use crate::ids::prefetch::prefetch_lines;
 use crate::ids::{Key, KeyKind, KeyRef};
 /// What errors name as the file of data that lives in the real-time delta.
 const DELTA_PATH: &str = "(real-time delta)";
@@ -213,11 +214,13 @@ impl TableSnapshot {
 
     /// Adds to `counts[slot]` the number of users of `crowd` (ids of `shard`) holding each flag
     /// for which `slot_of(field index)` gives a slot, reading the forward index: the cost grows
-    /// with the crowd, not with the number of flags. Only current versions count.
+    /// with the crowd, not with the number of flags. Only current versions count. `members`
+    /// are the ids of `crowd`, ascending.
     pub(crate) fn count_flags_forward(
         &self,
         shard: u32,
         crowd: &Bitmap,
+        members: &[u32],
         slot_of: &dyn Fn(usize) -> Option<usize>,
         counts: &mut [u64],
     ) -> Result<()> {
@@ -257,19 +260,15 @@ impl TableSnapshot {
             let bad = || Error::corrupt(seg.path(), "forward index is malformed");
             // Members per position first (any u16 indexes it), slots after: the inner loop is
             // one load and one increment per entry. Members come in batches whose rows are
-            // located, then touched (independent loads the processor overlaps), then counted
-            // from cache: one member at a time, each row would wait for memory twice.
+            // located first; each row is then counted while the rows `ROWS_AHEAD` members
+            // further on are prefetched, so that memory serves many rows at once and the
+            // counting never waits for the row it reads.
+            const ROWS_AHEAD: usize = 16;
             let mut per_position = vec![0u32; 1 << 16];
-            let mut ids = vec![0u32; 1024];
             let mut spans = vec![(0usize, 0usize); 1024];
-            let mut it = crowd.iter();
-            loop {
-                let n = it.next_many(&mut ids);
-                if n == 0 {
-                    break;
-                }
-                let spans = &mut spans[..n];
-                for (span, &id) in spans.iter_mut().zip(&ids[..n]) {
+            for ids in members.chunks(1024) {
+                let spans = &mut spans[..ids.len()];
+                for (span, &id) in spans.iter_mut().zip(ids) {
                     *span = usize::try_from(id as i64 - first)
                         .ok()
                         .and_then(|row| Some((offsets.get(row)?, offsets.get(row + 1)?)))
@@ -280,16 +279,13 @@ impl TableSnapshot {
                             )
                         });
                 }
-                let mut touched = 0u16;
-                for &(lo, hi) in spans.iter() {
-                    for at in [lo, (lo + hi) / 2, hi.wrapping_sub(1)] {
-                        if at >= lo && at < hi {
-                            touched ^= positions.get(at).map_or(0, |p| u16::from_le_bytes(*p));
-                        }
-                    }
+                for &(lo, hi) in spans.iter().take(ROWS_AHEAD) {
+                    prefetch_lines(positions, lo, hi);
                 }
-                std::hint::black_box(touched);
-                for &(lo, hi) in spans.iter() {
+                for (i, &(lo, hi)) in spans.iter().enumerate() {
+                    if let Some(&(lo, hi)) = spans.get(i + ROWS_AHEAD) {
+                        prefetch_lines(positions, lo, hi);
+                    }
                     for pos in positions.get(lo..hi).ok_or_else(bad)? {
                         per_position[u16::from_le_bytes(*pos) as usize] += 1;
                     }
@@ -833,6 +829,45 @@ impl<'s> FieldRef<'s> {
             return Ok(None);
         }
         self.blob(shard, Role::Value, code)
+    }
+
+    /// The serialized (CRoaring portable) bytes of the stored bitmap of a flag (`code` `None`)
+    /// or of value `code` in one shard, for kernels that read containers in place: `None` when
+    /// real-time changes overlay the field in that shard (callers then use [`Self::flag_in`] or
+    /// [`Self::value_in`]), `Some(None)` when nobody in the shard has it.
+    pub(crate) fn stored_bytes_in(
+        &self,
+        shard: u32,
+        code: Option<u32>,
+    ) -> Result<Option<Option<&'s [u8]>>> {
+        let (role, key) = match code {
+            None => {
+                self.expect(self.kind() == FieldKind::Flag, "a flag")?;
+                (Role::Flag, 0)
+            }
+            Some(c) => {
+                self.expect(self.kind().has_values(), "an enum or set field")?;
+                if c as usize >= self.record().values.len() {
+                    return Ok((self.overlay(shard).is_none()).then_some(None));
+                }
+                (Role::Value, c)
+            }
+        };
+        if self.overlay(shard).is_some() {
+            return Ok(None);
+        }
+        let Some(seg) = self.segment(shard) else {
+            return Ok(Some(None));
+        };
+        let key = BlobKey {
+            field: self.meta().id,
+            role,
+            key,
+        };
+        match seg.find(key) {
+            Some(slot) => Ok(Some(Some(seg.bytes(slot)?))),
+            None => Ok(Some(None)),
+        }
     }
 
     /// The stored column of value codes of an enum field in one shard, for scans over many
