@@ -138,6 +138,7 @@ impl Events {
         l: &Layout,
         ctx: &mut Ctx<'_, '_>,
     ) -> Result<()> {
+        let mut last: Option<(String, Option<LoadField>)> = None;
         for (r, &id) in ids.iter().enumerate() {
             if id == NO_ID {
                 continue;
@@ -183,37 +184,17 @@ impl Events {
                     .report(row, "invalid count", "not a count from 0 to 4294967295")?;
                 continue;
             };
-            let field = match self.fields.get(name) {
-                Some(f) => *f,
-                None => {
-                    let mapping = &ctx.options.mapping;
-                    let field = if mapping.skips(name) {
-                        None
-                    } else {
-                        let path = mapping.path_of(name);
-                        if validate_path(&path).is_err() {
-                            ctx.bad.report(
-                                row,
-                                "invalid field path",
-                                format!(
-                                    "`{name}` does not make a valid field path; rename it in the mapping"
-                                ),
-                            )?;
-                            continue;
-                        }
-                        if let Some(f) = mapping.get(name)
-                            && !matches!(f.kind(name)?, None | Some(MappedKind::Event))
-                        {
-                            return Err(ctx.error(
-                                Some(row),
-                                format!("event `{name}` is mapped to another kind"),
-                            ));
-                        }
-                        Some(load.field(mapping.spec(name, FieldKind::Event))?)
-                    };
-                    self.fields.insert(name.to_owned(), field);
-                    field
-                }
+            // Files are usually grouped by event: the last row's name is checked first.
+            let field = match last.as_ref().filter(|(n, _)| n.as_str() == name) {
+                Some(&(_, f)) => f,
+                None => match self.field_of(load, name, row, ctx)? {
+                    Some(f) => {
+                        last = Some((name.to_owned(), f));
+                        f
+                    }
+                    // A name that makes no path, reported: the row is skipped.
+                    None => continue,
+                },
             };
             if let Some(field) = field
                 && let Err(e) = load.event_id(field, id, day, count)
@@ -227,5 +208,48 @@ impl Events {
             }
         }
         Ok(())
+    }
+
+    /// The field of event `name`: `Some(None)` when the mapping skips it, `None` when the name
+    /// makes no valid path (reported as a bad row).
+    fn field_of(
+        &mut self,
+        load: &mut Load<'_>,
+        name: &str,
+        row: u64,
+        ctx: &mut Ctx<'_, '_>,
+    ) -> Result<Option<Option<LoadField>>> {
+        Ok(Some(match self.fields.get(name) {
+            Some(f) => *f,
+            None => {
+                let mapping = &ctx.options.mapping;
+                let field = if mapping.skips(name) {
+                    None
+                } else {
+                    let path = mapping.path_of(name);
+                    if validate_path(&path).is_err() {
+                        ctx.bad.report(
+                                row,
+                                "invalid field path",
+                                format!(
+                                    "`{name}` does not make a valid field path; rename it in the mapping"
+                                ),
+                            )?;
+                        return Ok(None);
+                    }
+                    if let Some(f) = mapping.get(name)
+                        && !matches!(f.kind(name)?, None | Some(MappedKind::Event))
+                    {
+                        return Err(ctx.error(
+                            Some(row),
+                            format!("event `{name}` is mapped to another kind"),
+                        ));
+                    }
+                    Some(load.field(mapping.spec(name, FieldKind::Event))?)
+                };
+                self.fields.insert(name.to_owned(), field);
+                field
+            }
+        }))
     }
 }

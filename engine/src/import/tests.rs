@@ -845,6 +845,52 @@ fn events_load_per_day_and_replace_only_their_days() {
     assert_eq!(f.state(), before);
 }
 
+/// Event names in runs and alternating, one the mapping skips and one that makes no field
+/// path: every row of a bad name is reported (not only the first of its run), skipped names
+/// load nothing, and the others land on their own fields.
+#[test]
+fn event_names_in_runs_each_row_decided() {
+    let f = fixture(KeyKind::Str);
+    let csv = f.file(
+        "ev.csv",
+        "key,event,day\n\
+         u1,login,2026-11-25\n\
+         u2,login,2026-11-25\n\
+         u3,bad//name,2026-11-25\n\
+         u4,bad//name,2026-11-25\n\
+         u1,noise,2026-11-25\n\
+         u2,buy,2026-11-25\n\
+         u3,login,2026-11-25\n\
+         u4,buy,2026-11-25\n\
+         u5,bad//name,2026-11-25\n",
+    );
+    let mut o = ImportOptions::new(Shape::Events);
+    o.skip_bad_rows = true;
+    o.mapping = Mapping::from_toml("[fields.noise]\nskip = true\n").unwrap();
+    let s = f.import("d1", &[csv], &o).unwrap();
+    assert_eq!(s.skipped_rows(), 3, "{:?}", s.skipped);
+    let d25 = infer::days_from_civil(2026, 11, 25) as i32;
+    let snap = f.table.snapshot();
+    let members = |path: &str| -> BTreeSet<String> {
+        let b = snap
+            .field(path)
+            .unwrap()
+            .event_day_in(0, d25)
+            .unwrap()
+            .unwrap();
+        b.iter().map(|id| key_str(&snap, id)).collect()
+    };
+    assert_eq!(
+        members("login"),
+        BTreeSet::from(["u1", "u2", "u3"].map(String::from))
+    );
+    assert_eq!(
+        members("buy"),
+        BTreeSet::from(["u2", "u4"].map(String::from))
+    );
+    assert!(snap.field("noise").is_err());
+}
+
 #[test]
 fn a_stopped_import_publishes_nothing() {
     let f = fixture(KeyKind::Str);
