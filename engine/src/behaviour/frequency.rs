@@ -6,7 +6,8 @@
 //!   slices), restricted to the crowd, then split by its slices into the histogram; histograms
 //!   add up.
 //! - [`Crowd::active`]: users of the crowd who did an event in each day, week or month of a
-//!   range (DAU/WAU/MAU series), from unions of day bitmaps counted with `and_cardinality`.
+//!   range (DAU/WAU/MAU series), from unions of day bitmaps counted with `and_cardinality`
+//!   (a one-day period's stored bitmap in place; for everyone, a cardinality without the AND).
 
 use std::collections::BTreeMap;
 
