@@ -259,14 +259,6 @@ fn leaf(ids: Vec<u32>) -> impl Strategy<Value = Expr> {
         Just("games"),
         Just("knitting")
     ];
-    let op = prop_oneof![
-        Just(CmpOp::Eq),
-        Just(CmpOp::Ne),
-        Just(CmpOp::Lt),
-        Just(CmpOp::Le),
-        Just(CmpOp::Gt),
-        Just(CmpOp::Ge)
-    ];
     prop_oneof![
         Just(Expr::All),
         prop_oneof![Just("tag/a"), Just("tag/b"), Just("tag/c")].prop_map(|p| Expr::Field(path(p))),
@@ -290,16 +282,7 @@ fn leaf(ids: Vec<u32>) -> impl Strategy<Value = Expr> {
             values: cs.into_iter().map(s).collect(),
             negated,
         }),
-        (op, 0i64..80).prop_map(|(op, c)| Expr::Compare {
-            path: path("age"),
-            op,
-            value: Literal::Int(c)
-        }),
-        (0i64..80, 0i64..80).prop_map(|(a, b)| Expr::Between {
-            path: path("age"),
-            low: Literal::Int(a.min(b)),
-            high: Literal::Int(a.max(b)),
-        }),
+        age_comparison(),
         (interest.clone()).prop_map(|v| Expr::Has {
             path: path("interest"),
             mode: HasMode::One,
@@ -881,6 +864,30 @@ fn columns_and_bitmaps_agree_and_see_real_time_writes() {
     check_numeric(&snap, &m);
 }
 
+/// A comparison of `age` with any operator, or a `BETWEEN`, over and past the ages stored.
+fn age_comparison() -> impl Strategy<Value = Expr> + Clone {
+    let op = prop_oneof![
+        Just(CmpOp::Eq),
+        Just(CmpOp::Ne),
+        Just(CmpOp::Lt),
+        Just(CmpOp::Le),
+        Just(CmpOp::Gt),
+        Just(CmpOp::Ge)
+    ];
+    prop_oneof![
+        (op, 0i64..80).prop_map(|(op, c)| Expr::Compare {
+            path: path("age"),
+            op,
+            value: Literal::Int(c)
+        }),
+        (0i64..80, 0i64..80).prop_map(|(a, b)| Expr::Between {
+            path: path("age"),
+            low: Literal::Int(a.min(b)),
+            high: Literal::Int(a.max(b)),
+        }),
+    ]
+}
+
 /// An `AND` of stored operands (flags, values, unions of them), negated stored operands and
 /// age comparisons: the shape counted block by block.
 fn blockwise_and() -> impl Strategy<Value = Expr> {
@@ -909,30 +916,10 @@ fn blockwise_and() -> impl Strategy<Value = Expr> {
         stored.clone(),
         proptest::collection::vec(stored, 2..3).prop_map(Expr::Or),
     ];
-    let op = prop_oneof![
-        Just(CmpOp::Eq),
-        Just(CmpOp::Ne),
-        Just(CmpOp::Lt),
-        Just(CmpOp::Le),
-        Just(CmpOp::Gt),
-        Just(CmpOp::Ge)
-    ];
-    let comparison = prop_oneof![
-        (op, 0i64..80).prop_map(|(op, c)| Expr::Compare {
-            path: path("age"),
-            op,
-            value: Literal::Int(c)
-        }),
-        (0i64..80, 0i64..80).prop_map(|(a, b)| Expr::Between {
-            path: path("age"),
-            low: Literal::Int(a.min(b)),
-            high: Literal::Int(a.max(b)),
-        }),
-    ];
     (
         proptest::collection::vec(stored.clone(), 1..4),
         proptest::collection::vec(stored, 0..3),
-        proptest::collection::vec(comparison, 1..3),
+        proptest::collection::vec(age_comparison(), 1..3),
     )
         .prop_map(|(keep, drop, compare)| {
             let mut parts = keep;
