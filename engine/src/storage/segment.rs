@@ -277,9 +277,16 @@ impl SegmentWriter {
                 .map_err(|e| Error::io(&self.path, e))?;
         }
         file.sync_all().map_err(|e| Error::io(&self.path, e))?;
+        if self.pos >= HUGE_PAGE_WORTHY {
+            super::mapped::drop_cached_pages(&file);
+        }
         Ok(self.pos)
     }
 }
+
+/// Segments at least this large leave the page cache once written (see
+/// [`super::mapped::drop_cached_pages`]).
+const HUGE_PAGE_WORTHY: u64 = 32 << 20;
 
 /// Where [`SegmentWriter::add_streamed`] writes a blob's pieces.
 pub(crate) struct BlobSink<'w> {
