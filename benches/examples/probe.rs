@@ -42,7 +42,7 @@ fn main() {
                 reached = everyone.funnel(&q).unwrap()[0].reached.clone();
                 best = best.min(t.elapsed().as_secs_f64() * 1e3);
             }
-            println!("{best:8.2} ms  {reached:?}  funnel");
+            println!("{best:8.3} ms  {reached:?}  funnel");
             continue;
         }
         if let Some(gap) = text.strip_prefix("lookup:") {
@@ -75,7 +75,7 @@ fn main() {
                 best = best.min(t.elapsed().as_secs_f64() * 1e3);
             }
             assert!(out.iter().zip(&ids).all(|(o, &id)| *o == Some(id)));
-            println!("{best:8.2} ms  {:>9}  {text}", keys.len());
+            println!("{best:8.3} ms  {:>9}  {text}", keys.len());
             continue;
         }
         if let Some(event) = text.strip_prefix("active:") {
@@ -95,7 +95,7 @@ fn main() {
                 first = rows[0].users;
                 best = best.min(t.elapsed().as_secs_f64() * 1e3);
             }
-            println!("{best:8.2} ms  {first:>9}  {text}");
+            println!("{best:8.3} ms  {first:>9}  {text}");
             continue;
         }
         if let Some(event) = text.strip_prefix("freq:") {
@@ -120,7 +120,7 @@ fn main() {
                 users = young.frequency(event, days, measure).unwrap().crowd;
                 best = best.min(t.elapsed().as_secs_f64() * 1e3);
             }
-            println!("{best:8.2} ms  {users:>9}  {text}");
+            println!("{best:8.3} ms  {users:>9}  {text}");
             continue;
         }
         if let Some(expr) = text.strip_prefix("top:") {
@@ -135,7 +135,7 @@ fn main() {
                 best = best.min(t.elapsed().as_secs_f64() * 1e3);
             }
             let first = rows.first().map(|r| (r.path.as_str(), r.count));
-            println!("{best:8.2} ms  {first:?}  {text}");
+            println!("{best:8.3} ms  {first:?}  {text}");
             continue;
         }
         let crowd = snap.crowd_text(&text).unwrap();
@@ -146,7 +146,7 @@ fn main() {
             n = crowd.count().unwrap();
             best = best.min(t.elapsed().as_secs_f64() * 1e3);
         }
-        println!("{best:8.2} ms  {n:>9}  {text}");
+        println!("{best:8.3} ms  {n:>9}  {text}");
         if std::env::var_os("PROBE_EXPLAIN").is_some() {
             print!("{}", crowd.explain().unwrap().render());
         }

@@ -133,34 +133,50 @@ impl<'s> Crowd<'s> {
         // shard's id range; a one-day period is the stored day bitmap itself, counted in place,
         // never copied.
         let everyone = matches!(self.root, Node::All);
-        let parts: Vec<Vec<u64>> = (0..snap.shards())
-            .into_par_iter()
-            .map(|shard| -> Result<Vec<u64>> {
-                let crowd = if everyone {
-                    None
-                } else {
-                    Some(self.shard_bitmap(shard)?)
-                };
-                if crowd.as_ref().is_some_and(Bitmap::is_empty) {
-                    return Ok(vec![0; period_days.len()]);
-                }
-                let range = snap.shard_range(shard);
-                let count = |b: &Bitmap| match &crowd {
-                    Some(c) => b.and_cardinality(c),
-                    None => b.range_cardinality(range.clone()),
-                };
-                period_days
-                    .iter()
-                    .map(|d| {
-                        Ok(match d.as_slice() {
-                            [] => 0,
-                            &[day] => event.event_day_in(shard, day)?.map_or(0, count),
-                            days => count(&union_in(&event, shard, days, None)?),
-                        })
+        let per_shard = |shard: u32| -> Result<Vec<u64>> {
+            let crowd = if everyone {
+                None
+            } else {
+                Some(self.shard_bitmap(shard)?)
+            };
+            if crowd.as_ref().is_some_and(Bitmap::is_empty) {
+                return Ok(vec![0; period_days.len()]);
+            }
+            let range = snap.shard_range(shard);
+            // A day bitmap holds ids of its shard only, so its cardinality is the count;
+            // the range count (which ranks inside the boundary containers) is the fallback
+            // for any bitmap that reaches outside.
+            let count = |b: &Bitmap| match &crowd {
+                Some(c) => b.and_cardinality(c),
+                None => match (b.minimum(), b.maximum()) {
+                    (Some(lo), Some(hi)) if range.contains(&lo) && range.contains(&hi) => {
+                        b.cardinality()
+                    }
+                    _ => b.range_cardinality(range.clone()),
+                },
+            };
+            period_days
+                .iter()
+                .map(|d| {
+                    Ok(match d.as_slice() {
+                        [] => 0,
+                        &[day] => event.event_day_in(shard, day)?.map_or(0, count),
+                        days => count(&union_in(&event, shard, days, None)?),
                     })
-                    .collect()
-            })
-            .collect::<Result<_>>()?;
+                })
+                .collect()
+        };
+        // Counting stored days for everyone reads only container headers: microseconds, less
+        // than handing the shards to other threads costs. Anything else runs shard-parallel.
+        let in_place = everyone && period_days.iter().all(|d| d.len() <= 1);
+        let parts: Vec<Vec<u64>> = if in_place {
+            (0..snap.shards()).map(per_shard).collect::<Result<_>>()?
+        } else {
+            (0..snap.shards())
+                .into_par_iter()
+                .map(per_shard)
+                .collect::<Result<_>>()?
+        };
         Ok(starts
             .iter()
             .enumerate()
