@@ -2,7 +2,7 @@
 //! (best of 10, `N` to change), for quick measurements while tuning. The arguments `funnel`,
 //! `freq:login`, `freq:purchase` and `active:login` time those analyses of the behaviour
 //! benchmark instead; `lookup:G` (`lookup:random`) the key lookups of 1M users, every G-th in
-//! id order (scattered); and `top:<expression>` the top 20 tags by TGI of that crowd (the
+//! id order (scattered); `portrait` 1,000 portrait lookups; and `top:<expression>` the top 20 tags by TGI of that crowd (the
 //! engine benchmark's `top_20_of_1000_tags_by_tgi` is `top:interest/sports AND demographic/age < 35`):
 //!
 //! `PORTRAIT_BENCH_USERS=10000000 cargo run --release -p portrait-benches --example probe -- 'did(purchase, last 7 days) >= 2'`
@@ -121,6 +121,26 @@ fn main() {
                 best = best.min(t.elapsed().as_secs_f64() * 1e3);
             }
             println!("{best:8.3} ms  {users:>9}  {text}");
+            continue;
+        }
+        if text == "portrait" {
+            // One portrait lookup by key, cycling through 1,000 users as the engine benchmark does.
+            let keys: Vec<String> = (0..1000u32)
+                .map(|i| portrait_datagen::key(i * 7919 % snap.users()))
+                .collect();
+            let mut best = f64::MAX;
+            let mut values = 0;
+            for _ in 0..runs {
+                let t = Instant::now();
+                for k in &keys {
+                    values += snap
+                        .portrait(portrait_engine::KeyRef::Str(k))
+                        .unwrap()
+                        .len();
+                }
+                best = best.min(t.elapsed().as_secs_f64() * 1e3);
+            }
+            println!("{best:8.3} ms  {values:>9}  portrait x1000");
             continue;
         }
         if let Some(expr) = text.strip_prefix("top:") {

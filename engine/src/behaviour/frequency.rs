@@ -129,9 +129,8 @@ impl<'s> Crowd<'s> {
                     .collect()
             })
             .collect();
-        // When the crowd is everyone, a period's count is its union's cardinality within the
-        // shard's id range; a one-day period is the stored day bitmap itself, counted in place,
-        // never copied.
+        // When the crowd is everyone, a period's count is its union's cardinality; a one-day
+        // period is the stored day bitmap itself, counted in place, never copied.
         let everyone = matches!(self.root, Node::All);
         let per_shard = |shard: u32| -> Result<Vec<u64>> {
             let crowd = if everyone {
@@ -142,25 +141,28 @@ impl<'s> Crowd<'s> {
             if crowd.as_ref().is_some_and(Bitmap::is_empty) {
                 return Ok(vec![0; period_days.len()]);
             }
-            let range = snap.shard_range(shard);
-            // A day bitmap holds ids of its shard only, so its cardinality is the count;
-            // the range count (which ranks inside the boundary containers) is the fallback
-            // for any bitmap that reaches outside.
+            // A shard's day bitmaps hold ids of its existing users only (the loader and the
+            // real-time path file every user under its own shard), so for everyone a day's
+            // count is its bitmap's cardinality: a sum over container headers.
             let count = |b: &Bitmap| match &crowd {
                 Some(c) => b.and_cardinality(c),
-                None => match (b.minimum(), b.maximum()) {
-                    (Some(lo), Some(hi)) if range.contains(&lo) && range.contains(&hi) => {
-                        b.cardinality()
-                    }
-                    _ => b.range_cardinality(range.clone()),
-                },
+                None => b.cardinality(),
             };
+            // The one-day periods' bitmaps, found together.
+            let single: Vec<i32> = period_days
+                .iter()
+                .filter_map(|d| match d.as_slice() {
+                    &[day] => Some(day),
+                    _ => None,
+                })
+                .collect();
+            let mut single = event.event_days_in(shard, &single)?.into_iter();
             period_days
                 .iter()
                 .map(|d| {
                     Ok(match d.as_slice() {
                         [] => 0,
-                        &[day] => event.event_day_in(shard, day)?.map_or(0, count),
+                        [_] => single.next().flatten().map_or(0, count),
                         days => count(&union_in(&event, shard, days, None)?),
                     })
                 })

@@ -684,6 +684,42 @@ fn frequency_and_activity_match_the_model() {
 }
 
 #[test]
+fn days_found_together_are_the_days_found_one_by_one() {
+    let (_dir, db, _) = fixture();
+    let t = db.table("users").unwrap();
+    let snap = t.snapshot();
+    // Any order, repeats, days before and after the stored ones, negative days.
+    let strategy = (
+        0usize..3,
+        0u32..3,
+        prop::collection::vec(-5i32..SPAN + 5, 0..40),
+        any::<bool>(),
+    );
+    let mut runner = TestRunner::new(crate::testutil::proptest_config(100));
+    runner
+        .run(&strategy, |(e, shard, offsets, absolute)| {
+            let f = snap.field(EVENTS[e]).unwrap();
+            let days: Vec<i32> = offsets
+                .iter()
+                .map(|&o| if absolute { o } else { d0() + o })
+                .collect();
+            let together = f.event_days_in(shard, &days).unwrap();
+            prop_assert_eq!(together.len(), days.len());
+            for (&day, got) in days.iter().zip(together) {
+                let one = f.event_day_in(shard, day).unwrap();
+                prop_assert_eq!(
+                    got.map(|b| b.to_vec()),
+                    one.map(|b| b.to_vec()),
+                    "day {}",
+                    day
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
 fn event_loads_replace_days_keep_the_others_and_honour_the_horizon() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();

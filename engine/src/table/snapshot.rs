@@ -1037,6 +1037,42 @@ impl<'s> FieldRef<'s> {
         Ok(self.event_day_blob_in(shard, day)?.map(|b| b.bitmap))
     }
 
+    /// [`FieldRef::event_day_in`] for each of `days`: the field's stored days in the shard's
+    /// segment are located once, not searched for among all its blobs day by day.
+    pub fn event_days_in(&self, shard: u32, days: &[i32]) -> Result<Vec<Option<&'s Bitmap>>> {
+        self.expect(self.kind() == FieldKind::Event, "an event")?;
+        let Some(seg) = self
+            .segment(shard)
+            .filter(|_| self.overlay(shard).is_none())
+        else {
+            // Merged real-time days (or none stored): day by day.
+            return days.iter().map(|&d| self.event_day_in(shard, d)).collect();
+        };
+        let field = self.meta().id;
+        let stored = seg.range_of(field, Role::EventDay);
+        let mut next = stored.start;
+        let mut out = Vec::with_capacity(days.len());
+        for &day in days {
+            let Ok(key) = u32::try_from(day) else {
+                out.push(None);
+                continue;
+            };
+            // Ascending days walk the stored ones forward; a smaller day searches again.
+            if next > stored.start && seg.entry(next - 1).key.key >= key {
+                next = stored.start;
+            }
+            while next < stored.end && seg.entry(next).key.key < key {
+                next += 1;
+            }
+            out.push(if next < stored.end && seg.entry(next).key.key == key {
+                Some(seg.bitmap(next)?)
+            } else {
+                None
+            });
+        }
+        Ok(out)
+    }
+
     /// The BSI slices of `count - 1` for `day` in one shard, as `(bit, slice)`, ascending.
     pub fn event_count_slices_in(&self, shard: u32, day: i32) -> Result<Vec<(u32, &'s Bitmap)>> {
         Ok(self
