@@ -313,7 +313,7 @@ fn by_latest_start(
                 }
                 let w = (block - first) * BLOCK_WORDS;
                 for (i, n) in counts.iter_mut().enumerate() {
-                    *n += levels.reached(i, &mut out);
+                    *n += levels.take(i, &mut out);
                     if let Some(words) = users.get_mut(i) {
                         words[w..w + BLOCK_WORDS].copy_from_slice(&out);
                     }
@@ -332,8 +332,8 @@ fn by_latest_start(
 /// Blocks of a task of [`by_latest_start`].
 const LATEST_TASK_BLOCKS: usize = 4;
 
-/// Leaves in `levels` the latest starts of the users of block `key` reaching each step;
-/// false (and `levels` untouched) when the crowd has nobody there.
+/// Leaves in `levels` (empty) the latest starts of the users of block `key` reaching each
+/// step; false (and `levels` untouched) when the crowd has nobody there.
 fn latest_block(
     days: &Days<'_, '_>,
     key: u16,
@@ -379,7 +379,6 @@ fn latest_block(
             }
         }
     }
-    levels.clear();
     // While members update the levels, the next bitset is prefetched.
     let mut ahead: &[u8] = &[];
     let mut ahead_at = 0;

@@ -67,7 +67,8 @@ pub(crate) enum Members<'a> {
     Sorted(&'a [u8]),
 }
 
-/// Per step, the latest start of each user of one container block.
+/// Per step, the latest start of each user of one container block. They start empty, and
+/// are empty again once [`Levels::take`] has taken every step.
 pub(crate) struct Levels {
     /// 65,536 bytes per step.
     bytes: Box<[u8]>,
@@ -83,13 +84,8 @@ impl Levels {
         }
     }
 
-    /// Forgets every start, for the next block.
-    pub(crate) fn clear(&mut self) {
-        self.bytes.fill(0);
-    }
-
-    fn level(&self, i: usize) -> &[u8; USERS] {
-        self.bytes[i * USERS..(i + 1) * USERS]
+    fn level_mut(&mut self, i: usize) -> &mut [u8; USERS] {
+        (&mut self.bytes[i * USERS..(i + 1) * USERS])
             .try_into()
             .expect("a level")
     }
@@ -194,20 +190,24 @@ impl Levels {
     }
 
     /// The users holding a start of step `i`, as the 1,024 words of a block; returns how many.
-    pub(crate) fn reached(&self, i: usize, out: &mut [u64; BLOCK_WORDS]) -> u64 {
-        let level = self.level(i);
-        match self.simd {
+    /// Level `i` is left empty: once every level is taken, the levels are ready for the next
+    /// block.
+    pub(crate) fn take(&mut self, i: usize, out: &mut [u64; BLOCK_WORDS]) -> u64 {
+        let simd = self.simd;
+        let level = self.level_mut(i);
+        match simd {
             Simd::Portable => {
-                for (w, bytes) in out.iter_mut().zip(level.chunks_exact(64)) {
+                for (w, bytes) in out.iter_mut().zip(level.chunks_exact_mut(64)) {
                     *w = bytes
                         .iter()
                         .enumerate()
                         .fold(0, |w, (j, &b)| w | u64::from(b != 0) << j);
+                    bytes.fill(0);
                 }
             }
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Simd::Avx512` is only detected on CPUs with both features.
-            Simd::Avx512 => unsafe { avx512::reached(level, out) },
+            Simd::Avx512 => unsafe { avx512::take(level, out) },
         }
         out.iter().map(|w| u64::from(w.count_ones())).sum()
     }
@@ -217,7 +217,7 @@ impl Levels {
 mod avx512 {
     use std::arch::x86_64::{
         __m512i, _mm512_cmpge_epu8_mask, _mm512_loadu_si512, _mm512_mask_storeu_epi8,
-        _mm512_set1_epi8, _mm512_test_epi8_mask,
+        _mm512_set1_epi8, _mm512_setzero_si512, _mm512_storeu_si512, _mm512_test_epi8_mask,
     };
 
     use super::USERS;
@@ -253,11 +253,15 @@ mod avx512 {
     }
 
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) fn reached(level: &[u8; USERS], out: &mut [u64; BLOCK_WORDS]) {
+    pub(super) fn take(level: &mut [u8; USERS], out: &mut [u64; BLOCK_WORDS]) {
         for (g, w) in out.iter_mut().enumerate() {
             // SAFETY: bytes `64 * g..64 * g + 64` of `level`, `g < 1,024`.
-            let v = unsafe { _mm512_loadu_si512(level.as_ptr().add(64 * g).cast::<__m512i>()) };
-            *w = _mm512_test_epi8_mask(v, v);
+            unsafe {
+                let at = level.as_mut_ptr().add(64 * g).cast::<__m512i>();
+                let v = _mm512_loadu_si512(at);
+                *w = _mm512_test_epi8_mask(v, v);
+                _mm512_storeu_si512(at, _mm512_setzero_si512());
+            }
         }
     }
 }
