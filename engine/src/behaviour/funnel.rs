@@ -26,11 +26,13 @@
 //! bitmap word is the mask of 64 byte lanes), array containers member by member, and the
 //! blocks of a shard run as parallel tasks.
 //!
-//! When the days span more than [`latest::MAX_SPAN`] days, the chains are followed instead
-//! from each start day `s`: the users who did step 1 on `s` (within the crowd) are level 1;
-//! then for each day `t` from `s` to `s + window`, level `i` gains the users of level `i-1`
-//! who did step `i` on `t`; a user's best level over all starts is the answer. The levels of
-//! 4,096 users at a time stay in vector registers (see `follow`).
+//! When the days span more than [`latest::MAX_SPAN`] days, or the CPU lacks AVX-512BW (the
+//! portable levels apply bitsets member by member, about 4x slower on the benchmark), the
+//! chains are followed instead from each start day `s`: the users who did step 1 on `s`
+//! (within the crowd) are level 1; then for each day `t` from `s` to `s + window`, level `i`
+//! gains the users of level `i-1` who did step `i` on `t`; a user's best level over all
+//! starts is the answer. The levels of 4,096 users at a time stay in vector registers (see
+//! `follow`).
 
 use croaring::{Bitmap, Portable};
 use rayon::prelude::*;
@@ -198,8 +200,9 @@ struct Reached {
 /// Every (step, day) bitmap the funnel can touch is indexed in place (its containers found,
 /// nothing copied), then the shard is walked one container block (65,536 users) at a time,
 /// bitset and array containers read straight from the segment (see [`by_latest_start`], or
-/// [`by_chains`] for long spans of days). Memory traffic is one read of the stored day
-/// bitmaps; no shard-sized vector is written except the per-step results.
+/// [`by_chains`] for long spans of days and CPUs without AVX-512BW). Memory traffic is one
+/// read of the stored day bitmaps; no shard-sized vector is written except the per-step
+/// results.
 fn reached_in(
     steps: &[FieldRef<'_>],
     shard: u32,
@@ -249,8 +252,11 @@ fn reached_in(
         start_days,
         window: window as usize,
     };
-    if span <= latest::MAX_SPAN {
-        by_latest_start(&days, shard, &crowd_dir, Simd::detect(), &mut reached);
+    // Without AVX-512BW the levels take bitsets member by member, several times slower than
+    // the chains' vector passes on dense days.
+    let simd = Simd::detect();
+    if span <= latest::MAX_SPAN && simd != Simd::Portable {
+        by_latest_start(&days, shard, &crowd_dir, simd, &mut reached);
     } else {
         by_chains(&days, shard, &crowd_dir, &mut reached);
     }
