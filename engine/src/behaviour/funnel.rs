@@ -14,21 +14,35 @@
 //! users reaching *at least* step i, so they never grow from one step to the next.
 //!
 //! # Evaluation
-//! Per shard, for each start day `s`: the users who did step 1 on `s` (within the crowd) are
-//! level 1; then for each day `t` from `s` to `s + window`, level `i` gains the users of level
-//! `i-1` who did step `i` on `t` (levels are updated in step order, so one day can advance
-//! several steps). A user's best level over all starts is the answer; shards add up. The day
-//! bitmaps are read one container block at a time, bitsets in place, and the levels of 2,048
-//! users at a time stay in vector registers (see `reached_in`).
+//! Per shard, one container block (65,536 users) at a time, the way ClickHouse evaluates it:
+//! per user and step, the latest start day from which the user reached the step so far (a
+//! later start leaves more of the window, so it is the only one worth keeping). The stored
+//! (step, day) containers are applied once each, days in ascending order and steps in order
+//! within a day (so one day can advance several steps): step 1 on a start day sets the start
+//! of the crowd's users who did it; step `i` on day `t` gives the users who did it the start
+//! of step `i - 1`, if that start is on or after `t - window`. A user reaches a step when it
+//! holds a start for it at the end; shards add up. Starts are day offsets in a byte per user
+//! and step (see [`latest`]): bitset containers update 64 users at a time (with AVX-512BW a
+//! bitmap word is the mask of 64 byte lanes), array containers member by member, and the
+//! blocks of a shard run as parallel tasks.
+//!
+//! When the days span more than [`latest::MAX_SPAN`] days, or the CPU lacks AVX-512BW (the
+//! portable levels apply bitsets member by member, about 4x slower on the benchmark), the
+//! chains are followed instead from each start day `s`: the users who did step 1 on `s`
+//! (within the crowd) are level 1; then for each day `t` from `s` to `s + window`, level `i`
+//! gains the users of level `i-1` who did step `i` on `t`; a user's best level over all
+//! starts is the answer. The levels of 4,096 users at a time stay in vector registers (see
+//! `follow`).
 
 use croaring::{Bitmap, Portable};
 use rayon::prelude::*;
 
 use super::dense::Dense;
+use super::latest::{self, Levels, Members, Simd};
 use super::{DayRange, Split, event_field};
 use crate::SHARD_BITS;
 use crate::bitmap::dispatched;
-use crate::bitmap::portable::{BLOCK_WORDS, Blocks, Directory, chunk_at, word};
+use crate::bitmap::portable::{BLOCK_WORDS, Blocks, Cont, Directory, chunk_at, word};
 use crate::error::{Error, Result};
 use crate::query::Crowd;
 use crate::table::FieldRef;
@@ -184,12 +198,11 @@ struct Reached {
 /// vectors if `keep`.
 ///
 /// Every (step, day) bitmap the funnel can touch is indexed in place (its containers found,
-/// nothing copied). The shard is then walked one container block (65,536 users) at a time:
-/// bitset containers are read straight from the segment, array and run containers expanded
-/// into scratch blocks that stay in cache, and the chains followed 2,048 users at a time
-/// (32 words, in vector registers), start by start (see [`follow`]).
-/// Memory traffic is one read of the stored day bitmaps; no shard-sized vector is written
-/// except the per-step results.
+/// nothing copied), then the shard is walked one container block (65,536 users) at a time,
+/// bitset and array containers read straight from the segment (see [`by_latest_start`], or
+/// [`by_chains`] for long spans of days and CPUs without AVX-512BW). Memory traffic is one
+/// read of the stored day bitmaps; no shard-sized vector is written except the per-step
+/// results.
 fn reached_in(
     steps: &[FieldRef<'_>],
     shard: u32,
@@ -232,13 +245,187 @@ fn reached_in(
     let crowd_bytes = crowd.serialize::<Portable>();
     let crowd_dir = Directory::parse(&crowd_bytes)
         .map_err(|what| Error::corrupt("(memory)", format!("crowd bitmap: {what}")))?;
+    let days = Days {
+        dirs: &dirs,
+        span,
+        first_day,
+        start_days,
+        window: window as usize,
+    };
+    // Without AVX-512BW the levels take bitsets member by member, several times slower than
+    // the chains' vector passes on dense days.
+    let simd = Simd::detect();
+    if span <= latest::MAX_SPAN && simd != Simd::Portable {
+        by_latest_start(&days, shard, &crowd_dir, simd, &mut reached);
+    } else {
+        by_chains(&days, shard, &crowd_dir, &mut reached);
+    }
+    Ok(reached)
+}
+
+/// The stored day bitmaps a funnel reads in one shard.
+struct Days<'d, 'b> {
+    /// `dirs[i * span + t]`: step `i`'s users on day `first_day + t` (None: nobody, or not
+    /// needed).
+    dirs: &'d [Option<Directory<'b>>],
+    span: usize,
+    first_day: i32,
+    start_days: &'d [i32],
+    window: usize,
+}
+
+/// [`reached_in`] day by day, keeping per user and step the latest start that reaches it
+/// (see [`latest`]): each stored (step, day) container is applied once, in day order and step
+/// order within a day, bitsets 64 users at a time and arrays member by member; nothing is
+/// expanded but the rare run containers. The span of days must be at most
+/// [`latest::MAX_SPAN`]. Groups of [`LATEST_TASK_BLOCKS`] blocks run as parallel tasks, so
+/// that the cores share the last shards evenly.
+fn by_latest_start(
+    days: &Days<'_, '_>,
+    shard: u32,
+    crowd_dir: &Directory<'_>,
+    simd: Simd,
+    reached: &mut Reached,
+) {
+    let k = reached.counts.len();
+    let blocks = 1usize << (SHARD_BITS - 16);
+    let tasks = blocks.div_ceil(LATEST_TASK_BLOCKS);
+    // Each task's part of the users of every step, when kept.
+    let mut parts: Vec<Vec<&mut [u64]>> = (0..tasks).map(|_| Vec::with_capacity(k)).collect();
+    if let Some(users) = &mut reached.users {
+        for d in users.iter_mut() {
+            for (p, words) in parts
+                .iter_mut()
+                .zip(d.words.chunks_mut(LATEST_TASK_BLOCKS * BLOCK_WORDS))
+            {
+                p.push(words);
+            }
+        }
+    }
+    let counts: Vec<Vec<u64>> = parts
+        .into_par_iter()
+        .enumerate()
+        .map(|(task, mut users)| {
+            let first = task * LATEST_TASK_BLOCKS;
+            let range = first..(first + LATEST_TASK_BLOCKS).min(blocks);
+            let mut counts = vec![0u64; k];
+            let mut levels = Levels::new(k, simd);
+            let mut scratch = Blocks::default();
+            let mut out = [0u64; BLOCK_WORDS];
+            for block in range {
+                let key = ((shard << (SHARD_BITS - 16)) as usize + block) as u16;
+                if !latest_block(days, key, crowd_dir, &mut levels, &mut scratch) {
+                    continue;
+                }
+                let w = (block - first) * BLOCK_WORDS;
+                for (i, n) in counts.iter_mut().enumerate() {
+                    *n += levels.take(i, &mut out);
+                    if let Some(words) = users.get_mut(i) {
+                        words[w..w + BLOCK_WORDS].copy_from_slice(&out);
+                    }
+                }
+            }
+            counts
+        })
+        .collect();
+    for c in counts {
+        for (n, c) in reached.counts.iter_mut().zip(c) {
+            *n += c;
+        }
+    }
+}
+
+/// Blocks of a task of [`by_latest_start`].
+const LATEST_TASK_BLOCKS: usize = 4;
+
+/// Leaves in `levels` (empty) the latest starts of the users of block `key` reaching each
+/// step; false (and `levels` untouched) when the crowd has nobody there.
+fn latest_block(
+    days: &Days<'_, '_>,
+    key: u16,
+    crowd_dir: &Directory<'_>,
+    levels: &mut Levels,
+    scratch: &mut Blocks,
+) -> bool {
+    let span = days.span;
+    let k = days.dirs.len() / span;
+    if crowd_dir.get(key).is_none() {
+        return false;
+    }
+    let mut conts: Vec<Option<Cont<'_>>> = days
+        .dirs
+        .iter()
+        .map(|d| d.as_ref().and_then(|d| d.get(key)))
+        .collect();
+    // The crowd and the rare run containers are expanded into blocks, then read as bitsets.
+    let runs: Vec<usize> = (0..conts.len())
+        .filter(|&x| matches!(conts[x], Some(Cont::Run(_))))
+        .collect();
+    let mut expand: Vec<&Directory<'_>> = vec![crowd_dir];
+    expand.extend(
+        runs.iter()
+            .map(|&x| days.dirs[x].as_ref().expect("a container")),
+    );
+    let loaded = scratch.load(&expand, key);
+    let Some(crowd) = loaded[0] else {
+        return false;
+    };
+    for (&x, bytes) in runs.iter().zip(&loaded[1..]) {
+        conts[x] = bytes.map(Cont::Bitset);
+    }
+    // The updates in order: days, then steps (one day can advance several steps).
+    let mut updates: Vec<(usize, usize, Members<'_>)> = Vec::with_capacity(conts.len());
+    for t in 0..span {
+        for i in 0..k {
+            match conts[i * span + t] {
+                Some(Cont::Bitset(bytes)) => updates.push((t, i, Members::Words(bytes))),
+                Some(Cont::Array(values)) => updates.push((t, i, Members::Sorted(values))),
+                Some(Cont::Run(_)) => unreachable!("runs were expanded"),
+                None => {}
+            }
+        }
+    }
+    // While members update the levels, the next bitset is prefetched.
+    let mut ahead: &[u8] = &[];
+    let mut ahead_at = 0;
+    for (n, &(t, i, members)) in updates.iter().enumerate() {
+        if ahead_at <= n {
+            ahead_at = (n + 1..updates.len())
+                .find(|&m| matches!(updates[m].2, Members::Words(_)))
+                .unwrap_or(updates.len());
+            ahead = match updates.get(ahead_at) {
+                Some(&(_, _, Members::Words(bytes))) => bytes,
+                _ => &[],
+            };
+        }
+        // Day offsets plus one, at most `MAX_SPAN`.
+        let now = t + 1;
+        if i == 0 {
+            levels.start(members, crowd, now as u8);
+        } else {
+            // Starts on or after day `t - window` are recent enough.
+            let lo = now.saturating_sub(days.window).max(1);
+            levels.step(i, members, lo as u8, &mut ahead);
+        }
+    }
+    true
+}
+
+/// [`reached_in`] start by start, following the chains from each (see [`follow`]), for spans
+/// of days too long for [`by_latest_start`]: bitset containers are read in place, array and
+/// run containers expanded into scratch blocks that stay in cache.
+fn by_chains(days: &Days<'_, '_>, shard: u32, crowd_dir: &Directory<'_>, reached: &mut Reached) {
+    let k = reached.counts.len();
+    let (span, first_day) = (days.span, days.first_day);
+    let dirs = days.dirs;
     // The inputs of `Blocks::load`: the crowd, then every (step, day) with users.
     let present: Vec<usize> = (0..dirs.len()).filter(|&x| dirs[x].is_some()).collect();
-    let mut inputs: Vec<&Directory<'_>> = vec![&crowd_dir];
+    let mut inputs: Vec<&Directory<'_>> = vec![crowd_dir];
     inputs.extend(dirs.iter().flatten());
     let mut blocks = Blocks::default();
     let zero = [0u64; CHUNK];
-    let starts: Vec<usize> = start_days
+    let starts: Vec<usize> = days
+        .start_days
         .iter()
         .map(|&s| (s - first_day) as usize)
         .collect();
@@ -254,9 +441,9 @@ fn reached_in(
         let Some(crowd_block) = loaded[0] else {
             continue;
         };
-        let mut days: Vec<Option<&[u8]>> = vec![None; k * span];
+        let mut day_blocks: Vec<Option<&[u8]>> = vec![None; k * span];
         for (x, &at) in present.iter().zip(&loaded[1..]) {
-            days[*x] = at;
+            day_blocks[*x] = at;
         }
         for at in (0..BLOCK_WORDS).step_by(CHUNK) {
             let mut c = zero;
@@ -268,11 +455,11 @@ fn reached_in(
             }
             let chunk = Chunk {
                 crowd: &c,
-                days: &days,
+                days: &day_blocks,
                 at,
                 span,
                 starts: &starts,
-                window: window as usize,
+                window: days.window,
             };
             follow(&chunk, &mut levels, &mut best);
             for (n, b) in reached.counts.iter_mut().zip(&best) {
@@ -286,7 +473,6 @@ fn reached_in(
             }
         }
     }
-    Ok(reached)
 }
 
 /// Users followed together: 64 words (4,096 users). Measured faster than 32 words (which
@@ -457,8 +643,84 @@ mod tests {
             .collect()
     }
 
+    /// A bitmap of random users of the first two blocks (`density` in 1,000), as bitsets,
+    /// arrays, or runs.
+    fn users(seed: u64, density: u64, runs: bool) -> Bitmap {
+        let mut x = seed | 1;
+        let mut ids = Vec::new();
+        for id in 0..2 << 16 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x % 1000 < density {
+                ids.push(id);
+            }
+        }
+        let mut b = Bitmap::of(&ids);
+        if runs {
+            b.add_range(70_000..75_000);
+            b.run_optimize();
+        }
+        b
+    }
+
     proptest! {
         #![proptest_config(crate::testutil::proptest_config(24))]
+
+        /// Both evaluations, latest start per user (with every build of its kernels) and the
+        /// chains from each start, find the same users at every step.
+        #[test]
+        fn evaluations_agree(
+            k in 2usize..6,
+            last_start in 0usize..8,
+            window in 0usize..6,
+            seed in any::<u64>(),
+            densities in prop::collection::vec(prop_oneof![1u64..40, 40u64..600], 1..8),
+            missing in any::<u64>(),
+            start_days in any::<u64>(),
+            runs in any::<u64>(),
+            crowd_density in prop_oneof![Just(1000u64), 100u64..1000],
+        ) {
+            let span = last_start + window + 1;
+            let starts: Vec<i32> = (0..=last_start)
+                .filter(|&s| s == 0 || s == last_start || start_days >> s & 1 == 1)
+                .map(|s| s as i32)
+                .collect();
+            let bytes: Vec<Option<Vec<u8>>> = (0..k * span)
+                .map(|x| {
+                    let (i, t) = (x / span, x % span);
+                    let needed = i > 0 || starts.contains(&(t as i32));
+                    let present = missing >> (x % 64) & 1 == 0 || x == 0;
+                    let seed = seed.wrapping_add(x as u64 * 7919);
+                    let density = densities[x % densities.len()];
+                    (needed && present)
+                        .then(|| users(seed, density, runs >> (x % 64) & 1 == 1).serialize::<Portable>())
+                })
+                .collect();
+            let dirs: Vec<Option<Directory<'_>>> = bytes
+                .iter()
+                .map(|b| b.as_ref().map(|b| Directory::parse(b).unwrap()))
+                .collect();
+            let crowd = users(!seed, crowd_density, false).serialize::<Portable>();
+            let crowd = Directory::parse(&crowd).unwrap();
+            let days = Days { dirs: &dirs, span, first_day: 0, start_days: &starts, window };
+            let fresh = || Reached {
+                counts: vec![0; k],
+                users: Some((0..k).map(|_| Dense::zero()).collect()),
+            };
+            let mut want = fresh();
+            by_chains(&days, 0, &crowd, &mut want);
+            let mut simds = vec![Simd::Portable, Simd::detect()];
+            simds.dedup();
+            for simd in simds {
+                let mut got = fresh();
+                by_latest_start(&days, 0, &crowd, simd, &mut got);
+                prop_assert_eq!(&got.counts, &want.counts, "{:?}", simd);
+                for (g, w) in got.users.iter().flatten().zip(want.users.iter().flatten()) {
+                    prop_assert!(g.words == w.words, "{:?}", simd);
+                }
+            }
+        }
 
         /// Every build of the chain-following kernel (generic, AVX2, AVX-512; specialized by
         /// step count or not) gives the same levels.

@@ -19,6 +19,7 @@
 mod dense;
 pub mod frequency;
 pub mod funnel;
+mod latest;
 pub(crate) mod predicate;
 pub mod retention;
 #[cfg(test)]
