@@ -26,7 +26,8 @@
 //! `PORTRAIT_BENCH_USERS`, `PORTRAIT_BENCH_SECS` (measured seconds per load run, 10),
 //! `PORTRAIT_BENCH_CONCURRENCY` (64), `PORTRAIT_BENCH_CHANNELS` (4), `PORTRAIT_BENCH_RATE`
 //! (10,000), `PORTRAIT_BENCH_SERVER_THREADS` (one per core, as `portraitd`),
-//! `PORTRAIT_BENCH_CLIENT_THREADS` (2), `PORTRAIT_BENCH_LOG` (`info`, as `portraitd`).
+//! `PORTRAIT_BENCH_CLIENT_THREADS` (2), `PORTRAIT_BENCH_LOG` (`info`, as `portraitd`),
+//! `PORTRAIT_BENCH_IDLE_POLL_US` (0: off, as `portraitd`; see `portrait_server::idle_poll`).
 //! Without `--bench` (e.g. `cargo test --benches`) every phase runs briefly, as a smoke test.
 
 use std::hint::black_box;
@@ -74,6 +75,8 @@ struct Settings {
     server_threads: usize,
     client_threads: usize,
     log: String,
+    /// The server's idle-poll window (`--idle-poll-us`; zero: off, as `portraitd` by default).
+    idle_poll: Duration,
     /// Interleaved samples of each in-process / gRPC pair.
     pairs: usize,
     /// Run as `cargo bench` (otherwise: a brief smoke run).
@@ -103,6 +106,7 @@ impl Settings {
             client_threads: env_or("PORTRAIT_BENCH_CLIENT_THREADS", 2usize).max(1),
             log: std::env::var("PORTRAIT_BENCH_LOG")
                 .unwrap_or_else(|_| portrait_server::config::DEFAULT_LOG.to_owned()),
+            idle_poll: Duration::from_micros(env_or("PORTRAIT_BENCH_IDLE_POLL_US", 0u64)),
             pairs: if full { 3_000 } else { 20 },
             full,
         }
@@ -120,7 +124,7 @@ struct Server {
 impl Server {
     /// Serves `db` on a free loopback port, once its id dictionary is in memory (as `portraitd`
     /// does after `warm_up`, so that lookups run inline).
-    fn start(db: Arc<Database>, threads: usize) -> Self {
+    fn start(db: Arc<Database>, threads: usize, idle_poll: Duration) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .enable_all()
@@ -144,7 +148,9 @@ impl Server {
         }
         let bound = {
             let _entered = runtime.enter();
-            Bound::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind a loopback port")
+            Bound::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+                .expect("bind a loopback port")
+                .idle_poll(idle_poll)
         };
         let addr = bound.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -196,6 +202,9 @@ struct Cpu {
     client: Duration,
     /// Everything else (the load pacer, the main thread).
     other: Duration,
+    /// The server's idle-poll spinners (`portraitd-idle`), which run only on otherwise idle
+    /// cores: not work done for the lookups, so kept out of the per-lookup costs.
+    spin: Duration,
 }
 
 impl Cpu {
@@ -222,7 +231,9 @@ impl Cpu {
                 .filter_map(|&i| fields.get(i)?.parse::<u32>().ok())
                 .sum();
             let time = TICK * ticks;
-            if name.starts_with("portraitd") {
+            if name.starts_with("portraitd-idle") {
+                cpu.spin += time;
+            } else if name.starts_with("portraitd") {
                 cpu.server += time;
             } else if name.starts_with("bench-client") {
                 cpu.client += time;
@@ -238,6 +249,7 @@ impl Cpu {
             server: self.server.saturating_sub(earlier.server),
             client: self.client.saturating_sub(earlier.client),
             other: self.other.saturating_sub(earlier.other),
+            spin: self.spin.saturating_sub(earlier.spin),
         }
     }
 }
@@ -530,7 +542,7 @@ fn main() {
     let t = Instant::now();
     let dir = dataset_dir(s.users);
     let db = Arc::new(Database::open(&dir).expect("open the benchmark database"));
-    let server = Server::start(db.clone(), s.server_threads);
+    let server = Server::start(db.clone(), s.server_threads, s.idle_poll);
     eprintln!(
         "server on {} ({} workers) after {:.1?}",
         server.addr,
@@ -684,8 +696,21 @@ fn main() {
         cores
     );
     println!(
-        "server: {} tokio workers, log filter {:?}; client: portrait-client, {} tokio workers, {} connections (sequential calls: one more, on a current-thread runtime)",
-        s.server_threads, s.log, s.client_threads, s.channels
+        "server: {} tokio workers, log filter {:?}, idle poll {}; client: portrait-client, {} tokio workers, {} connections (sequential calls: one more, on a current-thread runtime)",
+        s.server_threads,
+        s.log,
+        if s.idle_poll.is_zero() {
+            "off".to_owned()
+        } else {
+            format!(
+                "{} µs (spinners used {:.2} cores in the closed loop, {:.2} in the open loop)",
+                s.idle_poll.as_micros(),
+                closed.cpu.spin.as_secs_f64() / closed.window.as_secs_f64(),
+                open.cpu.spin.as_secs_f64() / open.window.as_secs_f64()
+            )
+        },
+        s.client_threads,
+        s.channels
     );
     println!("load average (1, 5, 15 min): {load_before} before, {load_after} after");
     println!();

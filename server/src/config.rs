@@ -16,6 +16,7 @@
 //! shutdown_grace_secs = 10           # --shutdown-grace-secs, PORTRAIT_SHUTDOWN_GRACE_SECS
 //! wal_sync = "every-commit"          # --wal-sync, PORTRAIT_WAL_SYNC
 //! compact_after = 1000000            # --compact-after, PORTRAIT_COMPACT_AFTER
+//! idle_poll_us = 0                   # --idle-poll-us, PORTRAIT_IDLE_POLL_US (0: off)
 //!
 //! [limits]                           # file only; see `limits::Limits`
 //! members_batch_keys = 4096
@@ -42,6 +43,10 @@
 //! - `compact_after` is the number of pending real-time changes of a table that starts a
 //!   background compaction (folding them into segments and removing their log files); `0`
 //!   compacts only when asked (`IngestService/Compact`, `portrait admin compact`).
+//!
+//! `idle_poll_us` keeps one idle-priority spinner per core running for that many microseconds
+//! after each call, so that the next call does not wait for halted cores to wake up (see
+//! [`crate::idle_poll`]); off by default, Linux only.
 //!
 //! Restoring a backup: `--restore DIR` copies (or hard-links) the backup in `DIR`, written by
 //! `AdminService/Backup` (`portrait admin backup`), into `--data-dir` before the database opens,
@@ -72,6 +77,9 @@ pub const DEFAULT_LOG: &str = "info";
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// Default number of pending real-time changes of a table that starts a background compaction.
 pub const DEFAULT_COMPACT_AFTER: u64 = 1_000_000;
+
+/// Longest idle-poll window: one second.
+pub const MAX_IDLE_POLL_US: u64 = 1_000_000;
 
 /// When an acknowledged real-time write reaches the disk (the engine's `WalSync`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -117,6 +125,8 @@ pub struct Config {
     pub compact_after: u64,
     /// A backup to restore into the (empty) data directory before opening it.
     pub restore: Option<PathBuf>,
+    /// Microseconds the cores are kept awake after each call (0: off; see [`crate::idle_poll`]).
+    pub idle_poll_us: u64,
     /// Per-request limits.
     pub limits: Limits,
 }
@@ -134,6 +144,7 @@ impl Default for Config {
             wal_sync: WalSync::default(),
             compact_after: DEFAULT_COMPACT_AFTER,
             restore: None,
+            idle_poll_us: 0,
             limits: Limits::default(),
         }
     }
@@ -189,6 +200,10 @@ pub struct Args {
     /// Restore the backup in DIR into the data directory (which must be empty) before serving.
     #[arg(long, value_name = "DIR")]
     pub restore: Option<PathBuf>,
+    /// Keep the cores awake for US microseconds after each call with idle-priority spinners,
+    /// trading idle CPU time for latency; 0: off (Linux only) [default: 0].
+    #[arg(long, env = "PORTRAIT_IDLE_POLL_US", value_name = "US", value_parser = parse_count::<u64>)]
+    pub idle_poll_us: Option<u64>,
 }
 
 /// A count that may be written with `_` separators (`1_000_000`).
@@ -211,6 +226,7 @@ pub struct FileConfig {
     shutdown_grace_secs: Option<u64>,
     wal_sync: Option<WalSync>,
     compact_after: Option<u64>,
+    idle_poll_us: Option<u64>,
     limits: Option<Limits>,
 }
 
@@ -262,6 +278,10 @@ impl Config {
                 .or(file.compact_after)
                 .unwrap_or(d.compact_after),
             restore: args.restore,
+            idle_poll_us: args
+                .idle_poll_us
+                .or(file.idle_poll_us)
+                .unwrap_or(d.idle_poll_us),
             limits: file.limits.unwrap_or(d.limits),
         };
         config.validate()?;
@@ -277,6 +297,12 @@ impl Config {
             bail!(
                 "max_message_bytes must be at least 1024, got {}",
                 self.max_message_bytes
+            );
+        }
+        if self.idle_poll_us > MAX_IDLE_POLL_US {
+            bail!(
+                "idle_poll_us must be at most {MAX_IDLE_POLL_US} (one second), got {}",
+                self.idle_poll_us
             );
         }
         self.limits
@@ -370,6 +396,19 @@ mod tests {
         assert!(FileConfig::parse("wal_sync = \"always\"").is_err());
         assert!(FileConfig::parse("restore = \"/backups/monday\"").is_err());
         assert!(Args::try_parse_from(["portraitd", "--wal-sync", "never"]).is_err());
+    }
+
+    #[test]
+    fn idle_poll_from_file_and_flag_and_bounded() {
+        assert_eq!(Config::default().idle_poll_us, 0);
+        let file = FileConfig::parse("idle_poll_us = 200").unwrap();
+        let c = Config::merge(Args::default(), file.clone()).unwrap();
+        assert_eq!(c.idle_poll_us, 200);
+        let c = Config::merge(args(&["--idle-poll-us", "1_000"]), file).unwrap();
+        assert_eq!(c.idle_poll_us, 1000);
+        let long = FileConfig::parse("idle_poll_us = 1000001").unwrap();
+        let e = Config::merge(Args::default(), long).unwrap_err();
+        assert!(e.to_string().contains("idle_poll_us"), "{e}");
     }
 
     #[test]

@@ -21,11 +21,13 @@
 //! - [`limits`]: the per-request caps (batch sizes, export cap, expression size).
 //! - [`server`]: builds the services and runs them until SIGINT/SIGTERM.
 //! - [`demo`]: the `--demo` data set.
+//! - [`idle_poll`]: optional spinners that keep the cores awake between calls (`--idle-poll-us`).
 
 pub mod call;
 pub mod config;
 pub mod convert;
 pub mod demo;
+pub mod idle_poll;
 pub mod limits;
 pub mod observe;
 pub mod server;

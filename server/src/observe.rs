@@ -16,6 +16,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -26,21 +27,36 @@ use tonic::{Code, Status};
 use tower::{Layer, Service};
 use tracing::Span;
 
+use crate::idle_poll::IdlePoll;
+
 /// Header carrying the request id, in both directions.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Calls at least this slow are logged at `INFO` even when they succeed.
 const SLOW_CALL: Duration = Duration::from_secs(1);
 
-/// The tower layer; see the module documentation.
+/// The tower layer; see the module documentation. It also tells the idle-poll spinners, if
+/// any, when calls start and end (see [`crate::idle_poll`]).
 #[derive(Debug, Clone, Default)]
-pub struct RequestLogLayer;
+pub struct RequestLogLayer {
+    idle_poll: Option<Arc<IdlePoll>>,
+}
+
+impl RequestLogLayer {
+    /// A layer that also keeps `idle_poll`'s spinners spinning while calls come.
+    pub fn new(idle_poll: Option<Arc<IdlePoll>>) -> Self {
+        Self { idle_poll }
+    }
+}
 
 impl<S> Layer<S> for RequestLogLayer {
     type Service = RequestLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestLog { inner }
+        RequestLog {
+            inner,
+            idle_poll: self.idle_poll.clone(),
+        }
     }
 }
 
@@ -48,6 +64,7 @@ impl<S> Layer<S> for RequestLogLayer {
 #[derive(Debug, Clone)]
 pub struct RequestLog<S> {
     inner: S,
+    idle_poll: Option<Arc<IdlePoll>>,
 }
 
 /// The id of a request: the client's, or a fresh one.
@@ -114,6 +131,9 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let start = Instant::now();
+        if let Some(poll) = &self.idle_poll {
+            poll.touch();
+        }
         let mut id = request_id(req.headers());
         let span = tracing::info_span!(
             target: "portrait::rpc",
@@ -125,12 +145,17 @@ where
             let _entered = span.enter();
             self.inner.call(req)
         };
+        let idle_poll = self.idle_poll.clone();
         Box::pin(async move {
             let result = {
                 let span = span.clone();
                 tracing::Instrument::instrument(future, span).await
             };
-            let outcome = Outcome { span, start };
+            let outcome = Outcome {
+                span,
+                start,
+                idle_poll,
+            };
             match result {
                 Ok(response) => {
                     let (mut parts, body) = response.into_parts();
@@ -165,12 +190,16 @@ where
 struct Outcome {
     span: Span,
     start: Instant,
+    idle_poll: Option<Arc<IdlePoll>>,
 }
 
 impl Outcome {
     /// Logs the call with the status in `status` (trailers, or the headers of a trailers-only
     /// response; `None`: no status reached the client).
     fn log(self, status: Option<&HeaderMap>, note: &str) {
+        if let Some(poll) = &self.idle_poll {
+            poll.touch();
+        }
         let elapsed = self.start.elapsed();
         let micros = elapsed.as_micros() as u64;
         // The span carries the request id and the method.

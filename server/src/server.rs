@@ -26,6 +26,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
+use crate::idle_poll::IdlePoll;
 use crate::observe::RequestLogLayer;
 use crate::service::State;
 use crate::service::admin::AdminApi;
@@ -50,6 +51,7 @@ pub const SERVICE_NAMES: [&str; 6] = [
 pub struct Bound {
     incoming: TcpIncoming,
     addr: SocketAddr,
+    idle_poll: Duration,
 }
 
 impl Bound {
@@ -59,7 +61,17 @@ impl Bound {
             .with_context(|| format!("cannot listen on {addr}"))?
             .with_nodelay(Some(true));
         let addr = incoming.local_addr().context("no local address")?;
-        Ok(Self { incoming, addr })
+        Ok(Self {
+            incoming,
+            addr,
+            idle_poll: Duration::ZERO,
+        })
+    }
+
+    /// Keeps the cores awake for `window` after each call ([`crate::idle_poll`]); zero: never.
+    pub fn idle_poll(mut self, window: Duration) -> Self {
+        self.idle_poll = window;
+        self
     }
 
     /// The address actually bound.
@@ -76,6 +88,19 @@ impl Bound {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let m = max_message_bytes;
+        let idle_poll = if self.idle_poll.is_zero() {
+            None
+        } else {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let poll = IdlePoll::start(self.idle_poll, cores)
+                .context("cannot start the idle-poll threads (--idle-poll-us)")?;
+            tracing::info!(
+                window_us = self.idle_poll.as_micros() as u64,
+                threads = cores,
+                "idle polling on"
+            );
+            Some(Arc::new(poll))
+        };
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in SERVICE_NAMES {
             health
@@ -98,7 +123,7 @@ impl Bound {
             // thousands of small requests trips h2's flood protection, which closes the
             // connection and fails every call on it; with a bound, clients queue instead.
             .max_concurrent_streams(Some(256))
-            .layer(RequestLogLayer)
+            .layer(RequestLogLayer::new(idle_poll.clone()))
             .add_service(
                 CatalogServiceServer::new(CatalogApi::new(state.clone()))
                     .max_decoding_message_size(m)
@@ -259,7 +284,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .context("loading the demo data")??;
     }
-    let bound = Bound::bind(config.listen)?;
+    let bound = Bound::bind(config.listen)?.idle_poll(Duration::from_micros(config.idle_poll_us));
     let addr = bound.local_addr();
     tracing::info!(
         %addr,
