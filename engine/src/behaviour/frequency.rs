@@ -17,10 +17,12 @@ use rayon::prelude::*;
 use super::dense::{Dense, DenseCounter};
 use super::predicate::union_in;
 use super::{DayRange, Period, event_field};
+use crate::bitmap::portable;
 use crate::error::{Error, Result};
 use crate::expr::Measure;
 use crate::query::Crowd;
 use crate::query::plan::Node;
+use crate::table::EventBlob;
 
 /// How often the users of a crowd did an event in a window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,10 +145,15 @@ impl<'s> Crowd<'s> {
             }
             // A shard's day bitmaps hold ids of its existing users only (the loader and the
             // real-time path file every user under its own shard), so for everyone a day's
-            // count is its bitmap's cardinality: a sum over container headers.
+            // count is its bitmap's cardinality.
             let count = |b: &Bitmap| match &crowd {
                 Some(c) => b.and_cardinality(c),
                 None => b.cardinality(),
+            };
+            // A stored day's, read from its serialized header (one cache line).
+            let count_day = |b: EventBlob<'_>| match &crowd {
+                Some(c) => b.bitmap.and_cardinality(c),
+                None => portable::cardinality(b.bytes).unwrap_or_else(|| b.bitmap.cardinality()),
             };
             // The one-day periods' bitmaps, found together.
             let single: Vec<i32> = period_days
@@ -156,13 +163,13 @@ impl<'s> Crowd<'s> {
                     _ => None,
                 })
                 .collect();
-            let mut single = event.event_days_in(shard, &single)?.into_iter();
+            let mut single = event.event_day_blobs_in(shard, &single)?.into_iter();
             period_days
                 .iter()
                 .map(|d| {
                     Ok(match d.as_slice() {
                         [] => 0,
-                        [_] => single.next().flatten().map_or(0, count),
+                        [_] => single.next().flatten().map_or(0, count_day),
                         days => count(&union_in(&event, shard, days, None)?),
                     })
                 })

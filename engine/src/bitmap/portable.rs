@@ -122,6 +122,29 @@ pub(crate) fn set_range(words: &mut [u64], start: usize, end: usize) {
 /// (at a whole number of pages apart, they would compete for the ways of the same sets).
 const SCRATCH_STRIDE: usize = BLOCK_BYTES + 64;
 
+/// The cardinality of a serialized bitmap, from its descriptive header alone (every container's
+/// `cardinality - 1` sits there, runs included): one cache line for a shard's bitmap, without
+/// visiting its containers. `None` when the header is malformed or cut short.
+pub(crate) fn cardinality(bytes: &[u8]) -> Option<u64> {
+    let u32_at = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    let cookie = u32_at(0)?;
+    let (size, header_at) = if cookie & 0xFFFF == SERIAL_COOKIE {
+        let size = (cookie >> 16) as usize + 1;
+        (size, 4 + size.div_ceil(8))
+    } else if cookie == super::NO_RUN_COOKIE {
+        (u32_at(4)? as usize, 8)
+    } else {
+        return None;
+    };
+    let header = bytes.get(header_at..header_at.checked_add(size.checked_mul(4)?)?)?;
+    Some(
+        header
+            .chunks_exact(4)
+            .map(|e| u64::from(u16::from_le_bytes([e[2], e[3]])) + 1)
+            .sum(),
+    )
+}
+
 /// The containers of one serialized bitmap, by key.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Directory<'a> {
@@ -311,6 +334,18 @@ mod tests {
 
     proptest! {
         #![proptest_config(crate::testutil::proptest_config(64))]
+
+        #[test]
+        fn header_cardinality_is_the_bitmaps(b in bitmap_strategy()) {
+            let bytes = b.serialize::<Portable>();
+            prop_assert_eq!(cardinality(&bytes), Some(b.cardinality()));
+            // Cut inside the header: no answer rather than a wrong one.
+            for cut in [0, 3, 7, bytes.len().min(9)] {
+                if cut < bytes.len() && cut < 8 {
+                    prop_assert_eq!(cardinality(&bytes[..cut]), None);
+                }
+            }
+        }
 
         #[test]
         fn blocks_hold_exactly_the_members(bitmaps in prop::collection::vec(bitmap_strategy(), 1..4)) {

@@ -26,7 +26,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 pub use load::{Load, LoadField, LoadSummary};
-pub(crate) use snapshot::{CodeColumn, IntColumn};
+pub(crate) use snapshot::{CodeColumn, EventBlob, IntColumn};
 pub use snapshot::{FieldRef, TableSnapshot, Value};
 
 use crate::error::{Error, Result};

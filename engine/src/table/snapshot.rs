@@ -1040,13 +1040,29 @@ impl<'s> FieldRef<'s> {
     /// [`FieldRef::event_day_in`] for each of `days`: the field's stored days in the shard's
     /// segment are located once, not searched for among all its blobs day by day.
     pub fn event_days_in(&self, shard: u32, days: &[i32]) -> Result<Vec<Option<&'s Bitmap>>> {
+        Ok(self
+            .event_day_blobs_in(shard, days)?
+            .into_iter()
+            .map(|b| b.map(|b| b.bitmap))
+            .collect())
+    }
+
+    /// [`FieldRef::event_days_in`], each day as a view and its verified serialized bytes.
+    pub(crate) fn event_day_blobs_in(
+        &self,
+        shard: u32,
+        days: &[i32],
+    ) -> Result<Vec<Option<EventBlob<'s>>>> {
         self.expect(self.kind() == FieldKind::Event, "an event")?;
         let Some(seg) = self
             .segment(shard)
             .filter(|_| self.overlay(shard).is_none())
         else {
             // Merged real-time days (or none stored): day by day.
-            return days.iter().map(|&d| self.event_day_in(shard, d)).collect();
+            return days
+                .iter()
+                .map(|&d| self.event_day_blob_in(shard, d))
+                .collect();
         };
         let field = self.meta().id;
         let stored = seg.range_of(field, Role::EventDay);
@@ -1065,7 +1081,7 @@ impl<'s> FieldRef<'s> {
                 next += 1;
             }
             out.push(if next < stored.end && seg.entry(next).key.key == key {
-                Some(seg.bitmap(next)?)
+                Some(EventBlob::at(seg, next)?)
             } else {
                 None
             });
