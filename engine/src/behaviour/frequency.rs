@@ -152,8 +152,8 @@ impl<'s> Crowd<'s> {
             };
             // A stored day's, read from its serialized header (one cache line).
             let count_day = |b: EventBlob<'_>| match &crowd {
-                Some(c) => b.bitmap.and_cardinality(c),
-                None => portable::cardinality(b.bytes).unwrap_or_else(|| b.bitmap.cardinality()),
+                Some(_) => count(b.bitmap),
+                None => portable::cardinality(b.bytes).unwrap_or_else(|| count(b.bitmap)),
             };
             // The one-day periods' bitmaps, found together.
             let single: Vec<i32> = period_days
@@ -163,7 +163,7 @@ impl<'s> Crowd<'s> {
                     _ => None,
                 })
                 .collect();
-            let mut single = event.event_day_blobs_in(shard, &single)?.into_iter();
+            let mut single = event.event_days_in(shard, &single)?.into_iter();
             period_days
                 .iter()
                 .map(|d| {

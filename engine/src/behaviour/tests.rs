@@ -708,7 +708,7 @@ fn days_found_together_are_the_days_found_one_by_one() {
             for (&day, got) in days.iter().zip(together) {
                 let one = f.event_day_in(shard, day).unwrap();
                 prop_assert_eq!(
-                    got.map(|b| b.to_vec()),
+                    got.map(|b| b.bitmap.to_vec()),
                     one.map(|b| b.to_vec()),
                     "day {}",
                     day

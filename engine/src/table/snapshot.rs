@@ -1037,18 +1037,9 @@ impl<'s> FieldRef<'s> {
         Ok(self.event_day_blob_in(shard, day)?.map(|b| b.bitmap))
     }
 
-    /// [`FieldRef::event_day_in`] for each of `days`: the field's stored days in the shard's
-    /// segment are located once, not searched for among all its blobs day by day.
-    pub fn event_days_in(&self, shard: u32, days: &[i32]) -> Result<Vec<Option<&'s Bitmap>>> {
-        Ok(self
-            .event_day_blobs_in(shard, days)?
-            .into_iter()
-            .map(|b| b.map(|b| b.bitmap))
-            .collect())
-    }
-
-    /// [`FieldRef::event_days_in`], each day as a view and its verified serialized bytes.
-    pub(crate) fn event_day_blobs_in(
+    /// [`FieldRef::event_day_blob_in`] for each of `days`: the field's stored days in the
+    /// shard's segment are located once, not searched for among all its blobs day by day.
+    pub(crate) fn event_days_in(
         &self,
         shard: u32,
         days: &[i32],
