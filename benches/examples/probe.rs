@@ -1,6 +1,6 @@
 //! Times the count of each expression given on the command line on the benchmark dataset
 //! (best of 10, `N` to change), for quick measurements while tuning. The arguments `funnel`,
-//! `freq:login`, `freq:purchase` and `active:login` time those analyses of the behaviour
+//! `freq:login`, `freq:purchase`, `active:login` and `retention` time those analyses of the behaviour
 //! benchmark instead; `lookup:G` (`lookup:random`) the key lookups of 1M users, every G-th in
 //! id order (scattered); `portrait` 1,000 portrait lookups; and `top:<expression>` the top 20 tags by TGI of that crowd (the
 //! engine benchmark's `top_20_of_1000_tags_by_tgi` is `top:interest/sports AND demographic/age < 35`):
@@ -43,6 +43,31 @@ fn main() {
                 best = best.min(t.elapsed().as_secs_f64() * 1e3);
             }
             println!("{best:8.3} ms  {reached:?}  funnel");
+            continue;
+        }
+        if text == "retention" {
+            // The behaviour benchmark's 7-day retention of a day-0 login cohort.
+            let everyone = snap.crowd(&portrait_engine::Expr::All).unwrap();
+            let q = portrait_engine::behaviour::retention::RetentionQuery {
+                cohort_event: "login".into(),
+                return_event: "login".into(),
+                cohorts: portrait_engine::behaviour::DayRange::new(
+                    portrait_datagen::FIRST_EVENT_DAY,
+                    portrait_datagen::FIRST_EVENT_DAY,
+                ),
+                period: portrait_engine::behaviour::Period::Day,
+                periods: 7,
+                split: None,
+                reference: None,
+            };
+            let mut best = f64::MAX;
+            let mut retained = Vec::new();
+            for _ in 0..runs {
+                let t = Instant::now();
+                retained = everyone.retention(&q).unwrap()[0].retained.clone();
+                best = best.min(t.elapsed().as_secs_f64() * 1e3);
+            }
+            println!("{best:8.3} ms  {retained:?}  retention");
             continue;
         }
         if let Some(gap) = text.strip_prefix("lookup:") {

@@ -206,6 +206,11 @@ impl<'s> Split<'s> {
         Ok(Self { dim })
     }
 
+    /// Whether this is the single group of everyone (no dimension).
+    pub(crate) fn is_whole(&self) -> bool {
+        self.dim.is_none()
+    }
+
     /// The group names, in group order (`None`: the single group of everyone).
     pub(crate) fn names(&self) -> Vec<Option<String>> {
         match &self.dim {

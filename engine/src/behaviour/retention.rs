@@ -12,7 +12,11 @@
 //! - with a split dimension, each cohort row is computed per value of the dimension.
 //!
 //! Each shard computes its cohort and return bitmaps once per period and counts cells with the
-//! count-only kernel `and_cardinality`; shards run in parallel and their counts add up.
+//! count-only kernel `and_cardinality`; shards run in parallel and their counts add up. A
+//! one-day period is its stored day bitmap, used in place (never copied), and the cohorts of
+//! every user, unsplit, are counted without an AND with the crowd.
+
+use std::borrow::Cow;
 
 use croaring::Bitmap;
 use rayon::prelude::*;
@@ -21,6 +25,8 @@ use super::predicate::union_in;
 use super::{DayRange, Period, Split, event_field};
 use crate::error::{Error, Result};
 use crate::query::Crowd;
+use crate::query::plan::Node;
+use crate::table::FieldRef;
 
 /// A retention question.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,20 +141,21 @@ impl<'s> Crowd<'s> {
         let cohort_period_days: Vec<Vec<i32>> =
             starts.iter().map(|&c| days_of(cohort_days, c)).collect();
 
+        // Every user, unsplit: cohorts need no AND with the crowd.
+        let whole = matches!(self.root, Node::All) && split.is_whole();
         let per_shard: Vec<Vec<(u64, Vec<u64>)>> = (0..snap.shards())
             .into_par_iter()
             .map(|shard| -> Result<Vec<(u64, Vec<u64>)>> {
-                let crowd = self.shard_bitmap(shard)?;
-                let groups = split.groups(shard, &crowd)?;
-                let returns: Vec<Bitmap> = return_period_days
-                    .iter()
-                    .map(|days| union_in(&return_event, shard, days, None))
-                    .collect::<Result<_>>()?;
-                let mut out = Vec::with_capacity(starts.len() * groups.len());
-                for (ci, days) in cohort_period_days.iter().enumerate() {
-                    let cohort = union_in(&cohort_event, shard, days, None)?;
-                    for g in &groups {
-                        let members = cohort.and(g);
+                let groups = if whole {
+                    Vec::new()
+                } else {
+                    split.groups(shard, &self.shard_bitmap(shard)?)?
+                };
+                let returns = period_bitmaps(&return_event, shard, &return_period_days)?;
+                let cohorts = period_bitmaps(&cohort_event, shard, &cohort_period_days)?;
+                let mut out = Vec::with_capacity(starts.len() * groups.len().max(1));
+                for (ci, cohort) in cohorts.iter().enumerate() {
+                    let mut cell = |members: &Bitmap| {
                         let size = members.cardinality();
                         let retained = cell_periods[ci]
                             .iter()
@@ -161,6 +168,12 @@ impl<'s> Crowd<'s> {
                             })
                             .collect();
                         out.push((size, retained));
+                    };
+                    if whole {
+                        cell(cohort);
+                    }
+                    for g in &groups {
+                        cell(&cohort.and(g));
                     }
                 }
                 Ok(out)
@@ -189,4 +202,34 @@ impl<'s> Crowd<'s> {
         }
         Ok(rows)
     }
+}
+
+/// The users of `event` in `shard` on the days of each period (`days[p]` for period `p`): a
+/// one-day period's stored bitmap in place (the stored days found together), a longer
+/// period's union.
+fn period_bitmaps<'s>(
+    event: &FieldRef<'s>,
+    shard: u32,
+    days: &[Vec<i32>],
+) -> Result<Vec<Cow<'s, Bitmap>>> {
+    let single: Vec<i32> = days
+        .iter()
+        .filter_map(|d| match d.as_slice() {
+            &[day] => Some(day),
+            _ => None,
+        })
+        .collect();
+    let mut single = event.event_days_in(shard, &single)?.into_iter();
+    days.iter()
+        .map(|d| {
+            Ok(match d.as_slice() {
+                [] => Cow::Owned(Bitmap::new()),
+                [_] => single
+                    .next()
+                    .flatten()
+                    .map_or_else(|| Cow::Owned(Bitmap::new()), |b| Cow::Borrowed(b.bitmap)),
+                many => Cow::Owned(union_in(event, shard, many, None)?),
+            })
+        })
+        .collect()
 }
