@@ -510,6 +510,10 @@ pub(crate) trait Source {
     ) -> Result<bool>;
     /// Bytes of the file consumed so far (approximately).
     fn bytes_read(&self) -> u64;
+    /// The number of data rows the file holds, when its metadata says (Parquet).
+    fn rows_hint(&self) -> Option<u64> {
+        None
+    }
     /// Asks for `derive` to be applied to every batch from now on.
     fn derive(&mut self, derive: Derive);
 }
@@ -1413,6 +1417,10 @@ impl Source for ParquetSource {
                 Ok(true)
             }
         }
+    }
+
+    fn rows_hint(&self) -> Option<u64> {
+        u64::try_from(self.reader.metadata().file_metadata().num_rows()).ok()
     }
 
     fn bytes_read(&self) -> u64 {

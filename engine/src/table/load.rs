@@ -503,6 +503,22 @@ impl<'t> Load<'t> {
         }
     }
 
+    /// Makes room for `values` more values of the enum, set, int, decimal or timestamp
+    /// `field` (a hint: a bulk load that knows its row count stages without regrowing). Only a
+    /// hint: room the allocator refuses (a file claiming more rows than memory holds) is not
+    /// reserved, and staging then grows as it goes; flags and events ignore it.
+    pub fn reserve_values(&mut self, field: LoadField, values: u64) -> Result<()> {
+        let n = usize::try_from(values).unwrap_or(usize::MAX);
+        let f = self.staged(field)?;
+        // A refusal only means no head start.
+        let _ = match &mut f.data {
+            Staged::Ints(v) => v.try_reserve_exact(n),
+            Staged::Values { pairs, .. } => pairs.try_reserve_exact(n),
+            Staged::Flag(_) | Staged::Events(_) => Ok(()),
+        };
+        Ok(())
+    }
+
     /// Adds `(id, i)` pairs to the enum or set `field`, meaning "user `id` has value
     /// `values[i]`": the batched form of [`Load::value_id`] with [`Value::Str`], which looks each
     /// distinct value up once per call instead of once per pair.
@@ -1623,6 +1639,39 @@ mod tests {
     use super::{FORWARD_BLOCK, forward_index};
     use crate::storage::segment::Role;
     use crate::{Database, FieldKind, FieldSpec, KeyKind, Value, Write};
+
+    /// Reserving is only a hint: any size (even more than memory holds) is accepted, on every
+    /// kind of field, and what is staged afterwards is published unchanged.
+    #[test]
+    fn reserving_values_is_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path()).unwrap();
+        let t = db.create_table("users", KeyKind::U64).unwrap();
+        let mut load = t.load("v1").unwrap();
+        let age = load.field(FieldSpec::new("age", FieldKind::Int)).unwrap();
+        let city = load.field(FieldSpec::new("city", FieldKind::Enum)).unwrap();
+        let vip = load.field(FieldSpec::new("vip", FieldKind::Flag)).unwrap();
+        for (f, n) in [(age, u64::MAX), (city, 1 << 62), (vip, 10), (age, 3)] {
+            load.reserve_values(f, n).unwrap();
+        }
+        let ids: Vec<u32> = (0..3u64)
+            .map(|k| load.user(crate::KeyRef::U64(k)).unwrap())
+            .collect();
+        load.value_units(age, &[(ids[0], 30), (ids[2], 41)])
+            .unwrap();
+        load.value_codes(city, &["Paris"], &[(ids[1], 0)]).unwrap();
+        load.commit().unwrap();
+        let snap = t.snapshot();
+        let age = snap.field("age").unwrap();
+        assert_eq!(age.value_of(ids[0]).unwrap(), Some(Value::Int(30)));
+        assert_eq!(age.value_of(ids[1]).unwrap(), None);
+        assert_eq!(age.value_of(ids[2]).unwrap(), Some(Value::Int(41)));
+        let city = snap.field("city").unwrap();
+        assert_eq!(
+            city.value_of(ids[1]).unwrap(),
+            Some(Value::Str("Paris".into()))
+        );
+    }
 
     proptest! {
         #![proptest_config(crate::testutil::proptest_config(64))]
