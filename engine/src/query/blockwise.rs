@@ -10,9 +10,10 @@
 //! few users are left in the block, by reading those users' values from the stored column. A
 //! block is dropped as soon as nobody is left in it; the survivors are counted.
 //!
-//! It serves counts of an `AND` with at least one comparison and one stored operand. An operand
-//! of another kind, an operand with real-time changes in the shard, or an index without stored
-//! bytes leaves the count to the step pipeline (`None`).
+//! It serves counts of an `AND` with at least one comparison and one stored operand, and
+//! counts of `AND`s of three or more stored operands that the step pipeline would materialize
+//! (see [`count_blocks`]). An operand of another kind, an operand with real-time changes in the
+//! shard, or an index without stored bytes leaves the count to the step pipeline (`None`).
 
 use super::eval::{Shard, local_size};
 use super::plan::Node;
@@ -73,8 +74,9 @@ enum Resolved<'s> {
     Unsupported,
 }
 
-/// `|AND(pos) AND NOT(neg)|` in the shard, block by block; `None` when the operands are not
-/// all stored bitmaps and comparisons (see the module's documentation).
+/// `|AND(pos) AND NOT(neg)|` in the shard, block by block, for an `AND` with a comparison;
+/// `None` when the operands are not all stored bitmaps and comparisons (see the module's
+/// documentation) or none is a comparison.
 pub(super) fn count_and<'s>(
     pos: &[Node<'s>],
     neg: &[Node<'s>],
@@ -87,6 +89,20 @@ pub(super) fn count_and<'s>(
     {
         return Ok(None);
     }
+    count_blocks(pos, neg, s, column_users_per_slice)
+}
+
+/// [`count_and`] for any `AND` of stored operands and comparisons, comparison or not. The step
+/// pipeline counts an `AND` of two stored bitmaps with one count-only kernel, but for three or
+/// more it materializes the intersection of the first ones: in dense blocks whose
+/// intersection is sparse, turning a bitset back into an array costs more than intersecting
+/// and counting the block's words here.
+pub(super) fn count_blocks<'s>(
+    pos: &[Node<'s>],
+    neg: &[Node<'s>],
+    s: &Shard<'s>,
+    column_users_per_slice: u64,
+) -> Result<Option<u64>> {
     let (keep, drop, compare) = match resolve(pos, neg, s)? {
         Resolved::Count(n) => return Ok(Some(n)),
         Resolved::Unsupported => return Ok(None),

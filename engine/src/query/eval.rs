@@ -388,6 +388,17 @@ fn has_few_stored<'s>(pos: &[Node<'s>], s: &Shard<'s>) -> bool {
         .any(|n| local_size(n, s).saturating_mul(FEW_USERS_DIVISOR) < s.len())
 }
 
+/// A container holds a bitset above this share of its 65,536 users (4,096 of them).
+const BITSET_DIVISOR: u64 = 16;
+
+/// Whether every positive operand of an `AND` is dense enough for bitset containers (by
+/// [`shard_size`]).
+fn dense_positives<'s>(pos: &[Node<'s>], s: &Shard<'s>) -> bool {
+    pos.iter()
+        .filter(|n| !matches!(n, Node::All))
+        .all(|n| shard_size(n, s).saturating_mul(BITSET_DIVISOR) >= s.len())
+}
+
 /// `|node AND within|`, with a count-only kernel for stored leaves.
 fn count_within<'s>(node: &Node<'s>, s: &Shard<'s>, within: &Bitmap) -> Result<u64> {
     match stored(node, s)? {
@@ -424,7 +435,8 @@ pub(crate) fn count<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<u64> {
         Node::All => s.len(),
         Node::Empty => 0,
         Node::And { pos, neg } => {
-            if !has_few_stored(pos, s)
+            let few = has_few_stored(pos, s);
+            if !few
                 && let Some(n) = super::blockwise::count_and(
                     pos,
                     neg,
@@ -434,6 +446,20 @@ pub(crate) fn count<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<u64> {
             {
                 return Ok(n);
             }
+            // The step pipeline starts from the smallest positive operand: when even that one
+            // fills its blocks' bitsets, the intersections it materializes are dense, and the
+            // count goes block by block instead.
+            let blocks = || -> Result<Option<u64>> {
+                if few || !dense_positives(pos, s) {
+                    return Ok(None);
+                }
+                super::blockwise::count_blocks(
+                    pos,
+                    neg,
+                    s,
+                    super::blockwise::COLUMN_USERS_PER_SLICE,
+                )
+            };
             if neg.is_empty() {
                 if pos.len() == 1 {
                     return count(&pos[0], s);
@@ -447,7 +473,10 @@ pub(crate) fn count<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<u64> {
                         _ => 0,
                     });
                 }
-                count_steps(&steps(pos, neg, s), s)?
+                match blocks()? {
+                    Some(n) => n,
+                    None => count_steps(&steps(pos, neg, s), s)?,
+                }
             } else if negations_are_small(pos, neg, s) {
                 // |P AND NOT N| = |P| - |P AND N|: the first term by count-only kernels, the
                 // second evaluated from the (small) negated operands outwards.
@@ -462,8 +491,21 @@ pub(crate) fn count<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<u64> {
                     neg: Vec::new(),
                 };
                 count(&positive, s)? - count(&overlap, s)?
+            } else if let [p] = pos.as_slice()
+                && let [n] = neg.as_slice()
+                && let (Some(p), Some(n)) = (stored(p, s)?, stored(n, s)?)
+            {
+                // Two stored bitmaps: the count-only kernel.
+                match (p, n) {
+                    (Some(p), Some(n)) => p.andnot_cardinality(n),
+                    (Some(p), None) => p.cardinality(),
+                    _ => 0,
+                }
             } else {
-                count_steps(&steps(pos, neg, s), s)?
+                match blocks()? {
+                    Some(n) => n,
+                    None => count_steps(&steps(pos, neg, s), s)?,
+                }
             }
         }
         Node::Or(xs) if xs.len() == 2 => eval(&xs[0], s)?.or_cardinality(eval(&xs[1], s)?.as_ref()),
