@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use super::infer::{self, When};
 use super::keys::{self, KeyScratch, NO_ID};
 use super::mapping::MappedKind;
-use super::source::{Batch, Cell, ColumnInfo, Source, SourceType, Unit};
+use super::source::{Batch, Cell, ColumnInfo, Derive, Source, SourceType, Unit};
 use super::{BATCH_ROWS, Ctx};
 use crate::catalog::{FieldKind, validate_path};
 use crate::error::Result;
@@ -106,21 +106,30 @@ impl Events {
         {
             wanted[i] = true;
         }
+        // The decoding finds the runs of a user's rows and their ids, off this thread.
+        src.derive(Derive {
+            runs_of: Some(key),
+            groups_of: None,
+        });
+        src.find_keys(std::sync::Arc::new(load.base_keys()), key);
         let mut batch = Batch::default();
         let mut scratch = KeyScratch::default();
         let mut ids = Vec::new();
+        let mut run_ids = Vec::new();
         let mut any = false;
         while src.next(&wanted, BATCH_ROWS, &mut batch, ctx.bad)? {
             any = true;
-            keys::resolve(
-                load,
-                &batch,
-                0..batch.len(),
-                key,
-                ctx,
-                &mut scratch,
-                &mut ids,
-            )?;
+            if !keys::found_rows(&batch, &mut run_ids, &mut ids) {
+                keys::resolve(
+                    load,
+                    &batch,
+                    0..batch.len(),
+                    key,
+                    ctx,
+                    &mut scratch,
+                    &mut ids,
+                )?;
+            }
             self.rows_of(load, &batch, &ids, &l, ctx)?;
             ctx.advance(batch.len(), src)?;
         }

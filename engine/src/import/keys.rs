@@ -4,7 +4,7 @@ use super::source::{Batch, Cell, Col, Data};
 use super::{Ctx, import_error};
 use crate::error::Result;
 use crate::ids::{KeyKind, KeyRef};
-use crate::table::Load;
+use crate::table::{BaseKeys, Load};
 
 /// Marks a row whose key is unusable.
 pub(crate) const NO_ID: u32 = u32::MAX;
@@ -136,8 +136,75 @@ pub(crate) fn resolve(
     finish(load, ctx, &scratch.slots, &mut scratch.uniq_ids, &uniq, ids)
 }
 
+/// The ids of the runs' keys of `batch` (key column `col`, runs derived) among the table's
+/// users, found on a decoding worker, off the import's thread: `out` (reused) holds each run's
+/// id or `None` for a key that is not a user's. `None` when the keys are not of the table's
+/// kind as they stand, or some run's key is missing or invalid: the import's thread resolves
+/// such batches itself, reporting bad rows in order.
+pub(crate) fn find_runs(
+    base: &BaseKeys,
+    batch: &Batch,
+    col: usize,
+    mut out: Vec<Option<u32>>,
+) -> Option<Vec<Option<u32>>> {
+    let (_, starts) = batch.runs.split_last()?;
+    let key_col: &Col = &batch.cols[col];
+    out.clear();
+    let found = match (base.kind(), &key_col.data) {
+        (KeyKind::U64, Data::Int(_)) => {
+            let keys = batch
+                .run_keys
+                .as_ref()
+                .filter(|k| k.len() == starts.len())?;
+            if keys.iter().any(|&k| k < 0) {
+                return None;
+            }
+            base.find(keys.iter().map(|&k| KeyRef::U64(k as u64)), &mut out)
+        }
+        (KeyKind::Str, Data::Text(_) | Data::Coded(_)) => {
+            let mut keys = Vec::with_capacity(starts.len());
+            for &i in starts {
+                match key_col.cell(i as usize) {
+                    Cell::Text(b) => keys.push(KeyRef::Str(std::str::from_utf8(b).ok()?)),
+                    _ => return None,
+                }
+            }
+            base.find(keys, &mut out)
+        }
+        _ => return None,
+    };
+    found.ok().map(|()| out)
+}
+
+/// The runs' ids of `batch` into `run_ids` when a worker found every run's key among the
+/// table's users ([`find_runs`]); `false` otherwise.
+fn found_runs(batch: &Batch, run_ids: &mut Vec<u32>) -> bool {
+    let runs = batch.runs.len().saturating_sub(1);
+    match &batch.run_found {
+        Some(found) if runs > 0 && found.len() == runs && found.iter().all(Option::is_some) => {
+            run_ids.clear();
+            run_ids.extend(found.iter().flatten());
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Every row's id of `batch` into `ids` when a worker found every run's key among the table's
+/// users ([`find_runs`]); `false`, with `ids` cleared, otherwise.
+pub(crate) fn found_rows(batch: &Batch, run_ids: &mut Vec<u32>, ids: &mut Vec<u32>) -> bool {
+    ids.clear();
+    if !found_runs(batch, run_ids) {
+        return false;
+    }
+    for (w, &id) in batch.runs.windows(2).zip(run_ids.iter()) {
+        ids.extend(std::iter::repeat_n(id, (w[1] - w[0]) as usize));
+    }
+    ids.len() == batch.len()
+}
+
 /// [`resolve`] for a batch whose runs of equal keys were derived ([`Batch::runs`]): the id of
-/// each run into `run_ids`. `false`, with nothing resolved or reported, when some run's key is
+/// each run into `run_ids` (from the workers' [`find_runs`] when it found them all). `false`, with nothing resolved or reported, when some run's key is
 /// missing or invalid: [`resolve`] then goes row by row, reporting the bad rows in order.
 pub(crate) fn resolve_runs(
     load: &mut Load<'_>,
@@ -150,6 +217,9 @@ pub(crate) fn resolve_runs(
     let Some((_, starts)) = batch.runs.split_last() else {
         return Ok(false);
     };
+    if found_runs(batch, run_ids) {
+        return Ok(true);
+    }
     let key_col: &Col = &batch.cols[col];
     let kind = load.key_kind();
     if let (KeyKind::U64, Data::Int(_)) = (kind, &key_col.data) {

@@ -94,6 +94,8 @@ pub(crate) fn import(
             runs_of: Some(key),
             groups_of: Some(tag),
         });
+        // And the runs' ids, found there too.
+        src.find_keys(std::sync::Arc::new(load.base_keys()), key);
     }
     let mut batch = Batch::default();
     let mut scratch = KeyScratch::default();

@@ -24,6 +24,7 @@ use super::ordered::{Emit, Failed, Ordered};
 use super::pages::{self, Coded, DictColumn, IntColumn};
 use super::{FileType, import_error};
 use crate::error::Result;
+use crate::table::BaseKeys;
 
 /// What a column's values are, as its file says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,6 +251,9 @@ pub(crate) struct Batch {
     pub(crate) run_keys: Option<Vec<i64>>,
     /// What [`Derive`] asked for: the runs grouped by dictionary code.
     pub(crate) groups: Groups,
+    /// Each run's id among the table's users, if a worker found them
+    /// ([`Source::find_keys`], [`keys::find_runs`](super::keys::find_runs)).
+    pub(crate) run_found: Option<Vec<Option<u32>>>,
 }
 
 impl Batch {
@@ -516,6 +520,12 @@ pub(crate) trait Source {
     }
     /// Asks for `derive` to be applied to every batch from now on.
     fn derive(&mut self, derive: Derive);
+    /// Asks for the runs' keys of column `col` (runs derived) to be looked up among `base`
+    /// where the batches are decoded ([`Batch::run_found`]); sources that decode on the
+    /// import's own thread leave it to the import.
+    fn find_keys(&mut self, base: Arc<BaseKeys>, col: usize) {
+        let _ = (base, col);
+    }
 }
 
 /// Opens `path` as `file_type`.
@@ -747,6 +757,7 @@ struct ParquetSource {
     decoding: Option<Decoding>,
     bytes_done: u64,
     derive: Derive,
+    finder: Option<(Arc<BaseKeys>, usize)>,
 }
 
 /// The row groups of a file being decoded on worker threads ([`Ordered`]).
@@ -773,6 +784,7 @@ struct GroupPlan {
     wanted: Vec<bool>,
     max_rows: usize,
     derive: Derive,
+    finder: Option<(Arc<BaseKeys>, usize)>,
     /// Per row group with rows: its index in the file, its first row (0-based) and its rows.
     groups: Vec<(usize, u64, u64)>,
 }
@@ -971,6 +983,7 @@ impl ParquetSource {
             decoding: None,
             bytes_done: 0,
             derive: Derive::default(),
+            finder: None,
         })
     }
 
@@ -998,6 +1011,7 @@ impl ParquetSource {
             wanted: wanted.to_vec(),
             max_rows: max_rows.max(1),
             derive: self.derive,
+            finder: self.finder.clone(),
             groups: groups.clone(),
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -1044,6 +1058,10 @@ impl GroupPlan {
             }
             batch.rows.set_range(row + 1, n);
             self.derive.apply(&mut batch);
+            let reuse = batch.run_found.take().unwrap_or_default();
+            if let Some((base, col)) = &self.finder {
+                batch.run_found = super::keys::find_runs(base, &batch, *col, reuse);
+            }
             done += n as u64;
             if !emit.send(Ok(batch)) {
                 return;
@@ -1431,6 +1449,12 @@ impl Source for ParquetSource {
         // Batches already decoding keep what they were started with.
         if self.decoding.is_none() {
             self.derive = derive;
+        }
+    }
+
+    fn find_keys(&mut self, base: Arc<BaseKeys>, col: usize) {
+        if self.decoding.is_none() {
+            self.finder = Some((base, col));
         }
     }
 }

@@ -991,3 +991,96 @@ proptest! {
         prop_assert_eq!(f.values("city"), city);
     }
 }
+
+proptest! {
+    #![proptest_config(proptest_config(24))]
+
+    /// Long tag and event Parquet files naming users an earlier version loaded (whose ids the
+    /// decoding workers find) and new ones (which the import adds, in order of first
+    /// appearance), string and integer keys, sorted by tag (or day) then key or not, in row
+    /// groups of any size: every flag and event day holds exactly the model's keys, and the
+    /// new users come after the old in the order they first appear.
+    #[test]
+    fn files_of_known_and_new_users_match_the_model(
+        base in prop::collection::btree_set(0u32..400, 1..200),
+        rows in prop::collection::vec((0u32..500, 0u8..4), 1..600),
+        sorted in any::<bool>(),
+        ints in any::<bool>(),
+        group in 1usize..80,
+    ) {
+        let f = fixture(if ints { KeyKind::U64 } else { KeyKind::Str });
+        let key = |k: u32| if ints { k.to_string() } else { format!("u{k}") };
+        let users = f.file(
+            "users.csv",
+            &std::iter::once("key,n".to_owned())
+                .chain(base.iter().map(|&k| format!("{},{k}", key(k))))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        f.import("users", &[users], &wide()).unwrap();
+        let mut rows = rows;
+        if sorted {
+            rows.sort_by_key(|&(k, t)| (t, k));
+        }
+        let key_col = || -> Pq {
+            if ints {
+                Pq::I64(rows.iter().map(|r| Some(i64::from(r.0))).collect())
+            } else {
+                Pq::Str(rows.iter().map(|r| Some(key(r.0))).collect())
+            }
+        };
+        let key_type = if ints { "int64" } else { "binary" };
+        let key_ann = if ints { "" } else { " (UTF8)" };
+        let tags = f.path("tags.parquet");
+        write_parquet(
+            &tags,
+            &format!(
+                "message m {{ optional {key_type} key{key_ann}; optional binary tag (UTF8); }}"
+            ),
+            &[key_col(), Pq::Str(rows.iter().map(|r| Some(format!("tag{}", r.1))).collect())],
+            group,
+        );
+        let d0 = infer::days_from_civil(2026, 11, 1) as i32;
+        let events = f.path("events.parquet");
+        write_parquet(
+            &events,
+            &format!(
+                "message m {{ optional {key_type} key{key_ann}; optional binary event (UTF8); \
+                 optional int32 day (DATE); }}"
+            ),
+            &[
+                key_col(),
+                Pq::Str(rows.iter().map(|_| Some("login".to_owned())).collect()),
+                Pq::I32(rows.iter().map(|r| Some(d0 + i32::from(r.1))).collect()),
+            ],
+            group,
+        );
+        f.import("tags", &[tags], &long()).unwrap();
+        f.import("events", &[events], &ImportOptions::new(Shape::Events)).unwrap();
+
+        let mut flags: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut days: BTreeMap<i32, BTreeSet<String>> = BTreeMap::new();
+        let mut order: Vec<String> = base.iter().map(|&k| key(k)).collect();
+        for &(k, t) in &rows {
+            flags.entry(format!("tag{t}")).or_default().insert(key(k));
+            days.entry(d0 + i32::from(t)).or_default().insert(key(k));
+            if !base.contains(&k) && !order.contains(&key(k)) {
+                order.push(key(k));
+            }
+        }
+        let snap = f.table.snapshot();
+        let keys: Vec<String> = (0..snap.users()).map(|id| key_str(&snap, id)).collect();
+        prop_assert_eq!(keys, order);
+        for (tag, want) in &flags {
+            prop_assert_eq!(&f.flag_keys(tag), want);
+        }
+        let login = snap.field("login").unwrap();
+        for (&day, want) in &days {
+            let got: BTreeSet<String> = (0..snap.shards())
+                .filter_map(|s| login.event_day_in(s, day).unwrap())
+                .flat_map(|b| b.iter().map(|id| key_str(&snap, id)).collect::<Vec<_>>())
+                .collect();
+            prop_assert_eq!(&got, want);
+        }
+    }
+}
