@@ -32,8 +32,10 @@
 //! groups are decoded on worker threads, one per core, a few batches ahead of the import, which
 //! takes their batches in file order (`ordered`): rows, errors and bad rows come exactly as a
 //! sequential read gives them. Keys are
-//! resolved a batch at a time ([`Load::users_many`](crate::Load::users_many)), consecutive repeats of a key once; flags
-//! are gathered as sorted id batches into bitmaps.
+//! resolved a batch at a time ([`Load::users_many`](crate::Load::users_many)), consecutive repeats of a key once; for
+//! long and events Parquet files the workers already look the keys up among the users the table
+//! held before the load, so the import's thread resolves only batches holding new or bad keys.
+//! Flags are gathered as sorted id batches into bitmaps.
 //!
 //! # Inference
 //! Text columns (every CSV column, Parquet strings of long files) follow the rules of the
