@@ -31,7 +31,7 @@
 use std::hint::select_unpredictable;
 
 use crate::bitmap::portable::{BLOCK_BYTES, BLOCK_WORDS, word};
-use crate::ids::prefetch::prefetch_lines;
+use crate::ids::prefetch::{prefetch, prefetch_lines};
 
 /// Users of a container block, one byte of each level each.
 const USERS: usize = BLOCK_WORDS * 64;
@@ -83,6 +83,14 @@ impl<'a> Members<'a> {
         Members::Words {
             bytes: &bytes[..BLOCK_BYTES],
             at: 0,
+        }
+    }
+
+    /// Hints that the first of these members will be read at once.
+    fn prefetch_first(&self) {
+        match *self {
+            Members::Words { bytes, at } => prefetch(bytes, 8 * at),
+            Members::Sorted(values) => prefetch(values, 0),
         }
     }
 
@@ -152,7 +160,12 @@ impl Levels {
             u.members.prefetch_next();
         }
         for end in (1..=BLOCK_WORDS / SLICE_WORDS).map(|s| s * SLICE_WORDS * 64) {
-            for Update { t, i, members } in updates.iter_mut() {
+            for n in 0..updates.len() {
+                // The first line of the next container's slice into L1, from L2.
+                if let Some(next) = updates.get(n + 1) {
+                    next.members.prefetch_first();
+                }
+                let Update { t, i, members } = &mut updates[n];
                 // Day offsets plus one, at most `MAX_SPAN`.
                 let now = *t + 1;
                 if *i == 0 {
@@ -175,9 +188,9 @@ impl Levels {
         let crowd = &crowd[..BLOCK_BYTES];
         match did {
             Members::Sorted(values) => {
-                *values = for_members_below(values, end, level, |level, u| {
+                *values = for_members_below(values, end, level, |level, u, below| {
                     let member = crowd[u >> 3] >> (u & 7) & 1 == 1;
-                    level[u] = select_unpredictable(member, now, level[u]);
+                    level[u] = select_unpredictable(member & below, now, level[u]);
                 });
             }
             Members::Words { bytes, at } => {
@@ -210,9 +223,9 @@ impl Levels {
         let (prev, cur) = self.pair(i);
         match did {
             Members::Sorted(values) => {
-                *values = for_members_below(values, end, cur, |cur, u| {
+                *values = for_members_below(values, end, cur, |cur, u, below| {
                     let p = prev[u];
-                    cur[u] = select_unpredictable(p >= lo, p, cur[u]);
+                    cur[u] = select_unpredictable((p >= lo) & below, p, cur[u]);
                 });
             }
             Members::Words { bytes, at } => {
@@ -264,31 +277,41 @@ impl Levels {
 }
 
 /// Applies `f` to `levels` and each of the sorted members `values` below user `end`; returns
-/// the members from `end` on.
+/// the members from `end` on. `f` is also called with `false` on some members from `end`
+/// on, and must then leave the levels as they are: the members of a slice end in a group of
+/// eight with no branch per member (it would be mispredicted at every slice's end).
 #[inline(always)]
 fn for_members_below<'v, L: ?Sized>(
     mut values: &'v [u8],
     end: usize,
     levels: &mut L,
-    mut f: impl FnMut(&mut L, usize),
+    mut f: impl FnMut(&mut L, usize, bool),
 ) -> &'v [u8] {
     let user = |v: &[u8]| usize::from(u16::from_le_bytes([v[0], v[1]]));
-    // Eight members at a time while the eighth is below `end`, then one by one.
+    // Eight members at a time while the eighth is below `end`, then the eight that hold the
+    // end of the slice.
     while let Some(eight) = values.get(..16) {
         if user(&eight[14..]) >= end {
-            break;
+            let mut below = 0;
+            for v in eight.chunks_exact(2) {
+                let u = user(v);
+                f(levels, u, u < end);
+                below += usize::from(u < end);
+            }
+            return &values[2 * below..];
         }
         for v in eight.chunks_exact(2) {
-            f(levels, user(v));
+            f(levels, user(v), true);
         }
         values = &values[16..];
     }
+    // The last members of the container.
     while let Some(v) = values.get(..2) {
         let u = user(v);
         if u >= end {
             break;
         }
-        f(levels, u);
+        f(levels, u, true);
         values = &values[2..];
     }
     values
