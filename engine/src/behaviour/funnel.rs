@@ -23,8 +23,9 @@
 //! of step `i - 1`, if that start is on or after `t - window`. A user reaches a step when it
 //! holds a start for it at the end; shards add up. Starts are day offsets in a byte per user
 //! and step (see [`latest`]): bitset containers update 64 users at a time (with AVX-512BW a
-//! bitmap word is the mask of 64 byte lanes), array containers member by member, and the
-//! blocks of a shard run as parallel tasks.
+//! bitmap word is the mask of 64 byte lanes), array containers member by member, a slice of
+//! 4,096 users at a time (every container's members of a slice, then the next slice, so that
+//! the slice's bytes stay in L1), and the blocks of a shard run as parallel tasks.
 //!
 //! When the days span more than [`latest::MAX_SPAN`] days, or the CPU lacks AVX-512BW (the
 //! portable levels apply bitsets member by member, about 4x slower on the benchmark), the
@@ -38,7 +39,7 @@ use croaring::{Bitmap, Portable};
 use rayon::prelude::*;
 
 use super::dense::Dense;
-use super::latest::{self, Levels, Members, Simd};
+use super::latest::{self, Levels, Members, Simd, Update};
 use super::{DayRange, Split, event_field};
 use crate::SHARD_BITS;
 use crate::bitmap::dispatched;
@@ -374,40 +375,19 @@ fn latest_block(
         conts[x] = bytes.map(Cont::Bitset);
     }
     // The updates in order: days, then steps (one day can advance several steps).
-    let mut updates: Vec<(usize, usize, Members<'_>)> = Vec::with_capacity(conts.len());
+    let mut updates: Vec<Update<'_>> = Vec::with_capacity(conts.len());
     for t in 0..span {
         for i in 0..k {
-            match conts[i * span + t] {
-                Some(Cont::Bitset(bytes)) => updates.push((t, i, Members::Words(bytes))),
-                Some(Cont::Array(values)) => updates.push((t, i, Members::Sorted(values))),
+            let members = match conts[i * span + t] {
+                Some(Cont::Bitset(bytes)) => Members::words(bytes),
+                Some(Cont::Array(values)) => Members::Sorted(values),
                 Some(Cont::Run(_)) => unreachable!("runs were expanded"),
-                None => {}
-            }
-        }
-    }
-    // While members update the levels, the next bitset is prefetched.
-    let mut ahead: &[u8] = &[];
-    let mut ahead_at = 0;
-    for (n, &(t, i, members)) in updates.iter().enumerate() {
-        if ahead_at <= n {
-            ahead_at = (n + 1..updates.len())
-                .find(|&m| matches!(updates[m].2, Members::Words(_)))
-                .unwrap_or(updates.len());
-            ahead = match updates.get(ahead_at) {
-                Some(&(_, _, Members::Words(bytes))) => bytes,
-                _ => &[],
+                None => continue,
             };
-        }
-        // Day offsets plus one, at most `MAX_SPAN`.
-        let now = t + 1;
-        if i == 0 {
-            levels.start(members, crowd, now as u8);
-        } else {
-            // Starts on or after day `t - window` are recent enough.
-            let lo = now.saturating_sub(days.window).max(1);
-            levels.step(i, members, lo as u8, &mut ahead);
+            updates.push(Update { t, i, members });
         }
     }
+    levels.apply(&mut updates, crowd, days.window);
     true
 }
 

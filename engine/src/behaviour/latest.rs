@@ -17,18 +17,27 @@
 //! 64 users at a time with AVX-512BW, where a word of the bitmap is directly the mask of 64
 //! byte lanes (a masked store updates them); elsewhere member by member from the words.
 //!
+//! Users are independent, so [`Levels::apply`] takes the block in slices of 4,096 users, and
+//! applies every container's members of one slice before the next slice: the members of a
+//! sparse day are spread over the whole block, so applied container by container they read
+//! and write every cache line of two levels, from L2, for about one member per line.
+//!
 //! # Safety
 //! The only `unsafe` is in the AVX-512BW kernels: they run only where [`Simd::detect`] saw
 //! AVX-512F and AVX-512BW, and every load and store they make is of the 64 bytes at `64 * g`,
-//! `g < 1,024`, of a level (65,536 bytes).
+//! `g < 1,024` (checked by reading word `g` of a bitset block first), of a level (65,536
+//! bytes).
 
 use std::hint::select_unpredictable;
 
 use crate::bitmap::portable::{BLOCK_BYTES, BLOCK_WORDS, word};
-use crate::ids::prefetch::prefetch;
+use crate::ids::prefetch::{prefetch, prefetch_lines};
 
 /// Users of a container block, one byte of each level each.
 const USERS: usize = BLOCK_WORDS * 64;
+/// Words of a slice of a block: the containers are applied slice by slice (4,096 users), so
+/// that the levels' bytes of the slice stay in L1 (4 KiB per step).
+const SLICE_WORDS: usize = 64;
 /// The most days (from the first start day to the last day a step may happen) a funnel
 /// evaluated with these levels may span: a byte holds a day's offset plus one.
 pub(crate) const MAX_SPAN: usize = 255;
@@ -58,13 +67,52 @@ impl Simd {
     }
 }
 
-/// A day's users of a block, as a container holds them.
+/// A day's users of a block, as a container holds them; while they are applied slice by
+/// slice, those of the slices not applied yet.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Members<'a> {
-    /// 8,192 bytes: 1,024 little-endian words.
-    Words(&'a [u8]),
+    /// The 1,024 little-endian words of a bitset (8,192 bytes), of which words `at..` are left.
+    Words { bytes: &'a [u8], at: usize },
     /// Increasing little-endian `u16`s.
     Sorted(&'a [u8]),
+}
+
+impl<'a> Members<'a> {
+    /// The users of a bitset block of 8,192 bytes.
+    pub(crate) fn words(bytes: &'a [u8]) -> Self {
+        Members::Words {
+            bytes: &bytes[..BLOCK_BYTES],
+            at: 0,
+        }
+    }
+
+    /// Hints that the first of these members will be read at once.
+    fn prefetch_first(&self) {
+        match *self {
+            Members::Words { bytes, at } => prefetch(bytes, 8 * at),
+            Members::Sorted(values) => prefetch(values, 0),
+        }
+    }
+
+    /// Hints that the members of the next slice will be read soon. Into L2: a whole pass over
+    /// the block's containers comes first, and a container's members of one slice are too few
+    /// for the hardware prefetcher to follow.
+    fn prefetch_next(&self) {
+        match *self {
+            Members::Words { bytes, at } => prefetch_lines(bytes, 8 * at, 8 * (at + SLICE_WORDS)),
+            // About the members of a slice of the densest array containers (measured best
+            // among 128 to 1,024 bytes).
+            Members::Sorted(values) => prefetch_lines(values, 0, values.len().min(256)),
+        }
+    }
+}
+
+/// A container to apply: step `i`'s users on day `t` (an offset from the first day).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Update<'a> {
+    pub(crate) t: usize,
+    pub(crate) i: usize,
+    pub(crate) members: Members<'a>,
 }
 
 /// Per step, the latest start of each user of one container block. They start empty, and
@@ -99,26 +147,59 @@ impl Levels {
         )
     }
 
-    /// The users of `did` who are in `crowd` (a block of 8,192 bytes) start at `now`
-    /// (`1..=MAX_SPAN`).
-    pub(crate) fn start(&mut self, did: Members<'_>, crowd: &[u8], now: u8) {
+    /// Applies `updates` (days in order, steps in order within a day; see the module
+    /// documentation) with a window of `window` days, for the crowd `crowd` (a block of 8,192
+    /// bytes).
+    ///
+    /// They are applied slice by slice, each slice's members in that order: users are
+    /// independent, and the levels of a slice stay in L1 while every container's members of
+    /// the slice are applied, where a whole block's levels would be read from L2 for every
+    /// container.
+    pub(crate) fn apply(&mut self, updates: &mut [Update<'_>], crowd: &[u8], window: usize) {
+        for u in updates.iter() {
+            u.members.prefetch_next();
+        }
+        for end in (1..=BLOCK_WORDS / SLICE_WORDS).map(|s| s * SLICE_WORDS * 64) {
+            for n in 0..updates.len() {
+                // The first line of the next container's slice into L1, from L2.
+                if let Some(next) = updates.get(n + 1) {
+                    next.members.prefetch_first();
+                }
+                let Update { t, i, members } = &mut updates[n];
+                // Day offsets plus one, at most `MAX_SPAN`.
+                let now = *t + 1;
+                if *i == 0 {
+                    self.start(members, crowd, now as u8, end);
+                } else {
+                    // Starts on or after day `t - window` are recent enough.
+                    let lo = now.saturating_sub(window).max(1);
+                    self.step(*i, members, lo as u8, end);
+                }
+                members.prefetch_next();
+            }
+        }
+    }
+
+    /// The users of `did` below user `end` (the end of a slice) who are in `crowd` (a block
+    /// of 8,192 bytes) start at `now` (`1..=MAX_SPAN`); `did` is left with the others.
+    fn start(&mut self, did: &mut Members<'_>, crowd: &[u8], now: u8, end: usize) {
         let simd = self.simd;
         let level: &mut [u8; USERS] = (&mut self.bytes[..USERS]).try_into().expect("a level");
         let crowd = &crowd[..BLOCK_BYTES];
         match did {
             Members::Sorted(values) => {
-                for v in values.chunks_exact(2) {
-                    let u = usize::from(u16::from_le_bytes([v[0], v[1]]));
+                *values = for_members_below(values, end, level, |level, u, below| {
                     let member = crowd[u >> 3] >> (u & 7) & 1 == 1;
-                    level[u] = select_unpredictable(member, now, level[u]);
-                }
+                    level[u] = select_unpredictable(member & below, now, level[u]);
+                });
             }
-            Members::Words(did) => {
-                let did = &did[..BLOCK_BYTES];
+            Members::Words { bytes, at } => {
+                let words = *at..end / 64;
+                *at = words.end;
                 match simd {
                     Simd::Portable => {
-                        for g in 0..BLOCK_WORDS {
-                            let mut m = word(did, g) & word(crowd, g);
+                        for g in words {
+                            let mut m = word(bytes, g) & word(crowd, g);
                             while m != 0 {
                                 level[g * 64 + m.trailing_zeros() as usize] = now;
                                 m &= m - 1;
@@ -127,51 +208,33 @@ impl Levels {
                     }
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: `Simd::Avx512` is only detected on CPUs with both features.
-                    Simd::Avx512 => unsafe { avx512::start(level, did, crowd, now) },
+                    Simd::Avx512 => unsafe { avx512::start(level, bytes, crowd, now, words) },
                 }
             }
         }
     }
 
-    /// Step `i` (`1..`): the users of `did` whose start of step `i - 1` is at least `lo`
-    /// (`>= 1`) take it for step `i`.
-    ///
-    /// While sorted members are applied, the lines of `ahead` are prefetched, one for every
-    /// 16 members (and `ahead` shortened by them): the containers read next are short streams
-    /// scattered in memory, which the hardware prefetcher picks up only part way through.
-    pub(crate) fn step(&mut self, i: usize, did: Members<'_>, lo: u8, ahead: &mut &[u8]) {
+    /// Step `i` (`1..`): the users of `did` below user `end` (the end of a slice) whose start
+    /// of step `i - 1` is at least `lo` (`>= 1`) take it for step `i`; `did` is left with the
+    /// others.
+    fn step(&mut self, i: usize, did: &mut Members<'_>, lo: u8, end: usize) {
         debug_assert!(lo >= 1);
         let simd = self.simd;
         let (prev, cur) = self.pair(i);
         match did {
             Members::Sorted(values) => {
-                let user = |v: &[u8]| usize::from(u16::from_le_bytes([v[0], v[1]]));
-                // Four members at a time, their reads first: they are independent.
-                let mut quads = values.chunks_exact(8);
-                for (n, q) in (&mut quads).enumerate() {
-                    if n % 4 == 0 && !ahead.is_empty() {
-                        prefetch(ahead, 0);
-                        *ahead = ahead.get(64..).unwrap_or_default();
-                    }
-                    let u: [usize; 4] = std::array::from_fn(|j| user(&q[2 * j..]));
-                    let p: [u8; 4] = std::array::from_fn(|j| prev[u[j]]);
-                    let c: [u8; 4] = std::array::from_fn(|j| cur[u[j]]);
-                    for j in 0..4 {
-                        cur[u[j]] = select_unpredictable(p[j] >= lo, p[j], c[j]);
-                    }
-                }
-                for v in quads.remainder().chunks_exact(2) {
-                    let u = user(v);
+                *values = for_members_below(values, end, cur, |cur, u, below| {
                     let p = prev[u];
-                    cur[u] = select_unpredictable(p >= lo, p, cur[u]);
-                }
+                    cur[u] = select_unpredictable((p >= lo) & below, p, cur[u]);
+                });
             }
-            Members::Words(did) => {
-                let did = &did[..BLOCK_BYTES];
+            Members::Words { bytes, at } => {
+                let words = *at..end / 64;
+                *at = words.end;
                 match simd {
                     Simd::Portable => {
-                        for g in 0..BLOCK_WORDS {
-                            let mut m = word(did, g);
+                        for g in words {
+                            let mut m = word(bytes, g);
                             while m != 0 {
                                 let u = g * 64 + m.trailing_zeros() as usize;
                                 if prev[u] >= lo {
@@ -183,7 +246,7 @@ impl Levels {
                     }
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: `Simd::Avx512` is only detected on CPUs with both features.
-                    Simd::Avx512 => unsafe { avx512::step(prev, cur, did, lo) },
+                    Simd::Avx512 => unsafe { avx512::step(prev, cur, bytes, lo, words) },
                 }
             }
         }
@@ -213,6 +276,47 @@ impl Levels {
     }
 }
 
+/// Applies `f` to `levels` and each of the sorted members `values` below user `end`; returns
+/// the members from `end` on. `f` is also called with `false` on some members from `end`
+/// on, and must then leave the levels as they are: the members of a slice end in a group of
+/// eight with no branch per member (it would be mispredicted at every slice's end).
+#[inline(always)]
+fn for_members_below<'v, L: ?Sized>(
+    mut values: &'v [u8],
+    end: usize,
+    levels: &mut L,
+    mut f: impl FnMut(&mut L, usize, bool),
+) -> &'v [u8] {
+    let user = |v: &[u8]| usize::from(u16::from_le_bytes([v[0], v[1]]));
+    // Eight members at a time while the eighth is below `end`, then the eight that hold the
+    // end of the slice.
+    while let Some(eight) = values.get(..16) {
+        if user(&eight[14..]) >= end {
+            let mut below = 0;
+            for v in eight.chunks_exact(2) {
+                let u = user(v);
+                f(levels, u, u < end);
+                below += usize::from(u < end);
+            }
+            return &values[2 * below..];
+        }
+        for v in eight.chunks_exact(2) {
+            f(levels, user(v), true);
+        }
+        values = &values[16..];
+    }
+    // The last members of the container.
+    while let Some(v) = values.get(..2) {
+        let u = user(v);
+        if u >= end {
+            break;
+        }
+        f(levels, u, true);
+        values = &values[2..];
+    }
+    values
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::{
@@ -220,30 +324,46 @@ mod avx512 {
         _mm512_set1_epi8, _mm512_setzero_si512, _mm512_storeu_si512, _mm512_test_epi8_mask,
     };
 
+    use std::ops::Range;
+
     use super::USERS;
     use crate::bitmap::portable::{BLOCK_BYTES, BLOCK_WORDS, word};
 
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) fn start(level: &mut [u8; USERS], did: &[u8], crowd: &[u8], now: u8) {
+    pub(super) fn start(
+        level: &mut [u8; USERS],
+        did: &[u8],
+        crowd: &[u8],
+        now: u8,
+        words: Range<usize>,
+    ) {
         let (did, crowd) = (&did[..BLOCK_BYTES], &crowd[..BLOCK_BYTES]);
         let now = _mm512_set1_epi8(now as i8);
-        for g in 0..BLOCK_WORDS {
+        for g in words {
             let m = word(did, g) & word(crowd, g);
-            // SAFETY: bytes `64 * g..64 * g + 64` of `level`, `g < 1,024`.
+            // SAFETY: bytes `64 * g..64 * g + 64` of `level`: `word` above checked
+            // `g < 1,024`.
             unsafe { _mm512_mask_storeu_epi8(level.as_mut_ptr().add(64 * g).cast(), m, now) };
         }
     }
 
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) fn step(prev: &[u8; USERS], cur: &mut [u8; USERS], did: &[u8], lo: u8) {
+    pub(super) fn step(
+        prev: &[u8; USERS],
+        cur: &mut [u8; USERS],
+        did: &[u8],
+        lo: u8,
+        words: Range<usize>,
+    ) {
         let did = &did[..BLOCK_BYTES];
         let lo = _mm512_set1_epi8(lo as i8);
-        for g in 0..BLOCK_WORDS {
+        for g in words {
             let m = word(did, g);
             if m == 0 {
                 continue;
             }
-            // SAFETY: bytes `64 * g..64 * g + 64` of `prev` and `cur`, `g < 1,024`.
+            // SAFETY: bytes `64 * g..64 * g + 64` of `prev` and `cur`: `word` above checked
+            // `g < 1,024`.
             unsafe {
                 let p = _mm512_loadu_si512(prev.as_ptr().add(64 * g).cast::<__m512i>());
                 let take = m & _mm512_cmpge_epu8_mask(p, lo);
@@ -261,6 +381,120 @@ mod avx512 {
                 let v = _mm512_loadu_si512(at);
                 *w = _mm512_test_epi8_mask(v, v);
                 _mm512_storeu_si512(at, _mm512_setzero_si512());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Users of a block: random ones (`density` in 1,000), and each user next to a slice
+    /// boundary or an end of the block with probability one half.
+    fn users(seed: u64, density: u64) -> Vec<u16> {
+        let mut x = seed | 1;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let edges = (0..USERS / (SLICE_WORDS * 64))
+            .map(|s| s * SLICE_WORDS * 64)
+            .flat_map(|b| [b.saturating_sub(1), b, b + 1, b + 63, b + 64])
+            .chain([USERS - 1]);
+        let mut users: Vec<u16> = edges
+            .filter(|_| next() % 2 == 0)
+            .map(|u| u as u16)
+            .collect();
+        users.extend(
+            (0..USERS)
+                .filter(|_| next() % 1000 < density)
+                .map(|u| u as u16),
+        );
+        users.sort_unstable();
+        users.dedup();
+        users
+    }
+
+    fn bitset(users: &[u16]) -> Vec<u8> {
+        let mut bytes = vec![0u8; BLOCK_BYTES];
+        for &u in users {
+            bytes[usize::from(u) / 8] |= 1 << (u % 8);
+        }
+        bytes
+    }
+
+    proptest! {
+        #![proptest_config(crate::testutil::proptest_config(32))]
+
+        /// Days of containers applied slice by slice (bitsets and arrays, with every build of
+        /// the kernels, funnels of 2 to 8 steps) leave each step the users of a model applied
+        /// member by member, container by container; taking them leaves the levels empty.
+        #[test]
+        fn levels_agree_with_a_model(
+            k in 2usize..9,
+            span in 1usize..6,
+            window in 0usize..5,
+            seed in any::<u64>(),
+            densities in prop::collection::vec(prop_oneof![0u64..20, 20u64..500], 1..6),
+            kinds in any::<u64>(),
+            crowd_density in prop_oneof![Just(1000u64), 200u64..1000],
+        ) {
+            let (lists, crowd): (Vec<Vec<u16>>, Vec<u16>) = (
+                (0..k * span)
+                    .map(|x| users(seed.wrapping_add(x as u64 * 7919), densities[x % densities.len()]))
+                    .collect(),
+                users(!seed, crowd_density),
+            );
+            let crowd = bitset(&crowd);
+            let bitsets: Vec<Vec<u8>> = lists.iter().map(|l| bitset(l)).collect();
+            let arrays: Vec<Vec<u8>> = lists
+                .iter()
+                .map(|l| l.iter().flat_map(|u| u.to_le_bytes()).collect())
+                .collect();
+            // The model: per step, the latest start of each user.
+            let mut want = vec![vec![0u8; USERS]; k];
+            let mut updates = Vec::new();
+            for t in 0..span {
+                for i in 0..k {
+                    let x = i * span + t;
+                    let now = (t + 1) as u8;
+                    let lo = (t + 1).saturating_sub(window).max(1) as u8;
+                    for &u in &lists[x] {
+                        let u = usize::from(u);
+                        if i == 0 && crowd[u / 8] >> (u % 8) & 1 == 1 {
+                            want[0][u] = now;
+                        } else if i > 0 && want[i - 1][u] >= lo {
+                            want[i][u] = want[i - 1][u];
+                        }
+                    }
+                    let members = if kinds >> (x % 64) & 1 == 1 {
+                        Members::words(&bitsets[x])
+                    } else {
+                        Members::Sorted(&arrays[x])
+                    };
+                    updates.push(Update { t, i, members });
+                }
+            }
+            let mut simds = vec![Simd::Portable, Simd::detect()];
+            simds.dedup();
+            for simd in simds {
+                let mut levels = Levels::new(k, simd);
+                // Twice: the levels are empty again once every step is taken.
+                for _ in 0..2 {
+                    levels.apply(&mut updates.clone(), &crowd, window);
+                    let mut out = [0u64; BLOCK_WORDS];
+                    for (i, want) in want.iter().enumerate() {
+                        let n = levels.take(i, &mut out);
+                        let held: Vec<bool> = (0..USERS).map(|u| out[u / 64] >> (u % 64) & 1 == 1).collect();
+                        let wanted: Vec<bool> = want.iter().map(|&b| b != 0).collect();
+                        prop_assert!(held == wanted, "{:?}: step {}", simd, i);
+                        prop_assert_eq!(n, wanted.iter().filter(|&&b| b).count() as u64);
+                    }
+                }
             }
         }
     }
