@@ -15,7 +15,7 @@ use croaring::Bitmap;
 use rayon::prelude::*;
 
 use super::dense::{Dense, DenseCounter};
-use super::predicate::union_in;
+use super::predicate::{one_day_blobs, union_in};
 use super::{DayRange, Period, event_field};
 use crate::bitmap::portable;
 use crate::error::{Error, Result};
@@ -156,14 +156,7 @@ impl<'s> Crowd<'s> {
                 None => portable::cardinality(b.bytes).unwrap_or_else(|| count(b.bitmap)),
             };
             // The one-day periods' bitmaps, found together.
-            let single: Vec<i32> = period_days
-                .iter()
-                .filter_map(|d| match d.as_slice() {
-                    &[day] => Some(day),
-                    _ => None,
-                })
-                .collect();
-            let mut single = event.event_days_in(shard, &single)?.into_iter();
+            let mut single = one_day_blobs(&event, shard, &period_days)?;
             period_days
                 .iter()
                 .map(|d| {

@@ -12,7 +12,7 @@ use croaring::Bitmap;
 use super::dense::{Dense, DenseCounter};
 use crate::error::Result;
 use crate::expr::{CmpOp, Measure};
-use crate::table::{FieldRef, TableSnapshot};
+use crate::table::{EventBlob, FieldRef, TableSnapshot};
 
 /// What a planned `did(...)` tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +173,23 @@ pub(crate) fn holds(op: CmpOp, a: u64, b: u64) -> bool {
         CmpOp::Gt => a > b,
         CmpOp::Ge => a >= b,
     }
+}
+
+/// The stored days of the one-day periods among `periods` (each period's days), in period
+/// order, found together in one walk over the shard's stored days (`None`: nobody that day).
+pub(crate) fn one_day_blobs<'s>(
+    event: &FieldRef<'s>,
+    shard: u32,
+    periods: &[Vec<i32>],
+) -> Result<std::vec::IntoIter<Option<EventBlob<'s>>>> {
+    let days: Vec<i32> = periods
+        .iter()
+        .filter_map(|d| match d.as_slice() {
+            &[day] => Some(day),
+            _ => None,
+        })
+        .collect();
+    Ok(event.event_days_in(shard, &days)?.into_iter())
 }
 
 /// Users of the shard who did `event` on one of `days`, among `within` when given.

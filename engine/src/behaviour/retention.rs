@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use croaring::Bitmap;
 use rayon::prelude::*;
 
-use super::predicate::union_in;
+use super::predicate::{one_day_blobs, union_in};
 use super::{DayRange, Period, Split, event_field};
 use crate::error::{Error, Result};
 use crate::query::Crowd;
@@ -212,14 +212,7 @@ fn period_bitmaps<'s>(
     shard: u32,
     days: &[Vec<i32>],
 ) -> Result<Vec<Cow<'s, Bitmap>>> {
-    let single: Vec<i32> = days
-        .iter()
-        .filter_map(|d| match d.as_slice() {
-            &[day] => Some(day),
-            _ => None,
-        })
-        .collect();
-    let mut single = event.event_days_in(shard, &single)?.into_iter();
+    let mut single = one_day_blobs(event, shard, days)?;
     days.iter()
         .map(|d| {
             Ok(match d.as_slice() {
