@@ -106,12 +106,14 @@ impl Events {
         {
             wanted[i] = true;
         }
-        // The decoding finds the runs of a user's rows and their ids, off this thread.
-        src.derive(Derive {
-            runs_of: Some(key),
-            groups_of: None,
-        });
-        src.find_keys(std::sync::Arc::new(load.base_keys()), key);
+        // A source decoding on other threads finds the runs of a user's rows and their ids
+        // there, off this thread (the others would only find the runs, here, for nothing).
+        if src.find_keys(std::sync::Arc::new(load.base_keys()), key) {
+            src.derive(Derive {
+                runs_of: Some(key),
+                groups_of: None,
+            });
+        }
         let mut batch = Batch::default();
         let mut scratch = KeyScratch::default();
         let mut ids = Vec::new();

@@ -138,42 +138,59 @@ pub(crate) fn resolve(
 
 /// The ids of the runs' keys of `batch` (key column `col`, runs derived) among the table's
 /// users, found on a decoding worker, off the import's thread: `out` (reused) holds each run's
-/// id or `None` for a key that is not a user's. `None` when the keys are not of the table's
-/// kind as they stand, or some run's key is missing or invalid: the import's thread resolves
-/// such batches itself, reporting bad rows in order.
+/// id or `None` for a key that is not a user's. `None` when the keys need converting to the
+/// table's kind, or some run's key is missing or invalid: the import's thread resolves such
+/// batches itself, reporting bad rows in order.
 pub(crate) fn find_runs(
     base: &BaseKeys,
     batch: &Batch,
     col: usize,
     mut out: Vec<Option<u32>>,
 ) -> Option<Vec<Option<u32>>> {
+    let keys = plain_run_keys(base.kind(), batch, col)?;
+    out.clear();
+    base.find(keys, &mut out).ok()?;
+    Some(out)
+}
+
+/// Each run's key of `batch` (key column `col`, runs derived) for a table of `kind`, when the
+/// column holds the table's kind already: integers of an integer-keyed table (read with the
+/// runs) or strings of a string-keyed one. `None` for other columns, and when some run's key
+/// is missing or invalid.
+fn plain_run_keys(kind: KeyKind, batch: &Batch, col: usize) -> Option<Vec<KeyRef<'_>>> {
     let (_, starts) = batch.runs.split_last()?;
     let key_col: &Col = &batch.cols[col];
-    out.clear();
-    let found = match (base.kind(), &key_col.data) {
-        (KeyKind::U64, Data::Int(_)) => {
-            let keys = batch
-                .run_keys
-                .as_ref()
-                .filter(|k| k.len() == starts.len())?;
-            if keys.iter().any(|&k| k < 0) {
-                return None;
-            }
-            base.find(keys.iter().map(|&k| KeyRef::U64(k as u64)), &mut out)
-        }
-        (KeyKind::Str, Data::Text(_) | Data::Coded(_)) => {
-            let mut keys = Vec::with_capacity(starts.len());
-            for &i in starts {
-                match key_col.cell(i as usize) {
-                    Cell::Text(b) => keys.push(KeyRef::Str(std::str::from_utf8(b).ok()?)),
-                    _ => return None,
-                }
-            }
-            base.find(keys, &mut out)
-        }
-        _ => return None,
-    };
-    found.ok().map(|()| out)
+    match (kind, &key_col.data) {
+        (KeyKind::U64, Data::Int(_)) => batch
+            .run_keys
+            .as_ref()
+            .filter(|k| k.len() == starts.len())?
+            .iter()
+            .map(|&k| u64::try_from(k).ok().map(KeyRef::U64))
+            .collect(),
+        (KeyKind::Str, Data::Text(_) | Data::Coded(_)) => starts
+            .iter()
+            .map(|&i| match key_col.cell(i as usize) {
+                Cell::Text(b) => std::str::from_utf8(b).ok().map(KeyRef::Str),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
+/// The ids of `keys` into `out`, new keys added to the load; a key the table cannot take is an
+/// import error of the file.
+fn users_of(
+    load: &mut Load<'_>,
+    ctx: &Ctx<'_, '_>,
+    keys: &[KeyRef<'_>],
+    out: &mut Vec<u32>,
+) -> Result<()> {
+    load.users_many(keys, out).map_err(|e| match e {
+        crate::Error::InvalidArgument(m) => import_error(ctx.path, None, m),
+        other => other,
+    })
 }
 
 /// The runs' ids of `batch` into `run_ids` when a worker found every run's key among the
@@ -204,8 +221,9 @@ pub(crate) fn found_rows(batch: &Batch, run_ids: &mut Vec<u32>, ids: &mut Vec<u3
 }
 
 /// [`resolve`] for a batch whose runs of equal keys were derived ([`Batch::runs`]): the id of
-/// each run into `run_ids` (from the workers' [`find_runs`] when it found them all). `false`, with nothing resolved or reported, when some run's key is
-/// missing or invalid: [`resolve`] then goes row by row, reporting the bad rows in order.
+/// each run into `run_ids` (the workers' [`find_runs`], when they found them all). `false`,
+/// with nothing resolved or reported, when some run's key is missing or invalid: [`resolve`]
+/// then goes row by row, reporting the bad rows in order.
 pub(crate) fn resolve_runs(
     load: &mut Load<'_>,
     batch: &Batch,
@@ -222,24 +240,19 @@ pub(crate) fn resolve_runs(
     }
     let key_col: &Col = &batch.cols[col];
     let kind = load.key_kind();
-    if let (KeyKind::U64, Data::Int(_)) = (kind, &key_col.data) {
-        // Integer keys of an integer-keyed table, read with the runs.
-        let Some(keys) = batch.run_keys.as_ref().filter(|k| k.len() == starts.len()) else {
-            return Ok(false);
-        };
-        let mut uniq: Vec<KeyRef<'_>> = Vec::with_capacity(starts.len());
-        for &k in keys {
-            match u64::try_from(k) {
-                Ok(k) => uniq.push(KeyRef::U64(k)),
-                Err(_) => return Ok(false),
-            }
-        }
-        load.users_many(&uniq, run_ids).map_err(|e| match e {
-            crate::Error::InvalidArgument(m) => import_error(ctx.path, None, m),
-            other => other,
-        })?;
+    if let Some(uniq) = plain_run_keys(kind, batch, col) {
+        users_of(load, ctx, &uniq, run_ids)?;
         return Ok(true);
     }
+    if matches!(
+        (kind, &key_col.data),
+        (KeyKind::U64, Data::Int(_)) | (KeyKind::Str, Data::Text(_) | Data::Coded(_))
+    ) {
+        // Some run's key is missing or invalid.
+        return Ok(false);
+    }
+    // Keys to convert: integers of a string-keyed table (rendered in decimal first, so that
+    // the key references below can borrow them), strings of an integer-keyed one.
     scratch.text.clear();
     scratch.ends.clear();
     if kind == KeyKind::Str {
@@ -254,12 +267,10 @@ pub(crate) fn resolve_runs(
     let mut uniq: Vec<KeyRef<'_>> = Vec::with_capacity(starts.len());
     for (j, &i) in starts.iter().enumerate() {
         let key = match (kind, key_col.cell(i as usize)) {
-            (KeyKind::U64, Cell::Int(v)) => u64::try_from(v).ok().map(KeyRef::U64),
             (KeyKind::U64, Cell::Text(b)) => std::str::from_utf8(b)
                 .ok()
                 .and_then(|s| s.parse::<u64>().ok())
                 .map(KeyRef::U64),
-            (KeyKind::Str, Cell::Text(b)) => std::str::from_utf8(b).ok().map(KeyRef::Str),
             (KeyKind::Str, Cell::Int(_)) => {
                 let start = if j == 0 { 0 } else { scratch.ends[j - 1] };
                 Some(KeyRef::Str(&scratch.text[start..scratch.ends[j]]))
@@ -271,10 +282,7 @@ pub(crate) fn resolve_runs(
             None => return Ok(false),
         }
     }
-    load.users_many(&uniq, run_ids).map_err(|e| match e {
-        crate::Error::InvalidArgument(m) => import_error(ctx.path, None, m),
-        other => other,
-    })?;
+    users_of(load, ctx, &uniq, run_ids)?;
     Ok(true)
 }
 
@@ -287,10 +295,7 @@ fn finish(
     uniq: &[KeyRef<'_>],
     ids: &mut Vec<u32>,
 ) -> Result<()> {
-    load.users_many(uniq, uniq_ids).map_err(|e| match e {
-        crate::Error::InvalidArgument(m) => import_error(ctx.path, None, m),
-        other => other,
-    })?;
+    users_of(load, ctx, uniq, uniq_ids)?;
     ids.clear();
     ids.extend(slots.iter().map(|&s| {
         if s == NO_ID {

@@ -95,7 +95,7 @@ pub(crate) fn import(
             groups_of: Some(tag),
         });
         // And the runs' ids, found there too.
-        src.find_keys(std::sync::Arc::new(load.base_keys()), key);
+        let _ = src.find_keys(std::sync::Arc::new(load.base_keys()), key);
     }
     let mut batch = Batch::default();
     let mut scratch = KeyScratch::default();

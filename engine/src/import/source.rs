@@ -521,10 +521,11 @@ pub(crate) trait Source {
     /// Asks for `derive` to be applied to every batch from now on.
     fn derive(&mut self, derive: Derive);
     /// Asks for the runs' keys of column `col` (runs derived) to be looked up among `base`
-    /// where the batches are decoded ([`Batch::run_found`]); sources that decode on the
-    /// import's own thread leave it to the import.
-    fn find_keys(&mut self, base: Arc<BaseKeys>, col: usize) {
+    /// where the batches are decoded ([`Batch::run_found`]); `false` from sources that decode
+    /// on the import's own thread, which leave it to the import.
+    fn find_keys(&mut self, base: Arc<BaseKeys>, col: usize) -> bool {
         let _ = (base, col);
+        false
     }
 }
 
@@ -1452,10 +1453,13 @@ impl Source for ParquetSource {
         }
     }
 
-    fn find_keys(&mut self, base: Arc<BaseKeys>, col: usize) {
-        if self.decoding.is_none() {
-            self.finder = Some((base, col));
+    fn find_keys(&mut self, base: Arc<BaseKeys>, col: usize) -> bool {
+        // Batches already decoding keep what they were started with.
+        if self.decoding.is_some() {
+            return false;
         }
+        self.finder = Some((base, col));
+        true
     }
 }
 
