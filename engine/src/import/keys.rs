@@ -160,23 +160,29 @@ pub(crate) fn find_runs(
 fn plain_run_keys(kind: KeyKind, batch: &Batch, col: usize) -> Option<Vec<KeyRef<'_>>> {
     let (_, starts) = batch.runs.split_last()?;
     let key_col: &Col = &batch.cols[col];
+    // Sized up front: collecting into an `Option<Vec>` would grow the vector as it goes.
+    let mut keys = Vec::with_capacity(starts.len());
     match (kind, &key_col.data) {
-        (KeyKind::U64, Data::Int(_)) => batch
-            .run_keys
-            .as_ref()
-            .filter(|k| k.len() == starts.len())?
-            .iter()
-            .map(|&k| u64::try_from(k).ok().map(KeyRef::U64))
-            .collect(),
-        (KeyKind::Str, Data::Text(_) | Data::Coded(_)) => starts
-            .iter()
-            .map(|&i| match key_col.cell(i as usize) {
-                Cell::Text(b) => std::str::from_utf8(b).ok().map(KeyRef::Str),
-                _ => None,
-            })
-            .collect(),
-        _ => None,
+        (KeyKind::U64, Data::Int(_)) => {
+            let run_keys = batch
+                .run_keys
+                .as_ref()
+                .filter(|k| k.len() == starts.len())?;
+            for &k in run_keys {
+                keys.push(KeyRef::U64(u64::try_from(k).ok()?));
+            }
+        }
+        (KeyKind::Str, Data::Text(_) | Data::Coded(_)) => {
+            for &i in starts {
+                match key_col.cell(i as usize) {
+                    Cell::Text(b) => keys.push(KeyRef::Str(std::str::from_utf8(b).ok()?)),
+                    _ => return None,
+                }
+            }
+        }
+        _ => return None,
     }
+    Some(keys)
 }
 
 /// The ids of `keys` into `out`, new keys added to the load; a key the table cannot take is an
