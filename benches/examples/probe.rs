@@ -183,6 +183,18 @@ fn main() {
             println!("{best:8.3} ms  {first:?}  {text}");
             continue;
         }
+        if let Some(expr) = text.strip_prefix("sample:") {
+            // 1,000 members of the crowd, seed 7 (the comparison's `sample`).
+            let mut best = f64::MAX;
+            let mut keys = Vec::new();
+            for _ in 0..runs {
+                let t = Instant::now();
+                keys = snap.crowd_text(expr).unwrap().sample(1000, 7).unwrap();
+                best = best.min(t.elapsed().as_secs_f64() * 1e3);
+            }
+            println!("{best:8.3} ms  {:>9}  {text}", keys.len());
+            continue;
+        }
         let crowd = snap.crowd_text(&text).unwrap();
         let mut best = f64::MAX;
         let mut n = 0;

@@ -849,7 +849,9 @@ impl<'s> Crowd<'s> {
     }
 
     /// A deterministic sample of `n` members (all of them when the crowd is smaller): the same
-    /// seed on the same snapshot gives the same users. Only one shard's crowd is in memory at a time.
+    /// seed on the same snapshot gives the same users. The crowd is counted shard by shard, then
+    /// the shards holding a chosen rank are read again for its member (an `AND` of stored
+    /// bitmaps and comparisons block by block, without building its bitmap).
     pub fn sample(&self, n: usize, seed: u64) -> Result<Vec<crate::ids::Key>> {
         let counts: Vec<u64> = (0..self.snap.shards())
             .into_par_iter()
@@ -865,21 +867,35 @@ impl<'s> Crowd<'s> {
             .collect::<Result<_>>()?;
         let total: u64 = counts.iter().sum();
         let ranks = pick_ranks(total, n as u64, seed);
-        let mut ids = Vec::with_capacity(ranks.len());
-        let mut first = 0u64;
-        let mut ri = 0;
+        // The shards holding a chosen rank: (shard, rank of its first member, its ranks).
+        let mut picks = Vec::new();
+        let (mut first, mut ri) = (0u64, 0usize);
         for (s, &c) in counts.iter().enumerate() {
-            if ri < ranks.len() && ranks[ri] < first + c {
-                let b = self.shard_bitmap(s as u32)?;
-                while ri < ranks.len() && ranks[ri] < first + c {
-                    if let Some(id) = b.select((ranks[ri] - first) as u32) {
-                        ids.push(id);
-                    }
-                    ri += 1;
-                }
+            let from = ri;
+            while ri < ranks.len() && ranks[ri] < first + c {
+                ri += 1;
+            }
+            if ri > from {
+                picks.push((s as u32, first, &ranks[from..ri]));
             }
             first += c;
         }
+        // The shards are read on whichever core is free; their ids come back in shard order,
+        // so the sample is the same on any number of cores.
+        let per_shard: Vec<Vec<u32>> = picks
+            .into_par_iter()
+            .map(|(s, first, ranks)| {
+                let local: Vec<u64> = ranks.iter().map(|&r| r - first).collect();
+                let mut ids = Vec::with_capacity(local.len());
+                let shard = crate::query::eval::Shard {
+                    snap: self.snap,
+                    shard: s,
+                };
+                crate::query::eval::select(&self.root, &shard, &local, &mut ids)?;
+                Ok(ids)
+            })
+            .collect::<Result<_>>()?;
+        let ids: Vec<u32> = per_shard.into_iter().flatten().collect();
         let mut keys = Vec::with_capacity(ids.len());
         self.snap
             .for_each_key(ids, |_, k| keys.push(k.to_owned()))?;
@@ -914,7 +930,7 @@ fn kth(f: &FieldRef<'_>, crowd: &Bitmap, rank: u64) -> Result<Option<i64>> {
 }
 
 /// `n` distinct ranks in `0..total`, sorted, chosen by Floyd's algorithm with a seeded RNG.
-fn pick_ranks(total: u64, n: u64, seed: u64) -> Vec<u64> {
+pub(crate) fn pick_ranks(total: u64, n: u64, seed: u64) -> Vec<u64> {
     if n >= total {
         return (0..total).collect();
     }

@@ -59,10 +59,11 @@ impl ValueTest {
     }
 }
 
-/// What a shard makes of an `AND`: its count is known at once, or it is counted block by
-/// block, or it is left to the step pipeline.
+/// What a shard makes of an `AND`: nobody passes it, or it is read block by block, or it is
+/// left to the step pipeline.
 enum Resolved<'s> {
-    Count(u64),
+    /// Nobody in the shard passes an operand.
+    Nobody,
     Blocks {
         /// Stored operands, each the union of its bitmaps, sparsest first.
         keep: Vec<Vec<Directory<'s>>>,
@@ -103,9 +104,72 @@ pub(super) fn count_blocks<'s>(
     s: &Shard<'s>,
     column_users_per_slice: u64,
 ) -> Result<Option<u64>> {
+    let mut total = 0u64;
+    let done = for_each_block(pos, neg, s, column_users_per_slice, |_, words| {
+        total += popcount(words);
+        true
+    })?;
+    Ok(done.then_some(total))
+}
+
+/// Adds to `out` the ids of the members of `AND(pos) AND NOT(neg)` in the shard at `ranks`
+/// (0 is the shard's first member; sorted, distinct; ranks past the last member are skipped),
+/// reading the blocks as [`count_blocks`] does; `false` (and `out` untouched) when the operands
+/// are not all stored bitmaps and comparisons.
+pub(super) fn select_blocks<'s>(
+    pos: &[Node<'s>],
+    neg: &[Node<'s>],
+    s: &Shard<'s>,
+    ranks: &[u64],
+    out: &mut Vec<u32>,
+) -> Result<bool> {
+    let start = out.len();
+    let (mut before, mut next) = (0u64, 0usize);
+    let done = for_each_block(pos, neg, s, COLUMN_USERS_PER_SLICE, |key, words| {
+        let mut seen = before;
+        for (i, &w) in words.iter().enumerate() {
+            let n = u64::from(w.count_ones());
+            while next < ranks.len() && ranks[next] < seen + n {
+                let bit = nth_set_bit(w, (ranks[next] - seen) as u32);
+                out.push((u32::from(key) << 16) | (i as u32 * 64 + bit));
+                next += 1;
+            }
+            seen += n;
+        }
+        before = seen;
+        next < ranks.len()
+    })?;
+    if !done {
+        out.truncate(start);
+    }
+    Ok(done)
+}
+
+/// The position of the `n`-th (from 0) set bit of `w`, which has more than `n`.
+fn nth_set_bit(mut w: u64, n: u32) -> u32 {
+    for _ in 0..n {
+        w &= w - 1;
+    }
+    w.trailing_zeros()
+}
+
+fn popcount(words: &[u64; BLOCK_WORDS]) -> u64 {
+    words.iter().map(|w| u64::from(w.count_ones())).sum()
+}
+
+/// Calls `visit` with each block of the shard (its key and its 1,024 words) in which somebody
+/// is left after every operand, in key order, until it returns `false`; `false` when the
+/// operands are not all stored bitmaps and comparisons (nothing visited then).
+fn for_each_block<'s>(
+    pos: &[Node<'s>],
+    neg: &[Node<'s>],
+    s: &Shard<'s>,
+    column_users_per_slice: u64,
+    mut visit: impl FnMut(u16, &[u64; BLOCK_WORDS]) -> bool,
+) -> Result<bool> {
     let (keep, drop, compare) = match resolve(pos, neg, s)? {
-        Resolved::Count(n) => return Ok(Some(n)),
-        Resolved::Unsupported => return Ok(None),
+        Resolved::Nobody => return Ok(true),
+        Resolved::Unsupported => return Ok(false),
         Resolved::Blocks {
             keep,
             drop,
@@ -114,19 +178,18 @@ pub(super) fn count_blocks<'s>(
     };
     let range = s.snap.shard_range(s.shard);
     if range.is_empty() {
-        return Ok(Some(0));
+        return Ok(true);
     }
+    let Some((first, rest)) = keep.split_first() else {
+        return Ok(false);
+    };
     let mut words = vec![0u64; BLOCK_WORDS];
     let mut scratch = vec![0u64; BLOCK_WORDS];
     let words: &mut [u64; BLOCK_WORDS] = words.as_mut_slice().try_into().expect("a block");
     let scratch: &mut [u64; BLOCK_WORDS] = scratch.as_mut_slice().try_into().expect("a block");
     let mut blocks = Blocks::default();
-    let mut total = 0u64;
     'block: for key in range.start >> 16..=(range.end - 1) >> 16 {
         let key = key as u16;
-        let Some((first, rest)) = keep.split_first() else {
-            return Ok(None);
-        };
         if !load_union(first, key, words) {
             continue;
         }
@@ -145,9 +208,11 @@ pub(super) fn count_blocks<'s>(
                 continue 'block;
             }
         }
-        total += words.iter().map(|w| u64::from(w.count_ones())).sum::<u64>();
+        if !visit(key, words) {
+            break;
+        }
     }
-    Ok(Some(total))
+    Ok(true)
 }
 
 /// The operands of an `AND` in one shard.
@@ -167,7 +232,7 @@ fn resolve<'s>(pos: &[Node<'s>], neg: &[Node<'s>], s: &Shard<'s>) -> Result<Reso
             Node::Compare(..) | Node::Between(..) => match comparison(n, s)? {
                 Some(Some(c)) => compare.push((n.estimate(users), c)),
                 // Nobody in the shard passes it.
-                Some(None) => return Ok(Resolved::Count(0)),
+                Some(None) => return Ok(Resolved::Nobody),
                 None => return Ok(Resolved::Unsupported),
             },
             _ => {
@@ -176,7 +241,7 @@ fn resolve<'s>(pos: &[Node<'s>], neg: &[Node<'s>], s: &Shard<'s>) -> Result<Reso
                     return Ok(Resolved::Unsupported);
                 }
                 if bytes.is_empty() {
-                    return Ok(Resolved::Count(0));
+                    return Ok(Resolved::Nobody);
                 }
                 let Some(dirs) = parse(bytes) else {
                     return Ok(Resolved::Unsupported);

@@ -429,6 +429,29 @@ fn count_steps<'s>(steps: &[Step<'_, 's>], s: &Shard<'s>) -> Result<u64> {
     })
 }
 
+/// Adds to `out` the ids of the shard's members of `node` at `ranks` (sorted, distinct; 0 is
+/// the shard's first member; ranks past its last member are skipped). An `AND` of stored
+/// bitmaps and comparisons is read block by block, nothing materialized.
+pub(crate) fn select<'s>(
+    node: &Node<'s>,
+    s: &Shard<'s>,
+    ranks: &[u64],
+    out: &mut Vec<u32>,
+) -> Result<()> {
+    if let Node::And { pos, neg } = node
+        && super::blockwise::select_blocks(pos, neg, s, ranks, out)?
+    {
+        return Ok(());
+    }
+    let b = eval(node, s)?;
+    out.extend(
+        ranks
+            .iter()
+            .map_while(|&r| u32::try_from(r).ok().and_then(|r| b.select(r))),
+    );
+    Ok(())
+}
+
 /// The number of users of `node` in the shard, materializing as little as possible.
 pub(crate) fn count<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<u64> {
     Ok(match node {

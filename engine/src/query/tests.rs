@@ -409,13 +409,21 @@ fn crowd_operations_match_the_naive_evaluator() {
                     })
                     .collect();
                 prop_assert_eq!(got, expect.iter().map(|&i| key(i)).collect::<Vec<_>>());
-                // Samples are members, distinct, deterministic.
-                let sample = crowd.sample(5, seed).unwrap();
-                prop_assert_eq!(sample.len() as u64, m.count(&want).min(5));
-                prop_assert_eq!(&sample, &crowd.sample(5, seed).unwrap());
+                // Samples are members, distinct, deterministic: the members at the seed's ranks,
+                // in id order, over every shard.
+                let sample = crowd.sample(40, seed).unwrap();
+                prop_assert_eq!(sample.len() as u64, m.count(&want).min(40));
+                prop_assert_eq!(&sample, &crowd.sample(40, seed).unwrap());
                 for k in &sample {
                     prop_assert!(crowd.contains(k.as_ref()).unwrap());
                 }
+                let members: Vec<u32> = bitmap.iter().collect();
+                let at_ranks: Vec<crate::Key> =
+                    crate::analysis::pick_ranks(members.len() as u64, 40, seed)
+                        .into_iter()
+                        .map(|r| crate::Key::U64(key(members[r as usize])))
+                        .collect();
+                prop_assert_eq!(&sample, &at_ranks, "sample of {}", e);
                 // Overlap against a second crowd.
                 let other = snap.crowd(&e2).unwrap();
                 let want2 = m.eval(&e2);
@@ -963,6 +971,23 @@ fn blockwise_counts_match_the_naive_evaluator() {
                     let gated = super::blockwise::count_and(pos, neg, &s, per_slice).unwrap();
                     prop_assert_eq!(gated, if compares { n } else { None });
                     total = total.zip(n).map(|(a, b)| a + b);
+                    // Selecting every member, and every third one, gives the shard's members.
+                    let members: Vec<u32> = crowd.shard_bitmap(shard).unwrap().iter().collect();
+                    for step in [1, 3] {
+                        let ranks: Vec<u64> = (0..members.len() as u64 + 2).step_by(step).collect();
+                        let mut got = vec![7];
+                        let read = super::blockwise::select_blocks(pos, neg, &s, &ranks, &mut got)
+                            .unwrap();
+                        prop_assert_eq!(read, n.is_some());
+                        let want: Vec<u32> = std::iter::once(7)
+                            .chain(if read {
+                                members.iter().copied().step_by(step).collect()
+                            } else {
+                                Vec::new()
+                            })
+                            .collect();
+                        prop_assert_eq!(got, want, "members of {} in shard {}", e, shard);
+                    }
                 }
                 if let Some(total) = total {
                     counted.set(counted.get() + 1);
