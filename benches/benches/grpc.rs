@@ -199,9 +199,9 @@ impl Server {
 struct Cpu {
     /// Threads named `portraitd*`: the server's workers, blocking pool and accept loop.
     server: Duration,
-    /// Threads named `bench-client`: the client runtime.
+    /// Threads named `bench-client*`: the client runtime, and the open loop's paced client.
     client: Duration,
-    /// Everything else (the load pacer, the main thread).
+    /// Everything else (the main thread).
     other: Duration,
     /// The server's idle-poll spinners (`portraitd-idle`), which run only on otherwise idle
     /// cores: not work done for the lookups, so kept out of the per-lookup costs.
@@ -399,56 +399,77 @@ fn closed_loop(
     }
 }
 
-/// Lookups started at a fixed `rate` whatever the answers do, paced by a thread of its own;
-/// calls scheduled within the measured window count.
+/// Lookups started at a fixed `rate` whatever the answers do; calls scheduled within the
+/// measured window count.
+///
+/// The pacing and the calls share one client thread (`bench-client-paced`, on a current-thread
+/// runtime with `channels` connections of its own): it sleeps until the next call is due on a
+/// timer of microsecond resolution ([`PaceTimer`]), starts the call as a task, and handles the
+/// answers in between. A pacer thread handing each call to the multi-thread client runtime woke
+/// two client threads per call instead of one; on the shared cores that cost the server time.
 fn open_loop(
-    rt: &Runtime,
-    clients: &[Client],
+    address: &str,
+    channels: usize,
     keys: &Arc<Vec<String>>,
     rate: f64,
     warm_up: Duration,
     measure: Duration,
 ) -> Load {
     let period = Duration::from_secs_f64(1.0 / rate);
-    let start = Instant::now() + Duration::from_millis(10);
+    // Time to connect before the first call is due.
+    let start = Instant::now() + Duration::from_millis(200);
     let from = start + warm_up;
     let until = from + measure;
-    let handle = rt.handle().clone();
-    let clients = clients.to_vec();
+    let address = address.to_owned();
     let keys = keys.clone();
     let pacer = std::thread::Builder::new()
-        .name("bench-pacer".into())
+        .name("bench-client-paced".into())
         .spawn(move || {
-            let mut pending =
-                Vec::with_capacity((rate * (warm_up + measure).as_secs_f64()) as usize);
-            for i in 0u64.. {
-                let due = start + Duration::from_nanos(nanos(period) * i);
-                if due >= until {
-                    break;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("build the paced client's runtime");
+            rt.block_on(async move {
+                let mut clients = Vec::with_capacity(channels);
+                for _ in 0..channels.max(1) {
+                    clients.push(
+                        Client::connect(address.clone())
+                            .await
+                            .expect("connect to the server"),
+                    );
                 }
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
+                let timer = PaceTimer::new().expect("a pacing timer");
+                let mut pending =
+                    Vec::with_capacity((rate * (until - start).as_secs_f64()) as usize + 1);
+                for i in 0u64.. {
+                    let due = start + Duration::from_nanos(nanos(period) * i);
+                    if due >= until {
+                        break;
+                    }
+                    timer.sleep_until(due).await.expect("the pacing timer");
+                    let client = clients[i as usize % clients.len()].clone();
+                    let key = keys[i as usize % keys.len()].clone();
+                    let sent = Instant::now();
+                    let call = tokio::spawn(async move {
+                        let result = client.portrait(key).await.map(drop);
+                        (sent, Instant::now(), result)
+                    });
+                    pending.push((due, call));
                 }
-                let client = clients[i as usize % clients.len()].clone();
-                let key = keys[i as usize % keys.len()].clone();
-                let sent = Instant::now();
-                let call = handle.spawn(async move {
-                    let result = client.portrait(key).await.map(drop);
-                    (sent, Instant::now(), result)
-                });
-                pending.push((due, call));
-            }
-            pending
+                let mut done = Vec::with_capacity(pending.len());
+                for (due, call) in pending {
+                    done.push((due, call.await.expect("a lookup task panicked")));
+                }
+                done
+            })
         })
-        .expect("start the pacer");
+        .expect("start the paced client");
     let cpu = cpu_during(from, until);
-    let pending = pacer.join().expect("the pacer panicked");
-    let mut from_send = Vec::with_capacity(pending.len());
-    let mut from_schedule = Vec::with_capacity(pending.len());
+    let calls = pacer.join().expect("the paced client panicked");
+    let mut from_send = Vec::with_capacity(calls.len());
+    let mut from_schedule = Vec::with_capacity(calls.len());
     let mut errors = Errors::default();
-    for (due, call) in pending {
-        let (sent, done, result) = rt.block_on(call).expect("a lookup task panicked");
+    for (due, (sent, done, result)) in calls {
         if due < from {
             continue;
         }
@@ -467,6 +488,98 @@ fn open_loop(
         latency: Latencies::new(from_send),
         from_schedule: Latencies::new(from_schedule),
         cpu,
+    }
+}
+
+/// Sleeps of microsecond resolution on a tokio runtime: a `timerfd` the runtime polls with its
+/// sockets (tokio's own timer rounds up to whole milliseconds, which would bunch the calls).
+#[cfg(target_os = "linux")]
+struct PaceTimer(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>);
+
+#[cfg(target_os = "linux")]
+impl PaceTimer {
+    fn new() -> std::io::Result<Self> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain syscall; the result is checked before use.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor that nothing else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: the `OwnedFd` moves into the `AsyncFd`, which keeps it open (and the same
+        // descriptor) until the `AsyncFd` is dropped.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        }?;
+        Ok(Self(fd))
+    }
+
+    /// Returns at `due` (at once when it has passed).
+    async fn sleep_until(&self, due: Instant) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let Some(wait) = due
+            .checked_duration_since(Instant::now())
+            .filter(|w| !w.is_zero())
+        else {
+            return Ok(());
+        };
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let spec = libc::itimerspec {
+            it_interval: zero,
+            it_value: libc::timespec {
+                tv_sec: wait.as_secs() as libc::time_t,
+                tv_nsec: libc::c_long::from(wait.subsec_nanos() as i32),
+            },
+        };
+        // SAFETY: `spec` is a valid itimerspec; the old value is not asked for.
+        let r =
+            unsafe { libc::timerfd_settime(self.0.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        loop {
+            let mut ready = self.0.readable().await?;
+            let mut expirations = [0u8; 8];
+            let read = ready.try_io(|fd| {
+                // SAFETY: reads at most 8 bytes into an 8-byte buffer.
+                let n = unsafe { libc::read(fd.as_raw_fd(), expirations.as_mut_ptr().cast(), 8) };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            });
+            match read {
+                Ok(result) => return result,
+                // Not expired yet (readiness was stale): wait again.
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+/// Elsewhere, tokio's timer (millisecond resolution).
+#[cfg(not(target_os = "linux"))]
+struct PaceTimer;
+
+#[cfg(not(target_os = "linux"))]
+impl PaceTimer {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self)
+    }
+
+    async fn sleep_until(&self, due: Instant) -> std::io::Result<()> {
+        tokio::time::sleep_until(due.into()).await;
+        Ok(())
     }
 }
 
@@ -636,7 +749,7 @@ fn main() {
 
     // 2. Open loop.
     eprintln!("open loop: {} lookups/s", fmt_n(s.rate));
-    let open = open_loop(&client_rt, &clients, &keys, s.rate, s.warm_up, s.measure);
+    let open = open_loop(&address, s.channels, &keys, s.rate, s.warm_up, s.measure);
     eprintln!("  p99 {}", fmt_d(open.from_schedule.pct(99.0)));
 
     // Criterion, for regression tracking (`target/criterion`).
