@@ -196,6 +196,10 @@ fn queries(c: &mut Criterion) {
             black_box(ten_crowd.contains(KeyRef::Str(&keys[i])).unwrap())
         })
     });
+    let three_crowd = snap.crowd_text(three).unwrap();
+    g.bench_function("sample_1000_of_3_tags", |b| {
+        b.iter(|| black_box(three_crowd.sample(1000, 7).unwrap()))
+    });
     g.bench_function("members_first_page_1000", |b| {
         b.iter_batched(
             || (),
