@@ -1,5 +1,5 @@
-//! Counting an `AND` of stored bitmaps and numeric comparisons one container block (65,536
-//! users) at a time, without building a bitmap.
+//! Counting (and sampling) an `AND` of stored bitmaps and numeric comparisons one container
+//! block (65,536 users) at a time, without building a bitmap.
 //!
 //! The step pipeline of [`super::eval`] materializes the running intersection after every
 //! operand; for an `AND` of tag and value operands with bit-sliced comparisons, building those
@@ -12,7 +12,8 @@
 //!
 //! It serves counts of an `AND` with at least one comparison and one stored operand, and
 //! counts of `AND`s of three or more stored operands that the step pipeline would materialize
-//! (see [`count_blocks`]). An operand of another kind, an operand with real-time changes in the
+//! (see [`count_blocks`]), and picks the members at given ranks for samples
+//! ([`select_blocks`]). An operand of another kind, an operand with real-time changes in the
 //! shard, or an index without stored bytes leaves the count to the step pipeline (`None`).
 
 use super::eval::{Shard, local_size};
