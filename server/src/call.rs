@@ -1,8 +1,9 @@
 //! The life of one call: its deadline, its cancellation, and running its engine work off the
 //! async threads.
 //!
-//! Engine calls are CPU-bound and may block on I/O, so they run on tokio's blocking pool
-//! ([`run_blocking`]). A [`Call`] travels with the work and tells it when to stop:
+//! Engine calls are CPU-bound and may block on I/O, so they run off the async threads: queries
+//! that parallelize over shards on a rayon worker ([`run_parallel`]), the rest on tokio's
+//! blocking pool ([`run_blocking`]). A [`Call`] travels with the work and tells it when to stop:
 //!
 //! - the client's deadline (the `grpc-timeout` request header) has passed;
 //! - the client went away: the handler's future was dropped (tonic drops it when the client
@@ -129,11 +130,17 @@ where
     }
 }
 
-/// Runs CPU-bound `work` that parallelizes itself on rayon (crowd counts: shards in parallel) on
-/// a rayon worker, like [`run_blocking`] otherwise (span, cancellation, panics). From a rayon
-/// worker the engine's parallel loops start at once; from the blocking pool every call would
-/// hand over twice more (to the pool's thread, then from it into rayon's queue and back), which
-/// costs tens of microseconds when each thread has to be woken up.
+/// Runs CPU-bound `work` that parallelizes itself on rayon (counts, analyses and behaviour
+/// queries: shards in parallel) on a rayon worker, like [`run_blocking`] otherwise (span,
+/// cancellation, panics). From a rayon worker the engine's parallel loops start at once; from
+/// the blocking pool every loop would hand over twice more (into rayon's queue, and back to the
+/// waiting thread), which costs tens of microseconds when each thread has to be woken up, and
+/// an analysis runs several loops (a sample two, a top-k or a group more).
+///
+/// `work` must not hold a lock across a parallel loop: a worker waiting for its loop may run
+/// another call's work meanwhile, which would then wait for a lock its own thread holds. The
+/// engine's query paths take their locks (the id dictionary, the group memo) only around
+/// sequential code.
 pub async fn run_parallel<T, F>(call: Call, work: F) -> Result<T, Status>
 where
     T: Send + 'static,

@@ -11,7 +11,7 @@ use portrait_proto::v1::{self, analysis_service_server::AnalysisService};
 use tonic::{Request, Response, Status};
 
 use super::{State, as_of, plan};
-use crate::call::{Call, run_blocking};
+use crate::call::{Call, run_blocking, run_parallel};
 use crate::convert;
 use crate::limits::{self, DEFAULT_GROUP_ROWS, DEFAULT_TOP_K};
 use crate::status::OrStatus;
@@ -154,7 +154,7 @@ impl AnalysisService for AnalysisApi {
             limit.into(),
             state.limits.max_group_rows.into(),
         )?;
-        run_blocking(call, move |call| {
+        run_parallel(call, move |call| {
             let snap = state.snapshot(&r.table)?;
             let expr = state.expr(&snap, r.expr.as_ref(), "expr")?;
             let as_of = as_of(&r.as_of);
@@ -214,7 +214,7 @@ impl AnalysisService for AnalysisApi {
         };
         limits::check("k of Top", k.into(), state.limits.max_top_k.into())?;
         let order = top_order(r.order)?;
-        run_blocking(call, move |call| {
+        run_parallel(call, move |call| {
             let snap = state.snapshot(&r.table)?;
             let expr = state.expr(&snap, r.expr.as_ref(), "expr")?;
             let as_of = as_of(&r.as_of);
@@ -259,7 +259,7 @@ impl AnalysisService for AnalysisApi {
         let state = self.state.clone();
         let call = state.call(&request);
         let r = request.into_inner();
-        run_blocking(call, move |call| {
+        run_parallel(call, move |call| {
             let snap = state.snapshot(&r.table)?;
             let expr = state.expr(&snap, r.expr.as_ref(), "expr")?;
             let crowd = plan(&snap, &expr, as_of(&r.as_of))?;
@@ -296,7 +296,7 @@ impl AnalysisService for AnalysisApi {
         let state = self.state.clone();
         let call = state.call(&request);
         let r = request.into_inner();
-        run_blocking(call, move |_| {
+        run_parallel(call, move |_| {
             let snap = state.snapshot(&r.table)?;
             let expr = state.expr(&snap, r.expr.as_ref(), "expr")?;
             let crowd = plan(&snap, &expr, as_of(&r.as_of))?;
@@ -348,7 +348,7 @@ impl AnalysisService for AnalysisApi {
             r.exprs.len() as u64,
             state.limits.max_overlap_crowds as u64,
         )?;
-        run_blocking(call, move |call| {
+        run_parallel(call, move |call| {
             let snap = state.snapshot(&r.table)?;
             let exprs = r
                 .exprs
@@ -380,7 +380,7 @@ impl AnalysisService for AnalysisApi {
         let r = request.into_inner();
         limits::check("n of Sample", r.n.into(), state.limits.max_sample.into())?;
         let seed = r.seed.unwrap_or_else(random_seed);
-        run_blocking(call, move |_| {
+        run_parallel(call, move |_| {
             let snap = state.snapshot(&r.table)?;
             let expr = state.expr(&snap, r.expr.as_ref(), "expr")?;
             let crowd = plan(&snap, &expr, as_of(&r.as_of))?;

@@ -18,7 +18,7 @@ use portrait_proto::v1::{self, behaviour_service_server::BehaviourService};
 use tonic::{Request, Response, Status};
 
 use super::{State, as_of};
-use crate::call::run_blocking;
+use crate::call::run_parallel;
 use crate::convert;
 use crate::status::OrStatus;
 
@@ -80,7 +80,7 @@ impl BehaviourService for BehaviourApi {
         let cohorts = convert::day_range(r.cohorts.as_ref(), "cohorts")?;
         let period = convert::period(r.period)?;
         let reference = convert::reference_day(&r.reference_date)?;
-        run_blocking(call, move |call| {
+        run_parallel(call, move |call| {
             let snap = state.snapshot(&r.table)?;
             let crowd = crowd(&state, &snap, r.expr.as_ref(), as_of(&r.as_of), reference)?;
             let query = RetentionQuery {
@@ -130,7 +130,7 @@ impl BehaviourService for BehaviourApi {
         }
         let starts = convert::day_range(r.starts.as_ref(), "starts")?;
         let reference = convert::reference_day(&r.reference_date)?;
-        run_blocking(call, move |call| {
+        run_parallel(call, move |call| {
             let snap = state.snapshot(&r.table)?;
             let crowd = crowd(&state, &snap, r.expr.as_ref(), as_of(&r.as_of), reference)?;
             let query = FunnelQuery {
@@ -181,7 +181,7 @@ impl BehaviourService for BehaviourApi {
         let days = convert::day_range(r.days.as_ref(), "days")?;
         let measure = convert::frequency_measure(r.measure)?;
         let reference = convert::reference_day(&r.reference_date)?;
-        run_blocking(call, move |_| {
+        run_parallel(call, move |_| {
             let snap = state.snapshot(&r.table)?;
             let crowd = crowd(&state, &snap, r.expr.as_ref(), as_of(&r.as_of), reference)?;
             let f = crowd.frequency(&r.event, days, measure).or_status()?;
@@ -214,7 +214,7 @@ impl BehaviourService for BehaviourApi {
         let days = convert::day_range(r.days.as_ref(), "days")?;
         let period = convert::period(r.period)?;
         let reference = convert::reference_day(&r.reference_date)?;
-        run_blocking(call, move |call| {
+        run_parallel(call, move |call| {
             let snap = state.snapshot(&r.table)?;
             let crowd = crowd(&state, &snap, r.expr.as_ref(), as_of(&r.as_of), reference)?;
             let rows = crowd.active(&r.event, days, period).or_status()?;
