@@ -662,3 +662,96 @@ async fn analyses_agree_with_the_engine() {
     );
     assert!(plan.plan.contains("OR"), "{}", plan.plan);
 }
+
+/// Counts, groups (sharing the base-group memo) and samples, 48 at once on rayon's workers
+/// (`run_parallel`): every call finishes, with the engine's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_analyses_finish_with_the_engines_answers() {
+    let h = Harness::start().await;
+    let snap = h.snapshot();
+    let exprs = [
+        "account/vip_level >= 1 OR demographic/age < 20",
+        "demographic/age BETWEEN 20 AND 40 AND NOT account/vip_level >= 3",
+        "ALL",
+    ];
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..48 {
+        let expr = exprs[i % exprs.len()];
+        let crowd = snap.crowd_text(expr).unwrap();
+        let (mut query, mut analysis) = (h.query(), h.analysis());
+        match i % 3 {
+            0 => {
+                let want = crowd.count().unwrap();
+                calls.spawn(async move {
+                    let got = query
+                        .count(v1::CountRequest {
+                            table: "users".into(),
+                            expr: text(expr),
+                            as_of: None,
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .count;
+                    assert_eq!(got, want, "count of {expr}");
+                });
+            }
+            1 => {
+                let want: Vec<u64> = crowd
+                    .group_count(&["demographic/gender"], None, 1000)
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.count)
+                    .collect();
+                calls.spawn(async move {
+                    let got: Vec<u64> = analysis
+                        .group(v1::GroupRequest {
+                            table: "users".into(),
+                            expr: text(expr),
+                            dims: vec!["demographic/gender".into()],
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .rows
+                        .iter()
+                        .map(|r| r.count)
+                        .collect();
+                    assert_eq!(got, want, "group of {expr}");
+                });
+            }
+            _ => {
+                let want: Vec<String> = crowd
+                    .sample(25, i as u64)
+                    .unwrap()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                calls.spawn(async move {
+                    let got = analysis
+                        .sample(v1::SampleRequest {
+                            table: "users".into(),
+                            expr: text(expr),
+                            n: 25,
+                            seed: Some(i as u64),
+                            as_of: None,
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .keys;
+                    assert_eq!(got, want, "sample of {expr}");
+                });
+            }
+        }
+    }
+    let all = async {
+        while let Some(done) = calls.join_next().await {
+            done.unwrap();
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), all)
+        .await
+        .expect("every concurrent call finishes");
+}
