@@ -23,6 +23,9 @@ use crate::expr::{Expr, parse};
 use crate::ids::{Key, KeyRef};
 use crate::table::{TableSnapshot, Value};
 use eval::Shard;
+
+/// Pages of at least this many members look their keys up in parallel.
+const PARALLEL_KEYS: usize = 1 << 14;
 use plan::{Node, Planner};
 
 /// An expression planned against one snapshot, ready to evaluate any number of times.
@@ -185,6 +188,16 @@ impl<'s> Crowd<'s> {
     /// Cursors are user ids, stable across snapshots: paging never repeats or skips a user that
     /// stays a member.
     pub fn members(&self, cursor: Option<u64>, limit: usize) -> Result<MembersPage> {
+        self.members_with(cursor, limit, PARALLEL_KEYS)
+    }
+
+    /// [`Crowd::members`], looking the keys up on every core from `parallel_keys` members on.
+    pub(crate) fn members_with(
+        &self,
+        cursor: Option<u64>,
+        limit: usize,
+        parallel_keys: usize,
+    ) -> Result<MembersPage> {
         let mut ids = Vec::with_capacity(limit.min(1 << 16));
         let mut it = self.member_ids(cursor);
         let mut more = false;
@@ -202,8 +215,26 @@ impl<'s> Crowd<'s> {
             None
         };
         let mut keys = Vec::with_capacity(ids.len());
-        self.snap
-            .for_each_key(ids.iter().copied(), |_, k| keys.push(k.to_owned()))?;
+        if ids.len() < parallel_keys.max(1) {
+            self.snap
+                .for_each_key(ids.iter().copied(), |_, k| keys.push(k.to_owned()))?;
+        } else {
+            // Each key is a cache miss or two in the dictionary: an export of 100k keys spends
+            // most of its time here, and the chunks come back in order.
+            let chunk = ids.len().div_ceil(4 * rayon::current_num_threads()).max(1);
+            let parts: Vec<Vec<Key>> = ids
+                .par_chunks(chunk)
+                .map(|part| {
+                    let mut out = Vec::with_capacity(part.len());
+                    self.snap
+                        .for_each_key(part.iter().copied(), |_, k| out.push(k.to_owned()))?;
+                    Ok(out)
+                })
+                .collect::<Result<_>>()?;
+            for part in parts {
+                keys.extend(part);
+            }
+        }
         Ok(MembersPage { keys, next_cursor })
     }
 

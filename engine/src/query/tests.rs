@@ -398,6 +398,16 @@ fn crowd_operations_match_the_naive_evaluator() {
                     "unknown users are never members"
                 );
                 // Paging from a cursor in the middle of shard 1 sees exactly the members after it.
+                // The first 3,000 members' keys, looked up on one core and on all of them.
+                let want_keys: Vec<crate::Key> = bitmap
+                    .iter()
+                    .take(3_000)
+                    .map(|i| crate::Key::U64(key(i)))
+                    .collect();
+                for parallel_from in [usize::MAX, 1] {
+                    let page = crowd.members_with(None, 3_000, parallel_from).unwrap();
+                    prop_assert_eq!(&page.keys, &want_keys);
+                }
                 let page = crowd.members(Some(SHARD as u64 - 5), 7).unwrap();
                 let expect: Vec<u32> = bitmap.iter().filter(|&i| i > SHARD - 5).take(7).collect();
                 let got: Vec<u64> = page
