@@ -35,13 +35,7 @@ fn main() {
                 ),
                 split: None,
             };
-            let mut best = f64::MAX;
-            let mut reached = Vec::new();
-            for _ in 0..runs {
-                let t = Instant::now();
-                reached = everyone.funnel(&q).unwrap()[0].reached.clone();
-                best = best.min(t.elapsed().as_secs_f64() * 1e3);
-            }
+            let (best, reached) = best_ms(runs, || everyone.funnel(&q).unwrap()[0].reached.clone());
             println!("{best:8.3} ms  {reached:?}  funnel");
             continue;
         }
@@ -60,13 +54,8 @@ fn main() {
                 split: None,
                 reference: None,
             };
-            let mut best = f64::MAX;
-            let mut retained = Vec::new();
-            for _ in 0..runs {
-                let t = Instant::now();
-                retained = everyone.retention(&q).unwrap()[0].retained.clone();
-                best = best.min(t.elapsed().as_secs_f64() * 1e3);
-            }
+            let (best, retained) =
+                best_ms(runs, || everyone.retention(&q).unwrap()[0].retained.clone());
             println!("{best:8.3} ms  {retained:?}  retention");
             continue;
         }
@@ -89,16 +78,13 @@ fn main() {
                 .map(|&id| snap.key_of(id).unwrap().unwrap().to_string())
                 .collect();
             let mut out = Vec::new();
-            let mut best = f64::MAX;
-            for _ in 0..runs {
-                let t = Instant::now();
+            let (best, ()) = best_ms(runs, || {
                 snap.ids_of(
                     keys.iter().map(|k| portrait_engine::KeyRef::Str(k)),
                     &mut out,
                 )
-                .unwrap();
-                best = best.min(t.elapsed().as_secs_f64() * 1e3);
-            }
+                .unwrap()
+            });
             assert!(out.iter().zip(&ids).all(|(o, &id)| *o == Some(id)));
             println!("{best:8.3} ms  {:>9}  {text}", keys.len());
             continue;
@@ -110,16 +96,12 @@ fn main() {
                 portrait_datagen::FIRST_EVENT_DAY,
                 portrait_datagen::REFERENCE_DAY,
             );
-            let mut best = f64::MAX;
-            let mut first = 0;
-            for _ in 0..runs {
-                let t = Instant::now();
-                let rows = everyone
+            let (best, first) = best_ms(runs, || {
+                everyone
                     .active(event, days, portrait_engine::behaviour::Period::Day)
-                    .unwrap();
-                first = rows[0].users;
-                best = best.min(t.elapsed().as_secs_f64() * 1e3);
-            }
+                    .unwrap()[0]
+                    .users
+            });
             println!("{best:8.3} ms  {first:>9}  {text}");
             continue;
         }
@@ -138,13 +120,9 @@ fn main() {
             } else {
                 portrait_engine::expr::Measure::Times
             };
-            let mut best = f64::MAX;
-            let mut users = 0;
-            for _ in 0..runs {
-                let t = Instant::now();
-                users = young.frequency(event, days, measure).unwrap().crowd;
-                best = best.min(t.elapsed().as_secs_f64() * 1e3);
-            }
+            let (best, users) = best_ms(runs, || {
+                young.frequency(event, days, measure).unwrap().crowd
+            });
             println!("{best:8.3} ms  {users:>9}  {text}");
             continue;
         }
@@ -153,62 +131,43 @@ fn main() {
             let keys: Vec<String> = (0..1000u32)
                 .map(|i| portrait_datagen::key(i * 7919 % snap.users()))
                 .collect();
-            let mut best = f64::MAX;
-            let mut values = 0;
-            for _ in 0..runs {
-                let t = Instant::now();
-                for k in &keys {
-                    values += snap
-                        .portrait(portrait_engine::KeyRef::Str(k))
-                        .unwrap()
-                        .len();
-                }
-                best = best.min(t.elapsed().as_secs_f64() * 1e3);
-            }
+            let (best, values) = best_ms(runs, || {
+                keys.iter()
+                    .map(|k| {
+                        snap.portrait(portrait_engine::KeyRef::Str(k))
+                            .unwrap()
+                            .len()
+                    })
+                    .sum::<usize>()
+            });
             println!("{best:8.3} ms  {values:>9}  portrait x1000");
             continue;
         }
         if let Some(expr) = text.strip_prefix("top:") {
             let crowd = snap.crowd_text(expr).unwrap();
-            let mut best = f64::MAX;
-            let mut rows = Vec::new();
-            for _ in 0..runs {
-                let t = Instant::now();
-                rows = crowd
+            let (best, rows) = best_ms(runs, || {
+                crowd
                     .top_values("", 20, portrait_engine::analysis::TopOrder::Tgi)
-                    .unwrap();
-                best = best.min(t.elapsed().as_secs_f64() * 1e3);
-            }
+                    .unwrap()
+            });
             let first = rows.first().map(|r| (r.path.as_str(), r.count));
             println!("{best:8.3} ms  {first:?}  {text}");
             continue;
         }
         if let Some(expr) = text.strip_prefix("sample:") {
             // 1,000 members of the crowd, seed 7 (the comparison's `sample`).
-            let mut best = f64::MAX;
-            let mut keys = Vec::new();
-            for _ in 0..runs {
-                let t = Instant::now();
-                keys = snap.crowd_text(expr).unwrap().sample(1000, 7).unwrap();
-                best = best.min(t.elapsed().as_secs_f64() * 1e3);
-            }
+            let (best, keys) = best_ms(runs, || {
+                snap.crowd_text(expr).unwrap().sample(1000, 7).unwrap()
+            });
             println!("{best:8.3} ms  {:>9}  {text}", keys.len());
             continue;
         }
         if let Some(expr) = text.strip_prefix("export:") {
             // Every member's key (the comparison's `export`).
-            let mut best = f64::MAX;
-            let mut n = 0;
-            for _ in 0..runs {
-                let t = Instant::now();
-                let page = snap
-                    .crowd_text(expr)
-                    .unwrap()
-                    .members(None, usize::MAX)
-                    .unwrap();
-                n = page.keys.len();
-                best = best.min(t.elapsed().as_secs_f64() * 1e3);
-            }
+            let (best, n) = best_ms(runs, || {
+                let page = snap.crowd_text(expr).unwrap();
+                page.members(None, usize::MAX).unwrap().keys.len()
+            });
             println!("{best:8.3} ms  {n:>9}  {text}");
             continue;
         }
@@ -216,29 +175,37 @@ fn main() {
             // A count as the server answers one: a fresh snapshot, parse, plan and count per
             // run; the median as well as the best.
             let table = db.table("users").unwrap();
-            let mut times = Vec::with_capacity(runs);
-            let mut n = 0;
-            for _ in 0..runs {
-                let t = Instant::now();
-                n = table.snapshot().crowd_text(expr).unwrap().count().unwrap();
-                times.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-            times.sort_by(f64::total_cmp);
+            let (times, n) = times_ms(runs, || {
+                table.snapshot().crowd_text(expr).unwrap().count().unwrap()
+            });
             let (best, median) = (times[0], times[times.len() / 2]);
             println!("{best:8.3} ms  {n:>9}  {text} (median {median:.3} ms)");
             continue;
         }
         let crowd = snap.crowd_text(&text).unwrap();
-        let mut best = f64::MAX;
-        let mut n = 0;
-        for _ in 0..runs {
-            let t = Instant::now();
-            n = crowd.count().unwrap();
-            best = best.min(t.elapsed().as_secs_f64() * 1e3);
-        }
+        let (best, n) = best_ms(runs, || crowd.count().unwrap());
         println!("{best:8.3} ms  {n:>9}  {text}");
         if std::env::var_os("PROBE_EXPLAIN").is_some() {
             print!("{}", crowd.explain().unwrap().render());
         }
     }
+}
+
+/// `runs` (at least one) timings of `f` in milliseconds, sorted, and its last result.
+fn times_ms<T>(runs: usize, mut f: impl FnMut() -> T) -> (Vec<f64>, T) {
+    let mut times = Vec::with_capacity(runs.max(1));
+    let mut last = None;
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        last = Some(f());
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    (times, last.expect("at least one run"))
+}
+
+/// The best of `runs` timings of `f` in milliseconds, and its last result.
+fn best_ms<T>(runs: usize, f: impl FnMut() -> T) -> (f64, T) {
+    let (times, last) = times_ms(runs, f);
+    (times[0], last)
 }

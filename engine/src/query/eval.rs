@@ -472,16 +472,19 @@ pub(crate) fn count<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<u64> {
             // The step pipeline starts from the smallest positive operand: when even that one
             // fills its blocks' bitsets, the intersections it materializes are dense, and the
             // count goes block by block instead.
-            let blocks = || -> Result<Option<u64>> {
-                if few || !dense_positives(pos, s) {
-                    return Ok(None);
+            let blocks_or_steps = || -> Result<u64> {
+                if !few
+                    && dense_positives(pos, s)
+                    && let Some(n) = super::blockwise::count_blocks(
+                        pos,
+                        neg,
+                        s,
+                        super::blockwise::COLUMN_USERS_PER_SLICE,
+                    )?
+                {
+                    return Ok(n);
                 }
-                super::blockwise::count_blocks(
-                    pos,
-                    neg,
-                    s,
-                    super::blockwise::COLUMN_USERS_PER_SLICE,
-                )
+                count_steps(&steps(pos, neg, s), s)
             };
             if neg.is_empty() {
                 if pos.len() == 1 {
@@ -496,10 +499,7 @@ pub(crate) fn count<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<u64> {
                         _ => 0,
                     });
                 }
-                match blocks()? {
-                    Some(n) => n,
-                    None => count_steps(&steps(pos, neg, s), s)?,
-                }
+                blocks_or_steps()?
             } else if negations_are_small(pos, neg, s) {
                 // |P AND NOT N| = |P| - |P AND N|: the first term by count-only kernels, the
                 // second evaluated from the (small) negated operands outwards.
@@ -525,10 +525,7 @@ pub(crate) fn count<'s>(node: &Node<'s>, s: &Shard<'s>) -> Result<u64> {
                     _ => 0,
                 }
             } else {
-                match blocks()? {
-                    Some(n) => n,
-                    None => count_steps(&steps(pos, neg, s), s)?,
-                }
+                blocks_or_steps()?
             }
         }
         Node::Or(xs) if xs.len() == 2 => eval(&xs[0], s)?.or_cardinality(eval(&xs[1], s)?.as_ref()),
