@@ -29,6 +29,32 @@ use crate::storage::segment::{BlobKey, FORWARD_FIELD, NULL_CODE, Role, Segment};
 use crate::{SHARD_BITS, shard_count};
 use std::path::Path;
 
+/// Field index by catalog id. A portrait looks one up per flag the user holds, so the hash is
+/// one multiplication: ids are small numbers the catalog assigns, nothing an attacker picks.
+type FieldIds = HashMap<u32, usize, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// The hasher of [`FieldIds`]: a Fibonacci multiplication of the id. Its low bits (the table's
+/// bucket) are a bijection of the id's low bits, so consecutive ids never collide; its high
+/// bits (the table's tag) mix every bit of the id.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u32(u32::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// A value of one field for one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
@@ -83,7 +109,7 @@ pub struct TableSnapshot {
     /// `segments[f][v]`: the segment of each shard (by index) of version `v` of field `f`.
     segments: Arc<FieldSegments>,
     by_path: Arc<HashMap<String, usize>>,
-    by_id: Arc<HashMap<u32, usize>>,
+    by_id: Arc<FieldIds>,
     /// `event_days[f][v]`: the days of version `v` of event field `f`, ascending (parsed once
     /// from the version's value dictionary; empty for other kinds).
     event_days: Arc<Vec<Vec<Vec<i32>>>>,
@@ -146,7 +172,8 @@ impl TableSnapshot {
                     .collect()
             })
             .collect();
-        let mut by_id = HashMap::with_capacity(manifest.fields.len());
+        let mut by_id =
+            FieldIds::with_capacity_and_hasher(manifest.fields.len(), Default::default());
         let mut flag_segments: Vec<Vec<Arc<Segment>>> = Vec::new();
         let mut non_flags = Vec::new();
         for (i, f) in manifest.fields.iter().enumerate() {
@@ -1418,10 +1445,11 @@ impl<'s> FieldRef<'s> {
                 Ok(Some(Value::Strs(out)))
             }
             kind => {
-                let Some(bsi) = self.stored_bsi_in(shard)? else {
+                // Only the existence bitmap and the value column: the slices are for crowds.
+                let Some(exists) = find(Role::BsiExists) else {
                     return Ok(None);
                 };
-                if !bsi.exists.contains(id) {
+                if !seg.bitmap(exists)?.contains(id) {
                     return Ok(None);
                 }
                 let Some(slot) = find(Role::Ints) else {
