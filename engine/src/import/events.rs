@@ -21,6 +21,9 @@ use crate::table::{Load, LoadField};
 pub(crate) struct Events {
     /// Per event name: its field, or `None` when the mapping skips it.
     fields: HashMap<String, Option<LoadField>>,
+    /// The current run of rows of one event and day: staged together ([`Load::event_ids`]).
+    run: Option<(LoadField, i32)>,
+    pending: Vec<(u32, u32)>,
 }
 
 struct Layout {
@@ -184,6 +187,14 @@ impl Events {
                 When::Day(d) => d,
                 When::Ms(ms) => load.day_of_ms(ms),
             };
+            match crate::behaviour::check_day(day) {
+                Ok(()) => {}
+                Err(crate::Error::InvalidArgument(why)) => {
+                    ctx.bad.report(row, "invalid day", why)?;
+                    continue;
+                }
+                Err(other) => return Err(other),
+            }
             let count = match l.count.map(|c| batch.cols[c].cell(r)) {
                 None | Some(Cell::Null) => Some(1),
                 Some(Cell::Int(x)) => u32::try_from(x).ok(),
@@ -207,17 +218,23 @@ impl Events {
                     None => continue,
                 },
             };
-            if let Some(field) = field
-                && let Err(e) = load.event_id(field, id, day, count)
-            {
-                match e {
-                    crate::Error::InvalidArgument(why) => {
-                        ctx.bad.report(row, "invalid day", why)?
-                    }
-                    other => return Err(other),
+            if let Some(field) = field {
+                if self.run != Some((field, day)) {
+                    self.flush(load)?;
+                    self.run = Some((field, day));
                 }
+                self.pending.push((id, count));
             }
         }
+        self.flush(load)
+    }
+
+    /// Stages the pending run of rows.
+    fn flush(&mut self, load: &mut Load<'_>) -> Result<()> {
+        if let Some((field, day)) = self.run.take() {
+            load.event_ids(field, day, &self.pending)?;
+        }
+        self.pending.clear();
         Ok(())
     }
 

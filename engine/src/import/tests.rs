@@ -891,6 +891,69 @@ fn event_names_in_runs_each_row_decided() {
     assert!(snap.field("noise").is_err());
 }
 
+/// Rows of one user, event and day add up whatever their order (unsorted, or sorted with
+/// repeats), a zero
+/// count stages nothing, a day out of range is a bad row counted in its place, and runs of one
+/// event and day that switch back and forth each land on their own day.
+#[test]
+fn event_counts_add_up_in_any_row_order() {
+    let f = fixture(KeyKind::Str);
+    let csv = f.file(
+        "ev.csv",
+        "key,event,day,count\n\
+         u2,login,2026-11-25,3\n\
+         u1,login,2026-11-25,1\n\
+         u1,login,2026-11-24,4\n\
+         u2,login,2026-11-25,2\n\
+         u3,login,2026-11-24,0\n\
+         u3,login,1960-01-01,1\n\
+         u1,login,2026-11-25,5\n\
+         u3,login,2026-11-25,1\n\
+         u4,buy,2026-11-25,2\n\
+         u4,buy,2026-11-25,1\n\
+         u5,buy,2026-11-25,1\n",
+    );
+    let mut o = ImportOptions::new(Shape::Events);
+    o.skip_bad_rows = true;
+    let s = f.import("d1", &[csv], &o).unwrap();
+    assert_eq!(s.skipped_rows(), 1, "{:?}", s.skipped);
+    assert_eq!(
+        (s.skipped[0].reason.as_str(), s.skipped[0].first_row),
+        ("invalid day", 6)
+    );
+    let d25 = infer::days_from_civil(2026, 11, 25) as i32;
+    let snap = f.table.snapshot();
+    // Each user's count on a day: 1 for being in the day's bitmap, plus its count slices.
+    let counts = |path: &str, day: i32| -> BTreeMap<String, u32> {
+        let field = snap.field(path).unwrap();
+        let Some(users) = field.event_day_in(0, day).unwrap() else {
+            return BTreeMap::new();
+        };
+        let slices = field.event_count_slices_in(0, day).unwrap();
+        users
+            .iter()
+            .map(|id| {
+                let extra: u32 = slices
+                    .iter()
+                    .filter(|(_, b)| b.contains(id))
+                    .map(|(bit, _)| 1 << bit)
+                    .sum();
+                (key_str(&snap, id), 1 + extra)
+            })
+            .collect()
+    };
+    let want = |pairs: &[(&str, u32)]| -> BTreeMap<String, u32> {
+        pairs.iter().map(|&(k, c)| (k.to_owned(), c)).collect()
+    };
+    assert_eq!(
+        counts("login", d25),
+        want(&[("u1", 6), ("u2", 5), ("u3", 1)])
+    );
+    assert_eq!(counts("login", d25 - 1), want(&[("u1", 4)]));
+    // In id order but with a user twice: merged, not taken as it is.
+    assert_eq!(counts("buy", d25), want(&[("u4", 3), ("u5", 1)]));
+}
+
 #[test]
 fn a_stopped_import_publishes_nothing() {
     let f = fixture(KeyKind::Str);

@@ -440,6 +440,30 @@ impl<'t> Load<'t> {
         }
     }
 
+    /// Adds `(id, count)` pairs to event `field` on `day`: the bulk form of [`Load::event_id`]
+    /// for an import's run of rows of one event and day.
+    #[cfg(feature = "import")]
+    pub(crate) fn event_ids(
+        &mut self,
+        field: LoadField,
+        day: i32,
+        pairs: &[(u32, u32)],
+    ) -> Result<()> {
+        if let Some(max) = pairs.iter().map(|p| p.0).max() {
+            self.check_id(max)?;
+        }
+        crate::behaviour::check_day(day)?;
+        let f = self.staged(field)?;
+        match &mut f.data {
+            Staged::Events(days) => {
+                let staged = days.entry(day).or_default();
+                staged.extend(pairs.iter().filter(|p| p.1 > 0));
+                Ok(())
+            }
+            _ => Err(mismatch(&f.spec, "an event")),
+        }
+    }
+
     /// Adds every user of `ids` to event `field` on `day`, once each: the bulk form of
     /// [`Load::event_id`] for users who did it once that day.
     pub fn event_day_bitmap(&mut self, field: LoadField, day: i32, ids: &Bitmap) -> Result<()> {
@@ -982,7 +1006,7 @@ struct Prepared<'a> {
     index: usize,
     kind: FieldKind,
     /// Events: the new days' `(id, count)` pairs, sorted by id with counts summed.
-    event_days: BTreeMap<i32, Vec<(u32, u32)>>,
+    event_days: BTreeMap<i32, Cow<'a, [(u32, u32)]>>,
     /// Events: days kept from the previous version, and that version.
     carried: Vec<i32>,
     previous: Option<crate::table::FieldRef<'a>>,
@@ -1065,6 +1089,12 @@ impl<'a> Prepared<'a> {
             }
             Staged::Events(days) => {
                 for (&day, pairs) in days {
+                    // A file sorted by user gives each day its users in order, once each: those
+                    // pairs are used as they are, without a copy.
+                    if pairs.windows(2).all(|w| w[0].0 < w[1].0) {
+                        p.event_days.insert(day, Cow::Borrowed(&pairs[..]));
+                        continue;
+                    }
                     let mut v = pairs.clone();
                     v.sort_unstable_by_key(|p| p.0);
                     let mut merged: Vec<(u32, u32)> = Vec::with_capacity(v.len());
@@ -1074,7 +1104,7 @@ impl<'a> Prepared<'a> {
                             _ => merged.push((id, c)),
                         }
                     }
-                    p.event_days.insert(day, merged);
+                    p.event_days.insert(day, Cow::Owned(merged));
                 }
                 let previous_days = previous.map(|f| f.stored_event_days()).unwrap_or_default();
                 let mut all: Vec<i32> = previous_days
