@@ -645,6 +645,42 @@ impl IdDictionary {
         }
     }
 
+    /// Makes room for `keys` more keys of `bytes` bytes in all (strings), so that a bulk load
+    /// of that many new users grows the store and its index once, not step by step (each step
+    /// copies the store and hashes every key again). The index grows only when nothing is left
+    /// unindexed.
+    pub(crate) fn reserve(&mut self, keys: usize, bytes: usize) {
+        let len = self.len() as usize;
+        let index = (self.tail == 0).then_some(&mut self.index);
+        match &mut self.store {
+            Store::U64(v) => {
+                let _ = v.try_reserve_exact(keys);
+                if let Some(index) = index {
+                    index.reserve(len + keys, len, |i| v.hash_at(i));
+                }
+            }
+            Store::Str(a) => {
+                a.reserve(keys, bytes);
+                if let Some(index) = index {
+                    index.reserve(len + keys, len, |i| a.hash_at(i));
+                }
+            }
+        }
+    }
+
+    /// [`IdDictionary::append`], taking `other`'s store and index when this dictionary holds
+    /// no key yet: the first load of a table then moves its users' keys in instead of copying
+    /// and hashing every one of them again.
+    pub(crate) fn append_owned(&mut self, mut other: IdDictionary) -> Result<()> {
+        if self.len() == 0 && other.first == self.first && other.kind() == self.kind() {
+            other.settle();
+            other.defer = self.defer;
+            *self = other;
+            return Ok(());
+        }
+        self.append(&other)
+    }
+
     /// Appends every key of `other`, whose ids must start where this dictionary ends.
     pub(crate) fn append(&mut self, other: &IdDictionary) -> Result<()> {
         if other.first != self.end() {
@@ -668,6 +704,7 @@ impl IdDictionary {
                 }
             }
             (Store::Str(a), Store::Str(b)) => {
+                a.reserve(added, b.text_len());
                 for i in 0..added {
                     if let Some(key) = b.get(i) {
                         a.push(key);
@@ -962,6 +999,59 @@ mod tests {
             }
             prop_assert_eq!(d.key(d.end()), None);
             check_lookups(&d, &model, &by_id)?;
+        }
+
+        /// A load's own dictionary (indexing deferred or not, room reserved for fewer, as many
+        /// or more keys than come, or none) appended by move into a table's dictionary, empty
+        /// (which takes its store and index) or not: every key keeps its id, absent keys stay
+        /// absent, and keys pushed afterwards (growing the moved store and index) are found too.
+        #[test]
+        fn reserved_and_moved_dictionaries_match_a_hashmap_model(
+            kind in prop_oneof![Just(KeyKind::Str), Just(KeyKind::U64)],
+            first in prop_oneof![Just(0u32), 1u32..100],
+            table_keys in 0u64..300,
+            own_keys in 0u64..900,
+            defer in any::<bool>(),
+            reserve in proptest::option::of((0usize..2000, 0usize..20_000)),
+            after in 0u64..300,
+            queries in proptest::collection::vec(0u64..2000, 0..100),
+        ) {
+            // Increasing numbers (so that a deferring dictionary defers), and their strings.
+            let key = |i: u64| match kind {
+                KeyKind::Str => Key::Str(format!("user-{i:05}")),
+                KeyKind::U64 => Key::U64(i * 3),
+            };
+            let mut table = IdDictionary::new(kind, first);
+            let mut model: HashMap<Key, u32> = HashMap::new();
+            let add = |d: &mut IdDictionary, i: u64, model: &mut HashMap<Key, u32>| {
+                let k = key(i);
+                let id = d.push(k.as_ref()).unwrap();
+                model.insert(k, id);
+            };
+            for i in 0..table_keys {
+                add(&mut table, i, &mut model);
+            }
+            let mut own = IdDictionary::new(kind, table.end());
+            if defer {
+                own = own.deferring_index();
+            }
+            if let Some((keys, bytes)) = reserve {
+                own.reserve(keys, bytes);
+            }
+            for i in table_keys..table_keys + own_keys {
+                add(&mut own, i, &mut model);
+            }
+            table.append_owned(own).unwrap();
+            prop_assert_eq!(table.end(), first + model.len() as u32);
+            for i in 0..after {
+                add(&mut table, table_keys + own_keys + i, &mut model);
+            }
+            let mut all: Vec<Key> = model.keys().cloned().collect();
+            all.extend(queries.iter().map(|&q| key(q)));
+            check_lookups(&table, &model, &all)?;
+            for (k, &id) in &model {
+                prop_assert_eq!(table.key(id), Some(k.as_ref()));
+            }
         }
 
         /// Keys looked up in the order of their ids (runs with small and large gaps, absent keys

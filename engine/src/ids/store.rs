@@ -125,6 +125,18 @@ impl Arena {
         self.ends.push(prev, self.text.len() as u64);
     }
 
+    /// Makes room for `keys` more keys of `bytes` bytes in all, exactly, as far as the
+    /// allocator allows (a hint: what it refuses is grown later as keys come).
+    pub(super) fn reserve(&mut self, keys: usize, bytes: usize) {
+        let _ = self.text.try_reserve_exact(bytes);
+        let _ = self.ends.low.try_reserve_exact(keys);
+    }
+
+    /// Bytes of all keys held.
+    pub(super) fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
     /// Keeps the first `len` keys.
     pub(super) fn truncate(&mut self, len: usize) {
         let end = len

@@ -153,6 +153,16 @@ pub(crate) fn find_runs(
     Some(out)
 }
 
+/// The number of text keys in the key column `col` of `batch` and their bytes in all (both 0
+/// for other columns): what sizes the key dictionary of a load before it reads the file.
+pub(crate) fn key_bytes(batch: &Batch, col: usize) -> (u64, u64) {
+    let col = &batch.cols[col];
+    (0..col.valid.len()).fold((0, 0), |(n, bytes), i| match col.cell(i) {
+        Cell::Text(t) => (n + 1, bytes + t.len() as u64),
+        _ => (n, bytes),
+    })
+}
+
 /// Each run's key of `batch` (key column `col`, runs derived) for a table of `kind`, when the
 /// column holds the table's kind already: integers of an integer-keyed table (read with the
 /// runs) or strings of a string-keyed one. `None` for other columns, and when some run's key

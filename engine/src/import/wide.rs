@@ -142,6 +142,13 @@ pub(crate) fn import(
         for (_, s) in &sinks {
             load.reserve_values(s.field, rows)?;
         }
+        // And for the file's new users: at least its rows beyond the table's users (all of
+        // them on a first load), with keys as long as the first batch's.
+        let new = rows.saturating_sub(u64::from(load.users()));
+        if new > 0 {
+            let (n, bytes) = keys::key_bytes(&batch, key);
+            load.reserve_users(new, bytes.div_ceil(n.max(1)).saturating_mul(new));
+        }
     }
 
     let mut scratch = KeyScratch::default();

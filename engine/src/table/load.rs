@@ -31,6 +31,16 @@ use crate::storage::manifest::{ChunkRef, FieldRecord, VersionRecord};
 use crate::storage::segment::{self, BlobKey, BlobSink, NULL_CODE, Role, Segment, SegmentWriter};
 use crate::{SHARD_BITS, now_ms, shard_count};
 
+/// The most new users [`Load::reserve_users`] makes room for at once (a load with more grows
+/// its dictionary as it goes beyond them): the index and offsets of this many keys take
+/// 768 MiB of address space, which pages in only as keys arrive.
+#[cfg(feature = "import")]
+const MAX_RESERVED_USERS: u64 = 1 << 26;
+
+/// The most key bytes per user [`Load::reserve_users`] makes room for.
+#[cfg(feature = "import")]
+const MAX_RESERVED_KEY_BYTES: u64 = 32;
+
 /// A field being loaded, as returned by [`Load::field`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadField(usize);
@@ -202,6 +212,17 @@ impl<'t> Load<'t> {
             return Ok(id);
         }
         self.new_keys.get_or_push(key)
+    }
+
+    /// Makes room for up to `users` new users whose keys take `key_bytes` bytes in all
+    /// (strings): a bulk load that knows its row count grows its key dictionary once.
+    #[cfg(feature = "import")]
+    pub(crate) fn reserve_users(&mut self, users: u64, key_bytes: u64) {
+        // A hint from a file's metadata, so bounded: never more than the table can hold, nor
+        // more than the largest room a real load needs at once.
+        let users = users.min(MAX_RESERVED_USERS);
+        let key_bytes = key_bytes.min(users.saturating_mul(MAX_RESERVED_KEY_BYTES));
+        self.new_keys.reserve(users as usize, key_bytes as usize);
     }
 
     /// The ids of `keys` in order, assigning new ids (visible after commit) to new users: what
@@ -806,12 +827,12 @@ impl<'t> Load<'t> {
         table.write_manifest(&snapshot.manifest)?;
 
         // Step 4: publish.
-        if keys.own.len() > 0 {
-            base.dict.get()?.write().append(&keys.own)?;
+        let new_users = keys.own.len();
+        if new_users > 0 {
+            base.dict.get()?.write().append_owned(keys.own)?;
         }
         let generation = snapshot.generation();
         let fields = prepared.len();
-        let new_users = keys.own.len();
         let mut st = match rt_guard.take() {
             Some(st) => st,
             None => table.rt.state.lock(),
