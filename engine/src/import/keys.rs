@@ -182,7 +182,35 @@ fn plain_run_keys(kind: KeyKind, batch: &Batch, col: usize) -> Option<Vec<KeyRef
                 keys.push(KeyRef::U64(u64::try_from(k).ok()?));
             }
         }
-        (KeyKind::Str, Data::Text(_) | Data::Coded(_)) => {
+        (KeyKind::Str, Data::Coded(c)) => {
+            // The dictionary's and the plain pages' strings validated once each (when some
+            // key is one of them), not key by key.
+            let in_dict = c.dict.texts.len();
+            let dict = std::cell::OnceCell::new();
+            let extra = std::cell::OnceCell::new();
+            for &i in starts {
+                let i = i as usize;
+                if !key_col.valid[i] {
+                    return None;
+                }
+                let code = c.codes[i] as usize;
+                let key = if code < in_dict {
+                    let all = dict.get_or_init(|| c.dict.texts.all_str());
+                    match all {
+                        Some(all) => c.dict.texts.str_in(all, code)?,
+                        None => std::str::from_utf8(c.dict.texts.get(code)).ok()?,
+                    }
+                } else {
+                    let all = extra.get_or_init(|| c.extra.all_str());
+                    match all {
+                        Some(all) => c.extra.str_in(all, code - in_dict)?,
+                        None => std::str::from_utf8(c.extra.get(code - in_dict)).ok()?,
+                    }
+                };
+                keys.push(KeyRef::Str(key));
+            }
+        }
+        (KeyKind::Str, Data::Text(_)) => {
             for &i in starts {
                 match key_col.cell(i as usize) {
                     Cell::Text(b) => keys.push(KeyRef::Str(std::str::from_utf8(b).ok()?)),
@@ -321,4 +349,78 @@ fn finish(
         }
     }));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::import::pages::{Coded, Dictionary};
+    use crate::import::source::{Col, Texts};
+
+    fn texts(values: &[&[u8]]) -> Texts {
+        let mut t = Texts::default();
+        for v in values {
+            t.push(v);
+        }
+        t
+    }
+
+    /// A batch of one dictionary-coded key column: codes below the dictionary's length are its
+    /// strings, the others the plain pages' `extra`; every row starts a run.
+    fn coded(dict: &[&[u8]], extra: &[&[u8]], codes: &[u32]) -> Batch {
+        Batch {
+            cols: vec![Col {
+                valid: vec![true; codes.len()],
+                data: Data::Coded(Coded {
+                    dict: Arc::new(Dictionary {
+                        id: 1,
+                        texts: texts(dict),
+                    }),
+                    extra: texts(extra),
+                    codes: codes.to_vec(),
+                }),
+            }],
+            runs: (0..=codes.len() as u32).collect(),
+            ..Batch::default()
+        }
+    }
+
+    fn keys_of(batch: &Batch) -> Option<Vec<String>> {
+        plain_run_keys(KeyKind::Str, batch, 0).map(|keys| {
+            keys.iter()
+                .map(|k| match k {
+                    KeyRef::Str(s) => s.to_string(),
+                    KeyRef::U64(v) => v.to_string(),
+                })
+                .collect()
+        })
+    }
+
+    /// Run keys come from the dictionary and the plain pages alike, each value validated as
+    /// UTF-8 on its own even though the buffers are validated whole: a value that is not
+    /// UTF-8, or only the half of a character whose other half is the next value, refuses the
+    /// batch (the import's thread then reports its rows), wherever it is.
+    #[test]
+    fn run_keys_are_each_values_own_utf8() {
+        let dict: &[&[u8]] = &[b"u1", "é".as_bytes(), b"u3"];
+        let batch = coded(dict, &[b"u4", b"u5"], &[0, 3, 1, 4, 2]);
+        assert_eq!(
+            keys_of(&batch),
+            Some(["u1", "u4", "é", "u5", "u3"].map(String::from).to_vec())
+        );
+        // Not UTF-8 in the plain pages, and in the dictionary.
+        assert_eq!(keys_of(&coded(dict, &[b"u4", b"\xff"], &[0, 4])), None);
+        assert_eq!(keys_of(&coded(&[b"u1", b"\xfe"], &[b"u4"], &[2, 1])), None);
+        // "é" split over two values: the buffer is UTF-8, neither value is.
+        let split: &[&[u8]] = &[b"\xc3", b"\xa9"];
+        assert_eq!(keys_of(&coded(dict, split, &[3])), None);
+        assert_eq!(keys_of(&coded(split, &[b"u4"], &[2, 1])), None);
+        // Invalid values no run starts at are never read.
+        assert_eq!(
+            keys_of(&coded(&[b"\xff", b"u2"], &[b"u4", b"\xfe"], &[1, 2])),
+            Some(["u2", "u4"].map(String::from).to_vec())
+        );
+    }
 }

@@ -106,6 +106,20 @@ impl Texts {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.bytes[start..self.ends[i]]
     }
+
+    /// Every value as UTF-8 at once, when they all are: one validation of the whole buffer
+    /// instead of one per value. Values are then read with [`Texts::str_in`].
+    pub(crate) fn all_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.bytes).ok()
+    }
+
+    /// Value `i` out of `all` (what [`Texts::all_str`] gave). `None` when it does not start
+    /// and end on character boundaries, which a valid UTF-8 value always does.
+    #[inline]
+    pub(crate) fn str_in<'a>(&self, all: &'a str, i: usize) -> Option<&'a str> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        all.get(start..self.ends[i])
+    }
 }
 
 /// Booleans packed 64 to a word: row `i` is bit `i % 64` of word `i / 64`.
