@@ -649,6 +649,7 @@ impl IdDictionary {
     /// of that many new users grows the store and its index once, not step by step (each step
     /// copies the store and hashes every key again). The index grows only when nothing is left
     /// unindexed.
+    #[cfg(any(feature = "import", test))]
     pub(crate) fn reserve(&mut self, keys: usize, bytes: usize) {
         let len = self.len() as usize;
         let index = (self.tail == 0).then_some(&mut self.index);

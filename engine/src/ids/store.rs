@@ -78,7 +78,7 @@ impl Ends {
     }
 
     /// The end offset of key `i`.
-    #[inline]
+    #[inline(always)]
     pub(super) fn get(&self, i: usize) -> Option<u64> {
         let low = u64::from(*self.low.get(i)?);
         if self.wraps.is_empty() {
@@ -89,7 +89,7 @@ impl Ends {
     }
 
     /// The byte range of key `i`.
-    #[inline]
+    #[inline(always)]
     fn range(&self, i: usize) -> Option<(usize, usize)> {
         let end = self.get(i)?;
         let start = match i.checked_sub(1) {
@@ -172,7 +172,7 @@ impl Arena {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn bytes(&self, i: usize) -> Option<&[u8]> {
         let (start, end) = self.ends.range(i)?;
         self.text.as_bytes().get(start..end)
@@ -185,7 +185,7 @@ impl Arena {
 
 /// `a.cmp(b)`, with keys of one length of 8 to 16 bytes (the usual user ids) compared as two
 /// big-endian words instead of by a call to `memcmp`.
-#[inline]
+#[inline(always)]
 fn cmp_bytes(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     if a.len() == b.len()
         && a.len() <= 16
@@ -330,7 +330,7 @@ impl KeyStore for Arena {
             .is_some_and(|key| same_bytes(key, probe))
     }
 
-    #[inline]
+    #[inline(always)]
     fn cmp_at(&self, i: u32, probe: &[u8]) -> Option<std::cmp::Ordering> {
         self.bytes(i as usize).map(|key| cmp_bytes(key, probe))
     }
