@@ -27,7 +27,7 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 use index::Index;
-use store::{Arena, KeyStore, push_gently, reserve_gently};
+use store::{Arena, KeyStore, SCAN, push_gently, reserve_gently};
 
 /// The type of a table's external keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -761,9 +761,29 @@ const FOLLOW_SPAN: u32 = 64;
 /// of the store whose keys increase: gallops forward by doubling steps to the first key not
 /// below it, then binary-searches the last step. Only an exact match is returned, so a store
 /// that is not in order there costs a wasted search, never a wrong answer.
+///
+/// The [`SCAN`] keys right after `from` are first compared all at once
+/// ([`KeyStore::count_below`]): a key among them (the usual case in a dense run) is found
+/// without the mispredicted branches of a search.
 #[inline]
 fn follow<S: KeyStore>(store: &S, from: u32, probe: S::Probe<'_>) -> Option<u32> {
     use std::cmp::Ordering::{Equal, Greater, Less};
+    let next = from.checked_add(1)?;
+    // The very next key first: in the densest runs it is the one.
+    match store.cmp_at(next, probe)? {
+        Equal => return Some(next),
+        Greater => return None,
+        Less => {}
+    }
+    let from = match store.count_below(next + 1, probe) {
+        Some(below) if below < SCAN => {
+            let p = next + 1 + below;
+            return store.matches(p, probe).then_some(p);
+        }
+        // Every one of them is below: on from the last.
+        Some(_) => next + SCAN,
+        None => from,
+    };
     let mut lo = from.checked_add(1)?;
     let mut step = 1u32;
     let hi = loop {
@@ -782,10 +802,11 @@ fn follow<S: KeyStore>(store: &S, from: u32, probe: S::Probe<'_>) -> Option<u32>
     let mut hi = hi;
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        match store.cmp_at(mid, probe)? {
-            Equal => return Some(mid),
-            Less => lo = mid + 1,
-            Greater => hi = mid,
+        match store.cmp_at(mid, probe) {
+            Some(Equal) => return Some(mid),
+            Some(Less) => lo = mid + 1,
+            // Past the end counts as above every key.
+            Some(Greater) | None => hi = mid,
         }
     }
     None
@@ -1055,11 +1076,43 @@ mod tests {
             }
         }
 
+        /// In a stretch of increasing keys, `follow` finds every key within [`FOLLOW_SPAN`]
+        /// positions after `from` (not just a correct answer, which the index would give too:
+        /// the position itself, without the index) and no absent key, whatever the key shape.
+        #[test]
+        fn follow_finds_keys_ahead_in_an_increasing_stretch(
+            kind in prop_oneof![Just(KeyKind::Str), Just(KeyKind::U64)],
+            width in prop_oneof![Just(7usize), Just(12), Just(15), Just(17)],
+            n in 1u32..200,
+            from in 0u32..200,
+        ) {
+            // Even numbers are the keys; odd ones are absent.
+            let key = |v: u32| match kind {
+                KeyKind::Str => Key::Str(format!("u{v:0width$}")),
+                KeyKind::U64 => Key::U64(u64::from(v)),
+            };
+            let mut d = IdDictionary::new(kind, 0);
+            for v in 0..n {
+                d.push(key(v * 2).as_ref()).unwrap();
+            }
+            let from = from % n;
+            let follow_key = |k: Key| match (&d.store, k) {
+                (Store::Str(a), Key::Str(s)) => follow(a, from, s.as_bytes()),
+                (Store::U64(v), Key::U64(x)) => follow(v, from, x),
+                _ => None,
+            };
+            for gap in 1..FOLLOW_SPAN {
+                let want = (from + gap < n).then_some(from + gap);
+                prop_assert_eq!(follow_key(key((from + gap) * 2)), want, "gap {}", gap);
+                prop_assert_eq!(follow_key(key((from + gap) * 2 + 1)), None, "gap {}", gap);
+            }
+        }
+
         /// Keys looked up in the order of their ids (runs with small and large gaps, absent keys
-        /// between them, repeats, a few restarts), in a dictionary whose keys were loaded mostly
-        /// but not entirely in order: the lookups that follow the previous key
-        /// ([`IdDictionary::follow_batch`]) give exactly the model's ids, at every batch
-        /// alignment.
+        /// between them, repeats, a few restarts; keys of one length or not), in a dictionary
+        /// whose keys were loaded mostly but not entirely in order: the lookups that follow the
+        /// previous key ([`IdDictionary::follow_batch`]) give exactly the model's ids, at every
+        /// batch alignment.
         #[test]
         fn lookups_in_key_order_match_a_hashmap_model(
             kind in prop_oneof![Just(KeyKind::Str), Just(KeyKind::U64)],
@@ -1070,9 +1123,14 @@ mod tests {
                 (prop_oneof![6 => 0usize..6, 1 => 0usize..150], 0u8..40),
                 0..400,
             ),
+            width in prop_oneof![Just(7usize), Just(15), Just(17)],
+            mixed in any::<bool>(),
         ) {
+            // Strings of 8, 16 or 18 bytes (the last too long for comparing 8 keys at once),
+            // some of another length when mixed.
             let key = |v: usize| match kind {
-                KeyKind::Str => Key::Str(format!("u{v:07}")),
+                KeyKind::Str if mixed && v.is_multiple_of(7) => Key::Str(format!("u{v:011}")),
+                KeyKind::Str => Key::Str(format!("u{v:0width$}")),
                 KeyKind::U64 => Key::U64(v as u64),
             };
             // Every third key, so the ones between are absent.

@@ -244,6 +244,25 @@ pub(super) trait KeyStore {
     /// How the key at position `i` orders against `probe` (numbers by value, strings by their
     /// bytes); `None` if there is no position `i`.
     fn cmp_at(&self, i: u32, probe: Self::Probe<'_>) -> Option<std::cmp::Ordering>;
+
+    /// How many of the [`SCAN`] keys at positions `start..start + SCAN` are below `probe`,
+    /// counted without a branch on any of them; `None` when some of those positions do not
+    /// exist, or (strings) the keys are not all of the probe's length, 8 to 16 bytes. Where
+    /// the keys increase, that is the offset of the first key not below `probe`.
+    fn count_below(&self, start: u32, probe: Self::Probe<'_>) -> Option<u32>;
+}
+
+/// Keys [`KeyStore::count_below`] compares at once.
+pub(super) const SCAN: u32 = 8;
+
+/// The first and the last 8 bytes of `key` as big-endian numbers (`None` under 8 bytes): for
+/// keys of one length of 8 to 16 bytes, their order is the keys' order.
+#[inline(always)]
+fn words(key: &[u8]) -> Option<(u64, u64)> {
+    Some((
+        u64::from_be_bytes(*key.first_chunk::<8>()?),
+        u64::from_be_bytes(*key.last_chunk::<8>()?),
+    ))
 }
 
 impl KeyStore for Vec<u64> {
@@ -283,6 +302,13 @@ impl KeyStore for Vec<u64> {
     #[inline]
     fn cmp_at(&self, i: u32, probe: u64) -> Option<std::cmp::Ordering> {
         self.get(i as usize).map(|k| k.cmp(&probe))
+    }
+
+    #[inline(always)]
+    fn count_below(&self, start: u32, probe: u64) -> Option<u32> {
+        let start = start as usize;
+        let keys = self.get(start..start + SCAN as usize)?;
+        Some(keys.iter().map(|&k| u32::from(k < probe)).sum())
     }
 }
 
@@ -333,6 +359,37 @@ impl KeyStore for Arena {
     #[inline(always)]
     fn cmp_at(&self, i: u32, probe: &[u8]) -> Option<std::cmp::Ordering> {
         self.bytes(i as usize).map(|key| cmp_bytes(key, probe))
+    }
+
+    #[inline(always)]
+    fn count_below(&self, start: u32, probe: &[u8]) -> Option<u32> {
+        const N: usize = SCAN as usize;
+        let start = start as usize;
+        if !self.ends.wraps.is_empty() || start == 0 {
+            return None;
+        }
+        // The end offsets of the key before `start` and of the `SCAN` keys: all the probe's
+        // length apart, so the keys lie back to back at a fixed stride.
+        let ends = self.ends.low.get(start - 1..start + N)?;
+        let len = probe.len();
+        if len > 16 {
+            return None;
+        }
+        let (p0, p1) = words(probe)?;
+        let same = ends.windows(2).fold(true, |same, w| {
+            same & (w[1].wrapping_sub(w[0]) as usize == len)
+        });
+        if !same {
+            return None;
+        }
+        let first = ends[0] as usize;
+        let text = self.text.as_bytes().get(first..first + N * len)?;
+        let mut below = 0;
+        for key in text.chunks_exact(len) {
+            let (k0, k1) = words(key)?;
+            below += u32::from((k0 < p0) | ((k0 == p0) & (k1 < p1)));
+        }
+        Some(below)
     }
 }
 
@@ -397,6 +454,49 @@ mod tests {
             assert!(v.capacity() <= v.len() + v.len() / 4 + 64);
         }
         assert!(reallocations < 60, "{reallocations}");
+    }
+
+    proptest! {
+        #![proptest_config(crate::testutil::proptest_config(256))]
+        /// `count_below` is the number of the `SCAN` keys from `start` below the probe, as a
+        /// one-by-one comparison counts it (whatever their order), or `None` exactly when a
+        /// position is missing or a key's length (or the probe's) is not the one 8 to 16 bytes.
+        #[test]
+        fn count_below_counts_like_one_by_one_comparisons(
+            len in 6usize..19,
+            keys in proptest::collection::vec((any::<u64>(), any::<u64>(), 0u8..12), 0..40),
+            probe in (any::<u64>(), any::<u64>(), 0u8..12),
+            start in 0u32..40,
+        ) {
+            // Keys from few distinct bytes so that prefixes and whole keys often tie; now and
+            // then one of another length.
+            let make = |(a, b, odd): (u64, u64, u8)| -> String {
+                let bytes = a.to_be_bytes().into_iter().chain(b.to_be_bytes());
+                let n = if odd == 0 { len + 1 } else { len };
+                bytes.cycle().take(n).map(|x| char::from(b'a' + x % 3)).collect()
+            };
+            let mut arena = Arena::default();
+            let keys: Vec<String> = keys.into_iter().map(make).collect();
+            for k in &keys {
+                arena.push(k);
+            }
+            let probe = make(probe);
+            let window = keys.get(start as usize..(start + SCAN) as usize);
+            let want = window
+                .filter(|w| {
+                    start > 0
+                        && (8..=16).contains(&probe.len())
+                        && w.iter().all(|k| k.len() == probe.len())
+                })
+                .map(|w| w.iter().filter(|k| k.as_bytes() < probe.as_bytes()).count() as u32);
+            prop_assert_eq!(arena.count_below(start, probe.as_bytes()), want);
+            let numbers: Vec<u64> = keys.iter().map(|k| k.len() as u64 * 7 + k.as_bytes()[0] as u64).collect();
+            let p = probe.len() as u64 * 7 + probe.as_bytes()[0] as u64;
+            let want = numbers
+                .get(start as usize..(start + SCAN) as usize)
+                .map(|w| w.iter().filter(|&&k| k < p).count() as u32);
+            prop_assert_eq!(numbers.count_below(start, p), want);
+        }
     }
 
     #[test]
