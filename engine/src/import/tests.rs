@@ -892,9 +892,8 @@ fn event_names_in_runs_each_row_decided() {
 }
 
 /// Rows of one user, event and day add up whatever their order (unsorted, or sorted with
-/// repeats), a zero
-/// count stages nothing, a day out of range is a bad row counted in its place, and runs of one
-/// event and day that switch back and forth each land on their own day.
+/// repeats), a zero count stages nothing, a day out of range is a bad row counted in its place,
+/// and runs of one event and day that switch back and forth each land on their own day.
 #[test]
 fn event_counts_add_up_in_any_row_order() {
     let f = fixture(KeyKind::Str);
