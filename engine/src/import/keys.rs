@@ -1,6 +1,6 @@
 //! The key column of a batch to user ids, a batch at a time.
 
-use super::source::{Batch, Cell, Col, Data};
+use super::source::{Batch, Cell, Col, Data, TextsAsStr};
 use super::{Ctx, import_error};
 use crate::error::Result;
 use crate::ids::{KeyKind, KeyRef};
@@ -183,39 +183,30 @@ fn plain_run_keys(kind: KeyKind, batch: &Batch, col: usize) -> Option<Vec<KeyRef
             }
         }
         (KeyKind::Str, Data::Coded(c)) => {
-            // The dictionary's and the plain pages' strings validated once each (when some
-            // key is one of them), not key by key.
+            // The dictionary's and the plain pages' strings are validated a buffer at a time.
             let in_dict = c.dict.texts.len();
-            let dict = std::cell::OnceCell::new();
-            let extra = std::cell::OnceCell::new();
+            let (dict, extra) = (TextsAsStr::new(&c.dict.texts), TextsAsStr::new(&c.extra));
             for &i in starts {
                 let i = i as usize;
                 if !key_col.valid[i] {
                     return None;
                 }
                 let code = c.codes[i] as usize;
-                let key = if code < in_dict {
-                    let all = dict.get_or_init(|| c.dict.texts.all_str());
-                    match all {
-                        Some(all) => c.dict.texts.str_in(all, code)?,
-                        None => std::str::from_utf8(c.dict.texts.get(code)).ok()?,
-                    }
-                } else {
-                    let all = extra.get_or_init(|| c.extra.all_str());
-                    match all {
-                        Some(all) => c.extra.str_in(all, code - in_dict)?,
-                        None => std::str::from_utf8(c.extra.get(code - in_dict)).ok()?,
-                    }
+                let key = match code.checked_sub(in_dict) {
+                    None => dict.get(code)?,
+                    Some(j) => extra.get(j)?,
                 };
                 keys.push(KeyRef::Str(key));
             }
         }
-        (KeyKind::Str, Data::Text(_)) => {
+        (KeyKind::Str, Data::Text(t)) => {
+            let texts = TextsAsStr::new(t);
             for &i in starts {
-                match key_col.cell(i as usize) {
-                    Cell::Text(b) => keys.push(KeyRef::Str(std::str::from_utf8(b).ok()?)),
-                    _ => return None,
+                let i = i as usize;
+                if !key_col.valid[i] {
+                    return None;
                 }
+                keys.push(KeyRef::Str(texts.get(i)?));
             }
         }
         _ => return None,
@@ -417,6 +408,21 @@ mod tests {
         let split: &[&[u8]] = &[b"\xc3", b"\xa9"];
         assert_eq!(keys_of(&coded(dict, split, &[3])), None);
         assert_eq!(keys_of(&coded(split, &[b"u4"], &[2, 1])), None);
+        // Plain text columns (CSV) the same way.
+        let text = |values: &[&[u8]]| Batch {
+            cols: vec![Col {
+                valid: vec![true; values.len()],
+                data: Data::Text(texts(values)),
+            }],
+            runs: (0..=values.len() as u32).collect(),
+            ..Batch::default()
+        };
+        assert_eq!(
+            keys_of(&text(&[b"u1", "é".as_bytes()])),
+            Some(["u1", "é"].map(String::from).to_vec())
+        );
+        assert_eq!(keys_of(&text(split)), None);
+        assert_eq!(keys_of(&text(&[b"u1", b"\xff"])), None);
         // Invalid values no run starts at are never read.
         assert_eq!(
             keys_of(&coded(&[b"\xff", b"u2"], &[b"u4", b"\xfe"], &[1, 2])),

@@ -106,19 +106,38 @@ impl Texts {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.bytes[start..self.ends[i]]
     }
+}
 
-    /// Every value as UTF-8 at once, when they all are: one validation of the whole buffer
-    /// instead of one per value. Values are then read with [`Texts::str_in`].
-    pub(crate) fn all_str(&self) -> Option<&str> {
-        std::str::from_utf8(&self.bytes).ok()
+/// The values of a [`Texts`] as UTF-8: the whole buffer is validated once, on first use, instead
+/// of each value on its own.
+pub(crate) struct TextsAsStr<'a> {
+    texts: &'a Texts,
+    all: std::cell::OnceCell<Option<&'a str>>,
+}
+
+impl<'a> TextsAsStr<'a> {
+    pub(crate) fn new(texts: &'a Texts) -> Self {
+        Self {
+            texts,
+            all: std::cell::OnceCell::new(),
+        }
     }
 
-    /// Value `i` out of `all` (what [`Texts::all_str`] gave). `None` when it does not start
-    /// and end on character boundaries, which a valid UTF-8 value always does.
+    /// Value `i`, or `None` if it is not UTF-8 on its own. Out of a valid buffer, a value is
+    /// exactly when it starts and ends on character boundaries.
     #[inline]
-    pub(crate) fn str_in<'a>(&self, all: &'a str, i: usize) -> Option<&'a str> {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        all.get(start..self.ends[i])
+    pub(crate) fn get(&self, i: usize) -> Option<&'a str> {
+        let texts = self.texts;
+        match self
+            .all
+            .get_or_init(|| std::str::from_utf8(&texts.bytes).ok())
+        {
+            Some(all) => {
+                let start = if i == 0 { 0 } else { texts.ends[i - 1] };
+                all.get(start..texts.ends[i])
+            }
+            None => std::str::from_utf8(texts.get(i)).ok(),
+        }
     }
 }
 

@@ -23,10 +23,10 @@ use crate::expr::{Expr, parse};
 use crate::ids::{Key, KeyRef};
 use crate::table::{TableSnapshot, Value};
 use eval::Shard;
+use plan::{Node, Planner};
 
 /// Pages of at least this many members look their keys up in parallel.
 const PARALLEL_KEYS: usize = 1 << 14;
-use plan::{Node, Planner};
 
 /// An expression planned against one snapshot, ready to evaluate any number of times.
 #[derive(Debug, Clone)]
