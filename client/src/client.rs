@@ -6,13 +6,8 @@
 //! it.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioIo;
 
 use portrait_proto::v1::admin_service_client::AdminServiceClient;
 use portrait_proto::v1::analysis_service_client::AnalysisServiceClient;
@@ -20,8 +15,6 @@ use portrait_proto::v1::behaviour_service_client::BehaviourServiceClient;
 use portrait_proto::v1::catalog_service_client::CatalogServiceClient;
 use portrait_proto::v1::ingest_service_client::IngestServiceClient;
 use portrait_proto::v1::query_service_client::QueryServiceClient;
-use portrait_proto::wire::CoalescedWrites;
-use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Response, Status};
 
@@ -258,6 +251,7 @@ impl ClientBuilder {
     fn endpoint(&self) -> Result<Endpoint> {
         Ok(Endpoint::from_shared(self.address.clone())?
             .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .http2_keep_alive_interval(Duration::from_secs(30))
@@ -279,10 +273,7 @@ impl ClientBuilder {
 
     /// Connects now, failing with [`Error::Transport`] if the server cannot be reached.
     pub async fn connect(self) -> Result<Client> {
-        let channel = self
-            .endpoint()?
-            .connect_with_connector(Connector::new())
-            .await?;
+        let channel = self.endpoint()?.connect().await?;
         Ok(self.build(channel))
     }
 
@@ -290,45 +281,8 @@ impl ClientBuilder {
     /// an invalid address fails here; an unreachable server shows up as [`Error::Unavailable`]
     /// on calls, which are retried.
     pub fn connect_lazy(self) -> Result<Client> {
-        let channel = self
-            .endpoint()?
-            .connect_with_connector_lazy(Connector::new());
+        let channel = self.endpoint()?.connect_lazy();
         Ok(self.build(channel))
-    }
-}
-
-/// Opens the TCP connections of a [`Channel`] (tonic's timeouts apply around it): no Nagle
-/// delay, and the writes of one burst of HTTP/2 frames sent as one segment ([`CoalescedWrites`]:
-/// a request's `HEADERS` and `DATA` go out together, so the server wakes once per call).
-#[derive(Debug, Clone)]
-struct Connector(HttpConnector);
-
-impl Connector {
-    fn new() -> Self {
-        let mut http = HttpConnector::new();
-        // The scheme is checked by the endpoint; `http://` and plain `host:port` both work.
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        Self(http)
-    }
-}
-
-impl tower::Service<http::Uri> for Connector {
-    type Response = TokioIo<CoalescedWrites<TcpStream>>;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-    type Future =
-        Pin<Box<dyn Future<Output = std::result::Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), Self::Error>> {
-        self.0.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let connecting = self.0.call(uri);
-        Box::pin(async move {
-            let io = connecting.await?;
-            Ok(TokioIo::new(CoalescedWrites::new(io.into_inner())))
-        })
     }
 }
 

@@ -9,9 +9,6 @@
 //! - a client per service, e.g. [`v1::query_service_client::QueryServiceClient`];
 //! - a server trait per service, e.g. [`v1::query_service_server::QueryService`].
 //!
-//! [`wire::CoalescedWrites`] is the connection wrapper both ends use, so that a unary call costs
-//! one TCP segment each way.
-//!
 //! The services are `CatalogService`, `QueryService`, `AnalysisService`, `BehaviourService` and
 //! `AdminService` (`portrait.proto`), and `IngestService` (`ingest.proto`). The
 //! rules for evolving `v1` without breaking deployed clients are in `proto/README.md`.
@@ -26,8 +23,6 @@
 //! };
 //! assert_eq!(request.table, "users");
 //! ```
-
-pub mod wire;
 
 /// Generated types and gRPC stubs of the `portrait.v1` package.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

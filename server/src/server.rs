@@ -20,9 +20,7 @@ use portrait_proto::v1::{
     behaviour_service_server::BehaviourServiceServer, catalog_service_server::CatalogServiceServer,
     ingest_service_server::IngestServiceServer, query_service_server::QueryServiceServer,
 };
-use portrait_proto::wire::CoalescedWrites;
 use tokio::sync::watch;
-use tokio_stream::StreamExt as _;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -173,11 +171,7 @@ impl Bound {
             );
 
         let (drain_tx, mut drain_rx) = watch::channel(false);
-        // One segment per burst of frames (see `portrait_proto::wire`).
-        let incoming = self
-            .incoming
-            .map(|accepted| accepted.map(CoalescedWrites::new));
-        let serving = router.serve_with_incoming_shutdown(incoming, async move {
+        let serving = router.serve_with_incoming_shutdown(self.incoming, async move {
             let _ = drain_rx.wait_for(|d| *d).await;
         });
         tokio::pin!(serving);
