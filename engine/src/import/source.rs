@@ -100,11 +100,17 @@ impl Texts {
         self.ends.push(self.bytes.len());
     }
 
+    /// The byte range of value `i`.
+    #[inline]
+    fn range(&self, i: usize) -> std::ops::Range<usize> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        start..self.ends[i]
+    }
+
     /// Value `i`.
     #[inline]
     pub(crate) fn get(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.bytes[start..self.ends[i]]
+        &self.bytes[self.range(i)]
     }
 }
 
@@ -132,10 +138,7 @@ impl<'a> TextsAsStr<'a> {
             .all
             .get_or_init(|| std::str::from_utf8(&texts.bytes).ok())
         {
-            Some(all) => {
-                let start = if i == 0 { 0 } else { texts.ends[i - 1] };
-                all.get(start..texts.ends[i])
-            }
+            Some(all) => all.get(texts.range(i)),
             None => std::str::from_utf8(texts.get(i)).ok(),
         }
     }
