@@ -5,12 +5,13 @@ Run by ``benches/compare.sh`` (see ``benches/compare/README.md``)::
     compare.py --data DIR --portrait FILE.json --db DIR --report BENCHMARKS.md [...]
 
 1. Loads the Parquet files of ``DIR`` into chdb (ClickHouse in-process) in every modelling of
-   ``suite.MODELLINGS`` (fresh database directory each run), timing each and measuring its
-   size on disk (``system.parts``).
+   ``suite.MODELLINGS`` (fresh database directory each run), timing each.
 2. Runs every query of the suite in each modelling that can answer it: one warm-up, then at
    least ``--min-runs`` runs and about a second of them; median wall time of ``session.query``
    (the result is parsed outside the timing). The query cache and the query-condition cache are
-   off, so every run does the work.
+   off, so every run does the work. Then merges every table into one part (``OPTIMIZE TABLE ...
+   FINAL``, timed; see ``merge``), runs the queries again, and keeps each one's faster state.
+   Sizes on disk (``system.parts``) are the merged tables'.
 3. Compares each modelling's answer with Portrait's (the JSON written by the ``compare`` Rust
    binary). Any mismatch fails the run with a diff; the fastest matching modelling is reported.
 4. Writes the report.
@@ -48,6 +49,10 @@ class Mismatch(Exception):
     pass
 
 
+# The states of the tables the queries run in, in order (see `merge`).
+STATES = ("as loaded", "merged")
+
+
 class ClickHouse:
     def __init__(self, path: Path):
         if path.exists():
@@ -72,6 +77,17 @@ class ClickHouse:
     def version(self) -> str:
         return self.rows("SELECT version()")[0][0]
 
+    def parts(self, tables: list[str]) -> dict[str, int]:
+        """Active parts of each of ``tables``."""
+        got = {
+            t: int(n)
+            for t, n in self.rows(
+                "SELECT table, count() FROM system.parts "
+                "WHERE active AND database = currentDatabase() GROUP BY table"
+            )
+        }
+        return {t: got.get(t, 0) for t in tables}
+
     def sizes(self) -> dict[str, tuple[int, int]]:
         return {
             t: (int(b), int(r))
@@ -95,43 +111,81 @@ def measure(fn, min_runs: int):
 
 
 def load(ch: ClickHouse, data: Path) -> list[dict]:
+    """Loads every modelling (the inserts, timed) and counts the parts each table was left in."""
     results = []
     for m in suite.MODELLINGS:
         t = time.perf_counter()
         for sql in m["load"](str(data)):
             ch.run(sql)
         secs = time.perf_counter() - t
+        inserted = ch.parts(m["tables"])
         sizes = ch.sizes()
         size = sum(sizes.get(tb, (0, 0))[0] for tb in m["tables"])
-        results.append({"name": m["name"], "what": m["what"], "seconds": secs, "bytes": size,
-                        "tables": {tb: sizes.get(tb, (0, 0)) for tb in m["tables"]}})
-        print(f"loaded {m['name']:<8} in {secs:7.2f} s, {size / 2**20:8.1f} MiB", flush=True)
+        results.append({"name": m["name"], "what": m["what"], "seconds": secs,
+                        "parts_inserted": inserted, "bytes": size})
+        print(f"loaded {m['name']:<8} in {secs:7.2f} s, {sum(inserted.values())} parts, "
+              f"{size / 2**20:8.1f} MiB", flush=True)
     return results
 
 
-def run_queries(ch: ClickHouse, portrait: dict, min_runs: int) -> list[dict]:
-    out = []
+def merge(ch: ClickHouse, loads: list[dict]) -> None:
+    """Merges every table into one part (``OPTIMIZE TABLE ... FINAL``), timed per modelling.
+
+    chdb does not merge parts in the background while the benchmark runs: a bulk insert stays in
+    hundreds of parts (760 for the long modelling at 10M users), and every query reads each
+    part's index. A ClickHouse expert merges a bulk-loaded table before querying it, so the
+    queries run again on merged tables and each keeps its faster state (``run_queries``). The
+    load time compared with Portrait's stays the inserts' alone: the table answers queries as
+    soon as they are done.
+    """
+    tables = {m["name"]: m["tables"] for m in suite.MODELLINGS}
+    for x in loads:
+        names = tables[x["name"]]
+        t = time.perf_counter()
+        for tb in names:
+            ch.run(f"OPTIMIZE TABLE {tb} FINAL")
+        x["merge_seconds"] = time.perf_counter() - t
+        merged = ch.parts(names)
+        if any(n != 1 for n in merged.values()):
+            raise RuntimeError(f"OPTIMIZE FINAL left {merged} active parts, not one a table")
+        sizes = ch.sizes()
+        x["bytes"] = sum(sizes.get(tb, (0, 0))[0] for tb in names)
+        x["tables"] = {tb: sizes.get(tb, (0, 0)) for tb in names}
+        print(f"merged {x['name']:<8} in {x['merge_seconds']:7.2f} s, "
+              f"{x['bytes'] / 2**20:8.1f} MiB", flush=True)
+
+
+def run_queries(ch: ClickHouse, portrait: dict, min_runs: int, state: str,
+                out: list[dict] | None = None) -> list[dict]:
+    """Runs every query in every modelling that can answer it, in the tables' current `state`
+    ("as loaded" or "merged"), checking each answer against Portrait's. With `out` (the rows of
+    a run in another state), each modelling keeps the faster of its two states."""
+    rows = {r["id"]: r for r in out or []}
     for q in portrait["queries"]:
         qid = q["id"]
         variants = suite.QUERIES.get(qid)
         if variants is None:
             raise RuntimeError(f"no ClickHouse form for query {qid}")
         expected = q["answer"]
-        row = {"id": qid, "title": q["title"], "modellings": {}, "portrait": q}
+        row = rows.setdefault(qid, {"id": qid, "title": q["title"], "modellings": {},
+                                    "portrait": q})
         for v in variants:
             run = v["run"](q["params"])
             result, secs, runs = measure(lambda: run(ch), min_runs)
             answer = v["answer"](result, q["params"])
             problems = v.get("check", suite.check_equal)(ch, answer, expected, q["params"])
             if problems:
-                raise Mismatch(f"query {qid}, modelling {v['modelling']}: ClickHouse and "
-                               f"Portrait disagree:\n  " + "\n  ".join(problems))
-            row["modellings"][v["modelling"]] = {"seconds": secs, "runs": runs}
-            print(f"{qid:<14} {v['modelling']:<8} {fmt(secs):>10}  ({runs} runs) ok", flush=True)
+                raise Mismatch(f"query {qid}, modelling {v['modelling']} ({state}): ClickHouse "
+                               f"and Portrait disagree:\n  " + "\n  ".join(problems))
+            m = row["modellings"].setdefault(v["modelling"], {"states": {}})
+            m["states"][state] = secs
+            if "seconds" not in m or secs < m["seconds"]:
+                m.update({"seconds": secs, "runs": runs, "state": state})
+            print(f"{qid:<14} {v['modelling']:<8} {fmt(secs):>10}  ({runs} runs, {state}) ok",
+                  flush=True)
         best = min(row["modellings"].items(), key=lambda kv: kv[1]["seconds"])
         row["best"] = {"modelling": best[0], **best[1]}
-        out.append(row)
-    return out
+    return [rows[q["id"]] for q in portrait["queries"]]
 
 
 def fmt(secs) -> str:
@@ -307,7 +361,8 @@ def report_section(args, portrait, ch_version, loads, rows, files) -> list[str]:
         ip, gr, k = ns(p["in_process"]), ns(p["grpc"]), ns(p["kernel"])
         if gr:
             grpc_ratios.append(ch / gr)
-        L.append(f"| {r['title']} | {fmt(ch)} ({r['best']['modelling']}) | {fmt(ip)} | {fmt(gr)} | "
+        L.append(f"| {r['title']} | {fmt(ch)} ({r['best']['modelling']}, {r['best']['state']}) | "
+                 f"{fmt(ip)} | {fmt(gr)} | "
                  f"{fmt(k)} | {ratio(ch, gr)} | {ratio(ch, ip)} | {ratio(ip, k)} |")
     pl = portrait["load"]
     bm = sum(x["seconds"] for x in loads if x["name"] in ("bitmap", "events")) or None
@@ -322,13 +377,15 @@ def report_section(args, portrait, ch_version, loads, rows, files) -> list[str]:
              "`in-process / kernel` is how far the engine is from it.\n")
 
     L.append("#### Every ClickHouse modelling\n")
+    L.append("Each cell: as loaded / merged into one part a table (see Loads).\n")
     names = []
     for r in rows:
         names += [n for n in r["modellings"] if n not in names]
     L.append("| query | " + " | ".join(names) + " | Portrait's answer |")
     L.append("|---|" + "---|" * (len(names) + 1))
     for r in rows:
-        cells = [fmt(r["modellings"][n]["seconds"]) if n in r["modellings"] else "" for n in names]
+        cells = [" / ".join(fmt(r["modellings"][n]["states"].get(s)) for s in STATES)
+                 if n in r["modellings"] else "" for n in names]
         L.append(f"| {r['id']} | " + " | ".join(cells) + f" | {summary(r['portrait'])} |")
 
     L.append("\n#### What each query is\n")
@@ -345,16 +402,27 @@ def report_section(args, portrait, ch_version, loads, rows, files) -> list[str]:
              "ClickHouse's equal Portrait's.")
 
     L.append("\n### Loads\n")
-    L.append("| system / modelling | what | load time | on disk |")
-    L.append("|---|---|---|---|")
+    L.append("| system / modelling | what | load time | then merged (`OPTIMIZE FINAL`) | "
+             "on disk |")
+    L.append("|---|---|---|---|---|")
     fs = pl["files"]
     L.append(f"| Portrait | users (wide), tags (long), events: the engine's importer with "
              f"`mapping.toml`, as `portrait load` (cumulative: users {fs[0]['seconds']:.1f} s, "
              f"tags {fs[1]['seconds']:.1f} s, events {fs[2]['seconds']:.1f} s) | "
-             f"{fmt(pl['seconds'])} | {pl['bytes'] / 2**20:.0f} MiB |")
+             f"{fmt(pl['seconds'])} | — (one segment per shard) | "
+             f"{pl['bytes'] / 2**20:.0f} MiB |")
     for x in loads:
+        parts = sum(x["parts_inserted"].values())
         L.append(f"| ClickHouse {x['name']} | {x['what']} | {fmt(x['seconds'])} | "
+                 f"{fmt(x['merge_seconds'])} ({parts:,} parts → 1 a table) | "
                  f"{x['bytes'] / 2**20:.0f} MiB |")
+    L.append("\nchdb leaves a bulk insert in many parts and does not merge them while the "
+             "benchmark runs, and every query reads each part's index. So every query runs twice "
+             "in every modelling: on the tables as loaded, then after each table is merged into "
+             "one part (`OPTIMIZE TABLE ... FINAL`, as an expert would before querying), and "
+             "ClickHouse's best above is the faster of the two. The load time compared with "
+             "Portrait's is the inserts' alone: ClickHouse's most favourable figure on both "
+             "counts.")
     L.append("\nBoth read the same Parquet files. ClickHouse derives its `UInt32` user id from the "
              "key's digits (`toUInt32(substring(key, 2))`, a shortcut this dataset's keys allow); "
              "Portrait resolves every key through its key dictionary, as it must for real keys.\n")
@@ -426,7 +494,10 @@ def main():
     print(f"chdb {chdb.__version__}, ClickHouse {version}", flush=True)
     loads = load(ch, args.data)
     try:
-        rows = run_queries(ch, portrait, max(5, args.min_runs))
+        runs = max(5, args.min_runs)
+        rows = run_queries(ch, portrait, runs, STATES[0])
+        merge(ch, loads)
+        rows = run_queries(ch, portrait, runs, STATES[1], rows)
     except Mismatch as e:
         print(f"\nFAILED: {e}", file=sys.stderr)
         sys.exit(1)
