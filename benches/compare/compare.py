@@ -13,7 +13,8 @@ Run by ``benches/compare.sh`` (see ``benches/compare/README.md``)::
    FINAL``, timed; see ``merge``), runs the queries again, and keeps each one's faster state.
    Sizes on disk (``system.parts``) are the merged tables'.
 3. Compares each modelling's answer with Portrait's (the JSON written by the ``compare`` Rust
-   binary). Any mismatch fails the run with a diff; the fastest matching modelling is reported.
+   binary). Any mismatch fails the run with a diff; the fastest matching modelling and state
+   is reported.
 4. Writes the report.
 """
 
@@ -147,7 +148,7 @@ def merge(ch: ClickHouse, loads: list[dict]) -> None:
         x["merge_seconds"] = time.perf_counter() - t
         merged = ch.parts(names)
         if any(n != 1 for n in merged.values()):
-            raise RuntimeError(f"OPTIMIZE FINAL left {merged} active parts, not one a table")
+            raise RuntimeError(f"OPTIMIZE FINAL left {merged} active parts, not one per table")
         sizes = ch.sizes()
         x["bytes"] = sum(sizes.get(tb, (0, 0))[0] for tb in names)
         x["tables"] = {tb: sizes.get(tb, (0, 0)) for tb in names}
@@ -380,7 +381,7 @@ def report_section(args, portrait, ch_version, loads, rows, files) -> list[str]:
              "`in-process / kernel` is how far the engine is from it.\n")
 
     L.append("#### Every ClickHouse modelling\n")
-    L.append("Each cell: as loaded / merged into one part a table (see Loads).\n")
+    L.append("Each cell: as loaded / merged into one part per table (see Loads).\n")
     names = []
     for r in rows:
         names += [n for n in r["modellings"] if n not in names]
@@ -417,7 +418,7 @@ def report_section(args, portrait, ch_version, loads, rows, files) -> list[str]:
     for x in loads:
         parts = sum(x["parts_inserted"].values())
         L.append(f"| ClickHouse {x['name']} | {x['what']} | {fmt(x['seconds'])} | "
-                 f"{fmt(x['merge_seconds'])} ({parts:,} parts → 1 a table) | "
+                 f"{fmt(x['merge_seconds'])} ({parts:,} parts → 1 per table) | "
                  f"{x['bytes'] / 2**20:.0f} MiB |")
     L.append("\nchdb leaves a bulk insert in many parts and does not merge them while the "
              "benchmark runs, and every query reads each part's index. So every query runs twice "
