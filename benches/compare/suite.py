@@ -145,6 +145,9 @@ COUNT3 = {
     "bitmap": bm_andnot(bm_and([T("interest/sports"), T("device/android")]),
                         [T("risk/bot_suspect")]),
 }
+# COUNT3 over the array `tags` of one user's tag paths.
+COUNT3_OF_TAGS = ("has(tags, 'interest/sports') AND has(tags, 'device/android') "
+                  "AND NOT has(tags, 'risk/bot_suspect')")
 CITIES = ["city_000", "city_001", "city_002", "city_003"]
 C10_TAGS = ["device/android", "content/live_stream", "marketing/campaign", "model/cross_sell/low",
             "marketing/email_opt_in"]
@@ -287,6 +290,12 @@ CONTAINS = [
      "answer": lambda r, p: {"member": bool(first(r))}},
     {"modelling": "bitmap",
      "run": lambda p: sql(f"SELECT bitmapContains({COUNT3['bitmap']}, toUInt32({int(p['key'][1:])}))"),
+     "answer": lambda r, p: {"member": bool(first(r))}},
+    # The user's tags from the table ordered by key (a point lookup that, unlike `wide`, does
+    # not go through the ~1,000-column table); no tags at all gives an empty array, not a member.
+    {"modelling": "long",
+     "run": lambda p: sql(f"SELECT {COUNT3_OF_TAGS} FROM (SELECT groupArray(tag) AS tags "
+                          f"FROM tags_by_key WHERE key = {q(p['key'])})"),
      "answer": lambda r, p: {"member": bool(first(r))}},
 ]
 
