@@ -120,12 +120,11 @@ def load(ch: ClickHouse, data: Path) -> list[dict]:
             ch.run(sql)
         secs = time.perf_counter() - t
         inserted = ch.parts(m["tables"])
-        sizes = ch.sizes()
-        size = sum(sizes.get(tb, (0, 0))[0] for tb in m["tables"])
+        # Sizes on disk are measured once merged (`merge`).
         results.append({"name": m["name"], "what": m["what"], "seconds": secs,
-                        "parts_inserted": inserted, "bytes": size})
-        print(f"loaded {m['name']:<8} in {secs:7.2f} s, {sum(inserted.values())} parts, "
-              f"{size / 2**20:8.1f} MiB", flush=True)
+                        "parts_inserted": inserted})
+        print(f"loaded {m['name']:<8} in {secs:7.2f} s, {sum(inserted.values())} parts",
+              flush=True)
     return results
 
 

@@ -40,15 +40,16 @@ ATTR_COLUMNS = [
     ("channel", "LowCardinality(String)"), ("registered", "Date"), ("vip_level", "UInt8"),
     ("total_spend", "Decimal(18, 2)"), ("last_active", "Date"),
 ]
+# Their column definitions, for a CREATE TABLE.
+ATTR_SCHEMA = ", ".join(f"{n} {t}" for n, t in ATTR_COLUMNS)
 
 
 def load_wide(d):
     tags = tag_paths()
     cols = ",\n".join(f"  {col(t)} Bool" for t in tags)
-    attrs = ", ".join(f"{n} {t}" for n, t in ATTR_COLUMNS)
     return [
         f"""CREATE TABLE users_wide (
-  uid UInt32, {attrs},
+  uid UInt32, {ATTR_SCHEMA},
 {cols}
 ) ENGINE = MergeTree ORDER BY key""",
         f"INSERT INTO users_wide SELECT {UID} AS uid, * FROM file('{d}/users.parquet')",
@@ -75,7 +76,6 @@ def load_bitmap(d):
 
 
 def load_long(d):
-    columns = ", ".join(f"{n} {t}" for n, t in ATTR_COLUMNS)
     names = ", ".join(n for n, _ in ATTR_COLUMNS)
     return [
         "CREATE TABLE tags_by_key (key String, tag LowCardinality(String)) "
@@ -84,7 +84,7 @@ def load_long(d):
         "CREATE TABLE tags_by_tag (tag LowCardinality(String), key String) "
         "ENGINE = MergeTree ORDER BY (tag, key)",
         f"INSERT INTO tags_by_tag SELECT tag, key FROM file('{d}/tags.parquet')",
-        f"CREATE TABLE users_attrs ({columns}) ENGINE = MergeTree ORDER BY key",
+        f"CREATE TABLE users_attrs ({ATTR_SCHEMA}) ENGINE = MergeTree ORDER BY key",
         f"INSERT INTO users_attrs SELECT {names} FROM file('{d}/users.parquet')",
     ]
 
