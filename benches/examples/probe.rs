@@ -126,6 +126,78 @@ fn main() {
             println!("{best:8.3} ms  {users:>9}  {text}");
             continue;
         }
+        if let Some(prefix) = text.strip_prefix("members:") {
+            // How many flags lie under a prefix, and their memberships in all.
+            let (mut flags, mut members) = (0u64, 0u64);
+            for meta in snap.fields() {
+                if meta.spec.path.starts_with(prefix) {
+                    let f = snap.field(&meta.spec.path).unwrap();
+                    if f.kind() == portrait_engine::FieldKind::Flag {
+                        flags += 1;
+                        members += f.version().users;
+                    }
+                }
+            }
+            println!("{flags} flags, {members} memberships under {prefix}");
+            continue;
+        }
+        if let Some(only) = text.strip_prefix("suite") {
+            // The comparison's slowest analyses (`benches/src/bin/compare.rs`), median of the
+            // runs; `suite:NAME` for one of them.
+            let only = only.strip_prefix(':');
+            let run = |name: &str| only.is_none_or(|o| o == name);
+            let med = |name: &str, f: &mut dyn FnMut() -> usize| {
+                if run(name) {
+                    let (times, n) = times_ms(runs, f);
+                    println!("{:8.3} ms  {n:>9}  {name}", times[times.len() / 2]);
+                }
+            };
+            med("group2", &mut || {
+                snap.crowd_text("interest/sports")
+                    .unwrap()
+                    .group_count(&["demographic/gender", "geo/province"], None, usize::MAX)
+                    .unwrap()
+                    .len()
+            });
+            med("topk", &mut || {
+                snap.crowd_text("demographic/age < 25 AND device/ios")
+                    .unwrap()
+                    .top_values("interest", 20, portrait_engine::analysis::TopOrder::Count)
+                    .unwrap()
+                    .len()
+            });
+            med("distribution", &mut || {
+                snap.crowd_text("interest/sports")
+                    .unwrap()
+                    .distribution(
+                        "demographic/age",
+                        &portrait_engine::Buckets::Bounds(vec![18, 25, 35, 45, 60]),
+                    )
+                    .unwrap()
+                    .len()
+            });
+            med("export", &mut || {
+                snap.crowd_text("purchase/home")
+                    .unwrap()
+                    .members(None, usize::MAX)
+                    .unwrap()
+                    .keys
+                    .len()
+            });
+            let days = portrait_engine::behaviour::DayRange::new(
+                portrait_datagen::FIRST_EVENT_DAY,
+                portrait_datagen::REFERENCE_DAY,
+            );
+            med("frequency", &mut || {
+                snap.crowd_text("interest/sports")
+                    .unwrap()
+                    .frequency("purchase", days, portrait_engine::expr::Measure::Days)
+                    .unwrap()
+                    .histogram
+                    .len()
+            });
+            continue;
+        }
         if text == "portrait" {
             // One portrait lookup by key, cycling through 1,000 users as the engine benchmark does.
             let keys: Vec<String> = (0..1000u32)

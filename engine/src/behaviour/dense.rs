@@ -1,29 +1,28 @@
-//! Dense per-shard bit vectors for the counting kernels of behaviour analysis.
+//! Dense bit vectors and the counting kernels of behaviour analysis.
 //!
 //! Counting (how many days or times each user did something) and funnels combine tens of
 //! day bitmaps per shard with many operations each. On roaring bitmaps every operation pays for
 //! container dispatch and, when results hover around the array/bitset threshold, for scalar
-//! set-bit extraction; on a plain `[u64; 16384]` per shard (2^20 bits, 128 KiB, in L2) the same
-//! operations are straight-line loops the compiler vectorizes.
+//! set-bit extraction; on plain words the same operations are straight-line loops that
+//! vectorize. [`Dense`] holds a shard's bits (`[u64; 16384]`, 2^20 bits, 128 KiB);
+//! [`BlockCounter`] counts one container block (1,024 words) at a time, every day's container
+//! of the block added in turn into bit-sliced counters that stay in the L1 cache.
 //!
 //! Stored bitmaps are read straight from their serialized (portable) bytes (see
 //! [`crate::bitmap::portable`]): bitset containers are copied, array and run containers set
 //! their bits. Damage is reported as [`Error::Corruption`], never a panic.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use croaring::{Bitmap, Portable};
 
 use crate::SHARD_BITS;
-use crate::bitmap::portable::{BLOCK_WORDS, Directory};
+use crate::bitmap::portable::{BLOCK_WORDS, Cont, Directory};
 use crate::error::{Error, Result};
 
 /// Words of a shard's bit vector.
 pub(crate) const WORDS: usize = 1 << (SHARD_BITS - 6);
-/// Bitmaps of at most this many members are added to counters member by member. A member
-/// costs a few unpredictable branches and scattered reads; a dense addition a fixed pass over
-/// the shard's words, cheaper from about this many members on.
-const SPARSE_MEMBERS: u64 = 1 << 12;
 /// Roaring containers (2^16 ids each) per shard.
 const CONTAINERS: u32 = 1 << (SHARD_BITS - 16);
 
@@ -55,13 +54,6 @@ impl Dense {
         d.or_portable(&bytes, shard, Path::new("(memory)"))
             .expect("CRoaring's own serialization parses");
         d
-    }
-
-    /// Replaces the bits with those of the bitmap serialized in `bytes` (see
-    /// [`Dense::or_portable`]), clearing only the containers the bitmap does not fill.
-    pub(crate) fn set_portable(&mut self, bytes: &[u8], shard: u32, path: &Path) -> Result<()> {
-        self.words.fill(0);
-        self.or_portable(bytes, shard, path)
     }
 
     /// ORs in the bitmap serialized (portable format) in `bytes`, whose ids belong to `shard`;
@@ -125,139 +117,135 @@ impl Dense {
     }
 }
 
-/// A bit-sliced counter over a shard: `slices[i]` holds bit `i` of every user's count.
-#[derive(Debug, Default)]
-pub(crate) struct DenseCounter {
-    pub(crate) slices: Vec<Dense>,
-    /// Scratch space of `add_at`.
-    carry: Option<Dense>,
+/// Array containers of at most this many members are added to a block's counters member by
+/// member. A member costs a test of the crowd's bit and, when set, a short ripple; a dense
+/// addition expands the container and makes a fixed pass over the block's 1,024 words.
+const SPARSE_MEMBERS: usize = 256;
+/// A block's histogram is split into an array of this many bits of count; blocks with larger
+/// counts fall back to reading each user's count.
+const HISTOGRAM_BITS: usize = 10;
+
+/// `s += a & m` on one bit slice: `s ^= a & m`, the carry out in `carry`; returns the OR of
+/// the carry (zero: nothing left to ripple). Loops over zipped slices of one length, without
+/// bounds checks, so they vectorize.
+#[inline(always)]
+fn add_masked_generic(s: &mut [u64], carry: &mut [u64], add: &[u64], mask: &[u64]) -> u64 {
+    let mut left = 0u64;
+    for (((s, c), &a), &m) in s.iter_mut().zip(carry.iter_mut()).zip(add).zip(mask) {
+        let a = a & m;
+        let next = *s & a;
+        *s ^= a;
+        *c = next;
+        left |= next;
+    }
+    left
 }
 
-impl DenseCounter {
-    /// Adds `2^bit` to the count of every user whose bit is set in `add`: a ripple-carry
-    /// addition, one slice at a time over all words (branch-free, vectorized loops), stopping
-    /// as soon as no carry is left.
-    #[cfg(test)]
-    pub(crate) fn add_at(&mut self, add: &Dense, bit: usize) {
-        self.add_masked(add, None, bit);
+/// [`add_masked_generic`] without a mask.
+#[inline(always)]
+fn add_plain_generic(s: &mut [u64], carry: &mut [u64], add: &[u64]) -> u64 {
+    let mut left = 0u64;
+    for ((s, c), &a) in s.iter_mut().zip(carry.iter_mut()).zip(add) {
+        let next = *s & a;
+        *s ^= a;
+        *c = next;
+        left |= next;
+    }
+    left
+}
+
+/// `s += carry` on the next bit slice, the carry out replacing the carry in; returns its OR.
+#[inline(always)]
+fn ripple_generic(s: &mut [u64], carry: &mut [u64]) -> u64 {
+    let mut left = 0u64;
+    for (s, c) in s.iter_mut().zip(carry.iter_mut()) {
+        let next = *s & *c;
+        *s ^= *c;
+        *c = next;
+        left |= next;
+    }
+    left
+}
+
+crate::bitmap::dispatched!(
+    /// [`add_masked_generic`], in the widest build the CPU runs.
+    fn add_masked / add_masked_avx512 / add_masked_avx2 = add_masked_generic(
+        s: &mut [u64], carry: &mut [u64], add: &[u64], mask: &[u64]) -> u64
+);
+crate::bitmap::dispatched!(
+    /// [`add_plain_generic`], in the widest build the CPU runs.
+    fn add_plain / add_plain_avx512 / add_plain_avx2 = add_plain_generic(
+        s: &mut [u64], carry: &mut [u64], add: &[u64]) -> u64
+);
+crate::bitmap::dispatched!(
+    /// [`ripple_generic`], in the widest build the CPU runs.
+    fn ripple / ripple_avx512 / ripple_avx2 = ripple_generic(s: &mut [u64], carry: &mut [u64]) -> u64
+);
+
+/// Bit-sliced counters over one container block (65,536 users): slice `i` holds bit `i` of
+/// every user's count. Counting works a block at a time, so the slices, the carry and the
+/// addend stay in the L1 cache however many days are added; whole-shard counters would
+/// stream 128 KiB per slice through the cache once per day.
+#[derive(Debug, Default)]
+pub(crate) struct BlockCounter {
+    /// Allocated slices, reused from block to block; those from `used` on are all zero.
+    slices: Vec<Vec<u64>>,
+    /// Slices holding a bit of some count in this block.
+    used: usize,
+    /// Scratch space of `add_words`.
+    carry: Vec<u64>,
+}
+
+impl BlockCounter {
+    /// Every count back to zero.
+    fn clear(&mut self) {
+        for s in &mut self.slices[..self.used] {
+            s.fill(0);
+        }
+        self.used = 0;
     }
 
-    /// [`DenseCounter::add_at`] of `add & mask` (all of `add` without a mask), the mask
-    /// applied on the fly.
-    pub(crate) fn add_masked(&mut self, add: &Dense, mask: Option<&Dense>, bit: usize) {
-        while self.slices.len() < bit {
-            self.slices.push(Dense::zero());
+    /// Makes slices `..=i` usable.
+    fn reach(&mut self, i: usize) {
+        while self.slices.len() <= i {
+            self.slices.push(vec![0; BLOCK_WORDS]);
         }
-        let mut carry = self.carry.take().unwrap_or_else(Dense::zero);
-        let mut i = bit;
+        self.used = self.used.max(i + 1);
+    }
+
+    /// The slices in use, lowest bit first.
+    pub(crate) fn slices(&self) -> &[Vec<u64>] {
+        &self.slices[..self.used]
+    }
+
+    /// Adds `2^bit` to the count of every user whose bit is set in `add & mask` (all of `add`
+    /// without a mask): a ripple-carry addition, one slice at a time (branch-free loops over
+    /// zipped slices of one length, which vectorize), stopping as soon as no carry is left.
+    pub(crate) fn add_words(&mut self, add: &[u64], mask: Option<&[u64]>, bit: usize) {
+        let (add, mask) = (&add[..BLOCK_WORDS], mask.map(|m| &m[..BLOCK_WORDS]));
+        self.reach(bit);
+        let carry = &mut self.carry;
+        carry.resize(BLOCK_WORDS, 0);
         // The first slice reads the addend directly; later ones the carry.
-        let mut left = 0u64;
-        if i == self.slices.len() {
-            self.slices.push(Dense::zero());
-        }
-        {
-            let s = &mut self.slices[i].words;
-            match mask {
-                Some(m) => {
-                    for w in 0..WORDS {
-                        let c = add.words[w] & m.words[w];
-                        let next = s[w] & c;
-                        s[w] ^= c;
-                        carry.words[w] = next;
-                        left |= next;
-                    }
-                }
-                None => {
-                    for w in 0..WORDS {
-                        let c = add.words[w];
-                        let next = s[w] & c;
-                        s[w] ^= c;
-                        carry.words[w] = next;
-                        left |= next;
-                    }
-                }
-            }
-        }
+        let s = &mut self.slices[bit];
+        let mut left = match mask {
+            Some(m) => add_masked(s, carry, add, m),
+            None => add_plain(s, carry, add),
+        };
+        let mut i = bit;
         while left != 0 {
             i += 1;
-            if i == self.slices.len() {
-                self.slices.push(carry.clone());
-                break;
-            }
-            left = 0;
-            for (s, c) in self.slices[i].words.iter_mut().zip(carry.words.iter_mut()) {
-                let next = *s & *c;
-                *s ^= *c;
-                *c = next;
-                left |= next;
-            }
+            self.reach(i);
+            left = ripple(&mut self.slices[i], &mut self.carry);
         }
-        self.carry = Some(carry);
     }
 
-    /// Counts, for the users set in `within` (everyone when `None`), the times (or days) they
-    /// did `event` on `days` in one shard.
-    pub(crate) fn count(
-        event: &crate::table::FieldRef<'_>,
-        shard: u32,
-        days: &[i32],
-        measure: crate::expr::Measure,
-        within: Option<&Dense>,
-    ) -> Result<Self> {
-        let mut c = DenseCounter::default();
-        let mut scratch = Dense::zero();
-        let base = shard << SHARD_BITS;
-        // Sparse bitmaps (a rare event, count slices) are added member by member; dense ones
-        // are expanded and added a word column at a time.
-        let mut add =
-            |c: &mut DenseCounter, view: &Bitmap, bytes: &[u8], path: &Path, bit: usize| {
-                if view.cardinality() <= SPARSE_MEMBERS {
-                    let mut buf = [0u32; 256];
-                    let mut it = view.iter();
-                    loop {
-                        let n = it.next_many(&mut buf);
-                        if n == 0 {
-                            break;
-                        }
-                        for &id in &buf[..n] {
-                            let Some(local) = id.checked_sub(base).filter(|&l| l < 1 << SHARD_BITS)
-                            else {
-                                continue;
-                            };
-                            let (w, b) = (local as usize >> 6, 1u64 << (local & 63));
-                            if within.is_none_or(|m| m.words[w] & b != 0) {
-                                c.add_one(w, b, bit);
-                            }
-                        }
-                    }
-                    return Ok(());
-                }
-                scratch.set_portable(bytes, shard, path)?;
-                c.add_masked(&scratch, within, bit);
-                Ok::<(), Error>(())
-            };
-        for &day in days {
-            let Some(blob) = event.event_day_blob_in(shard, day)? else {
-                continue;
-            };
-            add(&mut c, blob.bitmap, blob.bytes, blob.path, 0)?;
-            if measure == crate::expr::Measure::Times {
-                for (bit, slice) in event.event_count_blobs_in(shard, day)? {
-                    add(&mut c, slice.bitmap, slice.bytes, slice.path, bit as usize)?;
-                }
-            }
-        }
-        Ok(c)
-    }
-
-    /// Adds `2^bit` to the count of the one user at bit `b` of word `w`.
-    fn add_one(&mut self, w: usize, b: u64, bit: usize) {
+    /// Adds `2^bit` to the count of the one user at bit `b` of word `w` of the block.
+    pub(crate) fn add_one(&mut self, w: usize, b: u64, bit: usize) {
         let mut i = bit;
         loop {
-            if i == self.slices.len() {
-                self.slices.push(Dense::zero());
-            }
-            let s = &mut self.slices[i].words[w];
+            self.reach(i);
+            let s = &mut self.slices[i][w];
             if *s & b == 0 {
                 *s |= b;
                 return;
@@ -267,32 +255,102 @@ impl DenseCounter {
         }
     }
 
-    /// Users with a count above zero.
-    pub(crate) fn nonzero(&self) -> Dense {
-        let mut out = Dense::zero();
-        for s in &self.slices {
-            for (a, b) in out.words.iter_mut().zip(s.words.iter()) {
+    /// Counts, for the users set in `within` (everyone when `None`), the times (or days) they
+    /// did `event` on `days` in one shard, and hands `visit` the counters of each container
+    /// block (its index in the shard) where some user of `within` has a count; elsewhere every
+    /// count is zero.
+    ///
+    /// Each block adds every bitmap's container in turn: small arrays member by member, the
+    /// others expanded (bitsets copied) and added word by word.
+    pub(crate) fn count<'s>(
+        event: &crate::table::FieldRef<'s>,
+        shard: u32,
+        days: &[i32],
+        measure: crate::expr::Measure,
+        within: Option<&Dense>,
+        mut visit: impl FnMut(usize, &BlockCounter),
+    ) -> Result<()> {
+        let mut addends: Vec<(Directory<'s>, usize)> = Vec::new();
+        let mut push = |b: crate::table::EventBlob<'s>, bit: usize| {
+            let dir = Directory::parse(b.bytes)
+                .map_err(|what| Error::corrupt(b.path, format!("event bitmap: {what}")))?;
+            addends.push((dir, bit));
+            Ok::<(), Error>(())
+        };
+        for &day in days {
+            let Some(blob) = event.event_day_blob_in(shard, day)? else {
+                continue;
+            };
+            push(blob, 0)?;
+            if measure == crate::expr::Measure::Times {
+                for (bit, slice) in event.event_count_blobs_in(shard, day)? {
+                    push(slice, bit as usize)?;
+                }
+            }
+        }
+        let mut c = BlockCounter::default();
+        let mut scratch = vec![0u64; BLOCK_WORDS];
+        for block in 0..CONTAINERS as usize {
+            let at = block * BLOCK_WORDS;
+            let mask = within.map(|m| &m.words[at..at + BLOCK_WORDS]);
+            if mask.is_some_and(|m| m.iter().all(|&w| w == 0)) {
+                continue;
+            }
+            let Ok(key) = u16::try_from((shard * CONTAINERS) as usize + block) else {
+                continue;
+            };
+            c.clear();
+            for (dir, bit) in &addends {
+                match dir.get(key) {
+                    None => {}
+                    Some(Cont::Array(members)) if members.len() <= 2 * SPARSE_MEMBERS => {
+                        for v in members.chunks_exact(2) {
+                            let v = usize::from(u16::from_le_bytes([v[0], v[1]]));
+                            let (w, b) = (v >> 6, 1u64 << (v & 63));
+                            if mask.is_none_or(|m| m[w] & b != 0) {
+                                c.add_one(w, b, *bit);
+                            }
+                        }
+                    }
+                    Some(cont) => {
+                        scratch.fill(0);
+                        cont.or_into(&mut scratch);
+                        c.add_words(&scratch, mask, *bit);
+                    }
+                }
+            }
+            if c.used > 0 {
+                visit(block, &c);
+            }
+        }
+        Ok(())
+    }
+
+    /// Users with a count above zero, into the block's `out` words.
+    pub(crate) fn nonzero_into(&self, out: &mut [u64]) {
+        for s in self.slices() {
+            for (a, b) in out.iter_mut().zip(s) {
                 *a |= b;
             }
         }
-        out
     }
 
-    /// Users with a count `c > 0` such that `c op n`.
-    pub(crate) fn passing(&self, op: crate::expr::CmpOp, n: u64) -> Dense {
+    /// Users with a count `c > 0` such that `c op n`, into the block's `out` words.
+    pub(crate) fn passing_into(&self, op: crate::expr::CmpOp, n: u64, out: &mut [u64]) {
         use crate::expr::CmpOp;
-        let slices = self.slices.len();
+        let slices = self.slices();
+        let k = slices.len();
         // Per word: users with count >= v (among users with any count).
         let at_least = |w: usize, any: u64, v: u64| -> u64 {
             if v == 0 {
                 return any;
             }
-            if slices < 64 && v >> slices != 0 {
+            if k < 64 && v >> k != 0 {
                 return 0;
             }
             let (mut gt, mut eq) = (0u64, any);
-            for i in (0..slices).rev() {
-                let s = self.slices[i].words[w];
+            for i in (0..k).rev() {
+                let s = slices[i][w];
                 if v >> i & 1 == 1 {
                     eq &= s;
                 } else {
@@ -302,9 +360,8 @@ impl DenseCounter {
             }
             gt | eq
         };
-        let mut out = Dense::zero();
-        for w in 0..WORDS {
-            let any = self.slices.iter().fold(0u64, |a, s| a | s.words[w]);
+        for (w, o) in out.iter_mut().enumerate().take(BLOCK_WORDS) {
+            let any = slices.iter().fold(0u64, |a, s| a | s[w]);
             if any == 0 {
                 continue;
             }
@@ -314,7 +371,7 @@ impl DenseCounter {
             } else {
                 at_least(w, any, n + 1)
             };
-            out.words[w] = match op {
+            *o = match op {
                 CmpOp::Ge => ge,
                 CmpOp::Gt => gt,
                 CmpOp::Lt => any & !ge,
@@ -323,46 +380,43 @@ impl DenseCounter {
                 CmpOp::Ne => any & !(ge & !gt),
             };
         }
-        out
     }
 
-    /// `(count, users)` for every count above zero, ascending.
-    pub(crate) fn histogram(&self) -> Vec<(u64, u64)> {
-        let n = self.slices.len();
-        if n == 0 {
-            return Vec::new();
-        }
-        if n > 16 {
-            // Counts beyond 65,535 in one window: split value by value would be too slow;
-            // fall back to per-user extraction.
-            let mut map = std::collections::BTreeMap::new();
-            for w in 0..WORDS {
+    /// Adds to `hist` the users of the block with each count above zero.
+    pub(crate) fn histogram_into(&self, hist: &mut BTreeMap<u64, u64>) {
+        let slices = self.slices();
+        let k = slices.len();
+        if k > HISTOGRAM_BITS {
+            // Counts of a thousand and more in one window: read each user's count.
+            for w in 0..BLOCK_WORDS {
                 for b in 0..64 {
-                    let mut c = 0u64;
-                    for (i, s) in self.slices.iter().enumerate() {
-                        c |= (s.words[w] >> b & 1) << i;
-                    }
+                    let c = slices
+                        .iter()
+                        .enumerate()
+                        .fold(0u64, |c, (i, s)| c | (s[w] >> b & 1) << i);
                     if c > 0 {
-                        *map.entry(c).or_insert(0u64) += 1;
+                        *hist.entry(c).or_insert(0) += 1;
                     }
                 }
             }
-            return map.into_iter().collect();
+            return;
         }
-        let mut counts = vec![0u64; 1 << n];
-        for w in 0..WORDS {
-            let any = self.slices.iter().fold(0u64, |a, s| a | s.words[w]);
+        let mut counts = [0u64; 1 << HISTOGRAM_BITS];
+        // Groups of users of one word with the same bits so far, (users, count); only the
+        // entries written for the word are read, so it is set up once, not per word.
+        let mut buf = [[(0u64, 0usize); 64]; 2];
+        for w in 0..BLOCK_WORDS {
+            let any = slices.iter().fold(0u64, |a, s| a | s[w]);
             if any == 0 {
                 continue;
             }
             // Split the word's users by their count, one slice at a time (at most 64 groups:
             // one per user of the word).
-            let mut buf = [[(0u64, 0usize); 64]; 2];
             buf[0][0] = (any, 0);
             let mut len = 1;
             let mut cur = 0;
-            for (i, s) in self.slices.iter().enumerate() {
-                let bits = s.words[w];
+            for (i, s) in slices.iter().enumerate() {
+                let bits = s[w];
                 let (a, b) = buf.split_at_mut(1);
                 let (from, to) = if cur == 0 {
                     (&a[0], &mut b[0])
@@ -385,24 +439,22 @@ impl DenseCounter {
                 len = n;
                 cur ^= 1;
             }
-            let groups = &buf[cur];
-            for &(mask, value) in &groups[..len] {
+            for &(mask, value) in &buf[cur][..len] {
                 counts[value] += u64::from(mask.count_ones());
             }
         }
-        counts
-            .into_iter()
-            .enumerate()
-            .skip(1)
-            .filter(|e| e.1 > 0)
-            .map(|(v, c)| (v as u64, c))
-            .collect()
+        for (v, &n) in counts.iter().enumerate().skip(1) {
+            if n > 0 {
+                *hist.entry(v as u64).or_insert(0) += n;
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::expr::CmpOp;
     use proptest::prelude::*;
 
     fn bitmap_strategy() -> impl Strategy<Value = Bitmap> {
@@ -449,20 +501,128 @@ mod tests {
         }
 
         #[test]
-        fn counter_histogram_matches_naive(adds in prop::collection::vec((bitmap_strategy(), 0usize..3), 1..6)) {
-            let mut c = DenseCounter::default();
-            let mut naive = std::collections::BTreeMap::<u32, u64>::new();
-            for (b, bit) in &adds {
-                c.add_at(&Dense::from_bitmap(b, 1), *bit);
-                for id in b.iter().filter(|&id| id >> SHARD_BITS == 1) {
-                    *naive.entry(id).or_default() += 1 << bit;
+        fn block_counter_matches_naive(
+            adds in prop::collection::vec(
+                (prop::collection::vec(0u16..=u16::MAX, 0..3000), 0usize..12, any::<bool>()),
+                1..8,
+            ),
+            mask in prop::option::of(prop::collection::vec(0u16..=u16::MAX, 0..40_000)),
+            op_n in (0usize..6, 0u64..40),
+        ) {
+            // Users of one block: each addend added densely or member by member (as `count`
+            // does for small arrays), its members' counts raised by 2^bit, within the mask.
+            let words = |members: &[u16]| {
+                let mut w = vec![0u64; BLOCK_WORDS];
+                for &v in members {
+                    w[usize::from(v) >> 6] |= 1 << (v & 63);
+                }
+                w
+            };
+            let mask_words = mask.as_deref().map(words);
+            let mut c = BlockCounter::default();
+            let mut naive = BTreeMap::<u16, u64>::new();
+            for (members, bit, dense) in &adds {
+                let mut set = members.clone();
+                set.sort_unstable();
+                set.dedup();
+                if *dense {
+                    c.add_words(&words(&set), mask_words.as_deref(), *bit);
+                } else {
+                    for &v in &set {
+                        let (w, b) = (usize::from(v) >> 6, 1u64 << (v & 63));
+                        if mask_words.as_ref().is_none_or(|m| m[w] & b != 0) {
+                            c.add_one(w, b, *bit);
+                        }
+                    }
+                }
+                for &v in &set {
+                    if mask.as_ref().is_none_or(|m| m.contains(&v)) {
+                        *naive.entry(v).or_default() += 1 << bit;
+                    }
                 }
             }
-            let mut hist = std::collections::BTreeMap::<u64, u64>::new();
-            for v in naive.values() {
-                *hist.entry(*v).or_default() += 1;
+            let mut hist = BTreeMap::new();
+            c.histogram_into(&mut hist);
+            let mut want = BTreeMap::<u64, u64>::new();
+            for &n in naive.values() {
+                *want.entry(n).or_default() += 1;
             }
-            prop_assert_eq!(c.histogram(), hist.into_iter().collect::<Vec<_>>());
+            prop_assert_eq!(hist, want);
+
+            let ops = [CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge];
+            let (op, n) = (ops[op_n.0], op_n.1);
+            let mut passing = vec![0u64; BLOCK_WORDS];
+            c.passing_into(op, n, &mut passing);
+            let mut nonzero = vec![0u64; BLOCK_WORDS];
+            c.nonzero_into(&mut nonzero);
+            let holds = |count: u64| match op {
+                CmpOp::Eq => count == n,
+                CmpOp::Ne => count != n,
+                CmpOp::Lt => count < n,
+                CmpOp::Le => count <= n,
+                CmpOp::Gt => count > n,
+                CmpOp::Ge => count >= n,
+            };
+            let want_passing: Vec<u16> = naive.iter().filter(|e| holds(*e.1)).map(|e| *e.0).collect();
+            let nonzero_users: Vec<u16> = naive.keys().copied().collect();
+            prop_assert_eq!(passing, words(&want_passing));
+            prop_assert_eq!(nonzero, words(&nonzero_users));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(crate::testutil::proptest_config(32))]
+
+        /// Every build of the adder kernels (generic, AVX2, AVX-512) gives the same slice,
+        /// carry and carry summary.
+        #[test]
+        fn adder_builds_agree(seed in any::<u64>(), sparse in any::<bool>()) {
+            let mut x = seed | 1;
+            let mut word = || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if sparse { x & x.rotate_left(7) & x.rotate_left(19) } else { x }
+            };
+            let s: Vec<u64> = (0..BLOCK_WORDS).map(|_| word()).collect();
+            let add: Vec<u64> = (0..BLOCK_WORDS).map(|_| word()).collect();
+            let mask: Vec<u64> = (0..BLOCK_WORDS).map(|_| word()).collect();
+            type Builds = Vec<(&'static str, fn(&mut [u64], &mut [u64], &[u64], &[u64]) -> u64, fn(&mut [u64], &mut [u64], &[u64]) -> u64, fn(&mut [u64], &mut [u64]) -> u64)>;
+            let mut builds: Builds = vec![("generic", add_masked_generic, add_plain_generic, ripple_generic)];
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY (each call below): the CPU has AVX2, checked just above.
+                builds.push(("avx2", |s, c, a, m| unsafe { add_masked_avx2(s, c, a, m) },
+                    |s, c, a| unsafe { add_plain_avx2(s, c, a) }, |s, c| unsafe { ripple_avx2(s, c) }));
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512vpopcntdq")
+            {
+                // SAFETY (each call below): the CPU has both features, checked just above.
+                builds.push(("avx512", |s, c, a, m| unsafe { add_masked_avx512(s, c, a, m) },
+                    |s, c, a| unsafe { add_plain_avx512(s, c, a) }, |s, c| unsafe { ripple_avx512(s, c) }));
+            }
+            let want_masked: Vec<(u64, u64)> = s.iter().zip(&add).zip(&mask)
+                .map(|((&s, &a), &m)| (s ^ (a & m), s & a & m)).collect();
+            let want_plain: Vec<(u64, u64)> = s.iter().zip(&add).map(|(&s, &a)| (s ^ a, s & a)).collect();
+            for (name, masked, plain, rip) in builds {
+                let (mut got_s, mut carry) = (s.clone(), vec![0u64; BLOCK_WORDS]);
+                let left = masked(&mut got_s, &mut carry, &add, &mask);
+                let got: Vec<(u64, u64)> = got_s.iter().copied().zip(carry.iter().copied()).collect();
+                prop_assert_eq!(&got, &want_masked, "{} masked", name);
+                prop_assert_eq!(left, want_masked.iter().fold(0, |a, e| a | e.1), "{} masked left", name);
+                let (mut got_s, mut carry) = (s.clone(), vec![0u64; BLOCK_WORDS]);
+                let left = plain(&mut got_s, &mut carry, &add);
+                let got: Vec<(u64, u64)> = got_s.iter().copied().zip(carry.iter().copied()).collect();
+                prop_assert_eq!(&got, &want_plain, "{} plain", name);
+                prop_assert_eq!(left, want_plain.iter().fold(0, |a, e| a | e.1), "{} plain left", name);
+                let (mut got_s, mut carry) = (s.clone(), add.clone());
+                let left = rip(&mut got_s, &mut carry);
+                let got: Vec<(u64, u64)> = got_s.iter().copied().zip(carry.iter().copied()).collect();
+                prop_assert_eq!(&got, &want_plain, "{} ripple", name);
+                prop_assert_eq!(left, want_plain.iter().fold(0, |a, e| a | e.1), "{} ripple left", name);
+            }
         }
     }
 

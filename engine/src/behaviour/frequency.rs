@@ -1,8 +1,8 @@
 //! Frequency and activity of a crowd.
 //!
 //! - [`Crowd::frequency`]: how many users of the crowd did an event on exactly 1, 2, … days
-//!   (or times) of a window — per shard, a bit-sliced counter over dense bit vectors (the
-//!   bits of each user's count) summing the window's day bitmaps (and, for times, their count
+//!   (or times) of a window — per container block of a shard, a bit-sliced counter (the bits
+//!   of each user's count) summing the window's day bitmaps (and, for times, their count
 //!   slices), restricted to the crowd, then split by its slices into the histogram; histograms
 //!   add up.
 //! - [`Crowd::active`]: users of the crowd who did an event in each day, week or month of a
@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use croaring::Bitmap;
 use rayon::prelude::*;
 
-use super::dense::{Dense, DenseCounter};
+use super::dense::{BlockCounter, Dense};
 use super::predicate::{one_day_blobs, union_in};
 use super::{DayRange, Period, event_field};
 use crate::bitmap::portable;
@@ -77,10 +77,9 @@ impl<'s> Crowd<'s> {
                     return Ok((crowd.cardinality(), hist));
                 }
                 let within = Dense::from_bitmap(&crowd, shard);
-                let counts = DenseCounter::count(&event, shard, &window, measure, Some(&within))?;
-                for (n, users) in counts.histogram() {
-                    *hist.entry(n).or_insert(0) += users;
-                }
+                BlockCounter::count(&event, shard, &window, measure, Some(&within), |_, c| {
+                    c.histogram_into(&mut hist)
+                })?;
                 Ok((crowd.cardinality(), hist))
             })
             .collect::<Result<_>>()?;

@@ -9,7 +9,8 @@
 
 use croaring::Bitmap;
 
-use super::dense::{Dense, DenseCounter};
+use super::dense::{BlockCounter, Dense};
+use crate::bitmap::portable::BLOCK_WORDS;
 use crate::error::Result;
 use crate::expr::{CmpOp, Measure};
 use crate::table::{EventBlob, FieldRef, TableSnapshot};
@@ -100,14 +101,20 @@ impl<'s> DidNode<'s> {
             DidTest::Count { op, n, measure } => (op, n, measure),
         };
         let within_bits = within.map(|w| Dense::from_bitmap(w, shard));
-        let counts = DenseCounter::count(
+        let (mut passing, mut nonzero) = (Dense::zero(), Dense::zero());
+        BlockCounter::count(
             &self.event,
             shard,
             &self.days,
             measure,
             within_bits.as_ref(),
+            |block, c| {
+                let words = block * BLOCK_WORDS..(block + 1) * BLOCK_WORDS;
+                c.passing_into(op, n, &mut passing.words[words.clone()]);
+                c.nonzero_into(&mut nonzero.words[words]);
+            },
         )?;
-        let passing = counts.passing(op, n).to_bitmap(shard);
+        let passing = passing.to_bitmap(shard);
         if !holds(op, 0, n) {
             return Ok(passing);
         }
@@ -116,7 +123,7 @@ impl<'s> DidNode<'s> {
             Some(w) => w.clone(),
             None => snap.all_in(shard),
         };
-        let mut failing = counts.nonzero().to_bitmap(shard);
+        let mut failing = nonzero.to_bitmap(shard);
         failing.andnot_inplace(&passing);
         out.andnot_inplace(&failing);
         Ok(out)
