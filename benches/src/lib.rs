@@ -13,9 +13,9 @@ use portrait_engine::{Database, KeyKind};
 /// The generator seed every benchmark uses.
 pub const SEED: u64 = 42;
 
-/// Bumped whenever the cached dataset's content changes (2: with events), so stale caches are
-/// rebuilt rather than measured.
-pub const DATASET_VERSION: u32 = 2;
+/// Bumped whenever the cached dataset's content changes (2: with events; 3: format version 3,
+/// one-byte code columns), so stale caches are rebuilt rather than measured.
+pub const DATASET_VERSION: u32 = 3;
 
 /// Users of the benchmark dataset: `PORTRAIT_BENCH_USERS`, 10M by default.
 pub fn bench_users() -> u32 {

@@ -274,15 +274,10 @@ fn count_by_columns(
         let slots = &mut slots[..ids.len()];
         slots.fill(base);
         for d in dims {
-            let (rows, _) = d.column.codes.as_chunks::<4>();
             let limit = d.dim.values() as u32;
-            let first = d.column.first;
             let mut bad = false;
             for (slot, &id) in slots.iter_mut().zip(ids) {
-                let code = usize::try_from(id as i64 - first)
-                    .ok()
-                    .and_then(|r| rows.get(r))
-                    .map_or(NULL_CODE, |b| u32::from_le_bytes(*b));
+                let code = d.column.code_of(id);
                 bad |= code >= limit && code != NULL_CODE;
                 *slot = if *slot == NONE || code >= limit {
                     NONE
@@ -321,13 +316,9 @@ fn count_codes(
     members: &[u32],
     counts: &mut [u64],
 ) -> Result<()> {
-    let (rows, _) = column.codes.as_chunks::<4>();
     let mut bad = false;
     for &id in members {
-        let code = usize::try_from(id as i64 - column.first)
-            .ok()
-            .and_then(|r| rows.get(r))
-            .map_or(NULL_CODE, |b| u32::from_le_bytes(*b));
+        let code = column.code_of(id);
         match counts.get_mut(code as usize) {
             Some(n) => *n += 1,
             None => bad |= code != NULL_CODE,

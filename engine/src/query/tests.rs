@@ -882,6 +882,96 @@ fn columns_and_bitmaps_agree_and_see_real_time_writes() {
     check_numeric(&snap, &m);
 }
 
+/// Enum code columns are one byte a user while every code fits below 255 and four bytes past
+/// it; groups, top values and portraits read both alike, and agree with the value bitmaps and
+/// with the values loaded, users without a value included.
+#[test]
+fn narrow_and_wide_code_columns_read_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let t = db.create_table("users", KeyKind::U64).unwrap();
+    let users = 3000u32;
+    // `e255` has codes 0..=254 (narrow), `e256` also 255 (wide); every 7th user has neither.
+    let value =
+        |values: u32, id: u32| (!id.is_multiple_of(7)).then(|| format!("v{}", (id * 31) % values));
+    let mut load = t.load("v1").unwrap();
+    let fields: Vec<_> = [("e255", 255u32), ("e256", 256)]
+        .iter()
+        .map(|&(p, n)| {
+            (
+                p,
+                n,
+                load.field(FieldSpec::new(p, FieldKind::Enum)).unwrap(),
+            )
+        })
+        .collect();
+    let even = load.field(FieldSpec::new("even", FieldKind::Flag)).unwrap();
+    for id in 0..users {
+        load.user(KeyRef::U64(key(id))).unwrap();
+        if id % 2 == 0 {
+            load.flag_id(even, id).unwrap();
+        }
+        for &(_, n, f) in &fields {
+            if let Some(v) = value(n, id) {
+                load.value_id(f, id, Value::Str(v)).unwrap();
+            }
+        }
+    }
+    load.commit().unwrap();
+    let snap = t.snapshot();
+    for &(path, n, _) in &fields {
+        let column = snap
+            .field(path)
+            .unwrap()
+            .stored_codes_in(0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(column.is_narrow(), n <= 255, "{path}");
+        let mut want: BTreeMap<String, u64> = BTreeMap::new();
+        for id in (0..users).filter(|id| id.is_multiple_of(2)) {
+            if let Some(v) = value(n, id) {
+                *want.entry(v).or_insert(0) += 1;
+            }
+        }
+        let crowd = snap.crowd_text("even").unwrap();
+        for column_above in [0, usize::MAX] {
+            let rows = crowd
+                .group_count_with(&[path], None, 1000, column_above)
+                .unwrap();
+            let got: BTreeMap<String, u64> = rows
+                .iter()
+                .map(|r| (r.values[0].clone(), r.count))
+                .collect();
+            assert_eq!(got, want, "{path}: groups, columns above {column_above}");
+            let top = crowd
+                .top_values_with(
+                    path,
+                    1000,
+                    TopOrder::Count,
+                    FlagCounting::Auto,
+                    column_above,
+                )
+                .unwrap();
+            let got: BTreeMap<String, u64> = top
+                .iter()
+                .map(|r| (r.value.clone().unwrap(), r.count))
+                .collect();
+            assert_eq!(
+                got, want,
+                "{path}: top values, columns above {column_above}"
+            );
+        }
+        for id in [0, 1, 6, 7, 254, 255, 256, 2999] {
+            let portrait = snap.portrait(KeyRef::U64(key(id))).unwrap();
+            let got = portrait
+                .iter()
+                .find(|(p, _)| p == path)
+                .map(|(_, v)| v.clone());
+            assert_eq!(got, value(n, id).map(Value::Str), "{path}: user {id}");
+        }
+    }
+}
+
 /// A comparison of `age` with any operator, or a `BETWEEN`, over and past the ages stored.
 fn age_comparison() -> impl Strategy<Value = Expr> + Clone {
     let op = prop_oneof![

@@ -14,8 +14,9 @@ pub(crate) mod segment;
 /// Format version written by this build, shared by every file kind of the engine.
 ///
 /// Version 2 added event fields (segment roles 12 and 13) and the table's time options in the
-/// manifest; version 1 files are read as they are.
-pub const FORMAT_VERSION: u32 = 2;
+/// manifest; version 3 one-byte code columns of enum fields (segment role 14). Files of
+/// earlier versions are read as they are.
+pub const FORMAT_VERSION: u32 = 3;
 /// Oldest format version this build can read.
 pub const OLDEST_SUPPORTED_FORMAT_VERSION: u32 = 1;
 

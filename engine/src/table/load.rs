@@ -28,7 +28,9 @@ use crate::catalog::{FieldKind, FieldMeta, FieldSpec, VersionInfo, validate_path
 use crate::error::{Error, Result};
 use crate::ids::{IdDictionary, KeyRef, chunk};
 use crate::storage::manifest::{ChunkRef, FieldRecord, VersionRecord};
-use crate::storage::segment::{self, BlobKey, BlobSink, NULL_CODE, Role, Segment, SegmentWriter};
+use crate::storage::segment::{
+    self, BlobKey, BlobSink, NULL_CODE, NULL_CODE8, Role, Segment, SegmentWriter,
+};
 use crate::{SHARD_BITS, now_ms, shard_count};
 
 /// The most new users [`Load::reserve_users`] makes room for at once (a load with more grows
@@ -1211,10 +1213,13 @@ impl<'a> Prepared<'a> {
                         blobs.push((key(Role::Value, c), 0, BlobData::Bitmap(b)));
                     }
                     if self.kind == FieldKind::Enum {
+                        // One byte a user when every code fits below the byte's null.
+                        let narrow = part.iter().all(|&(_, c)| c < u32::from(NULL_CODE8));
+                        let role = if narrow { Role::Codes8 } else { Role::Codes };
                         blobs.push((
-                            key(Role::Codes, 0),
+                            key(role, 0),
                             range.start as i64,
-                            BlobData::Codes(part, range.clone()),
+                            BlobData::Codes(part, range.clone(), narrow),
                         ));
                     } else {
                         let mut offsets = Vec::with_capacity(rows + 1);
@@ -1350,9 +1355,10 @@ enum BlobBytes<'a> {
     /// An `i64` per user of the range: its value in the pairs (sorted by id, one per id), 0
     /// for the others.
     Ints(&'a [(u32, i64)], std::ops::Range<u32>),
-    /// A `u32` per user of the range: its code in the pairs (sorted by id, one per id),
-    /// [`NULL_CODE`] for the others.
-    Codes(&'a [(u32, u32)], std::ops::Range<u32>),
+    /// A code per user of the range: its code in the pairs (sorted by id, one per id),
+    /// [`NULL_CODE`] for the others; a `u8` each when narrow (every code below
+    /// [`NULL_CODE8`], which stands for none), else a `u32`.
+    Codes(&'a [(u32, u32)], std::ops::Range<u32>, bool),
 }
 
 impl Blob<'_> {
@@ -1388,9 +1394,14 @@ impl Blob<'_> {
                     out.extend_from_slice(&v.to_le_bytes())
                 })
             }),
-            BlobBytes::Codes(pairs, range) => w.add_streamed(self.key, self.aux, |s| {
+            BlobBytes::Codes(pairs, range, false) => w.add_streamed(self.key, self.aux, |s| {
                 stream_column(s, pairs, range.clone(), NULL_CODE, |v, out| {
                     out.extend_from_slice(&v.to_le_bytes())
+                })
+            }),
+            BlobBytes::Codes(pairs, range, true) => w.add_streamed(self.key, self.aux, |s| {
+                stream_column(s, pairs, range.clone(), NULL_CODE, |v, out| {
+                    out.push(u8::try_from(v).unwrap_or(NULL_CODE8))
                 })
             }),
         }
@@ -1682,7 +1693,7 @@ enum BlobData<'a> {
     /// See [`BlobBytes::Ints`].
     Ints(&'a [(u32, i64)], std::ops::Range<u32>),
     /// See [`BlobBytes::Codes`].
-    Codes(&'a [(u32, u32)], std::ops::Range<u32>),
+    Codes(&'a [(u32, u32)], std::ops::Range<u32>, bool),
 }
 
 impl<'a> BlobData<'a> {
@@ -1695,7 +1706,7 @@ impl<'a> BlobData<'a> {
             BlobData::Whole(b) => BlobBytes::Bitmap(b),
             BlobData::U32(v) => BlobBytes::Ready(le_u32(&v).into()),
             BlobData::Ints(pairs, range) => BlobBytes::Ints(pairs, range),
-            BlobData::Codes(pairs, range) => BlobBytes::Codes(pairs, range),
+            BlobData::Codes(pairs, range, narrow) => BlobBytes::Codes(pairs, range, narrow),
         }
     }
 }

@@ -25,7 +25,7 @@ const DELTA_PATH: &str = "(real-time delta)";
 
 use crate::realtime::overlay::{MergedDay, Overlay, OverlayData, ShardOverlay};
 use crate::storage::manifest::{Manifest, VersionRecord};
-use crate::storage::segment::{BlobKey, FORWARD_FIELD, NULL_CODE, Role, Segment};
+use crate::storage::segment::{BlobKey, FORWARD_FIELD, NULL_CODE, NULL_CODE8, Role, Segment};
 use crate::{SHARD_BITS, shard_count};
 use std::path::Path;
 
@@ -77,16 +77,43 @@ pub enum Value {
     Timestamp(i64),
 }
 
-/// A stored column of `u32` little-endian value codes, one per user from id `first` on
-/// ([`NULL_CODE`] for users without a value), as read from a segment.
+/// A stored column of value codes, one per user from id `first` on, as read from a segment.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CodeColumn<'s> {
     /// The user id of the first row.
     pub(crate) first: i64,
-    /// The rows, 4 bytes each.
-    pub(crate) codes: &'s [u8],
+    /// The rows, one byte each ([`NULL_CODE8`] for users without a value) when `narrow`,
+    /// else a `u32` little-endian each ([`NULL_CODE`] for none).
+    codes: &'s [u8],
+    /// One byte a row (segment role `Codes8`), else four (`Codes`).
+    narrow: bool,
     /// The segment file, for corruption errors.
     pub(crate) path: &'s Path,
+}
+
+impl CodeColumn<'_> {
+    /// One byte a row (tests).
+    #[cfg(test)]
+    pub(crate) fn is_narrow(&self) -> bool {
+        self.narrow
+    }
+
+    /// The code of user `id`: [`NULL_CODE`] when it has none or lies outside the column.
+    #[inline(always)]
+    pub(crate) fn code_of(&self, id: u32) -> u32 {
+        let Ok(row) = usize::try_from(id as i64 - self.first) else {
+            return NULL_CODE;
+        };
+        if self.narrow {
+            match self.codes.get(row) {
+                Some(&c) if c != NULL_CODE8 => u32::from(c),
+                _ => NULL_CODE,
+            }
+        } else {
+            let (rows, _) = self.codes.as_chunks::<4>();
+            rows.get(row).map_or(NULL_CODE, |b| u32::from_le_bytes(*b))
+        }
+    }
 }
 
 /// A stored column of `i64` little-endian values, one per user from id `first` on.
@@ -902,9 +929,17 @@ impl<'s> FieldRef<'s> {
     /// then read the value bitmaps, which see those changes.
     pub(crate) fn stored_codes_in(&self, shard: u32) -> Result<Option<CodeColumn<'s>>> {
         self.expect(self.kind() == FieldKind::Enum, "an enum field")?;
-        Ok(self
-            .stored_column_in(shard, Role::Codes)?
-            .map(|(first, codes, path)| CodeColumn { first, codes, path }))
+        for (role, narrow) in [(Role::Codes8, true), (Role::Codes, false)] {
+            if let Some((first, codes, path)) = self.stored_column_in(shard, role)? {
+                return Ok(Some(CodeColumn {
+                    first,
+                    codes,
+                    narrow,
+                    path,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     /// The stored column of a numeric field in one shard, for reading a few users' values: `i64`
@@ -1399,13 +1434,24 @@ impl<'s> FieldRef<'s> {
                 .is_some_and(|b| b.contains(id))
                 .then_some(Value::Flag)),
             FieldKind::Enum => {
-                let Some(slot) = find(Role::Codes) else {
-                    return Ok(None);
+                let code = if let Some(slot) = find(Role::Codes8) {
+                    let Some(row) = column_entry(slot, 1)? else {
+                        return Ok(None);
+                    };
+                    match seg.bytes(slot)?.get(row) {
+                        Some(&NULL_CODE8) => return Ok(None),
+                        Some(&c) => u32::from(c),
+                        None => return Err(corrupt()),
+                    }
+                } else {
+                    let Some(slot) = find(Role::Codes) else {
+                        return Ok(None);
+                    };
+                    let Some(row) = column_entry(slot, 4)? else {
+                        return Ok(None);
+                    };
+                    read_u32(seg.bytes(slot)?, row * 4).ok_or_else(corrupt)?
                 };
-                let Some(row) = column_entry(slot, 4)? else {
-                    return Ok(None);
-                };
-                let code = read_u32(seg.bytes(slot)?, row * 4).ok_or_else(corrupt)?;
                 if code == NULL_CODE {
                     return Ok(None);
                 }
