@@ -269,6 +269,9 @@ fn count_by_columns(
 ) -> Result<()> {
     /// The slot of a member lacking a value of some dimension.
     const NONE: u64 = u64::MAX;
+    if let [d] = dims {
+        return count_one_column(d, crowd, base, out);
+    }
     let mut slots = vec![0u64; 1024];
     for_each_batch(crowd, |ids| {
         let slots = &mut slots[..ids.len()];
@@ -306,6 +309,57 @@ fn count_by_columns(
         }
         Ok(())
     })
+}
+
+/// [`count_by_columns`] of one dimension: each member's code counted straight into one of
+/// four interleaved tables, so that members in a row with the same code (most of them, for a
+/// skewed dimension) do not wait for each other's increment.
+fn count_one_column(
+    d: &ColumnDim<'_, '_>,
+    crowd: &Bitmap,
+    base: u64,
+    out: &mut Counts,
+) -> Result<()> {
+    const LANES: usize = 4;
+    let values = d.dim.values();
+    let mut lanes = vec![0u64; LANES * values];
+    let mut bad = false;
+    for_each_batch(crowd, |ids| {
+        let (quads, rest) = ids.as_chunks::<LANES>();
+        for quad in quads {
+            for (lane, &id) in quad.iter().enumerate() {
+                let code = d.column.code_of(id) as usize;
+                match lanes
+                    .get_mut(lane * values + code)
+                    .filter(|_| code < values)
+                {
+                    Some(n) => *n += 1,
+                    None => bad |= code != NULL_CODE as usize,
+                }
+            }
+        }
+        for &id in rest {
+            let code = d.column.code_of(id) as usize;
+            match lanes.get_mut(code).filter(|_| code < values) {
+                Some(n) => *n += 1,
+                None => bad |= code != NULL_CODE as usize,
+            }
+        }
+        Ok(())
+    })?;
+    if bad {
+        return Err(Error::corrupt(
+            d.column.path,
+            format!("a value code of `{}` is out of range", d.dim.field.path()),
+        ));
+    }
+    for code in 0..values {
+        let n: u64 = (0..LANES).map(|l| lanes[l * values + code]).sum();
+        if n > 0 {
+            out.add(base + code as u64 * d.stride, n);
+        }
+    }
+    Ok(())
 }
 
 /// Adds to `counts[code]` the users of `members` (ids of the shard) holding value `code` of
