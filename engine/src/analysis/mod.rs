@@ -12,6 +12,8 @@ use std::sync::Arc;
 use croaring::Bitmap;
 use rayon::prelude::*;
 
+use crate::behaviour::dense::Dense;
+use crate::bitmap::portable::{BLOCK_HALVES, Directory};
 use crate::catalog::FieldKind;
 use crate::error::{Error, Result};
 use crate::query::Crowd;
@@ -362,6 +364,37 @@ fn count_one_column(
     Ok(())
 }
 
+/// Crowds with at least this many members in a shard are counted against stored bitmaps as
+/// a bit vector ([`and_count_dense`]): an array container's members are then looked up in
+/// place, where CRoaring would merge two sorted lists (of a crowd this large, mostly bitsets
+/// anyway) one container pair at a time.
+const DENSE_CROWD: u64 = 1 << 14;
+
+/// The bits of `crowd` (ids of shard `shard`) as half-words, for [`and_count_dense`].
+fn crowd_halves(crowd: &Bitmap, shard: u32) -> Vec<u32> {
+    Dense::from_bitmap(crowd, shard)
+        .words
+        .iter()
+        .flat_map(|&w| [w as u32, (w >> 32) as u32])
+        .collect()
+}
+
+/// Members of the stored bitmap `dir` (ids of shard `shard`) set in `halves`, the shard's bits
+/// from [`crowd_halves`].
+fn and_count_dense(dir: &Directory<'_>, halves: &[u32], shard: u32) -> u64 {
+    let containers = 1u32 << (crate::SHARD_BITS - 16);
+    let first = shard * containers;
+    dir.iter()
+        .filter_map(|(key, c)| {
+            let local = u32::from(key)
+                .checked_sub(first)
+                .filter(|&k| k < containers)?;
+            let at = local as usize * BLOCK_HALVES;
+            Some(c.and_count(&halves[at..at + BLOCK_HALVES]))
+        })
+        .sum()
+}
+
 /// Adds to `counts[code]` the users of `members` (ids of the shard) holding value `code` of
 /// enum field `f`, read from its code column in the shard.
 fn count_codes(
@@ -683,10 +716,28 @@ impl<'s> Crowd<'s> {
                     &mut inside,
                 )?;
             }
+            // A crowd with many members in the shard is spread into a bit vector once, and
+            // each stored candidate counted against it container by container, in place.
+            let dense = (size >= DENSE_CROWD).then(|| crowd_halves(&crowd, s));
             for (i, (f, code)) in candidates.iter().enumerate() {
+                if counted[i] || (code.is_none() && forward) {
+                    continue;
+                }
+                if let Some(dense) = &dense
+                    && let Some(stored) = f.stored_bytes_in(s, *code)?
+                {
+                    let parsed = stored.map(Directory::parse);
+                    match parsed {
+                        None => continue,
+                        Some(Ok(dir)) => {
+                            inside[i] = and_count_dense(&dir, dense, s);
+                            continue;
+                        }
+                        // CRoaring's own reading of the bytes below reports the damage.
+                        Some(Err(_)) => {}
+                    }
+                }
                 let b = match code {
-                    _ if counted[i] => continue,
-                    None if forward => continue,
                     None => f.flag_in(s)?,
                     Some(c) => f.value_in(s, *c)?,
                 };

@@ -16,7 +16,7 @@
 //! Windows are resolved against a *reference day*: by default the newest day any event of the
 //! table holds (the data date of a T+1 pipeline), or one given with the query.
 
-mod dense;
+pub(crate) mod dense;
 pub mod frequency;
 pub mod funnel;
 mod latest;

@@ -101,6 +101,84 @@ impl Cont<'_> {
     }
 }
 
+/// Half-words (`u32`) of one container block.
+pub(crate) const BLOCK_HALVES: usize = BLOCK_WORDS * 2;
+
+impl Cont<'_> {
+    /// How many of the container's members are set in `block`, a block of 2,048 `u32`s (bit
+    /// `v` of the block, member `v`, is bit `v % 32` of `block[v / 32]`): bitsets ANDed and
+    /// counted word by word, arrays by looking each member up (16 at a time with one gather,
+    /// in the AVX-512 build, hence half-words), runs by counting the block's bits over each.
+    pub(crate) fn and_count(&self, block: &[u32]) -> u64 {
+        let block: &[u32; BLOCK_HALVES] = block[..BLOCK_HALVES].try_into().expect("a block");
+        match *self {
+            Cont::Bitset(bytes) => and_count_bitset(bytes, block),
+            Cont::Array(values) => and_count_array(values, block),
+            Cont::Run(runs) => runs
+                .chunks_exact(4)
+                .map(|r| {
+                    let start = usize::from(u16::from_le_bytes([r[0], r[1]]));
+                    let end = start + usize::from(u16::from_le_bytes([r[2], r[3]]));
+                    count_range(block, start, end)
+                })
+                .sum(),
+        }
+    }
+}
+
+/// Bits set in `block` from `start` to `end` (both below 65,536, inclusive).
+fn count_range(block: &[u32; BLOCK_HALVES], start: usize, end: usize) -> u64 {
+    let (first, last) = (start >> 5, end >> 5);
+    let lo = !0u32 << (start & 31);
+    let hi = !0u32 >> (31 - (end & 31));
+    if first == last {
+        return u64::from((block[first] & lo & hi).count_ones());
+    }
+    let middle: u64 = block[first + 1..last]
+        .iter()
+        .map(|w| u64::from(w.count_ones()))
+        .sum();
+    u64::from((block[first] & lo).count_ones())
+        + middle
+        + u64::from((block[last] & hi).count_ones())
+}
+
+/// Bits set in both a bitset container's 8,192 bytes and `block`.
+#[inline(always)]
+fn and_count_bitset_generic(bytes: &[u8], block: &[u32; BLOCK_HALVES]) -> u64 {
+    let (halves, _) = bytes.as_chunks::<4>();
+    halves
+        .iter()
+        .zip(block.iter())
+        .map(|(w, b)| u64::from((u32::from_le_bytes(*w) & b).count_ones()))
+        .sum()
+}
+
+/// Members of an array container (little-endian `u16`s) set in `block`.
+#[inline(always)]
+fn and_count_array_generic(values: &[u8], block: &[u32; BLOCK_HALVES]) -> u64 {
+    let (values, _) = values.as_chunks::<2>();
+    let hits: u32 = values
+        .iter()
+        .map(|v| {
+            let v = u32::from(u16::from_le_bytes(*v));
+            block[(v >> 5) as usize] >> (v & 31) & 1
+        })
+        .sum();
+    u64::from(hits)
+}
+
+super::dispatched!(
+    /// [`and_count_bitset_generic`], in the widest build the CPU runs.
+    fn and_count_bitset / and_count_bitset_avx512 / and_count_bitset_avx2 = and_count_bitset_generic(
+        bytes: &[u8], block: &[u32; BLOCK_HALVES]) -> u64
+);
+super::dispatched!(
+    /// [`and_count_array_generic`], in the widest build the CPU runs.
+    fn and_count_array / and_count_array_avx512 / and_count_array_avx2 = and_count_array_generic(
+        values: &[u8], block: &[u32; BLOCK_HALVES]) -> u64
+);
+
 /// Sets bits `start..=end` (both below 65,536) of a block of 1,024 words.
 pub(crate) fn set_range(words: &mut [u64], start: usize, end: usize) {
     let (first, last) = (start >> 6, end >> 6);
@@ -361,6 +439,58 @@ mod tests {
                     let words: Option<Vec<u64>> =
                         block.map(|bytes| (0..BLOCK_WORDS).map(|j| word(bytes, j)).collect());
                     let got = words.map(|w| ids_of(&w, key)).unwrap_or_default();
+                    prop_assert_eq!(got, want);
+                }
+            }
+        }
+
+        /// Every container's count against a block of bits equals CRoaring's intersection
+        /// count, in every build of the kernels.
+        #[test]
+        fn and_counts_match_croaring(b in bitmap_strategy(), other in bitmap_strategy()) {
+            let bytes = b.serialize::<Portable>();
+            let dir = Directory::parse(&bytes).unwrap();
+            for (key, c) in dir.iter() {
+                let lo = u32::from(key) << 16;
+                let block_ids = Bitmap::from_range(lo..lo + (1 << 16));
+                let mut halves = vec![0u32; BLOCK_HALVES];
+                for id in other.and(&block_ids).iter() {
+                    let v = (id - lo) as usize;
+                    halves[v >> 5] |= 1 << (v & 31);
+                }
+                let want = b.and(&block_ids).and_cardinality(&other);
+                prop_assert_eq!(c.and_count(&halves), want);
+                let block: &[u32; BLOCK_HALVES] = halves.as_slice().try_into().unwrap();
+                let generic = match c {
+                    Cont::Bitset(bytes) => and_count_bitset_generic(bytes, block),
+                    Cont::Array(values) => and_count_array_generic(values, block),
+                    Cont::Run(_) => want,
+                };
+                prop_assert_eq!(generic, want);
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2, checked just above.
+                    let got = unsafe {
+                        match c {
+                            Cont::Bitset(bytes) => and_count_bitset_avx2(bytes, block),
+                            Cont::Array(values) => and_count_array_avx2(values, block),
+                            Cont::Run(_) => want,
+                        }
+                    };
+                    prop_assert_eq!(got, want);
+                }
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vpopcntdq")
+                {
+                    // SAFETY: the CPU has both features, checked just above.
+                    let got = unsafe {
+                        match c {
+                            Cont::Bitset(bytes) => and_count_bitset_avx512(bytes, block),
+                            Cont::Array(values) => and_count_array_avx512(values, block),
+                            Cont::Run(_) => want,
+                        }
+                    };
                     prop_assert_eq!(got, want);
                 }
             }

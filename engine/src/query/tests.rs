@@ -972,6 +972,69 @@ fn narrow_and_wide_code_columns_read_alike() {
     }
 }
 
+/// Top flags of a crowd large enough to be counted as a bit vector (and of a small one, counted
+/// by CRoaring), against the flags' members: bitset, array and run containers alike.
+#[test]
+fn top_flags_of_large_and_small_crowds() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let t = db.create_table("users", KeyKind::U64).unwrap();
+    let users = 200_000u32;
+    /// Whether user `i` has a flag.
+    type Has = fn(u32) -> bool;
+    let members: [(&str, Has); 6] = [
+        ("t/dense", |i| i.is_multiple_of(3)),
+        ("t/sparse", |i| i % 97 == 5),
+        ("t/runs", |i| (1_000..60_000).contains(&i) || i > 190_000),
+        ("t/mixed", |i| {
+            if i < 65_536 {
+                i.is_multiple_of(2)
+            } else {
+                i % 1000 == 1
+            }
+        }),
+        ("x/out", |i| i.is_multiple_of(5)),
+        ("x/few", |i| i.is_multiple_of(40)),
+    ];
+    let mut load = t.load("v1").unwrap();
+    let fields: Vec<_> = members
+        .iter()
+        .map(|(p, _)| load.field(FieldSpec::new(*p, FieldKind::Flag)).unwrap())
+        .collect();
+    for id in 0..users {
+        load.user(KeyRef::U64(key(id))).unwrap();
+        for (f, (_, has)) in fields.iter().zip(&members) {
+            if has(id) {
+                load.flag_id(*f, id).unwrap();
+            }
+        }
+    }
+    load.commit().unwrap();
+    let snap = t.snapshot();
+    let (out, few) = (members[4].1, members[5].1);
+    let crowds: [(&str, &dyn Fn(u32) -> bool); 2] = [("NOT x/out", &|i| !out(i)), ("x/few", &few)];
+    for (text, crowd_has) in crowds {
+        let crowd = snap.crowd_text(text).unwrap();
+        for counting in [FlagCounting::Bitmaps, FlagCounting::Auto] {
+            let rows = crowd
+                .top_values_with("t", 10, TopOrder::Count, counting, 0)
+                .unwrap();
+            let got: BTreeMap<&str, u64> =
+                rows.iter().map(|r| (r.path.as_str(), r.count)).collect();
+            let want: BTreeMap<&str, u64> = members[..4]
+                .iter()
+                .map(|(p, has)| {
+                    (
+                        *p,
+                        (0..users).filter(|&i| has(i) && crowd_has(i)).count() as u64,
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{text}, {counting:?}");
+        }
+    }
+}
+
 /// A comparison of `age` with any operator, or a `BETWEEN`, over and past the ages stored.
 fn age_comparison() -> impl Strategy<Value = Expr> + Clone {
     let op = prop_oneof![
