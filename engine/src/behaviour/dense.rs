@@ -121,6 +121,9 @@ impl Dense {
 /// member. A member costs a test of the crowd's bit and, when set, a short ripple; a dense
 /// addition expands the container and makes a fixed pass over the block's 1,024 words.
 const SPARSE_MEMBERS: usize = 256;
+/// Words with at most this many users with a count read each one's count; more are split
+/// into groups slice by slice.
+const FEW_USERS: u32 = 4;
 /// A block's histogram is split into an array of this many bits of count; blocks with larger
 /// counts fall back to reading each user's count.
 const HISTOGRAM_BITS: usize = 10;
@@ -408,6 +411,20 @@ impl BlockCounter {
         for w in 0..BLOCK_WORDS {
             let any = slices.iter().fold(0u64, |a, s| a | s[w]);
             if any == 0 {
+                continue;
+            }
+            if any.count_ones() <= FEW_USERS {
+                // A few users: each one's count read bit by bit from the slices.
+                let mut users = any;
+                while users != 0 {
+                    let b = users.trailing_zeros();
+                    let value = slices
+                        .iter()
+                        .enumerate()
+                        .fold(0usize, |v, (i, s)| v | ((s[w] >> b & 1) as usize) << i);
+                    counts[value] += 1;
+                    users &= users - 1;
+                }
                 continue;
             }
             // Split the word's users by their count, one slice at a time (at most 64 groups:
