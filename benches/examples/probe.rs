@@ -2,8 +2,11 @@
 //! (best of 10, `N` to change), for quick measurements while tuning. The arguments `funnel`,
 //! `freq:login`, `freq:purchase`, `active:login` and `retention` time those analyses of the behaviour
 //! benchmark instead; `lookup:G` (`lookup:random`) the key lookups of 1M users, every G-th in
-//! id order (scattered); `portrait` 1,000 portrait lookups; and `top:<expression>` the top 20 tags by TGI of that crowd (the
-//! engine benchmark's `top_20_of_1000_tags_by_tgi` is `top:interest/sports AND demographic/age < 35`):
+//! id order (scattered); `portrait` 1,000 portrait lookups; `top:<expression>` the top 20 tags by TGI of that crowd (the
+//! engine benchmark's `top_20_of_1000_tags_by_tgi` is `top:interest/sports AND demographic/age < 35`);
+//! `suite` (`suite:NAME`) the comparison's group2, topk, distribution, export and frequency
+//! queries, median of the runs; and `members:PREFIX` the flags under a prefix and their
+//! memberships:
 //!
 //! `PORTRAIT_BENCH_USERS=10000000 cargo run --release -p portrait-benches --example probe -- 'did(purchase, last 7 days) >= 2'`
 
