@@ -326,26 +326,23 @@ fn count_one_column(
     let values = d.dim.values();
     let mut lanes = vec![0u64; LANES * values];
     let mut bad = false;
+    let mut add = |lane: usize, id: u32| {
+        let code = d.column.code_of(id) as usize;
+        if code < values {
+            lanes[lane * values + code] += 1;
+        } else {
+            bad |= code != NULL_CODE as usize;
+        }
+    };
     for_each_batch(crowd, |ids| {
         let (quads, rest) = ids.as_chunks::<LANES>();
         for quad in quads {
             for (lane, &id) in quad.iter().enumerate() {
-                let code = d.column.code_of(id) as usize;
-                match lanes
-                    .get_mut(lane * values + code)
-                    .filter(|_| code < values)
-                {
-                    Some(n) => *n += 1,
-                    None => bad |= code != NULL_CODE as usize,
-                }
+                add(lane, id);
             }
         }
         for &id in rest {
-            let code = d.column.code_of(id) as usize;
-            match lanes.get_mut(code).filter(|_| code < values) {
-                Some(n) => *n += 1,
-                None => bad |= code != NULL_CODE as usize,
-            }
+            add(0, id);
         }
         Ok(())
     })?;

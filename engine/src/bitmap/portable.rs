@@ -482,37 +482,37 @@ mod tests {
                 let want = b.and(&block_ids).and_cardinality(&other);
                 prop_assert_eq!(c.and_count(&halves), want);
                 let block: &[u32; BLOCK_HALVES] = halves.as_slice().try_into().unwrap();
-                let generic = match c {
-                    Cont::Bitset(bytes) => and_count_bitset_generic(bytes, block),
-                    Cont::Array(values) => and_count_array_generic(values, block),
-                    Cont::Run(_) => want,
-                };
-                prop_assert_eq!(generic, want);
+                type Count = fn(&[u8], &[u32; BLOCK_HALVES]) -> u64;
+                let mut builds: Vec<(&str, Count, Count)> =
+                    vec![("generic", and_count_bitset_generic, and_count_array_generic)];
                 #[cfg(target_arch = "x86_64")]
                 if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2, checked just above.
-                    let got = unsafe {
-                        match c {
-                            Cont::Bitset(bytes) => and_count_bitset_avx2(bytes, block),
-                            Cont::Array(values) => and_count_array_avx2(values, block),
-                            Cont::Run(_) => want,
-                        }
-                    };
-                    prop_assert_eq!(got, want);
+                    // SAFETY (both calls): the CPU has AVX2, checked just above.
+                    builds.push((
+                        "avx2",
+                        |b, k| unsafe { and_count_bitset_avx2(b, k) },
+                        |v, k| unsafe { and_count_array_avx2(v, k) },
+                    ));
                 }
                 #[cfg(target_arch = "x86_64")]
                 if std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512vpopcntdq")
                 {
-                    // SAFETY: the CPU has both features, checked just above.
-                    let got = unsafe {
-                        match c {
-                            Cont::Bitset(bytes) => and_count_bitset_avx512(bytes, block),
-                            Cont::Array(values) => and_count_array_avx512(values, block),
-                            Cont::Run(_) => want,
-                        }
+                    // SAFETY (both calls): the CPU has both features, checked just above.
+                    builds.push((
+                        "avx512",
+                        |b, k| unsafe { and_count_bitset_avx512(b, k) },
+                        |v, k| unsafe { and_count_array_avx512(v, k) },
+                    ));
+                }
+                for (name, bitset, array) in builds {
+                    let got = match c {
+                        Cont::Bitset(bytes) => bitset(bytes, block),
+                        Cont::Array(values) => array(values, block),
+                        // Runs have one build, checked above.
+                        Cont::Run(_) => want,
                     };
-                    prop_assert_eq!(got, want);
+                    prop_assert_eq!(got, want, "{}", name);
                 }
             }
         }

@@ -929,13 +929,30 @@ impl<'s> FieldRef<'s> {
     /// then read the value bitmaps, which see those changes.
     pub(crate) fn stored_codes_in(&self, shard: u32) -> Result<Option<CodeColumn<'s>>> {
         self.expect(self.kind() == FieldKind::Enum, "an enum field")?;
+        if self.overlay(shard).is_some() {
+            return Ok(None);
+        }
+        match self.segment(shard) {
+            Some(seg) => self.codes_in_segment(seg),
+            None => Ok(None),
+        }
+    }
+
+    /// The code column of this enum field in `seg`, one byte a row (`Codes8`) or four
+    /// (`Codes`, format versions before 3), if the segment has one.
+    fn codes_in_segment(&self, seg: &'s Segment) -> Result<Option<CodeColumn<'s>>> {
         for (role, narrow) in [(Role::Codes8, true), (Role::Codes, false)] {
-            if let Some((first, codes, path)) = self.stored_column_in(shard, role)? {
+            let key = BlobKey {
+                field: self.meta().id,
+                role,
+                key: 0,
+            };
+            if let Some(slot) = seg.find(key) {
                 return Ok(Some(CodeColumn {
-                    first,
-                    codes,
+                    first: seg.entry(slot).aux,
+                    codes: seg.bytes(slot)?,
                     narrow,
-                    path,
+                    path: seg.path(),
                 }));
             }
         }
@@ -1434,24 +1451,10 @@ impl<'s> FieldRef<'s> {
                 .is_some_and(|b| b.contains(id))
                 .then_some(Value::Flag)),
             FieldKind::Enum => {
-                let code = if let Some(slot) = find(Role::Codes8) {
-                    let Some(row) = column_entry(slot, 1)? else {
-                        return Ok(None);
-                    };
-                    match seg.bytes(slot)?.get(row) {
-                        Some(&NULL_CODE8) => return Ok(None),
-                        Some(&c) => u32::from(c),
-                        None => return Err(corrupt()),
-                    }
-                } else {
-                    let Some(slot) = find(Role::Codes) else {
-                        return Ok(None);
-                    };
-                    let Some(row) = column_entry(slot, 4)? else {
-                        return Ok(None);
-                    };
-                    read_u32(seg.bytes(slot)?, row * 4).ok_or_else(corrupt)?
+                let Some(column) = self.codes_in_segment(seg)? else {
+                    return Ok(None);
                 };
+                let code = column.code_of(id);
                 if code == NULL_CODE {
                     return Ok(None);
                 }
