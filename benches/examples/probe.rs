@@ -6,7 +6,8 @@
 //! engine benchmark's `top_20_of_1000_tags_by_tgi` is `top:interest/sports AND demographic/age < 35`);
 //! `suite` (`suite:NAME`) the comparison's group2, topk, distribution, export and frequency
 //! queries, median of the runs; and `members:PREFIX` the flags under a prefix and their
-//! memberships:
+//! memberships. `GAP_US` sleeps that many microseconds between runs (as a server's engine
+//! threads idle between calls):
 //!
 //! `PORTRAIT_BENCH_USERS=10000000 cargo run --release -p portrait-benches --example probe -- 'did(purchase, last 7 days) >= 2'`
 
@@ -270,10 +271,19 @@ fn main() {
 fn times_ms<T>(runs: usize, mut f: impl FnMut() -> T) -> (Vec<f64>, T) {
     let mut times = Vec::with_capacity(runs.max(1));
     let mut last = None;
+    let gap = std::time::Duration::from_micros(
+        std::env::var("GAP_US")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    );
     for _ in 0..runs.max(1) {
         let t = Instant::now();
         last = Some(f());
         times.push(t.elapsed().as_secs_f64() * 1e3);
+        if !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
     }
     times.sort_by(f64::total_cmp);
     (times, last.expect("at least one run"))

@@ -6,7 +6,9 @@
 //! set-bit extraction; on plain words the same operations are straight-line loops that
 //! vectorize. [`Dense`] holds a shard's bits (`[u64; 16384]`, 2^20 bits, 128 KiB);
 //! [`BlockCounter`] counts one container block (1,024 words) at a time, every day's container
-//! of the block added in turn into bit-sliced counters that stay in the L1 cache.
+//! of the block added in turn into bit-sliced counters that stay in the L1 cache. Histograms of
+//! sparse events (every day's container of a block an array) count in a byte per user instead
+//! ([`ByteCounter`]): one increment per member costs less than expanding each day into words.
 //!
 //! Stored bitmaps are read straight from their serialized (portable) bytes (see
 //! [`crate::bitmap::portable`]): bitset containers are copied, array and run containers set
@@ -273,58 +275,103 @@ impl BlockCounter {
         within: Option<&Dense>,
         mut visit: impl FnMut(usize, &BlockCounter),
     ) -> Result<()> {
-        let mut addends: Vec<(Directory<'s>, usize)> = Vec::new();
-        let mut push = |b: crate::table::EventBlob<'s>, bit: usize| {
-            let dir = Directory::parse(b.bytes)
-                .map_err(|what| Error::corrupt(b.path, format!("event bitmap: {what}")))?;
-            addends.push((dir, bit));
-            Ok::<(), Error>(())
-        };
-        for &day in days {
-            let Some(blob) = event.event_day_blob_in(shard, day)? else {
-                continue;
-            };
-            push(blob, 0)?;
-            if measure == crate::expr::Measure::Times {
-                for (bit, slice) in event.event_count_blobs_in(shard, day)? {
-                    push(slice, bit as usize)?;
-                }
-            }
-        }
+        let addends = addends(event, shard, days, measure)?;
         let mut c = BlockCounter::default();
         let mut scratch = vec![0u64; BLOCK_WORDS];
-        for block in 0..CONTAINERS as usize {
-            let at = block * BLOCK_WORDS;
-            let mask = within.map(|m| &m.words[at..at + BLOCK_WORDS]);
-            if mask.is_some_and(|m| m.iter().all(|&w| w == 0)) {
-                continue;
-            }
-            let Ok(key) = u16::try_from((shard * CONTAINERS) as usize + block) else {
-                continue;
-            };
+        for (block, key, mask) in blocks(shard, within) {
             c.clear();
-            for (dir, bit) in &addends {
-                match dir.get(key) {
-                    None => {}
-                    Some(Cont::Array(members)) if members.len() <= 2 * SPARSE_MEMBERS => {
-                        for v in members.chunks_exact(2) {
-                            let v = usize::from(u16::from_le_bytes([v[0], v[1]]));
-                            let (w, b) = (v >> 6, 1u64 << (v & 63));
-                            if mask.is_none_or(|m| m[w] & b != 0) {
-                                c.add_one(w, b, *bit);
-                            }
-                        }
-                    }
-                    Some(cont) => {
-                        scratch.fill(0);
-                        cont.or_into(&mut scratch);
-                        c.add_words(&scratch, mask, *bit);
-                    }
-                }
-            }
+            c.add_block(&addends, key, mask, &mut scratch);
             if c.used > 0 {
                 visit(block, &c);
             }
+        }
+        Ok(())
+    }
+
+    /// Adds the containers of block `key` of every addend (see [`addends`]) to the cleared
+    /// counters, for the users of `mask` (everyone when `None`).
+    fn add_block(
+        &mut self,
+        addends: &[(Directory<'_>, usize)],
+        key: u16,
+        mask: Option<&[u64]>,
+        scratch: &mut [u64],
+    ) {
+        for (dir, bit) in addends {
+            match dir.get(key) {
+                None => {}
+                Some(Cont::Array(members)) if members.len() <= 2 * SPARSE_MEMBERS => {
+                    for v in members.as_chunks::<2>().0 {
+                        let v = usize::from(u16::from_le_bytes(*v));
+                        let (w, b) = (v >> 6, 1u64 << (v & 63));
+                        if mask.is_none_or(|m| m[w] & b != 0) {
+                            self.add_one(w, b, *bit);
+                        }
+                    }
+                }
+                Some(cont) => {
+                    scratch.fill(0);
+                    cont.or_into(scratch);
+                    self.add_words(scratch, mask, *bit);
+                }
+            }
+        }
+    }
+
+    /// Adds to `hist` how many users of `within` (everyone when `None`) did `event` exactly
+    /// `n` times (or on `n` days) of `days` in one shard, for every `n > 0`.
+    ///
+    /// A block where every container added is an array (a sparse event) is counted in bytes
+    /// ([`ByteCounter`]) when no count can pass 255 (days of at most 255 days; times whose
+    /// count slices add up to at most that): one addition per member, then one pass over the
+    /// block's counts. The others are added into bit-sliced counters, which
+    /// take a dense day's 65,536 users a word (64 users) at a time rather than one by one.
+    pub(crate) fn histogram(
+        event: &crate::table::FieldRef<'_>,
+        shard: u32,
+        days: &[i32],
+        measure: crate::expr::Measure,
+        within: Option<&Dense>,
+        hist: &mut BTreeMap<u64, u64>,
+    ) -> Result<()> {
+        let addends = addends(event, shard, days, measure)?;
+        // Every addend adds `2^bit` to each of its members once: when they add up to at most
+        // 255, every count fits in a byte.
+        let bytes_fit = addends
+            .iter()
+            .try_fold(0u32, |sum, (_, bit)| {
+                sum.checked_add(1u32.checked_shl(*bit as u32)?)
+            })
+            .is_some_and(|sum| sum <= u32::from(u8::MAX));
+        let mut c = BlockCounter::default();
+        let mut scratch = vec![0u64; BLOCK_WORDS];
+        let mut bytes: Option<ByteCounter> = None;
+        let mut arrays = Vec::with_capacity(addends.len());
+        for (_, key, mask) in blocks(shard, within) {
+            arrays.clear();
+            let all_arrays = bytes_fit
+                && addends.iter().all(|(dir, bit)| match dir.get(key) {
+                    None => true,
+                    Some(Cont::Array(members)) => {
+                        arrays.push((members, 1u8 << bit));
+                        true
+                    }
+                    Some(_) => false,
+                });
+            if all_arrays {
+                let b = bytes.get_or_insert_with(ByteCounter::new);
+                for &(members, add) in &arrays {
+                    b.add_array(members, add);
+                }
+                b.drain_into(mask);
+            } else {
+                c.clear();
+                c.add_block(&addends, key, mask, &mut scratch);
+                c.histogram_into(hist);
+            }
+        }
+        if let Some(b) = bytes {
+            b.histogram_into(hist);
         }
         Ok(())
     }
@@ -466,6 +513,135 @@ impl BlockCounter {
             }
         }
     }
+}
+
+/// The serialized bitmaps a count adds, each with the bit of the count it adds to: every day's
+/// bitmap of `days` in `shard` (bit 0), and for times each day's count slices.
+fn addends<'s>(
+    event: &crate::table::FieldRef<'s>,
+    shard: u32,
+    days: &[i32],
+    measure: crate::expr::Measure,
+) -> Result<Vec<(Directory<'s>, usize)>> {
+    let mut addends: Vec<(Directory<'s>, usize)> = Vec::new();
+    let mut push = |b: crate::table::EventBlob<'s>, bit: usize| {
+        let dir = Directory::parse(b.bytes)
+            .map_err(|what| Error::corrupt(b.path, format!("event bitmap: {what}")))?;
+        addends.push((dir, bit));
+        Ok::<(), Error>(())
+    };
+    for &day in days {
+        let Some(blob) = event.event_day_blob_in(shard, day)? else {
+            continue;
+        };
+        push(blob, 0)?;
+        if measure == crate::expr::Measure::Times {
+            for (bit, slice) in event.event_count_blobs_in(shard, day)? {
+                push(slice, bit as usize)?;
+            }
+        }
+    }
+    Ok(addends)
+}
+
+/// The container blocks of `shard` a count visits: `(block, key, mask)`, its index in the
+/// shard, its container key and its words of `within`; blocks where `within` has no user are
+/// skipped.
+fn blocks(
+    shard: u32,
+    within: Option<&Dense>,
+) -> impl Iterator<Item = (usize, u16, Option<&[u64]>)> {
+    (0..CONTAINERS as usize).filter_map(move |block| {
+        let at = block * BLOCK_WORDS;
+        let mask = within.map(|m| &m.words[at..at + BLOCK_WORDS]);
+        if mask.is_some_and(|m| m.iter().all(|&w| w == 0)) {
+            return None;
+        }
+        let key = u16::try_from((shard * CONTAINERS) as usize + block).ok()?;
+        Some((block, key, mask))
+    })
+}
+
+/// Users of a container block.
+const BLOCK_USERS: usize = BLOCK_WORDS * 64;
+
+/// Counts of one container block in a byte per user, for events sparse enough that each day
+/// holds an array container: adding a day costs one increment per member, where bit-sliced
+/// counters ([`BlockCounter`]) expand it into 1,024 words and add them with carries. A block's
+/// counts then go into a histogram in one pass that skips words without counts.
+pub(crate) struct ByteCounter {
+    /// Each user's count; all zero between blocks.
+    counts: Box<[u8; BLOCK_USERS]>,
+    /// `table[n]`: users counted `n` times so far, over every block drained.
+    table: Box<[u64; 256]>,
+}
+
+impl ByteCounter {
+    pub(crate) fn new() -> Self {
+        Self {
+            counts: Box::new([0; BLOCK_USERS]),
+            table: Box::new([0; 256]),
+        }
+    }
+
+    /// Adds `add` to the count of every member of an array container, `members` its
+    /// little-endian 16-bit values (ascending, so the increments sweep the block's counts in
+    /// order). Counts wrap past 255: callers make sure what they add to a block stays below.
+    pub(crate) fn add_array(&mut self, members: &[u8], add: u8) {
+        let counts = &mut *self.counts;
+        for v in members.as_chunks::<2>().0 {
+            let v = usize::from(u16::from_le_bytes(*v));
+            counts[v] = counts[v].wrapping_add(add);
+        }
+    }
+
+    /// Tallies the counts of the users of `mask` (everyone when `None`) and sets every count
+    /// back to zero.
+    pub(crate) fn drain_into(&mut self, mask: Option<&[u64]>) {
+        // Four tables, a user's by its bit in the word, so that runs of equal counts do not
+        // wait on each other's increment.
+        let mut lanes = [[0u32; 256]; 4];
+        for (w, chunk) in self.counts.as_chunks_mut::<64>().0.iter_mut().enumerate() {
+            let words = chunk.as_chunks::<8>().0;
+            if words.iter().all(|b| u64::from_le_bytes(*b) == 0) {
+                continue;
+            }
+            let mut users = mask.map_or(u64::MAX, |m| m[w]) & nonzero_bytes(words);
+            while users != 0 {
+                let b = users.trailing_zeros() as usize;
+                lanes[b & 3][usize::from(chunk[b])] += 1;
+                users &= users - 1;
+            }
+            chunk.fill(0);
+        }
+        for (n, t) in self.table.iter_mut().enumerate() {
+            *t += lanes.iter().map(|l| u64::from(l[n])).sum::<u64>();
+        }
+    }
+
+    /// Adds the tallied users with each count above zero to `hist`.
+    pub(crate) fn histogram_into(&self, hist: &mut BTreeMap<u64, u64>) {
+        for (n, &users) in self.table.iter().enumerate().skip(1) {
+            if users > 0 {
+                *hist.entry(n as u64).or_insert(0) += users;
+            }
+        }
+    }
+}
+
+/// Bit `i` set when byte `i` of the 64 bytes `words` is not zero.
+#[inline]
+fn nonzero_bytes(words: &[[u8; 8]]) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    words.iter().enumerate().fold(0u64, |acc, (i, b)| {
+        let x = u64::from_le_bytes(*b);
+        // A byte's high bit: set if its own high bit is, or its low seven bits carry into it.
+        let high = ((x & LOW7).wrapping_add(LOW7) | x) & HIGH;
+        // The eight high bits gathered into one byte, lowest byte lowest.
+        let bits = (high >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+        acc | bits << (8 * i)
+    })
 }
 
 #[cfg(test)]
@@ -640,6 +816,71 @@ mod tests {
                 prop_assert_eq!(&got, &want_plain, "{} ripple", name);
                 prop_assert_eq!(left, want_plain.iter().fold(0, |a, e| a | e.1), "{} ripple left", name);
             }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(crate::testutil::proptest_config(64))]
+
+        /// Byte counts of arrays tally like a naive count, within a mask or not, and two blocks
+        /// drained in turn add up (draining leaves every count at zero).
+        #[test]
+        fn byte_counter_matches_naive(
+            blocks in prop::collection::vec(
+                (
+                    // Arrays, each added with 2^bit, bits summing to at most 255 per block.
+                    prop::collection::vec(
+                        (prop::collection::vec(0u16..=u16::MAX, 0..3000), 0usize..5),
+                        0..12,
+                    ),
+                    prop::option::of(prop::collection::vec(0u16..=u16::MAX, 0..40_000)),
+                ),
+                1..3,
+            ),
+        ) {
+            let mut b = ByteCounter::new();
+            let mut want = BTreeMap::<u64, u64>::new();
+            for (arrays, mask) in &blocks {
+                let mut naive = BTreeMap::<u16, u64>::new();
+                for (members, bit) in arrays {
+                    let mut set = members.clone();
+                    set.sort_unstable();
+                    set.dedup();
+                    let bytes: Vec<u8> = set.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    b.add_array(&bytes, 1 << bit);
+                    for &v in &set {
+                        *naive.entry(v).or_default() += 1 << bit;
+                    }
+                }
+                let mask_words = mask.as_ref().map(|m| {
+                    let mut w = vec![0u64; BLOCK_WORDS];
+                    for &v in m {
+                        w[usize::from(v) >> 6] |= 1 << (v & 63);
+                    }
+                    w
+                });
+                b.drain_into(mask_words.as_deref());
+                for (v, &n) in &naive {
+                    if mask.as_ref().is_none_or(|m| m.contains(v)) {
+                        *want.entry(n).or_default() += 1;
+                    }
+                }
+            }
+            prop_assert!(b.counts.iter().all(|&c| c == 0));
+            let mut hist = BTreeMap::new();
+            b.histogram_into(&mut hist);
+            prop_assert_eq!(hist, want);
+        }
+
+        #[test]
+        fn nonzero_bytes_marks_every_nonzero_byte(bytes in prop::collection::vec(
+            prop_oneof![Just(0u8), Just(0x80u8), Just(1u8), any::<u8>()], 64)) {
+            let words: Vec<[u8; 8]> = bytes.as_chunks::<8>().0.to_vec();
+            let want = bytes
+                .iter()
+                .enumerate()
+                .fold(0u64, |acc, (i, &b)| acc | u64::from(b != 0) << i);
+            prop_assert_eq!(nonzero_bytes(&words), want);
         }
     }
 

@@ -3,8 +3,9 @@
 //! - [`Crowd::frequency`]: how many users of the crowd did an event on exactly 1, 2, … days
 //!   (or times) of a window — per container block of a shard, a bit-sliced counter (the bits
 //!   of each user's count) summing the window's day bitmaps (and, for times, their count
-//!   slices), restricted to the crowd, then split by its slices into the histogram; histograms
-//!   add up.
+//!   slices), restricted to the crowd, then split by its slices into the histogram; or, where
+//!   every day's container of the block is an array, a byte per user incremented member by
+//!   member; histograms add up.
 //! - [`Crowd::active`]: users of the crowd who did an event in each day, week or month of a
 //!   range (DAU/WAU/MAU series), from unions of day bitmaps counted with `and_cardinality`
 //!   (a one-day period's stored bitmap in place; for everyone, a cardinality without the AND).
@@ -77,9 +78,7 @@ impl<'s> Crowd<'s> {
                     return Ok((crowd.cardinality(), hist));
                 }
                 let within = Dense::from_bitmap(&crowd, shard);
-                BlockCounter::count(&event, shard, &window, measure, Some(&within), |_, c| {
-                    c.histogram_into(&mut hist)
-                })?;
+                BlockCounter::histogram(&event, shard, &window, measure, Some(&within), &mut hist)?;
                 Ok((crowd.cardinality(), hist))
             })
             .collect::<Result<_>>()?;

@@ -820,3 +820,80 @@ fn periods_start_on_mondays_and_first_days() {
     assert_eq!(super::day_of_ms(-1, 0), -1);
     assert_eq!(super::day_of_ms(0, -60), -1);
 }
+
+/// Frequencies over blocks whose days are dense (bitset containers), runs, sparse (arrays), or
+/// a mix, in days and in times, for everyone and for a crowd, against a naive count: blocks
+/// of arrays alone are counted in bytes, the others in bit-sliced counters, and both add up
+/// in one histogram.
+#[test]
+fn frequency_counts_dense_and_sparse_blocks_alike() {
+    const BLOCK: u32 = 1 << 16;
+    let users = 4 * BLOCK;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let t = db.create_table("users", KeyKind::U64).unwrap();
+    let mut load = t.load("v1").unwrap();
+    for id in 0..users {
+        load.user(KeyRef::U64(u64::from(id))).unwrap();
+    }
+    let half = load.field(FieldSpec::new("half", FieldKind::Flag)).unwrap();
+    let ev = load.field(FieldSpec::new("ev", FieldKind::Event)).unwrap();
+    let mut rng = Rng(0x5eed_f00d);
+    // user -> (days, times)
+    let mut model: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    let mut crowd = BTreeSet::new();
+    for u in (0..users).filter(|u| u % 3 != 1) {
+        load.flag_id(half, u).unwrap();
+        crowd.insert(u);
+    }
+    let days = 12;
+    for d in 0..days {
+        let members: Vec<u32> = (0..users)
+            .filter(|&u| match u / BLOCK {
+                // Block 0: dense on even days (a bitset), sparse on odd ones.
+                0 => (u * 7 + d) % if d % 2 == 0 { 3 } else { 400 } == 0,
+                // Block 1: always sparse.
+                1 => (u * 13 + d * 5) % 300 == 0,
+                // Block 2: a run on some days, nobody on the others.
+                2 => d % 3 == 0 && (u % BLOCK) < 9_000 + 100 * d,
+                // Block 3: sparse on every day, mostly the same users.
+                _ => u % 97 == 0 || (u + d) % 1_000 == 0,
+            })
+            .collect();
+        for u in members {
+            let n = 1 + rng.below(3);
+            load.event_id(ev, u, d0() + d as i32, n as u32).unwrap();
+            let e = model.entry(u).or_default();
+            e.0 += 1;
+            e.1 += n;
+        }
+    }
+    load.commit().unwrap();
+    let snap = t.snapshot();
+    let range = DayRange::new(d0(), d0() + days as i32 - 1);
+    for (expr, in_crowd) in [
+        (Expr::All, None),
+        (Expr::Field(Path::new("half").unwrap()), Some(&crowd)),
+    ] {
+        let c = snap.crowd(&expr).unwrap();
+        for measure in [Measure::Days, Measure::Times] {
+            let f = c.frequency("ev", range, measure).unwrap();
+            let mut want: BTreeMap<u64, u64> = BTreeMap::new();
+            for (u, &(days, times)) in &model {
+                if in_crowd.is_none_or(|c| c.contains(u)) {
+                    let n = if measure == Measure::Days {
+                        days
+                    } else {
+                        times
+                    };
+                    *want.entry(n).or_default() += 1;
+                }
+            }
+            assert_eq!(
+                f.histogram,
+                want.into_iter().collect::<Vec<_>>(),
+                "{expr:?} {measure:?}"
+            );
+        }
+    }
+}
