@@ -25,8 +25,9 @@
 //! # Safety
 //! The only `unsafe` is in the AVX-512BW kernels: they run only where [`Simd::detect`] saw
 //! AVX-512F and AVX-512BW, and every load and store they make is of the 64 bytes at `64 * g`,
-//! `g < 1,024` (checked by reading word `g` of a bitset block first), of a level (65,536
-//! bytes).
+//! `g < 1,024` (checked by reading word `g` of a bitset block first), of a level or of a
+//! block's byte counts (65,536 bytes each; [`nonzero_words`] also serves the byte counts of
+//! `dense.rs`).
 
 use std::hint::select_unpredictable;
 
@@ -258,22 +259,45 @@ impl Levels {
     pub(crate) fn take(&mut self, i: usize, out: &mut [u64; BLOCK_WORDS]) -> u64 {
         let simd = self.simd;
         let level = self.level_mut(i);
-        match simd {
-            Simd::Portable => {
-                for (w, bytes) in out.iter_mut().zip(level.chunks_exact_mut(64)) {
-                    *w = bytes
-                        .iter()
-                        .enumerate()
-                        .fold(0, |w, (j, &b)| w | u64::from(b != 0) << j);
-                    bytes.fill(0);
-                }
-            }
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Simd::Avx512` is only detected on CPUs with both features.
-            Simd::Avx512 => unsafe { avx512::take(level, out) },
-        }
+        nonzero_words(simd, level, out);
+        level.fill(0);
         out.iter().map(|w| u64::from(w.count_ones())).sum()
     }
+}
+
+/// The users of a block whose byte in `bytes` is not zero, as the block's 1,024 words.
+pub(crate) fn nonzero_words(simd: Simd, bytes: &[u8; USERS], out: &mut [u64; BLOCK_WORDS]) {
+    match simd {
+        Simd::Portable => {
+            for (w, bytes) in out.iter_mut().zip(bytes.as_chunks::<64>().0) {
+                *w = nonzero_bytes(bytes);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Simd::Avx512` is only detected on CPUs with both features.
+        Simd::Avx512 => unsafe { avx512::nonzero(bytes, out) },
+    }
+}
+
+/// Bit `i` set when byte `i` of `bytes` is not zero, eight bytes a word at a time.
+#[inline]
+fn nonzero_bytes(bytes: &[u8; 64]) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    bytes
+        .as_chunks::<8>()
+        .0
+        .iter()
+        .enumerate()
+        .fold(0u64, |acc, (i, b)| {
+            let x = u64::from_le_bytes(*b);
+            // A byte's high bit: set if its own high bit is, or its low seven bits carry into
+            // it.
+            let high = ((x & LOW7).wrapping_add(LOW7) | x) & HIGH;
+            // The eight high bits gathered into one byte, lowest byte lowest.
+            let bits = (high >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+            acc | bits << (8 * i)
+        })
 }
 
 /// Applies `f` to `levels` and each of the sorted members `values` below user `end`; returns
@@ -321,7 +345,7 @@ fn for_members_below<'v, L: ?Sized>(
 mod avx512 {
     use std::arch::x86_64::{
         __m512i, _mm512_cmpge_epu8_mask, _mm512_loadu_si512, _mm512_mask_storeu_epi8,
-        _mm512_set1_epi8, _mm512_setzero_si512, _mm512_storeu_si512, _mm512_test_epi8_mask,
+        _mm512_set1_epi8, _mm512_test_epi8_mask,
     };
 
     use std::ops::Range;
@@ -373,14 +397,12 @@ mod avx512 {
     }
 
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) fn take(level: &mut [u8; USERS], out: &mut [u64; BLOCK_WORDS]) {
+    pub(super) fn nonzero(bytes: &[u8; USERS], out: &mut [u64; BLOCK_WORDS]) {
         for (g, w) in out.iter_mut().enumerate() {
-            // SAFETY: bytes `64 * g..64 * g + 64` of `level`, `g < 1,024`.
+            // SAFETY: bytes `64 * g..64 * g + 64` of `bytes`, `g < 1,024`.
             unsafe {
-                let at = level.as_mut_ptr().add(64 * g).cast::<__m512i>();
-                let v = _mm512_loadu_si512(at);
+                let v = _mm512_loadu_si512(bytes.as_ptr().add(64 * g).cast::<__m512i>());
                 *w = _mm512_test_epi8_mask(v, v);
-                _mm512_storeu_si512(at, _mm512_setzero_si512());
             }
         }
     }
@@ -429,6 +451,33 @@ mod tests {
 
     proptest! {
         #![proptest_config(crate::testutil::proptest_config(32))]
+
+        /// Every build finds exactly the nonzero bytes of a block.
+        #[test]
+        fn nonzero_words_mark_every_nonzero_byte(
+            seed in any::<u64>(),
+            density in prop_oneof![0u64..20, 20u64..1000],
+        ) {
+            let mut bytes = [0u8; USERS];
+            // Bytes with only the high bit, only low bits, or any value.
+            let values = [0x80u8, 1, 0x7f, 0xff, (seed >> 8) as u8 | 1];
+            for (i, u) in users(seed, density).into_iter().enumerate() {
+                bytes[usize::from(u)] = values[i % values.len()];
+            }
+            let want: Vec<u64> = bytes
+                .as_chunks::<64>()
+                .0
+                .iter()
+                .map(|c| (0..64).filter(|&j| c[j] != 0).fold(0u64, |w, j| w | 1 << j))
+                .collect();
+            let mut simds = vec![Simd::Portable, Simd::detect()];
+            simds.dedup();
+            for simd in simds {
+                let mut out = [0u64; BLOCK_WORDS];
+                nonzero_words(simd, &bytes, &mut out);
+                prop_assert!(out.as_slice() == want.as_slice(), "{:?}", simd);
+            }
+        }
 
         /// Days of containers applied slice by slice (bitsets and arrays, with every build of
         /// the kernels, funnels of 2 to 8 steps) leave each step the users of a model applied
