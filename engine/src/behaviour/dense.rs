@@ -6,8 +6,8 @@
 //! set-bit extraction; on plain words the same operations are straight-line loops that
 //! vectorize. [`Dense`] holds a shard's bits (`[u64; 16384]`, 2^20 bits, 128 KiB);
 //! [`BlockCounter`] counts one container block (1,024 words) at a time, every day's container
-//! of the block added in turn into bit-sliced counters that stay in the L1 cache. Histograms of
-//! sparse events (every day's container of a block an array) count in a byte per user instead
+//! of the block added in turn into bit-sliced counters that stay in the L1 cache. Sparse events
+//! (every day's container of a block an array) count in a byte per user instead
 //! ([`ByteCounter`]): one increment per member costs less than expanding each day into words.
 //!
 //! Stored bitmaps are read straight from their serialized (portable) bytes (see
@@ -262,28 +262,65 @@ impl BlockCounter {
     }
 
     /// Counts, for the users set in `within` (everyone when `None`), the times (or days) they
-    /// did `event` on `days` in one shard, and hands `visit` the counters of each container
-    /// block (its index in the shard) where some user of `within` has a count; elsewhere every
-    /// count is zero.
+    /// did `event` on `days` in one shard, one container block at a time, and hands each
+    /// block's counts to `visit` with its index in the shard and its words of `within`. Blocks
+    /// where `within` has nobody are skipped; elsewhere the counts may all be zero.
     ///
-    /// Each block adds every bitmap's container in turn: small arrays member by member, the
-    /// others expanded (bitsets copied) and added word by word.
+    /// A block where every container added is an array (a sparse event) is counted in bytes
+    /// ([`ByteCounter`], counts capped at 255) when no count can pass 255 (days of at most 255
+    /// days; times whose count slices add up to at most that), or when the caller accepts
+    /// capped counts (`capped_ok`: a comparison with a number below 255 tells a capped count
+    /// from the true one exactly): one addition per member. The others are added
+    /// into bit-sliced counters (the users of `within` only), which take a dense day's 65,536
+    /// users a word (64 users) at a time rather than one by one: small arrays member by member,
+    /// the other containers expanded (bitsets copied) and added word by word. A byte counter
+    /// counts everyone in its block: `visit` narrows its counts to `within` itself, and must
+    /// drain it ([`ByteCounter::drain_into`], [`ByteCounter::drain_passing`]).
     pub(crate) fn count<'s>(
         event: &crate::table::FieldRef<'s>,
         shard: u32,
         days: &[i32],
         measure: crate::expr::Measure,
         within: Option<&Dense>,
-        mut visit: impl FnMut(usize, &BlockCounter),
+        capped_ok: bool,
+        mut visit: impl FnMut(usize, Option<&[u64]>, Counts<'_>),
     ) -> Result<()> {
         let addends = addends(event, shard, days, measure)?;
+        // Every addend adds `2^bit` to each of its members once: when they add up to at most
+        // 255, every count fits in a byte. Bits past 7 add more than a byte holds.
+        let fit = addends
+            .iter()
+            .try_fold(0u32, |sum, (_, bit)| {
+                sum.checked_add(1u32.checked_shl(*bit as u32)?)
+            })
+            .is_some_and(|sum| sum <= u32::from(u8::MAX));
+        let bytes_fit = fit || (capped_ok && addends.iter().all(|(_, bit)| *bit < 8));
+        let cap = !fit;
         let mut c = BlockCounter::default();
         let mut scratch = vec![0u64; BLOCK_WORDS];
+        let mut bytes: Option<ByteCounter> = None;
+        let mut arrays = Vec::with_capacity(addends.len());
         for (block, key, mask) in blocks(shard, within) {
-            c.clear();
-            c.add_block(&addends, key, mask, &mut scratch);
-            if c.used > 0 {
-                visit(block, &c);
+            arrays.clear();
+            let all_arrays = bytes_fit
+                && addends.iter().all(|(dir, bit)| match dir.get(key) {
+                    None => true,
+                    Some(Cont::Array(members)) => {
+                        arrays.push((members, 1u8 << bit));
+                        true
+                    }
+                    Some(_) => false,
+                });
+            if all_arrays {
+                let b = bytes.get_or_insert_with(ByteCounter::new);
+                for &(members, add) in &arrays {
+                    b.add_array(members, add, cap);
+                }
+                visit(block, mask, Counts::Bytes(b));
+            } else {
+                c.clear();
+                c.add_block(&addends, key, mask, &mut scratch);
+                visit(block, mask, Counts::Sliced(&c));
             }
         }
         Ok(())
@@ -321,12 +358,6 @@ impl BlockCounter {
 
     /// Adds to `hist` how many users of `within` (everyone when `None`) did `event` exactly
     /// `n` times (or on `n` days) of `days` in one shard, for every `n > 0`.
-    ///
-    /// A block where every container added is an array (a sparse event) is counted in bytes
-    /// ([`ByteCounter`]) when no count can pass 255 (days of at most 255 days; times whose
-    /// count slices add up to at most that): one addition per member, then one pass over the
-    /// block's counts. The others are added into bit-sliced counters, which
-    /// take a dense day's 65,536 users a word (64 users) at a time rather than one by one.
     pub(crate) fn histogram(
         event: &crate::table::FieldRef<'_>,
         shard: u32,
@@ -335,44 +366,23 @@ impl BlockCounter {
         within: Option<&Dense>,
         hist: &mut BTreeMap<u64, u64>,
     ) -> Result<()> {
-        let addends = addends(event, shard, days, measure)?;
-        // Every addend adds `2^bit` to each of its members once: when they add up to at most
-        // 255, every count fits in a byte.
-        let bytes_fit = addends
-            .iter()
-            .try_fold(0u32, |sum, (_, bit)| {
-                sum.checked_add(1u32.checked_shl(*bit as u32)?)
-            })
-            .is_some_and(|sum| sum <= u32::from(u8::MAX));
-        let mut c = BlockCounter::default();
-        let mut scratch = vec![0u64; BLOCK_WORDS];
-        let mut bytes: Option<ByteCounter> = None;
-        let mut arrays = Vec::with_capacity(addends.len());
-        for (_, key, mask) in blocks(shard, within) {
-            arrays.clear();
-            let all_arrays = bytes_fit
-                && addends.iter().all(|(dir, bit)| match dir.get(key) {
-                    None => true,
-                    Some(Cont::Array(members)) => {
-                        arrays.push((members, 1u8 << bit));
-                        true
-                    }
-                    Some(_) => false,
-                });
-            if all_arrays {
-                let b = bytes.get_or_insert_with(ByteCounter::new);
-                for &(members, add) in &arrays {
-                    b.add_array(members, add);
-                }
-                b.drain_into(mask);
-            } else {
-                c.clear();
-                c.add_block(&addends, key, mask, &mut scratch);
-                c.histogram_into(hist);
+        let mut table = [0u64; 256];
+        Self::count(
+            event,
+            shard,
+            days,
+            measure,
+            within,
+            false,
+            |_, mask, counts| match counts {
+                Counts::Bytes(b) => b.drain_into(mask, &mut table),
+                Counts::Sliced(c) => c.histogram_into(hist),
+            },
+        )?;
+        for (n, &users) in table.iter().enumerate().skip(1) {
+            if users > 0 {
+                *hist.entry(n as u64).or_insert(0) += users;
             }
-        }
-        if let Some(b) = bytes {
-            b.histogram_into(hist);
         }
         Ok(())
     }
@@ -569,17 +579,23 @@ const BLOCK_USERS: usize = BLOCK_WORDS * 64;
 /// Counts of one container block in a byte per user, for events sparse enough that each day
 /// holds an array container: adding a day costs one increment per member, where bit-sliced
 /// counters ([`BlockCounter`]) expand it into 1,024 words and add them with carries. A block's
-/// counts then go into a histogram: the users with a count are found 64 at a time
-/// ([`nonzero_words`]: one AVX-512BW test of 64 bytes where the CPU has it), and only theirs
-/// are read.
+/// counts are then drained into a histogram or a `did(...)` test: the users with a count are
+/// found 64 at a time ([`nonzero_words`]: one AVX-512BW test of 64 bytes where the CPU has
+/// it), and only theirs are read.
 pub(crate) struct ByteCounter {
     /// Each user's count; all zero between blocks.
     counts: Box<[u8; BLOCK_USERS]>,
     /// Users with a count, found when a block is drained.
     nonzero: Box<[u64; BLOCK_WORDS]>,
-    /// `table[n]`: users counted `n` times so far, over every block drained.
-    table: Box<[u64; 256]>,
     simd: Simd,
+}
+
+/// The counts of one block, as [`BlockCounter::count`] hands them over.
+pub(crate) enum Counts<'c> {
+    /// A byte per user, of everyone in the block; to be drained.
+    Bytes(&'c mut ByteCounter),
+    /// Bit-sliced, of the users of `within` only.
+    Sliced(&'c BlockCounter),
 }
 
 impl ByteCounter {
@@ -587,28 +603,79 @@ impl ByteCounter {
         Self {
             counts: Box::new([0; BLOCK_USERS]),
             nonzero: Box::new([0; BLOCK_WORDS]),
-            table: Box::new([0; 256]),
             simd: Simd::detect(),
         }
     }
 
     /// Adds `add` to the count of every member of an array container, `members` its
     /// little-endian 16-bit values (ascending, so the increments sweep the block's counts in
-    /// order). Counts wrap past 255: callers make sure what they add to a block stays below.
-    pub(crate) fn add_array(&mut self, members: &[u8], add: u8) {
+    /// order). With `cap`, counts stop at 255; without, they wrap (a plain add, the cheaper
+    /// loop), so callers make sure they stay below.
+    pub(crate) fn add_array(&mut self, members: &[u8], add: u8, cap: bool) {
         let counts = &mut *self.counts;
-        for v in members.as_chunks::<2>().0 {
-            let v = usize::from(u16::from_le_bytes(*v));
-            counts[v] = counts[v].wrapping_add(add);
+        let members = members.as_chunks::<2>().0;
+        if cap {
+            for v in members {
+                let v = usize::from(u16::from_le_bytes(*v));
+                counts[v] = counts[v].saturating_add(add);
+            }
+        } else {
+            for v in members {
+                let v = usize::from(u16::from_le_bytes(*v));
+                counts[v] = counts[v].wrapping_add(add);
+            }
         }
     }
 
-    /// Tallies the counts of the users of `mask` (everyone when `None`) and sets every count
-    /// back to zero.
-    pub(crate) fn drain_into(&mut self, mask: Option<&[u64]>) {
+    /// Adds to `table[n]` the users of `mask` (everyone when `None`) counted `n` times, and
+    /// sets every count back to zero.
+    pub(crate) fn drain_into(&mut self, mask: Option<&[u64]>, table: &mut [u64; 256]) {
         // Four tables, a user's by its bit in the word, so that runs of equal counts do not
         // wait on each other's increment.
         let mut lanes = [[0u32; 256]; 4];
+        self.drain(mask, |_, users, chunk| {
+            let mut users = users;
+            while users != 0 {
+                let b = users.trailing_zeros() as usize;
+                lanes[b & 3][usize::from(chunk[b])] += 1;
+                users &= users - 1;
+            }
+        });
+        for (n, t) in table.iter_mut().enumerate() {
+            *t += lanes.iter().map(|l| u64::from(l[n])).sum::<u64>();
+        }
+    }
+
+    /// Writes into the block's words the users of `mask` (everyone when `None`) with a count
+    /// `c > 0` such that `c op n` (`passing`), and with any count (`nonzero`), and sets every
+    /// count back to zero. Words where nobody has a count are left as they are.
+    pub(crate) fn drain_passing(
+        &mut self,
+        mask: Option<&[u64]>,
+        op: crate::expr::CmpOp,
+        n: u64,
+        passing: &mut [u64],
+        nonzero: &mut [u64],
+    ) {
+        let (passing, nonzero) = (&mut passing[..BLOCK_WORDS], &mut nonzero[..BLOCK_WORDS]);
+        self.drain(mask, |w, users, chunk| {
+            nonzero[w] = users;
+            let mut pass = 0u64;
+            let mut left = users;
+            while left != 0 {
+                let b = left.trailing_zeros();
+                let c = u64::from(chunk[b as usize]);
+                pass |= u64::from(super::predicate::holds(op, c, n)) << b;
+                left &= left - 1;
+            }
+            passing[w] = pass;
+        });
+    }
+
+    /// Calls `f(w, users, counts)` for each word `w` of the block with the users of `mask`
+    /// (everyone when `None`) who have a count, `counts` the word's 64 counts; then sets every
+    /// count back to zero.
+    fn drain(&mut self, mask: Option<&[u64]>, mut f: impl FnMut(usize, u64, &[u8; 64])) {
         nonzero_words(self.simd, &self.counts, &mut self.nonzero);
         for (w, (&nonzero, chunk)) in self
             .nonzero
@@ -616,26 +683,12 @@ impl ByteCounter {
             .zip(self.counts.as_chunks::<64>().0)
             .enumerate()
         {
-            let mut users = mask.map_or(u64::MAX, |m| m[w]) & nonzero;
-            while users != 0 {
-                let b = users.trailing_zeros() as usize;
-                lanes[b & 3][usize::from(chunk[b])] += 1;
-                users &= users - 1;
+            let users = mask.map_or(u64::MAX, |m| m[w]) & nonzero;
+            if users != 0 {
+                f(w, users, chunk);
             }
         }
         self.counts.fill(0);
-        for (n, t) in self.table.iter_mut().enumerate() {
-            *t += lanes.iter().map(|l| u64::from(l[n])).sum::<u64>();
-        }
-    }
-
-    /// Adds the tallied users with each count above zero to `hist`.
-    pub(crate) fn histogram_into(&self, hist: &mut BTreeMap<u64, u64>) {
-        for (n, &users) in self.table.iter().enumerate().skip(1) {
-            if users > 0 {
-                *hist.entry(n as u64).or_insert(0) += users;
-            }
-        }
     }
 }
 
@@ -823,29 +876,39 @@ mod tests {
         fn byte_counter_matches_naive(
             blocks in prop::collection::vec(
                 (
-                    // Arrays, each added with 2^bit, bits summing to at most 255 per block.
+                    // Arrays, each added with 2^bit: without a cap, bits below 5 (at most 192
+                    // per user); with it, up to 7 (past 255).
                     prop::collection::vec(
-                        (prop::collection::vec(0u16..=u16::MAX, 0..3000), 0usize..5),
+                        (prop::collection::vec(0u16..=u16::MAX, 0..3000), 0usize..8),
                         0..12,
                     ),
                     prop::option::of(prop::collection::vec(0u16..=u16::MAX, 0..40_000)),
+                    (0usize..6, 0u64..40),
+                    any::<bool>(),
                 ),
                 1..3,
             ),
         ) {
+            // Each block drained twice over: tallied, then tested against `op n` (the counts
+            // added again in between), both against a naive count.
             let mut b = ByteCounter::new();
-            let mut want = BTreeMap::<u64, u64>::new();
-            for (arrays, mask) in &blocks {
+            let mut table = [0u64; 256];
+            let mut want = [0u64; 256];
+            for (arrays, mask, (op, n), cap) in &blocks {
                 let mut naive = BTreeMap::<u16, u64>::new();
+                let mut lists = Vec::new();
                 for (members, bit) in arrays {
+                    let bit = if *cap { *bit } else { bit % 5 };
                     let mut set = members.clone();
                     set.sort_unstable();
                     set.dedup();
-                    let bytes: Vec<u8> = set.iter().flat_map(|v| v.to_le_bytes()).collect();
-                    b.add_array(&bytes, 1 << bit);
+                    lists.push((set.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(), 1u8 << bit));
                     for &v in &set {
                         *naive.entry(v).or_default() += 1 << bit;
                     }
+                }
+                for n in naive.values_mut() {
+                    *n = (*n).min(255);
                 }
                 let mask_words = mask.as_ref().map(|m| {
                     let mut w = vec![0u64; BLOCK_WORDS];
@@ -854,17 +917,42 @@ mod tests {
                     }
                     w
                 });
-                b.drain_into(mask_words.as_deref());
-                for (v, &n) in &naive {
-                    if mask.as_ref().is_none_or(|m| m.contains(v)) {
-                        *want.entry(n).or_default() += 1;
-                    }
+                for (bytes, add) in &lists {
+                    b.add_array(bytes, *add, *cap);
                 }
+                b.drain_into(mask_words.as_deref(), &mut table);
+                prop_assert!(b.counts.iter().all(|&c| c == 0));
+                let counted: Vec<(u16, u64)> = naive
+                    .iter()
+                    .filter(|e| mask.as_ref().is_none_or(|m| m.contains(e.0)))
+                    .map(|(&v, &n)| (v, n))
+                    .collect();
+                for &(_, n) in &counted {
+                    want[n as usize] += 1;
+                }
+
+                let ops = [CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge];
+                for (bytes, add) in &lists {
+                    b.add_array(bytes, *add, *cap);
+                }
+                let (mut passing, mut nonzero) = (vec![0u64; BLOCK_WORDS], vec![0u64; BLOCK_WORDS]);
+                b.drain_passing(mask_words.as_deref(), ops[*op], *n, &mut passing, &mut nonzero);
+                prop_assert!(b.counts.iter().all(|&c| c == 0));
+                let words = |users: &mut dyn Iterator<Item = u16>| {
+                    let mut w = vec![0u64; BLOCK_WORDS];
+                    for v in users {
+                        w[usize::from(v) >> 6] |= 1 << (v & 63);
+                    }
+                    w
+                };
+                let want_passing = words(&mut counted
+                    .iter()
+                    .filter(|e| super::super::predicate::holds(ops[*op], e.1, *n))
+                    .map(|e| e.0));
+                prop_assert_eq!(passing, want_passing);
+                prop_assert_eq!(nonzero, words(&mut counted.iter().map(|e| e.0)));
             }
-            prop_assert!(b.counts.iter().all(|&c| c == 0));
-            let mut hist = BTreeMap::new();
-            b.histogram_into(&mut hist);
-            prop_assert_eq!(hist, want);
+            prop_assert_eq!(table, want);
         }
     }
 

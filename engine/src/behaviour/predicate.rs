@@ -9,7 +9,7 @@
 
 use croaring::Bitmap;
 
-use super::dense::{BlockCounter, Dense};
+use super::dense::{BlockCounter, Counts, Dense};
 use crate::bitmap::portable::BLOCK_WORDS;
 use crate::error::Result;
 use crate::expr::{CmpOp, Measure};
@@ -108,10 +108,19 @@ impl<'s> DidNode<'s> {
             &self.days,
             measure,
             within_bits.as_ref(),
-            |block, c| {
+            // A count capped at 255 compares with `n` below 255 as the true count does.
+            n < u64::from(u8::MAX),
+            |block, mask, counts| {
                 let words = block * BLOCK_WORDS..(block + 1) * BLOCK_WORDS;
-                c.passing_into(op, n, &mut passing.words[words.clone()]);
-                c.nonzero_into(&mut nonzero.words[words]);
+                let (passing, nonzero) =
+                    (&mut passing.words[words.clone()], &mut nonzero.words[words]);
+                match counts {
+                    Counts::Bytes(b) => b.drain_passing(mask, op, n, passing, nonzero),
+                    Counts::Sliced(c) => {
+                        c.passing_into(op, n, passing);
+                        c.nonzero_into(nonzero);
+                    }
+                }
             },
         )?;
         let passing = passing.to_bitmap(shard);

@@ -821,12 +821,13 @@ fn periods_start_on_mondays_and_first_days() {
     assert_eq!(super::day_of_ms(0, -60), -1);
 }
 
-/// Frequencies over blocks whose days are dense (bitset containers), runs, sparse (arrays), or
-/// a mix, in days and in times, for everyone and for a crowd, against a naive count: blocks
-/// of arrays alone are counted in bytes, the others in bit-sliced counters, and both add up
-/// in one histogram.
+/// Frequencies and `did(...)` counts over blocks whose days are dense (bitset containers),
+/// runs, sparse (arrays), or a mix, in days and in times, for everyone and for a crowd,
+/// against a naive count: blocks of arrays alone are counted in bytes (capped at 255 for
+/// comparisons with smaller numbers: some users here did it 400 times), the others in
+/// bit-sliced counters, and both add up.
 #[test]
-fn frequency_counts_dense_and_sparse_blocks_alike() {
+fn counts_of_dense_and_sparse_blocks_match_the_model() {
     const BLOCK: u32 = 1 << 16;
     let users = 4 * BLOCK;
     let dir = tempfile::tempdir().unwrap();
@@ -839,8 +840,9 @@ fn frequency_counts_dense_and_sparse_blocks_alike() {
     let half = load.field(FieldSpec::new("half", FieldKind::Flag)).unwrap();
     let ev = load.field(FieldSpec::new("ev", FieldKind::Event)).unwrap();
     let mut rng = Rng(0x5eed_f00d);
-    // user -> (days, times)
-    let mut model: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    // (user, day) with activity, and each user's times.
+    let mut active: BTreeSet<(u32, u32)> = BTreeSet::new();
+    let mut times: BTreeMap<u32, u64> = BTreeMap::new();
     let mut crowd = BTreeSet::new();
     for u in (0..users).filter(|u| u % 3 != 1) {
         load.flag_id(half, u).unwrap();
@@ -863,12 +865,24 @@ fn frequency_counts_dense_and_sparse_blocks_alike() {
         for u in members {
             let n = 1 + rng.below(3);
             load.event_id(ev, u, d0() + d as i32, n as u32).unwrap();
-            let e = model.entry(u).or_default();
-            e.0 += 1;
-            e.1 += n;
+            active.insert((u, d));
+            *times.entry(u).or_default() += n;
+        }
+    }
+    // A few users of the sparse blocks did it 200 times on each of the first two days.
+    for u in (BLOCK..users).filter(|u| u % 1_000 == 7 && u / BLOCK != 2) {
+        for d in 0..2 {
+            load.event_id(ev, u, d0() + d as i32, 200).unwrap();
+            active.insert((u, d));
+            *times.entry(u).or_default() += 200;
         }
     }
     load.commit().unwrap();
+    // user -> (days, times)
+    let mut model: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    for &(u, _) in &active {
+        model.entry(u).or_insert((0, times[&u])).0 += 1;
+    }
     let snap = t.snapshot();
     let range = DayRange::new(d0(), d0() + days as i32 - 1);
     for (expr, in_crowd) in [
@@ -894,6 +908,42 @@ fn frequency_counts_dense_and_sparse_blocks_alike() {
                 want.into_iter().collect::<Vec<_>>(),
                 "{expr:?} {measure:?}"
             );
+        }
+    }
+    let window = format!(
+        "DATE '{}' TO DATE '{}'",
+        format_day(range.first),
+        format_day(range.last)
+    );
+    for crowd_text in ["ALL", "half"] {
+        for (op, holds) in [
+            (">=", (|a, b| a >= b) as fn(u64, u64) -> bool),
+            ("<", |a, b| a < b),
+            ("=", |a, b| a == b),
+        ] {
+            for n in [1u64, 2, 3, 7, 254, 255, 256, 400, 401] {
+                for measure in [Measure::Days, Measure::Times] {
+                    let test = match measure {
+                        Measure::Days => format!("did(ev, {window}) on {op} {n} days"),
+                        Measure::Times => format!("did(ev, {window}) {op} {n} times"),
+                    };
+                    let text = format!("{crowd_text} AND {test}");
+                    let got = snap.crowd_text(&text).unwrap().count().unwrap();
+                    let want = (0..users)
+                        .filter(|u| crowd_text == "ALL" || crowd.contains(u))
+                        .filter(|u| {
+                            let (days, times) = model.get(u).copied().unwrap_or_default();
+                            let c = if measure == Measure::Days {
+                                days
+                            } else {
+                                times
+                            };
+                            holds(c, n)
+                        })
+                        .count() as u64;
+                    assert_eq!(got, want, "{text}");
+                }
+            }
         }
     }
 }
