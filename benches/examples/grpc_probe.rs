@@ -3,7 +3,8 @@
 //! (200) after 3 warm-up calls, and `GAP_US` microseconds of sleep between calls (0):
 //!
 //! `cargo run --release -p portrait-benches --example grpc_probe -- http://127.0.0.1:7070 \
-//!   'portrait:u0000123457' 'contains:u0000765433:vip' 'count:interest/sports AND vip'`
+//!   'portrait:u0000123457' 'contains:u0000765433:vip' 'count:interest/sports AND vip' \
+//!   'dist:demographic/age@18,25,35,45,60:interest/sports'`
 //!
 //! Unlike the `grpc` bench, whose server runs in the benchmark's own process, this measures a
 //! server started separately (its own session and scheduling group, its own configuration).
@@ -27,7 +28,10 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let Some(address) = args.next() else {
-        bail!("usage: grpc_probe ADDRESS (count:EXPR | portrait:KEY | contains:KEY:EXPR)...");
+        bail!(
+            "usage: grpc_probe ADDRESS (count:EXPR | portrait:KEY | contains:KEY:EXPR | \
+             dist:FIELD@BOUNDS:EXPR)..."
+        );
     };
     let runs = env_or("N", 200usize).max(1);
     let gap = Duration::from_micros(env_or("GAP_US", 0u64));
@@ -50,8 +54,17 @@ fn main() -> anyhow::Result<()> {
                 .and_then(|r| r.split_once(':'))
             {
                 rt.block_on(client.contains(key, expr).send())?;
+            } else if let Some((field, expr)) =
+                call.strip_prefix("dist:").and_then(|r| r.split_once(':'))
+            {
+                let (field, bounds) = field.split_once('@').unwrap_or((field, ""));
+                let bounds: Vec<i64> = bounds.split(',').filter_map(|b| b.parse().ok()).collect();
+                rt.block_on(client.distribution(expr, field).bounds(bounds).send())?;
             } else {
-                bail!("unknown call {call:?}: count:EXPR, portrait:KEY or contains:KEY:EXPR");
+                bail!(
+                    "unknown call {call:?}: count:EXPR, portrait:KEY, contains:KEY:EXPR or \
+                     dist:FIELD@B1,B2,...:EXPR"
+                );
             }
             if i >= WARM_UP {
                 micros.push(t.elapsed().as_secs_f64() * 1e6);
