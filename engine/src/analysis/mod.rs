@@ -379,15 +379,10 @@ fn crowd_halves(crowd: &Bitmap, shard: u32) -> Vec<u32> {
 /// Members of the stored bitmap `dir` (ids of shard `shard`) set in `halves`, the shard's bits
 /// from [`crowd_halves`].
 fn and_count_dense(dir: &Directory<'_>, halves: &[u32], shard: u32) -> u64 {
-    let containers = 1u32 << (crate::SHARD_BITS - 16);
-    let first = shard * containers;
-    dir.iter()
-        .filter_map(|(key, c)| {
-            let local = u32::from(key)
-                .checked_sub(first)
-                .filter(|&k| k < containers)?;
-            let at = local as usize * BLOCK_HALVES;
-            Some(c.and_count(&halves[at..at + BLOCK_HALVES]))
+    dir.in_shard(shard)
+        .map(|(block, c)| {
+            let at = block * BLOCK_HALVES;
+            c.and_count(&halves[at..at + BLOCK_HALVES])
         })
         .sum()
 }

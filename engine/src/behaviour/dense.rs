@@ -64,15 +64,8 @@ impl Dense {
     pub(crate) fn or_portable(&mut self, bytes: &[u8], shard: u32, path: &Path) -> Result<()> {
         let dir = Directory::parse(bytes)
             .map_err(|what| Error::corrupt(path, format!("event bitmap: {what}")))?;
-        let first_key = shard * CONTAINERS;
-        for (key, c) in dir.iter() {
-            let Some(local) = u32::from(key)
-                .checked_sub(first_key)
-                .filter(|&k| k < CONTAINERS)
-            else {
-                continue;
-            };
-            let base = local as usize * BLOCK_WORDS;
+        for (block, c) in dir.in_shard(shard) {
+            let base = block * BLOCK_WORDS;
             c.or_into(&mut self.words[base..base + BLOCK_WORDS]);
         }
         Ok(())
@@ -695,8 +688,23 @@ impl ByteCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::behaviour::predicate::holds;
     use crate::expr::CmpOp;
     use proptest::prelude::*;
+
+    /// The words of a block with the bits of `users` set.
+    fn block_words(users: impl IntoIterator<Item = u16>) -> Vec<u64> {
+        let mut w = vec![0u64; BLOCK_WORDS];
+        for v in users {
+            w[usize::from(v) >> 6] |= 1 << (v & 63);
+        }
+        w
+    }
+
+    /// Whether user `v` is set in `words` (everyone when `None`).
+    fn in_words(words: Option<&[u64]>, v: u16) -> bool {
+        words.is_none_or(|w| w[usize::from(v) >> 6] >> (v & 63) & 1 == 1)
+    }
 
     fn bitmap_strategy() -> impl Strategy<Value = Bitmap> {
         // Sparse, dense and runny shapes, in shard 1 with strays in other shards.
@@ -752,14 +760,7 @@ mod tests {
         ) {
             // Users of one block: each addend added densely or member by member (as `count`
             // does for small arrays), its members' counts raised by 2^bit, within the mask.
-            let words = |members: &[u16]| {
-                let mut w = vec![0u64; BLOCK_WORDS];
-                for &v in members {
-                    w[usize::from(v) >> 6] |= 1 << (v & 63);
-                }
-                w
-            };
-            let mask_words = mask.as_deref().map(words);
+            let mask_words = mask.as_ref().map(|m| block_words(m.iter().copied()));
             let mut c = BlockCounter::default();
             let mut naive = BTreeMap::<u16, u64>::new();
             for (members, bit, dense) in &adds {
@@ -767,17 +768,16 @@ mod tests {
                 set.sort_unstable();
                 set.dedup();
                 if *dense {
-                    c.add_words(&words(&set), mask_words.as_deref(), *bit);
+                    c.add_words(&block_words(set.iter().copied()), mask_words.as_deref(), *bit);
                 } else {
                     for &v in &set {
-                        let (w, b) = (usize::from(v) >> 6, 1u64 << (v & 63));
-                        if mask_words.as_ref().is_none_or(|m| m[w] & b != 0) {
-                            c.add_one(w, b, *bit);
+                        if in_words(mask_words.as_deref(), v) {
+                            c.add_one(usize::from(v) >> 6, 1u64 << (v & 63), *bit);
                         }
                     }
                 }
                 for &v in &set {
-                    if mask.as_ref().is_none_or(|m| m.contains(&v)) {
+                    if in_words(mask_words.as_deref(), v) {
                         *naive.entry(v).or_default() += 1 << bit;
                     }
                 }
@@ -796,18 +796,9 @@ mod tests {
             c.passing_into(op, n, &mut passing);
             let mut nonzero = vec![0u64; BLOCK_WORDS];
             c.nonzero_into(&mut nonzero);
-            let holds = |count: u64| match op {
-                CmpOp::Eq => count == n,
-                CmpOp::Ne => count != n,
-                CmpOp::Lt => count < n,
-                CmpOp::Le => count <= n,
-                CmpOp::Gt => count > n,
-                CmpOp::Ge => count >= n,
-            };
-            let want_passing: Vec<u16> = naive.iter().filter(|e| holds(*e.1)).map(|e| *e.0).collect();
-            let nonzero_users: Vec<u16> = naive.keys().copied().collect();
-            prop_assert_eq!(passing, words(&want_passing));
-            prop_assert_eq!(nonzero, words(&nonzero_users));
+            let want_passing = block_words(naive.iter().filter(|e| holds(op, *e.1, n)).map(|e| *e.0));
+            prop_assert_eq!(passing, want_passing);
+            prop_assert_eq!(nonzero, block_words(naive.keys().copied()));
         }
     }
 
@@ -910,13 +901,7 @@ mod tests {
                 for n in naive.values_mut() {
                     *n = (*n).min(255);
                 }
-                let mask_words = mask.as_ref().map(|m| {
-                    let mut w = vec![0u64; BLOCK_WORDS];
-                    for &v in m {
-                        w[usize::from(v) >> 6] |= 1 << (v & 63);
-                    }
-                    w
-                });
+                let mask_words = mask.as_ref().map(|m| block_words(m.iter().copied()));
                 for (bytes, add) in &lists {
                     b.add_array(bytes, *add, *cap);
                 }
@@ -924,7 +909,7 @@ mod tests {
                 prop_assert!(b.counts.iter().all(|&c| c == 0));
                 let counted: Vec<(u16, u64)> = naive
                     .iter()
-                    .filter(|e| mask.as_ref().is_none_or(|m| m.contains(e.0)))
+                    .filter(|e| in_words(mask_words.as_deref(), *e.0))
                     .map(|(&v, &n)| (v, n))
                     .collect();
                 for &(_, n) in &counted {
@@ -938,19 +923,12 @@ mod tests {
                 let (mut passing, mut nonzero) = (vec![0u64; BLOCK_WORDS], vec![0u64; BLOCK_WORDS]);
                 b.drain_passing(mask_words.as_deref(), ops[*op], *n, &mut passing, &mut nonzero);
                 prop_assert!(b.counts.iter().all(|&c| c == 0));
-                let words = |users: &mut dyn Iterator<Item = u16>| {
-                    let mut w = vec![0u64; BLOCK_WORDS];
-                    for v in users {
-                        w[usize::from(v) >> 6] |= 1 << (v & 63);
-                    }
-                    w
-                };
-                let want_passing = words(&mut counted
+                let want_passing = block_words(counted
                     .iter()
-                    .filter(|e| super::super::predicate::holds(ops[*op], e.1, *n))
+                    .filter(|e| holds(ops[*op], e.1, *n))
                     .map(|e| e.0));
                 prop_assert_eq!(passing, want_passing);
-                prop_assert_eq!(nonzero, words(&mut counted.iter().map(|e| e.0)));
+                prop_assert_eq!(nonzero, block_words(counted.iter().map(|e| e.0)));
             }
             prop_assert_eq!(table, want);
         }

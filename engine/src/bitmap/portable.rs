@@ -320,6 +320,17 @@ impl<'a> Directory<'a> {
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u16, Cont<'a>)> + '_ {
         self.keys.iter().copied().zip(self.conts.iter().copied())
     }
+
+    /// The containers holding ids of `shard`, each with its block's index in the shard (its
+    /// key less the shard's first key); containers of other shards are skipped.
+    pub(crate) fn in_shard(&self, shard: u32) -> impl Iterator<Item = (usize, Cont<'a>)> + '_ {
+        let blocks = 1u32 << (crate::SHARD_BITS - 16);
+        let first = shard * blocks;
+        self.iter().filter_map(move |(key, c)| {
+            let local = u32::from(key).checked_sub(first).filter(|&k| k < blocks)?;
+            Some((local as usize, c))
+        })
+    }
 }
 
 /// Scratch space that turns containers into blocks of bytes, one block key at a time.
