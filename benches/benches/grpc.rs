@@ -3,8 +3,10 @@
 //! `cargo bench -p portrait-benches --bench grpc` — the first run builds the dataset.
 //!
 //! The server runs in this process, served by [`portrait_server::server::Bound`] exactly as
-//! `portraitd` serves it: its own tokio runtime (threads named `portraitd`, one worker per core),
-//! the accept loop on a thread of its own as `portraitd`'s `block_on`, and the daemon's default
+//! `portraitd` serves it: connections on I/O threads of their own (`portraitd-io-N`, one per
+//! core, each a single-threaded runtime; see `portrait_server::io_threads`), the accept loop on a
+//! runtime of its own (threads named `portraitd`) driven by a thread as `portraitd`'s `block_on`,
+//! and the daemon's default
 //! `info` log filter (so each call's `rpc` span is live, as in production). The client is
 //! `portrait-client` on a second runtime. **Client and server share the machine's cores**: the
 //! numbers are those of a client and a server on one host, and the thread CPU times in the
@@ -26,7 +28,9 @@
 //! A summary table goes to stdout at the end. Knobs (environment variables):
 //! `PORTRAIT_BENCH_USERS`, `PORTRAIT_BENCH_SECS` (measured seconds per load run, 10),
 //! `PORTRAIT_BENCH_CONCURRENCY` (64), `PORTRAIT_BENCH_CHANNELS` (2), `PORTRAIT_BENCH_RATE`
-//! (10,000), `PORTRAIT_BENCH_SERVER_THREADS` (one per core, as `portraitd`),
+//! (10,000), `PORTRAIT_BENCH_SERVER_THREADS` (I/O threads; one per core, as `portraitd`),
+//! `PORTRAIT_BENCH_SHARED_RUNTIME` (1: serve on one multi-threaded runtime with that many workers
+//! instead, as `portraitd` did before its I/O threads; for comparisons),
 //! `PORTRAIT_BENCH_CLIENT_THREADS` (2), `PORTRAIT_BENCH_LOG` (`info`, as `portraitd`),
 //! `PORTRAIT_BENCH_IDLE_POLL_US` (0: off, as `portraitd`; see `portrait_server::idle_poll`).
 //! Without `--bench` (e.g. `cargo test --benches`) every phase runs briefly, as a smoke test.
@@ -74,6 +78,8 @@ struct Settings {
     channels: usize,
     rate: f64,
     server_threads: usize,
+    /// Serve on one shared multi-threaded runtime instead of I/O threads.
+    shared_runtime: bool,
     client_threads: usize,
     log: String,
     /// The server's idle-poll window (`--idle-poll-us`; zero: off, as `portraitd` by default).
@@ -104,6 +110,7 @@ impl Settings {
             channels: env_or("PORTRAIT_BENCH_CHANNELS", 2usize).max(1),
             rate: env_or("PORTRAIT_BENCH_RATE", 10_000.0f64).max(1.0),
             server_threads: env_or("PORTRAIT_BENCH_SERVER_THREADS", cores).max(1),
+            shared_runtime: env_or("PORTRAIT_BENCH_SHARED_RUNTIME", 0u8) == 1,
             client_threads: env_or("PORTRAIT_BENCH_CLIENT_THREADS", 2usize).max(1),
             log: std::env::var("PORTRAIT_BENCH_LOG")
                 .unwrap_or_else(|_| portrait_server::config::DEFAULT_LOG.to_owned()),
@@ -125,7 +132,7 @@ struct Server {
 impl Server {
     /// Serves `db` on a free loopback port, once its id dictionary is in memory (as `portraitd`
     /// does after `warm_up`, so that lookups run inline).
-    fn start(db: Arc<Database>, threads: usize, idle_poll: Duration) -> Self {
+    fn start(db: Arc<Database>, threads: usize, shared: bool, idle_poll: Duration) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .enable_all()
@@ -152,6 +159,7 @@ impl Server {
             Bound::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
                 .expect("bind a loopback port")
                 .idle_poll(idle_poll)
+                .io_threads(if shared { 0 } else { threads })
         };
         let addr = bound.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -656,9 +664,9 @@ fn main() {
     let t = Instant::now();
     let dir = dataset_dir(s.users);
     let db = Arc::new(Database::open(&dir).expect("open the benchmark database"));
-    let server = Server::start(db.clone(), s.server_threads, s.idle_poll);
+    let server = Server::start(db.clone(), s.server_threads, s.shared_runtime, s.idle_poll);
     eprintln!(
-        "server on {} ({} workers) after {:.1?}",
+        "server on {} ({} threads) after {:.1?}",
         server.addr,
         s.server_threads,
         t.elapsed()
@@ -810,8 +818,13 @@ fn main() {
         cores
     );
     println!(
-        "server: {} tokio workers, log filter {:?}, idle poll {}; client: portrait-client, {} tokio workers, {} connections (sequential calls: one more, on a current-thread runtime)",
+        "server: {} {}, log filter {:?}, idle poll {}; client: portrait-client, {} tokio workers, {} connections (sequential calls: one more, on a current-thread runtime)",
         s.server_threads,
+        if s.shared_runtime {
+            "workers of one shared tokio runtime"
+        } else {
+            "I/O threads"
+        },
         s.log,
         if s.idle_poll.is_zero() {
             "off".to_owned()

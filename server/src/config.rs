@@ -17,6 +17,7 @@
 //! wal_sync = "every-commit"          # --wal-sync, PORTRAIT_WAL_SYNC
 //! compact_after = 1000000            # --compact-after, PORTRAIT_COMPACT_AFTER
 //! idle_poll_us = 0                   # --idle-poll-us, PORTRAIT_IDLE_POLL_US (0: off)
+//! io_threads = 0                     # --io-threads, PORTRAIT_IO_THREADS (0: one per core)
 //!
 //! [limits]                           # file only; see `limits::Limits`
 //! members_batch_keys = 4096
@@ -48,6 +49,9 @@
 //! after each call, so that the next call does not wait for halted cores to wake up (see
 //! [`crate::idle_poll`]); off by default, Linux only.
 //!
+//! `io_threads` is the number of threads that serve connections, each with a single-threaded
+//! runtime of its own (see [`crate::io_threads`]); `0`, the default, starts one per core.
+//!
 //! Restoring a backup: `--restore DIR` copies (or hard-links) the backup in `DIR`, written by
 //! `AdminService/Backup` (`portrait admin backup`), into `--data-dir` before the database opens,
 //! then serves it. The data directory must not exist or be empty; otherwise `portraitd` exits
@@ -77,6 +81,9 @@ pub const DEFAULT_LOG: &str = "info";
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// Default number of pending real-time changes of a table that starts a background compaction.
 pub const DEFAULT_COMPACT_AFTER: u64 = 1_000_000;
+
+/// Most connection-serving threads (`io_threads`).
+pub const MAX_IO_THREADS: usize = 1024;
 
 /// Longest idle-poll window: one second.
 pub const MAX_IDLE_POLL_US: u64 = 1_000_000;
@@ -127,6 +134,8 @@ pub struct Config {
     pub restore: Option<PathBuf>,
     /// Microseconds the cores are kept awake after each call (0: off; see [`crate::idle_poll`]).
     pub idle_poll_us: u64,
+    /// Threads serving connections (0: one per core; see [`crate::io_threads`]).
+    pub io_threads: usize,
     /// Per-request limits.
     pub limits: Limits,
 }
@@ -145,6 +154,7 @@ impl Default for Config {
             compact_after: DEFAULT_COMPACT_AFTER,
             restore: None,
             idle_poll_us: 0,
+            io_threads: 0,
             limits: Limits::default(),
         }
     }
@@ -204,6 +214,15 @@ pub struct Args {
     /// trading idle CPU time for latency; 0: off (Linux only) [default: 0].
     #[arg(long, env = "PORTRAIT_IDLE_POLL_US", value_name = "US", value_parser = parse_count::<u64>)]
     pub idle_poll_us: Option<u64>,
+    /// Threads serving connections, each with a single-threaded runtime; 0: one per core
+    /// [default: 0].
+    #[arg(long, env = "PORTRAIT_IO_THREADS", value_name = "N", value_parser = parse_count::<usize>)]
+    pub io_threads: Option<usize>,
+}
+
+/// Cores this process may run on (1 if unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A count that may be written with `_` separators (`1_000_000`).
@@ -227,6 +246,7 @@ pub struct FileConfig {
     wal_sync: Option<WalSync>,
     compact_after: Option<u64>,
     idle_poll_us: Option<u64>,
+    io_threads: Option<usize>,
     limits: Option<Limits>,
 }
 
@@ -282,10 +302,19 @@ impl Config {
                 .idle_poll_us
                 .or(file.idle_poll_us)
                 .unwrap_or(d.idle_poll_us),
+            io_threads: args.io_threads.or(file.io_threads).unwrap_or(d.io_threads),
             limits: file.limits.unwrap_or(d.limits),
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// Threads that serve connections: `io_threads`, or one per core when it is 0.
+    pub fn serving_threads(&self) -> usize {
+        match self.io_threads {
+            0 => cores(),
+            n => n,
+        }
     }
 
     /// Checks values that parse but cannot work.
@@ -303,6 +332,12 @@ impl Config {
             bail!(
                 "idle_poll_us must be at most {MAX_IDLE_POLL_US} (one second), got {}",
                 self.idle_poll_us
+            );
+        }
+        if self.io_threads > MAX_IO_THREADS {
+            bail!(
+                "io_threads must be at most {MAX_IO_THREADS}, got {}",
+                self.io_threads
             );
         }
         self.limits
@@ -409,6 +444,20 @@ mod tests {
         let long = FileConfig::parse("idle_poll_us = 1000001").unwrap();
         let e = Config::merge(Args::default(), long).unwrap_err();
         assert!(e.to_string().contains("idle_poll_us"), "{e}");
+    }
+
+    #[test]
+    fn io_threads_from_file_and_flag_and_bounded() {
+        assert_eq!(Config::default().io_threads, 0);
+        assert_eq!(Config::default().serving_threads(), cores());
+        let file = FileConfig::parse("io_threads = 3").unwrap();
+        let c = Config::merge(Args::default(), file.clone()).unwrap();
+        assert_eq!((c.io_threads, c.serving_threads()), (3, 3));
+        let c = Config::merge(args(&["--io-threads", "1"]), file).unwrap();
+        assert_eq!(c.serving_threads(), 1);
+        let many = FileConfig::parse("io_threads = 1025").unwrap();
+        let e = Config::merge(Args::default(), many).unwrap_err();
+        assert!(e.to_string().contains("io_threads"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod config;
 pub mod convert;
 pub mod demo;
 pub mod idle_poll;
+pub mod io_threads;
 pub mod limits;
 pub mod observe;
 pub mod server;

@@ -52,6 +52,7 @@ pub struct Bound {
     incoming: TcpIncoming,
     addr: SocketAddr,
     idle_poll: Duration,
+    io_threads: usize,
 }
 
 impl Bound {
@@ -65,7 +66,15 @@ impl Bound {
             incoming,
             addr,
             idle_poll: Duration::ZERO,
+            io_threads: 0,
         })
+    }
+
+    /// Serves connections on `n` threads of their own, each running a single-threaded runtime
+    /// ([`crate::io_threads`]); zero: on the runtime that runs [`Bound::serve`].
+    pub fn io_threads(mut self, n: usize) -> Self {
+        self.io_threads = n;
+        self
     }
 
     /// Keeps the cores awake for `window` after each call ([`crate::idle_poll`]); zero: never.
@@ -91,7 +100,7 @@ impl Bound {
         let idle_poll = if self.idle_poll.is_zero() {
             None
         } else {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let cores = crate::config::cores();
             let poll = IdlePoll::start(self.idle_poll, cores)
                 .context("cannot start the idle-poll threads (--idle-poll-us)")?;
             tracing::info!(
@@ -170,13 +179,23 @@ impl Bound {
                     .max_encoding_message_size(m),
             );
 
-        let (drain_tx, mut drain_rx) = watch::channel(false);
-        let serving = router.serve_with_incoming_shutdown(self.incoming, async move {
-            let _ = drain_rx.wait_for(|d| *d).await;
-        });
+        let (drain_tx, drain_rx) = watch::channel(false);
+        let serving = async move {
+            if self.io_threads == 0 {
+                let mut drain_rx = drain_rx;
+                router
+                    .serve_with_incoming_shutdown(self.incoming, async move {
+                        let _ = drain_rx.wait_for(|d| *d).await;
+                    })
+                    .await
+                    .context("the server failed")
+            } else {
+                crate::io_threads::serve(router, self.incoming, self.io_threads, drain_rx).await
+            }
+        };
         tokio::pin!(serving);
         tokio::select! {
-            result = &mut serving => return result.context("the server failed"),
+            result = &mut serving => return result,
             () = shutdown => {}
         }
         tracing::info!(grace_secs = grace.as_secs_f64(), "shutting down");
@@ -284,10 +303,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .context("loading the demo data")??;
     }
-    let bound = Bound::bind(config.listen)?.idle_poll(Duration::from_micros(config.idle_poll_us));
+    let bound = Bound::bind(config.listen)?
+        .idle_poll(Duration::from_micros(config.idle_poll_us))
+        .io_threads(config.serving_threads());
     let addr = bound.local_addr();
     tracing::info!(
         %addr,
+        io_threads = config.serving_threads(),
         ready_after_ms = started.elapsed().as_millis() as u64,
         "portraitd listening"
     );

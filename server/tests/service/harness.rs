@@ -21,6 +21,7 @@ pub const USERS: u32 = 3_000;
 
 /// A running server and a channel to it.
 pub struct Harness {
+    pub addr: std::net::SocketAddr,
     pub channel: Channel,
     pub db: Arc<Database>,
     stop: Option<oneshot::Sender<()>>,
@@ -38,7 +39,10 @@ impl Harness {
             .await
             .unwrap()
             .unwrap();
-        let bound = Bound::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        // Served as `portraitd` serves: connections on I/O threads of their own.
+        let bound = Bound::bind("127.0.0.1:0".parse().unwrap())
+            .unwrap()
+            .io_threads(2);
         let addr = bound.local_addr();
         let state = State::new(db.clone(), limits, 4 << 20);
         state.warm_up();
@@ -52,6 +56,7 @@ impl Harness {
             .await
             .unwrap();
         Self {
+            addr,
             channel,
             db,
             stop: Some(stop),
@@ -92,6 +97,15 @@ impl Harness {
             let _ = stop.send(());
         }
     }
+}
+
+/// The engine's own count of `expr` in the demo table.
+pub fn engine_count(h: &Harness, expr: &str) -> u64 {
+    h.snapshot()
+        .crowd(&portrait_engine::expr::parse(expr).unwrap())
+        .unwrap()
+        .count()
+        .unwrap()
 }
 
 /// The text form of an expression.

@@ -12,7 +12,7 @@ use tonic_reflection::pb::v1::{
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
-use crate::harness::{Harness, USERS, text};
+use crate::harness::{Harness, USERS, engine_count, text};
 
 #[tokio::test]
 async fn health_reports_every_service_serving() {
@@ -233,4 +233,51 @@ async fn shutdown_ends_a_stalled_export_within_the_grace_period() {
         .unwrap()
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn connections_on_io_threads_answer_and_the_listener_closes_on_shutdown() {
+    let mut h = Harness::start().await;
+    let url = format!("http://{}", h.addr);
+    let expected = engine_count(&h, "interest/sports");
+    // More connections than I/O threads, each with calls in flight at once.
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..5 {
+        let channel = tonic::transport::Channel::from_shared(url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        for _ in 0..8 {
+            let mut query = v1::query_service_client::QueryServiceClient::new(channel.clone());
+            calls.spawn(async move {
+                query
+                    .count(v1::CountRequest {
+                        table: "users".into(),
+                        expr: text("interest/sports"),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|r| r.into_inner().count)
+            });
+        }
+    }
+    let mut answered = 0;
+    while let Some(answer) = calls.join_next().await {
+        assert_eq!(answer.unwrap().unwrap(), expected);
+        answered += 1;
+    }
+    assert_eq!(answered, 40);
+
+    h.stop();
+    tokio::time::timeout(Duration::from_secs(5), h.served.take().unwrap())
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+    let refused = tonic::transport::Channel::from_shared(url)
+        .unwrap()
+        .connect()
+        .await;
+    assert!(refused.is_err(), "the listener is closed after shutdown");
 }

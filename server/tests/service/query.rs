@@ -5,18 +5,10 @@ use portrait_proto::v1::{self, node};
 use portrait_server::Limits;
 use tonic::Code;
 
-use crate::harness::{Harness, USERS, ast, text};
+use crate::harness::{Harness, USERS, ast, engine_count, text};
 
 fn wrap(kind: node::Kind) -> v1::Node {
     v1::Node { kind: Some(kind) }
-}
-
-fn engine_count(h: &Harness, expr: &str) -> u64 {
-    h.snapshot()
-        .crowd(&parse(expr).unwrap())
-        .unwrap()
-        .count()
-        .unwrap()
 }
 
 async fn count(h: &Harness, expr: Option<v1::Expr>) -> Result<u64, tonic::Status> {
