@@ -895,13 +895,27 @@ impl<'s> Crowd<'s> {
             }
         };
         // below[i] = members with a value < bounds[i]: per shard in parallel, every bound in
-        // one pass over the shard's slices (see `BsiRef::count_below`).
-        let parts: Vec<(Vec<u64>, u64)> = self.per_shard(|s, crowd| {
-            let Some(bsi) = f.bsi_in(s)? else {
-                return Ok((vec![0; bounds.len()], 0));
-            };
-            Ok(bsi.count_below(&bounds, Some(&crowd)))
-        })?;
+        // one pass over the shard's slices (see `BsiRef::count_below`). A crowd that is one
+        // stored bitmap is read in place.
+        let nobody = || (vec![0; bounds.len()], 0);
+        let parts: Vec<(Vec<u64>, u64)> = (0..self.snap.shards())
+            .into_par_iter()
+            .map(|s| {
+                let Some(bsi) = f.bsi_in(s)? else {
+                    return Ok(nobody());
+                };
+                match self.stored_in(s)? {
+                    Some(None) => return Ok(nobody()),
+                    Some(Some(stored)) => {
+                        if let Some(counts) = bsi.count_below_stored(&bounds, stored) {
+                            return Ok(counts);
+                        }
+                    }
+                    None => {}
+                }
+                Ok(bsi.count_below(&bounds, Some(&self.shard_bitmap(s)?)))
+            })
+            .collect::<Result<_>>()?;
         let mut below = vec![0u64; bounds.len()];
         let mut total = 0u64;
         for (b, t) in parts {

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use croaring::Bitmap;
 
 use super::fused::{Fused, OffsetRange};
+use super::portable::{self, Directory};
 use super::{Container, from_containers};
 
 pub use crate::expr::CmpOp;
@@ -325,30 +326,8 @@ impl BsiRef<'_> {
         if self.exists.is_empty() || filter.is_some_and(|f| f.is_empty()) {
             return (vec![0; bounds.len()], 0);
         }
-        let max = i128::from(self.max_offset());
-        let offsets: Vec<i128> = bounds
-            .iter()
-            .map(|&b| i128::from(b) - i128::from(self.base))
-            .collect();
         if let Some(fused) = self.fused_for(filter) {
-            // Bounds at or below the smallest offset have nobody below them; bounds above the
-            // largest have everybody.
-            let inside: Vec<u64> = offsets
-                .iter()
-                .filter(|&&o| 0 < o && o <= max)
-                .map(|&o| o as u64)
-                .collect();
-            let (counts, total) = fused.count_below(&inside, filter);
-            let mut counts = counts.into_iter();
-            let below = offsets
-                .iter()
-                .map(|&o| match o {
-                    o if o <= 0 => 0,
-                    o if o > max => total,
-                    _ => counts.next().expect("one count per bound within range"),
-                })
-                .collect();
-            return (below, total);
+            return self.below_fused(bounds, |inside| fused.count_below(inside, filter));
         }
         let within = match filter {
             Some(f) => self.exists.and(f),
@@ -361,15 +340,65 @@ impl BsiRef<'_> {
         (below, within.cardinality())
     }
 
+    /// [`BsiRef::count_below`] for the members of a stored (serialized) bitmap, read in place:
+    /// `None` when the fused kernels do not apply (the index has no stored bytes, or the
+    /// filter is too sparse for them, or its bytes do not parse), and the caller builds the
+    /// filter's bitmap for [`BsiRef::count_below`] instead.
+    pub(crate) fn count_below_stored(
+        &self,
+        bounds: &[i64],
+        filter: &[u8],
+    ) -> Option<(Vec<u64>, u64)> {
+        let members = portable::cardinality(filter)?;
+        if self.exists.is_empty() || members == 0 {
+            return Some((vec![0; bounds.len()], 0));
+        }
+        let dir = Directory::parse(filter).ok()?;
+        if !fused_pays(members, dir.containers()) {
+            return None;
+        }
+        let fused = self.fused()?;
+        Some(self.below_fused(bounds, |inside| fused.count_below_in(inside, &dir)))
+    }
+
+    /// `count_below` from a fused count over the bounds within the offsets (`count` takes
+    /// them, as offsets, and returns their counts and the total): bounds at or below the
+    /// smallest offset have nobody below them, bounds above the largest everybody.
+    fn below_fused(
+        &self,
+        bounds: &[i64],
+        count: impl FnOnce(&[u64]) -> (Vec<u64>, u64),
+    ) -> (Vec<u64>, u64) {
+        let max = i128::from(self.max_offset());
+        let offsets: Vec<i128> = bounds
+            .iter()
+            .map(|&b| i128::from(b) - i128::from(self.base))
+            .collect();
+        let inside: Vec<u64> = offsets
+            .iter()
+            .filter(|&&o| 0 < o && o <= max)
+            .map(|&o| o as u64)
+            .collect();
+        let (counts, total) = count(&inside);
+        let mut counts = counts.into_iter();
+        let below = offsets
+            .iter()
+            .map(|&o| match o {
+                o if o <= 0 => 0,
+                o if o > max => total,
+                _ => counts.next().expect("one count per bound within range"),
+            })
+            .collect();
+        (below, total)
+    }
+
     /// The fused kernels over this index's stored bytes, if it has them and they pay off for
-    /// `filter`: they read every word of each block the filter touches, which costs more than
-    /// intersecting a few members per block (fewer than 1 in 32 on average) bitmap-wise.
+    /// `filter` ([`fused_pays`]).
     fn fused_for(&self, filter: Option<&Bitmap>) -> Option<Fused<'_>> {
-        if let Some(f) = filter {
-            let containers = f.statistics().n_containers;
-            if f.cardinality() < u64::from(containers) * 2048 {
-                return None;
-            }
+        if let Some(f) = filter
+            && !fused_pays(f.cardinality(), f.statistics().n_containers as usize)
+        {
+            return None;
         }
         self.fused()
     }
@@ -447,6 +476,13 @@ impl BsiRef<'_> {
         }
         Some((self.base as i128 + off as i128) as i64)
     }
+}
+
+/// Whether the fused kernels pay off for a filter of `members` in `containers` containers:
+/// they read every word of each block the filter touches, which costs more than intersecting a
+/// few members per block (fewer than 1 in 32 on average) bitmap-wise.
+fn fused_pays(members: u64, containers: usize) -> bool {
+    members >= containers as u64 * 2048
 }
 
 #[cfg(test)]
@@ -600,6 +636,30 @@ mod tests {
                     .collect();
                 prop_assert_eq!(fused.count_below(&bounds, f), (want.clone(), want_total));
                 prop_assert_eq!(plain.count_below(&bounds, f), (want, want_total));
+            }
+            // A filter read in place from its serialized bytes: the same counts, whenever the
+            // fused kernels take it; dense filters they always take.
+            let mut dense = Bitmap::from_range(0..180_000);
+            dense.remove_range(70_000..70_000 + filter_mod * 1000);
+            for f in [&filter, &dense, &Bitmap::new()] {
+                let bytes = f.serialize::<croaring::Portable>();
+                let want_total = pairs.iter().filter(|p| f.contains(p.0)).count() as u64;
+                let want: Vec<u64> = bounds
+                    .iter()
+                    .map(|&b| pairs.iter().filter(|p| p.1 < b && f.contains(p.0)).count() as u64)
+                    .collect();
+                let stored = fused.count_below_stored(&bounds, &bytes);
+                if f == &dense && !pairs.is_empty() {
+                    prop_assert!(stored.is_some(), "a dense filter is read in place");
+                }
+                if let Some(got) = stored {
+                    prop_assert_eq!(got, (want.clone(), want_total));
+                }
+                // Without stored slices, only a filter or index with nobody is answered.
+                if let Some(got) = plain.count_below_stored(&bounds, &bytes) {
+                    prop_assert!(f.is_empty() || pairs.is_empty());
+                    prop_assert_eq!(got, (want, want_total));
+                }
             }
         }
 

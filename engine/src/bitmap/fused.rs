@@ -97,20 +97,37 @@ impl<'a> Fused<'a> {
         (below, total)
     }
 
+    /// [`Fused::count_below`] for the members of a serialized bitmap, read in place (a stored
+    /// crowd, without building its bitmap and serializing it again).
+    pub(crate) fn count_below_in(&self, bounds: &[u64], filter: &Directory<'_>) -> (Vec<u64>, u64) {
+        let mut below = vec![0u64; bounds.len()];
+        let mut total = 0u64;
+        self.walk_in(Some(filter), |_, exists, slices| {
+            total += count_below_block(exists, slices, bounds, &mut below);
+        });
+        (below, total)
+    }
+
     /// Calls `f(key, exists, slices)` for every block of the index with members in `filter`:
     /// `exists` already narrowed to the filter (as words), `slices` the slices' blocks.
-    fn walk(&self, filter: Option<&Bitmap>, mut f: impl FnMut(u16, &[u64; BLOCK_WORDS], &[&[u8]])) {
+    fn walk(&self, filter: Option<&Bitmap>, f: impl FnMut(u16, &[u64; BLOCK_WORDS], &[&[u8]])) {
         let filter_bytes = filter.map(|b| b.serialize::<Portable>());
-        let filter_dir = match &filter_bytes {
-            Some(bytes) => match Directory::parse(bytes) {
-                Ok(d) => Some(d),
-                // CRoaring's own serialization always parses; treat the impossible as empty.
-                Err(_) => return,
-            },
-            None => None,
-        };
+        match filter_bytes.as_deref().map(Directory::parse) {
+            None => self.walk_in(None, f),
+            Some(Ok(d)) => self.walk_in(Some(&d), f),
+            // CRoaring's own serialization always parses; treat the impossible as empty.
+            Some(Err(_)) => {}
+        }
+    }
+
+    /// [`Fused::walk`] with the filter's containers already indexed.
+    fn walk_in(
+        &self,
+        filter_dir: Option<&Directory<'_>>,
+        mut f: impl FnMut(u16, &[u64; BLOCK_WORDS], &[&[u8]]),
+    ) {
         let mut inputs: Vec<&Directory<'_>> = vec![&self.exists];
-        inputs.extend(filter_dir.iter());
+        inputs.extend(filter_dir);
         let first_slice = inputs.len();
         inputs.extend(self.slices.iter());
         let mut blocks = Blocks::default();

@@ -311,6 +311,11 @@ impl<'a> Directory<'a> {
         Ok(Self { keys, conts })
     }
 
+    /// How many containers the bitmap has.
+    pub(crate) fn containers(&self) -> usize {
+        self.keys.len()
+    }
+
     /// The container of `key`, if the bitmap has members there.
     pub(crate) fn get(&self, key: u16) -> Option<Cont<'a>> {
         self.keys.binary_search(&key).ok().map(|i| self.conts[i])

@@ -161,6 +161,20 @@ impl<'s> Crowd<'s> {
         Ok(eval::eval(&self.root, &self.shard(shard))?.into_owned())
     }
 
+    /// The stored (serialized) bytes of this crowd in `shard`, for kernels that read it in
+    /// place, when the crowd is one stored bitmap (a flag, or one value of an enum or set)
+    /// without real-time changes in the shard: `Some(None)` when nobody in the shard is a
+    /// member. `None` for any other crowd: callers then use [`Crowd::shard_bitmap`].
+    pub(crate) fn stored_in(&self, shard: u32) -> Result<Option<Option<&'s [u8]>>> {
+        match &self.root {
+            Node::Flag(f) => f.stored_bytes_in(shard, None),
+            Node::AnyValue(f, codes) if codes.len() == 1 => {
+                f.stored_bytes_in(shard, Some(codes[0]))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Every member's id, as one bitmap.
     pub fn bitmap(&self) -> Result<Bitmap> {
         let parts: Vec<Bitmap> = (0..self.snap.shards())

@@ -1223,3 +1223,91 @@ fn dense_ands_count_their_members() {
         );
     }
 }
+
+/// Distributions over crowds that are one stored bitmap (read in place by the fused kernels when
+/// dense enough), over other crowds, and after real-time changes to the crowd's field (read
+/// through its bitmap then): the model's counts every time.
+#[test]
+fn distributions_of_stored_crowds_match_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let t = db.create_table("users", KeyKind::U64).unwrap();
+    let users = 200_000u32;
+    let mut dense: BTreeSet<u32> = (0..users).filter(|i| i.is_multiple_of(3)).collect();
+    let sparse: BTreeSet<u32> = (0..users).filter(|i| i % 97 == 5).collect();
+    let runs: BTreeSet<u32> = (0..users)
+        .filter(|i| (1_000..60_000).contains(i) || *i > 190_000)
+        .collect();
+    let city = |i: u32| if i % 4 == 1 { "c1" } else { "c0" };
+    let age = |i: u32| (!i.is_multiple_of(11)).then(|| i64::from(i.wrapping_mul(7919) % 70) + 10);
+    let mut load = t.load("v1").unwrap();
+    let flag =
+        |load: &mut crate::Load, p: &str| load.field(FieldSpec::new(p, FieldKind::Flag)).unwrap();
+    let (f_dense, f_sparse, f_runs) = (
+        flag(&mut load, "t/dense"),
+        flag(&mut load, "t/sparse"),
+        flag(&mut load, "t/runs"),
+    );
+    let f_city = load.field(FieldSpec::new("city", FieldKind::Enum)).unwrap();
+    let f_age = load.field(FieldSpec::new("age", FieldKind::Int)).unwrap();
+    for id in 0..users {
+        load.user(KeyRef::U64(key(id))).unwrap();
+        for (f, set) in [(f_dense, &dense), (f_sparse, &sparse), (f_runs, &runs)] {
+            if set.contains(&id) {
+                load.flag_id(f, id).unwrap();
+            }
+        }
+        load.value_id(f_city, id, Value::Str(city(id).into()))
+            .unwrap();
+        if let Some(a) = age(id) {
+            load.value_id(f_age, id, Value::Int(a)).unwrap();
+        }
+    }
+    load.commit().unwrap();
+    let bounds = vec![20, 30, 45, 60, 79];
+    let check = |snap: &crate::TableSnapshot, text: &str, has: &dyn Fn(u32) -> bool| {
+        let rows = snap
+            .crowd_text(text)
+            .unwrap()
+            .distribution("age", &Buckets::Bounds(bounds.clone()))
+            .unwrap();
+        let ages: Vec<i64> = (0..users).filter(|&i| has(i)).filter_map(age).collect();
+        assert_eq!(
+            rows.iter().map(|b| b.count).sum::<u64>(),
+            ages.len() as u64,
+            "{text}"
+        );
+        for b in &rows {
+            let want = ages
+                .iter()
+                .filter(|&&a| b.lower.is_none_or(|l| a >= l) && b.upper.is_none_or(|h| a < h))
+                .count() as u64;
+            assert_eq!(b.count, want, "{text}: {b:?}");
+        }
+    };
+    let snap = t.snapshot();
+    check(&snap, "t/dense", &|i| dense.contains(&i));
+    check(&snap, "t/sparse", &|i| sparse.contains(&i));
+    check(&snap, "t/runs", &|i| runs.contains(&i));
+    check(&snap, "city = 'c0'", &|i| city(i) == "c0");
+    check(&snap, "city = 'c9'", &|_| false);
+    check(&snap, "t/dense AND NOT t/runs", &|i| {
+        dense.contains(&i) && !runs.contains(&i)
+    });
+
+    // Real-time changes to the dense flag: added to and cleared from some users.
+    let mut writes = Vec::new();
+    for i in (0..users).step_by(1_000) {
+        if dense.remove(&i) {
+            writes.push(crate::Write::clear(key(i), "t/dense"));
+        } else {
+            dense.insert(i);
+            writes.push(crate::Write::set(key(i), "t/dense", Value::Flag));
+        }
+    }
+    t.write(&writes).unwrap();
+    let snap = t.snapshot();
+    assert!(snap.field("t/dense").unwrap().has_delta());
+    check(&snap, "t/dense", &|i| dense.contains(&i));
+    check(&snap, "t/runs", &|i| runs.contains(&i));
+}
