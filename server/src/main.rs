@@ -5,6 +5,7 @@
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use portrait_server::Config;
 use tracing_subscriber::EnvFilter;
 
@@ -33,6 +34,12 @@ fn run(config: Config) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // Named, so that logs, `top -H` and profiles tell the query workers from the I/O threads
+    // (unnamed, they would inherit the name of whichever thread first ran a parallel loop).
+    rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("portraitd-q{i}"))
+        .build_global()
+        .context("cannot start the query worker threads")?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("portraitd")
