@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release -p portrait-benches --example grpc_probe -- http://127.0.0.1:7070 \
 //!   'portrait:u0000123457' 'contains:u0000765433:vip' 'count:interest/sports AND vip' \
-//!   'dist:demographic/age@18,25,35,45,60:interest/sports'`
+//!   'dist:demographic/age@18,25,35,45,60:interest/sports' \
+//!   'freq:purchase@2026-10-27,2026-11-25:interest/sports'`
 //!
 //! Unlike the `grpc` bench, whose server runs in the benchmark's own process, this measures a
 //! server started separately (its own session and scheduling group, its own configuration).
@@ -30,7 +31,7 @@ fn main() -> anyhow::Result<()> {
     let Some(address) = args.next() else {
         bail!(
             "usage: grpc_probe ADDRESS (count:EXPR | portrait:KEY | contains:KEY:EXPR | \
-             dist:FIELD@BOUNDS:EXPR)..."
+             dist:FIELD@BOUNDS:EXPR | freq:EVENT@FROM,TO:EXPR)..."
         );
     };
     let runs = env_or("N", 200usize).max(1);
@@ -60,10 +61,20 @@ fn main() -> anyhow::Result<()> {
                 let (field, bounds) = field.split_once('@').unwrap_or((field, ""));
                 let bounds: Vec<i64> = bounds.split(',').filter_map(|b| b.parse().ok()).collect();
                 rt.block_on(client.distribution(expr, field).bounds(bounds).send())?;
+            } else if let Some((event, expr)) =
+                call.strip_prefix("freq:").and_then(|r| r.split_once(':'))
+            {
+                let Some((event, (from, to))) = event
+                    .split_once('@')
+                    .and_then(|(e, days)| Some((e, days.split_once(',')?)))
+                else {
+                    bail!("freq: takes EVENT@FROM,TO:EXPR, got {call:?}");
+                };
+                rt.block_on(client.frequency(event, from, to).crowd(expr).send())?;
             } else {
                 bail!(
-                    "unknown call {call:?}: count:EXPR, portrait:KEY, contains:KEY:EXPR or \
-                     dist:FIELD@B1,B2,...:EXPR"
+                    "unknown call {call:?}: count:EXPR, portrait:KEY, contains:KEY:EXPR, \
+                     dist:FIELD@B1,B2,...:EXPR or freq:EVENT@FROM,TO:EXPR"
                 );
             }
             if i >= WARM_UP {
