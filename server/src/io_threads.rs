@@ -59,8 +59,17 @@ pub async fn serve(
                         runtime.block_on(async move {
                             // Registered with this thread's reactor: the connection's readiness
                             // wakes this thread and no other.
+                            // A connection that cannot be registered (the reactor is out of
+                            // room, say) is dropped alone: an error in the stream would stop
+                            // this thread's server.
                             let connections = UnboundedReceiverStream::new(connections)
-                                .map(tokio::net::TcpStream::from_std);
+                                .filter_map(|stream| match tokio::net::TcpStream::from_std(stream) {
+                                    Ok(stream) => Some(Ok::<_, std::io::Error>(stream)),
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "cannot serve an accepted connection");
+                                        None
+                                    }
+                                });
                             router
                                 .serve_with_incoming_shutdown(connections, async move {
                                     let _ = drain.wait_for(|d| *d).await;
