@@ -125,7 +125,8 @@ impl TableSnapshot {
         self.crowd(&parse(text)?)
     }
 
-    /// Every field value of one user, by field path, for fields where the user has a value.
+    /// Every field value of one user, by field path (in path order), for fields where the user
+    /// has a value.
     pub fn portrait<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<Vec<(String, Value)>> {
         let key = key.into();
         let id = self

@@ -144,6 +144,9 @@ pub struct TableSnapshot {
     flag_segments: Arc<Vec<Vec<Arc<Segment>>>>,
     /// Fields that are not flags and have a current version.
     non_flags: Arc<Vec<usize>>,
+    /// Each field's place in path order (by field index), so that a portrait is put in path
+    /// order by comparing numbers rather than paths.
+    path_rank: Arc<Vec<u32>>,
     /// The real-time changes not yet compacted, merged over the current versions.
     pub(crate) overlay: Arc<Overlay>,
     pub(crate) dict: Arc<LiveDict>,
@@ -222,6 +225,18 @@ impl TableSnapshot {
                 }
             }
         }
+        let mut by_path_order: Vec<usize> = (0..manifest.fields.len()).collect();
+        by_path_order.sort_unstable_by(|&a, &b| {
+            manifest.fields[a]
+                .meta
+                .spec
+                .path
+                .cmp(&manifest.fields[b].meta.spec.path)
+        });
+        let mut path_rank = vec![0u32; manifest.fields.len()];
+        for (rank, &fi) in by_path_order.iter().enumerate() {
+            path_rank[fi] = rank as u32;
+        }
         Ok(Self {
             name,
             manifest: Arc::new(manifest),
@@ -231,6 +246,7 @@ impl TableSnapshot {
             event_days: Arc::new(event_days),
             flag_segments: Arc::new(flag_segments),
             non_flags: Arc::new(non_flags),
+            path_rank: Arc::new(path_rank),
             overlay: Default::default(),
             dict,
             memo: Default::default(),
@@ -249,6 +265,7 @@ impl TableSnapshot {
             event_days: self.event_days.clone(),
             flag_segments: self.flag_segments.clone(),
             non_flags: self.non_flags.clone(),
+            path_rank: self.path_rank.clone(),
             overlay,
             dict: self.dict.clone(),
             memo: Default::default(),
@@ -393,8 +410,8 @@ impl TableSnapshot {
         self.segments[field].last()?.get(shard as usize)?.as_ref()
     }
 
-    /// Every field value of user `id` (current versions), in catalog order. Flags come from
-    /// each segment's forward index: one row read per segment, not one test per flag.
+    /// Every field value of user `id` (current versions), in path order. Flags come from each
+    /// segment's forward index: one row read per segment, not one test per flag.
     pub fn portrait_of_id(&self, id: u32) -> Result<Vec<(String, Value)>> {
         let mut found: Vec<(usize, Value)> = Vec::new();
         if id >= self.users() {
@@ -442,7 +459,7 @@ impl TableSnapshot {
                 found.push((fi, v));
             }
         }
-        found.sort_unstable_by_key(|e| e.0);
+        found.sort_unstable_by_key(|e| self.path_rank[e.0]);
         Ok(found
             .into_iter()
             .map(|(fi, v)| (self.manifest.fields[fi].meta.spec.path.clone(), v))
@@ -599,8 +616,8 @@ impl TableSnapshot {
         }
     }
 
-    /// Every field value of user `id` as of `label`: each field read at its version for that
-    /// label; fields with no version that old are left out. When no field at all has one, the
+    /// Every field value of user `id` as of `label`, in path order: each field read at its
+    /// version for that label; fields with no version that old are left out. When no field at all has one, the
     /// label predates everything the table keeps: [`Error::VersionNotFound`].
     pub fn portrait_of_id_as_of(&self, id: u32, label: &str) -> Result<Vec<(String, Value)>> {
         let mut out = Vec::new();
@@ -622,6 +639,8 @@ impl TableSnapshot {
                 label: label.to_owned(),
             });
         }
+        // Paths are unique, so an unstable sort is exact.
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 

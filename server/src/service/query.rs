@@ -61,8 +61,7 @@ fn portrait_message(
     if !prefixes.is_empty() {
         values.retain(|(path, _)| prefixes.iter().any(|p| convert::under_prefix(path, p)));
     }
-    // Paths are unique within a portrait, so an unstable sort is exact.
-    values.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    // The engine gives them in path order.
     v1::Portrait {
         key,
         values: values
