@@ -10,8 +10,16 @@
 //! of that thread's runtime ([`crate::call`]), so one heavy call does not stall the others on
 //! its thread.
 //!
-//! The trade-off: one connection's calls are served by one core. Clients that want both cores
-//! for many small calls open a connection per core (as gRPC load balancing does anyway).
+//! The trade-off: one connection's calls are served by one core, and what runs on an I/O thread
+//! itself (a point lookup, which may wait for a page of the data to be read from disk;
+//! decoding a large upload chunk; encoding a large answer) holds up the other connections of
+//! that thread until it is done, where a shared runtime would let another worker take them.
+//! Clients that want both cores for many small calls open a connection per core (as gRPC load
+//! balancing does anyway).
+//!
+//! Shutdown: the listener closes, every thread's server drains (finishing open calls) for the
+//! grace period, then closes what is still open; each thread ends once the work its calls run
+//! on its blocking pool has stopped.
 
 use std::time::Duration;
 
@@ -32,52 +40,68 @@ pub type AppRouter = Router<Stack<RequestLogLayer, Identity>>;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Accepts connections from `incoming` and serves them on `threads` I/O threads until `drain`
-/// turns true; then stops accepting and returns once every thread has drained its connections.
+/// turns true (or a thread fails); then stops accepting, gives open calls `grace` to finish,
+/// closes what is still open and returns once every thread has stopped, including the work
+/// its calls run on its blocking pool (which stops at its next check, the server's shutdown
+/// flag being raised by then).
 pub async fn serve(
     router: AppRouter,
     mut incoming: TcpIncoming,
     threads: usize,
     drain: watch::Receiver<bool>,
+    grace: Duration,
 ) -> anyhow::Result<()> {
     let threads = threads.max(1);
-    let mut lanes = Vec::with_capacity(threads);
+    // Stops every thread's server gracefully: the caller's drain, or a thread that failed.
+    let (stop, stopping) = watch::channel(false);
+    // Ends every thread's server at once, with its open calls: the grace period is over.
+    let (force, forced) = watch::channel(false);
     // Each thread's result, as it ends.
     let (done, mut finished) = mpsc::channel::<anyhow::Result<()>>(threads);
+    let mut lanes = Vec::with_capacity(threads);
     for k in 0..threads {
+        // Built here, so that a thread that cannot start fails the server at once.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name(format!("portraitd-b{k}"))
+            // The blocking pools together stay within tokio's default for one runtime.
+            .max_blocking_threads((512 / threads).max(8))
+            .build()
+            .context("cannot build an I/O thread's runtime")?;
         let (lane, connections) = mpsc::unbounded_channel::<std::net::TcpStream>();
-        let done = done.clone();
-        let router = router.clone();
-        let mut drain = drain.clone();
+        let (router, done) = (router.clone(), done.clone());
+        let (mut stopping, mut forced) = (stopping.clone(), forced.clone());
         std::thread::Builder::new()
             .name(format!("portraitd-io-{k}"))
             .spawn(move || {
-                let result = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .context("cannot build an I/O thread's runtime")
-                    .and_then(|runtime| {
-                        runtime.block_on(async move {
-                            // Registered with this thread's reactor: the connection's readiness
-                            // wakes this thread and no other.
-                            // A connection that cannot be registered (the reactor is out of
-                            // room, say) is dropped alone: an error in the stream would stop
-                            // this thread's server.
-                            let connections = UnboundedReceiverStream::new(connections)
-                                .filter_map(|stream| match tokio::net::TcpStream::from_std(stream) {
-                                    Ok(stream) => Some(Ok::<_, std::io::Error>(stream)),
-                                    Err(e) => {
-                                        tracing::warn!(error = %e, "cannot serve an accepted connection");
-                                        None
-                                    }
-                                });
-                            router
-                                .serve_with_incoming_shutdown(connections, async move {
-                                    let _ = drain.wait_for(|d| *d).await;
-                                })
-                                .await
-                                .context("the server failed")
-                        })
+                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let result = runtime.block_on(async move {
+                        // Registered with this thread's reactor: the connection's readiness
+                        // wakes this thread and no other. One that cannot be registered (the
+                        // reactor is out of room, say) is dropped alone, with a warning.
+                        let connections = UnboundedReceiverStream::new(connections).filter_map(
+                            |stream| match tokio::net::TcpStream::from_std(stream) {
+                                Ok(stream) => Some(Ok::<_, std::io::Error>(stream)),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot serve an accepted connection");
+                                    None
+                                }
+                            },
+                        );
+                        let serving = router.serve_with_incoming_shutdown(connections, async move {
+                            let _ = stopping.wait_for(|s| *s).await;
+                        });
+                        tokio::select! {
+                            result = serving => result.context("the server failed"),
+                            _ = forced.wait_for(|f| *f) => Ok(()),
+                        }
                     });
+                    // Waits for the work this thread's calls run on its blocking pool.
+                    drop(runtime);
+                    result
+                }));
+                let result =
+                    served.unwrap_or_else(|_| Err(anyhow::anyhow!("an I/O thread panicked")));
                 let _ = done.blocking_send(result);
             })
             .context("cannot start an I/O thread")?;
@@ -85,28 +109,33 @@ pub async fn serve(
     }
     drop(done);
 
-    let mut stop = drain;
+    let mut drain = drain;
+    let mut failed = None;
     let mut next = 0usize;
     loop {
         let accepted = tokio::select! {
             accepted = incoming.next() => accepted,
-            _ = stop.wait_for(|d| *d) => break,
+            _ = drain.wait_for(|d| *d) => break,
+            // A thread ended while serving: it failed.
+            ended = finished.recv() => {
+                failed = Some(match ended {
+                    Some(Err(e)) => e,
+                    Some(Ok(())) | None => anyhow::anyhow!("an I/O thread stopped serving"),
+                });
+                break;
+            }
         };
         match accepted {
             Some(Ok(stream)) => {
                 // `into_std` deregisters the socket from this runtime's reactor.
-                let stream = match stream.into_std() {
-                    Ok(stream) => stream,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot hand over an accepted connection");
-                        continue;
+                match stream.into_std() {
+                    Ok(stream) => {
+                        // A closed lane is a thread that ended: the branch above hears why.
+                        let _ = lanes[next % lanes.len()].send(stream);
+                        next = next.wrapping_add(1);
                     }
-                };
-                if lanes[next % lanes.len()].send(stream).is_err() {
-                    // The thread ended: its result says why.
-                    break;
+                    Err(e) => tracing::warn!(error = %e, "cannot hand over an accepted connection"),
                 }
-                next = next.wrapping_add(1);
             }
             Some(Err(e)) if is_per_connection(&e) => {
                 tracing::debug!(error = %e, "accept failed for one connection");
@@ -118,18 +147,38 @@ pub async fn serve(
             None => break,
         }
     }
-    // Close the listener first, then let every thread drain what it has; a thread that
-    // failed fails the server at once.
+    // Close the listener, let every thread drain what it has for the grace period, then close
+    // what is still open.
     drop(incoming);
     drop(lanes);
-    for _ in 0..threads {
-        match finished.recv().await {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return Err(e),
-            None => anyhow::bail!("an I/O thread panicked"),
+    let _ = stop.send(true);
+    let running = threads - usize::from(failed.is_some());
+    let ended = async {
+        let mut error = None;
+        for _ in 0..running {
+            match finished.recv().await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    error.get_or_insert(e);
+                }
+                None => break,
+            }
         }
+        error
+    };
+    tokio::pin!(ended);
+    let error = match tokio::time::timeout(grace, &mut ended).await {
+        Ok(error) => error,
+        Err(_) => {
+            tracing::warn!("calls still open after the grace period; closing them");
+            let _ = force.send(true);
+            ended.await
+        }
+    };
+    match failed.or(error) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Accept errors that concern one connection only (it was reset before we took it, say).

@@ -180,8 +180,9 @@ impl Bound {
             );
 
         let (drain_tx, drain_rx) = watch::channel(false);
+        let io_threads = self.io_threads;
         let serving = async move {
-            if self.io_threads == 0 {
+            if io_threads == 0 {
                 let mut drain_rx = drain_rx;
                 router
                     .serve_with_incoming_shutdown(self.incoming, async move {
@@ -190,7 +191,7 @@ impl Bound {
                     .await
                     .context("the server failed")
             } else {
-                crate::io_threads::serve(router, self.incoming, self.io_threads, drain_rx).await
+                crate::io_threads::serve(router, self.incoming, io_threads, drain_rx, grace).await
             }
         };
         tokio::pin!(serving);
@@ -209,6 +210,13 @@ impl Bound {
         }
         state.shutdown.raise();
         let _ = drain_tx.send(true);
+        if io_threads > 0 {
+            // The I/O threads keep the grace period themselves, then close what is open and
+            // wait for work in flight to stop.
+            return serving
+                .await
+                .context("the server failed while shutting down");
+        }
         match tokio::time::timeout(grace, serving).await {
             Ok(result) => result.context("the server failed while shutting down")?,
             Err(_) => tracing::warn!("calls still open after the grace period; exiting anyway"),

@@ -233,6 +233,19 @@ async fn shutdown_ends_a_stalled_export_within_the_grace_period() {
         .unwrap()
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(3));
+    // The export was closed, not finished: what the client had buffered, then an error.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return Ok(()),
+                Err(status) => return Err(status),
+            }
+        }
+    })
+    .await
+    .expect("the closed export ends");
+    assert!(ended.is_err(), "an export cut short does not end cleanly");
 }
 
 #[tokio::test]
@@ -280,4 +293,49 @@ async fn connections_on_io_threads_answer_and_the_listener_closes_on_shutdown() 
         .connect()
         .await;
     assert!(refused.is_err(), "the listener is closed after shutdown");
+}
+
+#[tokio::test]
+async fn shutdown_closes_an_upload_still_open_after_the_grace_period() {
+    let mut h = Harness::start_with(Limits::default(), Duration::from_millis(300)).await;
+    // An upload that sends its options and a first chunk, then neither more nor its end.
+    let (tx, rx) = tokio::sync::mpsc::channel::<v1::LoadRequest>(4);
+    let first = [
+        v1::load_request::Kind::Options(v1::LoadOptions {
+            table: "users".into(),
+            format: v1::LoadFormat::Long.into(),
+            file_type: v1::FileType::Csv.into(),
+            file_name: "stalled.csv".into(),
+            ..Default::default()
+        }),
+        v1::load_request::Kind::Chunk(b"key,path,value\n".to_vec()),
+    ];
+    for kind in first {
+        tx.send(v1::LoadRequest { kind: Some(kind) }).await.unwrap();
+    }
+    let mut ingest = v1::ingest_service_client::IngestServiceClient::new(h.channel.clone());
+    let upload = tokio::spawn(async move {
+        ingest
+            .load(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    // Let the server start reading it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    h.stop();
+    tokio::time::timeout(Duration::from_secs(5), h.served.take().unwrap())
+        .await
+        .expect("the server stops once the grace period is over")
+        .unwrap()
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the upload had its grace period"
+    );
+    let answer = tokio::time::timeout(Duration::from_secs(5), upload)
+        .await
+        .expect("the upload ends")
+        .unwrap();
+    assert!(answer.is_err(), "an upload cut short fails");
+    drop(tx);
 }
