@@ -1230,21 +1230,24 @@ fn dense_ands_count_their_members() {
 }
 
 /// Distributions over crowds that are one stored bitmap (read in place by the fused kernels when
-/// dense enough), over other crowds, and after real-time changes to the crowd's field (read
-/// through its bitmap then): the model's counts every time.
+/// dense enough), over other crowds, over a crowd as of an older version, and after real-time
+/// changes to the crowd's field and to the analysed one (read through bitmaps then), over two
+/// shards: the model's counts every time.
 #[test]
 fn distributions_of_stored_crowds_match_the_model() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
     let t = db.create_table("users", KeyKind::U64).unwrap();
-    let users = 200_000u32;
-    let mut dense: BTreeSet<u32> = (0..users).filter(|i| i.is_multiple_of(3)).collect();
+    let users = SHARD + 150_000;
+    let dense: BTreeSet<u32> = (0..users).filter(|i| i.is_multiple_of(3)).collect();
     let sparse: BTreeSet<u32> = (0..users).filter(|i| i % 97 == 5).collect();
     let runs: BTreeSet<u32> = (0..users)
-        .filter(|i| (1_000..60_000).contains(i) || *i > 190_000)
+        .filter(|i| (1_000..60_000).contains(i) || (SHARD + 10_000..SHARD + 90_000).contains(i))
         .collect();
     let city = |i: u32| if i % 4 == 1 { "c1" } else { "c0" };
-    let age = |i: u32| (!i.is_multiple_of(11)).then(|| i64::from(i.wrapping_mul(7919) % 70) + 10);
+    let mut ages: Vec<Option<i64>> = (0..users)
+        .map(|i| (!i.is_multiple_of(11)).then(|| i64::from(i.wrapping_mul(7919) % 70) + 10))
+        .collect();
     let mut load = t.load("v1").unwrap();
     let flag =
         |load: &mut crate::Load, p: &str| load.field(FieldSpec::new(p, FieldKind::Flag)).unwrap();
@@ -1264,43 +1267,75 @@ fn distributions_of_stored_crowds_match_the_model() {
         }
         load.value_id(f_city, id, Value::Str(city(id).into()))
             .unwrap();
-        if let Some(a) = age(id) {
+        if let Some(a) = ages[id as usize] {
             load.value_id(f_age, id, Value::Int(a)).unwrap();
         }
     }
     load.commit().unwrap();
     let bounds = vec![20, 30, 45, 60, 79];
-    let check = |snap: &crate::TableSnapshot, text: &str, has: &dyn Fn(u32) -> bool| {
-        let rows = snap
-            .crowd_text(text)
-            .unwrap()
-            .distribution("age", &Buckets::Bounds(bounds.clone()))
-            .unwrap();
-        let ages: Vec<i64> = (0..users).filter(|&i| has(i)).filter_map(age).collect();
-        assert_eq!(
-            rows.iter().map(|b| b.count).sum::<u64>(),
-            ages.len() as u64,
-            "{text}"
-        );
-        for b in &rows {
-            let want = ages
-                .iter()
-                .filter(|&&a| b.lower.is_none_or(|l| a >= l) && b.upper.is_none_or(|h| a < h))
-                .count() as u64;
-            assert_eq!(b.count, want, "{text}: {b:?}");
-        }
-    };
+    let check =
+        |crowd: crate::Crowd<'_>, what: &str, has: &dyn Fn(u32) -> bool, ages: &[Option<i64>]| {
+            let rows = crowd
+                .distribution("age", &Buckets::Bounds(bounds.clone()))
+                .unwrap();
+            let of_crowd: Vec<i64> = (0..users)
+                .filter(|&i| has(i))
+                .filter_map(|i| ages[i as usize])
+                .collect();
+            assert_eq!(
+                rows.iter().map(|b| b.count).sum::<u64>(),
+                of_crowd.len() as u64,
+                "{what}"
+            );
+            for b in &rows {
+                let want = of_crowd
+                    .iter()
+                    .filter(|&&a| b.lower.is_none_or(|l| a >= l) && b.upper.is_none_or(|h| a < h))
+                    .count() as u64;
+                assert_eq!(b.count, want, "{what}: {b:?}");
+            }
+        };
     let snap = t.snapshot();
-    check(&snap, "t/dense", &|i| dense.contains(&i));
-    check(&snap, "t/sparse", &|i| sparse.contains(&i));
-    check(&snap, "t/runs", &|i| runs.contains(&i));
-    check(&snap, "city = 'c0'", &|i| city(i) == "c0");
-    check(&snap, "city = 'c9'", &|_| false);
-    check(&snap, "t/dense AND NOT t/runs", &|i| {
-        dense.contains(&i) && !runs.contains(&i)
-    });
+    let crowd = |text: &str| snap.crowd_text(text).unwrap();
+    check(crowd("t/dense"), "t/dense", &|i| dense.contains(&i), &ages);
+    check(
+        crowd("t/sparse"),
+        "t/sparse",
+        &|i| sparse.contains(&i),
+        &ages,
+    );
+    check(crowd("t/runs"), "t/runs", &|i| runs.contains(&i), &ages);
+    check(crowd("city = 'c0'"), "c0", &|i| city(i) == "c0", &ages);
+    check(crowd("city = 'c9'"), "c9", &|_| false, &ages);
+    check(
+        crowd("t/dense AND NOT t/runs"),
+        "an AND",
+        &|i| dense.contains(&i) && !runs.contains(&i),
+        &ages,
+    );
 
-    // Real-time changes to the dense flag: added to and cleared from some users.
+    // A second version of the dense flag: crowds as of the first still read the first.
+    let fives: BTreeSet<u32> = (0..users).filter(|i| i.is_multiple_of(5)).collect();
+    let mut load = t.load("v2").unwrap();
+    let f = flag(&mut load, "t/dense");
+    for &id in &fives {
+        load.flag_id(f, id).unwrap();
+    }
+    load.commit().unwrap();
+    let snap = t.snapshot();
+    let expr = crate::expr::parse("t/dense").unwrap();
+    let old = snap.crowd_as_of(&expr, Some("v1")).unwrap();
+    check(old, "t/dense as of v1", &|i| dense.contains(&i), &ages);
+    check(
+        snap.crowd(&expr).unwrap(),
+        "t/dense v2",
+        &|i| fives.contains(&i),
+        &ages,
+    );
+    let mut dense = fives;
+
+    // Real-time changes to the dense flag (added to and cleared from some users, in both
+    // shards), then to the analysed field.
     let mut writes = Vec::new();
     for i in (0..users).step_by(1_000) {
         if dense.remove(&i) {
@@ -1313,6 +1348,40 @@ fn distributions_of_stored_crowds_match_the_model() {
     t.write(&writes).unwrap();
     let snap = t.snapshot();
     assert!(snap.field("t/dense").unwrap().has_delta());
-    check(&snap, "t/dense", &|i| dense.contains(&i));
-    check(&snap, "t/runs", &|i| runs.contains(&i));
+    check(
+        snap.crowd(&expr).unwrap(),
+        "t/dense changed",
+        &|i| dense.contains(&i),
+        &ages,
+    );
+    check(
+        snap.crowd_text("t/runs").unwrap(),
+        "t/runs",
+        &|i| runs.contains(&i),
+        &ages,
+    );
+    let mut writes = Vec::new();
+    for i in (7..users).step_by(777) {
+        let age = (i % 3 != 0).then_some(i64::from(i % 50) + 15);
+        ages[i as usize] = age;
+        writes.push(match age {
+            Some(a) => crate::Write::set(key(i), "age", Value::Int(a)),
+            None => crate::Write::clear(key(i), "age"),
+        });
+    }
+    t.write(&writes).unwrap();
+    let snap = t.snapshot();
+    assert!(snap.field("age").unwrap().has_delta());
+    check(
+        snap.crowd_text("t/runs").unwrap(),
+        "t/runs, ages changed",
+        &|i| runs.contains(&i),
+        &ages,
+    );
+    check(
+        snap.crowd(&expr).unwrap(),
+        "t/dense, ages changed",
+        &|i| dense.contains(&i),
+        &ages,
+    );
 }
