@@ -79,18 +79,23 @@ pub async fn serve(
                         // Registered with this thread's reactor: the connection's readiness
                         // wakes this thread and no other. One that cannot be registered (the
                         // reactor is out of room, say) is dropped alone, with a warning.
-                        let connections = UnboundedReceiverStream::new(connections).filter_map(
-                            |stream| match tokio::net::TcpStream::from_std(stream) {
-                                Ok(stream) => Some(Ok::<_, std::io::Error>(stream)),
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "cannot serve an accepted connection");
-                                    None
+                        let connections =
+                            UnboundedReceiverStream::new(connections).filter_map(|stream| {
+                                match tokio::net::TcpStream::from_std(stream) {
+                                    Ok(stream) => Some(Ok::<_, std::io::Error>(stream)),
+                                    Err(e) => {
+                                        tracing::warn!(
+                                            error = %e,
+                                            "cannot serve an accepted connection"
+                                        );
+                                        None
+                                    }
                                 }
-                            },
-                        );
-                        let serving = router.serve_with_incoming_shutdown(connections, async move {
-                            let _ = stopping.wait_for(|s| *s).await;
-                        });
+                            });
+                        let serving =
+                            router.serve_with_incoming_shutdown(connections, async move {
+                                let _ = stopping.wait_for(|s| *s).await;
+                            });
                         tokio::select! {
                             result = serving => result.context("the server failed"),
                             _ = forced.wait_for(|f| *f) => Ok(()),

@@ -617,8 +617,8 @@ impl TableSnapshot {
     }
 
     /// Every field value of user `id` as of `label`, in path order: each field read at its
-    /// version for that label; fields with no version that old are left out. When no field at all has one, the
-    /// label predates everything the table keeps: [`Error::VersionNotFound`].
+    /// version for that label; fields with no version that old are left out. When no field at
+    /// all has one, the label predates everything the table keeps: [`Error::VersionNotFound`].
     pub fn portrait_of_id_as_of(&self, id: u32, label: &str) -> Result<Vec<(String, Value)>> {
         let mut out = Vec::new();
         let mut any_version = false;
