@@ -56,7 +56,8 @@ pub struct Bound {
 }
 
 impl Bound {
-    /// Binds `addr` (port 0 picks a free port).
+    /// Binds `addr` (port 0 picks a free port), to serve on one I/O thread per core, as
+    /// `portraitd` does by default ([`Bound::io_threads`] to change it).
     pub fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
         let incoming = TcpIncoming::bind(addr)
             .with_context(|| format!("cannot listen on {addr}"))?
@@ -66,7 +67,7 @@ impl Bound {
             incoming,
             addr,
             idle_poll: Duration::ZERO,
-            io_threads: 0,
+            io_threads: crate::config::cores(),
         })
     }
 

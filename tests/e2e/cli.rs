@@ -227,13 +227,10 @@ async fn server_errors_exit_1_with_the_message_on_stderr() {
 
 #[tokio::test]
 async fn an_unreachable_server_exits_1() {
-    // A port that was free a moment ago; nothing listens on it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
+    // Port 1 (tcpmux): nothing listens there, and it lies below the ephemeral range, so no
+    // server that another test starts on port 0 can be given it (a port freed a moment ago
+    // could be, and then answered).
+    let url = "http://127.0.0.1:1".to_owned();
     let message = failure(&portrait_at(&url, &["count", "ALL"]).await, 1);
     assert!(
         message.contains(&format!("no answer from {url}")),

@@ -25,7 +25,7 @@ pub struct Harness {
     pub channel: Channel,
     pub db: Arc<Database>,
     stop: Option<oneshot::Sender<()>>,
-    pub served: Option<JoinHandle<anyhow::Result<()>>>,
+    served: Option<JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -96,6 +96,18 @@ impl Harness {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Signals shutdown and waits for the server to stop, failing the test if it has not
+    /// within 5 s or stops with an error.
+    pub async fn stop_and_wait(&mut self) {
+        self.stop();
+        let served = self.served.take().expect("the server was started");
+        tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("the server stops within 5 s")
+            .expect("the server task did not panic")
+            .expect("the server stops without an error");
     }
 }
 

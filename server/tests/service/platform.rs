@@ -225,13 +225,7 @@ async fn shutdown_ends_a_stalled_export_within_the_grace_period() {
         .into_inner();
     assert!(stream.message().await.unwrap().is_some());
     let started = Instant::now();
-    h.stop();
-    let served = h.served.take().unwrap();
-    tokio::time::timeout(Duration::from_secs(5), served)
-        .await
-        .expect("the server stops within its grace period")
-        .unwrap()
-        .unwrap();
+    h.stop_and_wait().await;
     assert!(started.elapsed() < Duration::from_secs(3));
     // The export was closed, not finished: what the client had buffered, then an error.
     let ended = tokio::time::timeout(Duration::from_secs(5), async {
@@ -282,12 +276,7 @@ async fn connections_on_io_threads_answer_and_the_listener_closes_on_shutdown() 
     }
     assert_eq!(answered, 40);
 
-    h.stop();
-    tokio::time::timeout(Duration::from_secs(5), h.served.take().unwrap())
-        .await
-        .expect("the server stops")
-        .unwrap()
-        .unwrap();
+    h.stop_and_wait().await;
     let refused = tonic::transport::Channel::from_shared(url)
         .unwrap()
         .connect()
@@ -322,12 +311,7 @@ async fn shutdown_closes_an_upload_still_open_after_the_grace_period() {
     // Let the server start reading it.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
-    h.stop();
-    tokio::time::timeout(Duration::from_secs(5), h.served.take().unwrap())
-        .await
-        .expect("the server stops once the grace period is over")
-        .unwrap()
-        .unwrap();
+    h.stop_and_wait().await;
     assert!(
         started.elapsed() >= Duration::from_millis(300),
         "the upload had its grace period"
