@@ -20,7 +20,7 @@ use parquet::data_type::{
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::schema::types::ColumnDescriptor;
 
-use super::ordered::{Emit, Failed, Ordered};
+use super::ordered::{Emit, Failed, MIN_DEPTH, Ordered};
 use super::pages::{self, Coded, DictColumn, IntColumn};
 use super::{FileType, import_error};
 use crate::error::Result;
@@ -1052,8 +1052,12 @@ impl ParquetSource {
             groups: groups.clone(),
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let batches = Ordered::start(groups.len(), threads, move |i, emit| plan.decode(i, emit))
-            .map_err(|e| crate::error::Error::io(&self.path, e))?;
+        let most_rows = groups.iter().map(|&(_, _, rows)| rows).max().unwrap_or(0);
+        let depth = decode_depth(most_rows, max_rows, wanted, threads);
+        let batches = Ordered::start(groups.len(), threads, depth, move |i, emit| {
+            plan.decode(i, emit)
+        })
+        .map_err(|e| crate::error::Error::io(&self.path, e))?;
         Ok(Decoding {
             wanted: wanted.to_vec(),
             max_rows,
@@ -1070,6 +1074,28 @@ impl ParquetSource {
         })
     }
 }
+
+/// Decoded cells (rows times wanted columns) the decoding workers may hold ahead of an import,
+/// all workers together: 16 Mi cells are a few hundred MiB at most.
+const CELLS_AHEAD: u64 = 16 << 20;
+
+/// How many batches of `max_rows` rows a worker may decode ahead of the import, per row group
+/// of at most `group_rows` rows of `wanted` columns, with `threads` workers: the whole group
+/// when [`CELLS_AHEAD`] shared by the workers allows it, so that a worker decodes the next
+/// group while the import still reads the current one (a shallower channel leaves it blocked,
+/// a core idle); never fewer than [`MIN_DEPTH`], nor more than [`MAX_DEPTH`] (a channel's
+/// slots are allocated up front).
+fn decode_depth(group_rows: u64, max_rows: usize, wanted: &[bool], threads: usize) -> usize {
+    let columns = wanted.iter().filter(|&&w| w).count().max(1) as u64;
+    let rows_ahead = CELLS_AHEAD / threads.max(1) as u64 / columns;
+    let batches = group_rows.min(rows_ahead).div_ceil(max_rows.max(1) as u64);
+    usize::try_from(batches)
+        .unwrap_or(MAX_DEPTH)
+        .clamp(MIN_DEPTH, MAX_DEPTH)
+}
+
+/// The most batches a worker decodes ahead of the import, per row group.
+const MAX_DEPTH: usize = 256;
 
 impl GroupPlan {
     /// Decodes row group `i` (of `self.groups`) into batches of at most `max_rows` rows.
@@ -1503,9 +1529,27 @@ impl Source for ParquetSource {
 mod tests {
     use std::sync::Arc;
 
-    use super::{Batch, Bits, Col, Data, Derive, Texts};
+    use super::{Batch, Bits, Col, Data, Derive, MAX_DEPTH, Texts, decode_depth};
+    use crate::import::ordered::MIN_DEPTH;
     use crate::import::pages::{Coded, Dictionary};
     use proptest::prelude::*;
+
+    #[test]
+    fn decode_depth_holds_a_whole_group_of_few_columns() {
+        let cols = |n: usize| vec![true; n];
+        // A long file's two columns, or an events file's four: the whole 2^20-row group.
+        assert_eq!(decode_depth(1 << 20, 256 * 1024, &cols(2), 2), 4);
+        assert_eq!(decode_depth(1 << 20, 16 * 1024, &cols(4), 2), 64);
+        // Unwanted columns take no room; a short group needs only its own batches.
+        assert_eq!(decode_depth(1 << 20, 16 * 1024, &[true, false, true], 2), 64);
+        assert_eq!(decode_depth(100_000, 16 * 1024, &cols(4), 2), 7);
+        // Many columns, or many workers, share the budget: fewer batches ahead.
+        assert_eq!(decode_depth(1 << 20, 16 * 1024, &cols(40), 2), 13);
+        assert_eq!(decode_depth(1 << 20, 16 * 1024, &cols(1000), 64), MIN_DEPTH);
+        // Never more than the channel's slots, whatever the batches.
+        assert_eq!(decode_depth(u64::MAX, 1, &cols(1), 1), MAX_DEPTH);
+        assert_eq!(decode_depth(0, 0, &[], 0), MIN_DEPTH);
+    }
 
     /// A batch of an integer key column and a column of codes into a dictionary of `codes`
     /// entries (`None`: null).
