@@ -32,6 +32,13 @@ pub struct Harness {
 impl Harness {
     /// Starts a server with `limits` and a shutdown grace of `grace`.
     pub async fn start_with(limits: Limits, grace: Duration) -> Self {
+        // Served as `portraitd` serves: connections on I/O threads of their own.
+        Self::start_on(2, limits, grace).await
+    }
+
+    /// Starts a server serving its connections on `io_threads` I/O threads (0: on the calling
+    /// runtime, shared), with `limits` and a shutdown grace of `grace`.
+    pub async fn start_on(io_threads: usize, limits: Limits, grace: Duration) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::open(dir.path()).unwrap());
         let loaded = db.clone();
@@ -39,10 +46,9 @@ impl Harness {
             .await
             .unwrap()
             .unwrap();
-        // Served as `portraitd` serves: connections on I/O threads of their own.
         let bound = Bound::bind("127.0.0.1:0".parse().unwrap())
             .unwrap()
-            .io_threads(2);
+            .io_threads(io_threads);
         let addr = bound.local_addr();
         let state = State::new(db.clone(), limits, 4 << 20);
         state.warm_up();

@@ -244,7 +244,21 @@ async fn shutdown_ends_a_stalled_export_within_the_grace_period() {
 
 #[tokio::test]
 async fn connections_on_io_threads_answer_and_the_listener_closes_on_shutdown() {
-    let mut h = Harness::start().await;
+    connections_answer_and_the_listener_closes_on_shutdown(2).await;
+}
+
+/// The shared runtime (`Bound::io_threads(0)`, which the gRPC bench compares against) serves
+/// and shuts down the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_on_a_shared_runtime_answer_and_the_listener_closes_on_shutdown() {
+    connections_answer_and_the_listener_closes_on_shutdown(0).await;
+}
+
+/// 40 counts at once over 5 connections to a server on `io_threads` I/O threads all equal the
+/// engine's count; shutdown is prompt with no call open, and a new connection is refused after
+/// it.
+async fn connections_answer_and_the_listener_closes_on_shutdown(io_threads: usize) {
+    let mut h = Harness::start_on(io_threads, Limits::default(), Duration::from_secs(5)).await;
     let url = format!("http://{}", h.addr);
     let expected = engine_count(&h, "interest/sports");
     // More connections than I/O threads, each with calls in flight at once.
@@ -276,7 +290,14 @@ async fn connections_on_io_threads_answer_and_the_listener_closes_on_shutdown() 
     }
     assert_eq!(answered, 40);
 
+    // With no call open, shutdown does not wait out its 5 s grace.
+    let stopping = Instant::now();
     h.stop_and_wait().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(2),
+        "the server took {:?} to stop with no call open",
+        stopping.elapsed()
+    );
     let refused = tonic::transport::Channel::from_shared(url)
         .unwrap()
         .connect()
