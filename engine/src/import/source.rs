@@ -1541,7 +1541,10 @@ mod tests {
         assert_eq!(decode_depth(1 << 20, 256 * 1024, &cols(2), 2), 4);
         assert_eq!(decode_depth(1 << 20, 16 * 1024, &cols(4), 2), 64);
         // Unwanted columns take no room; a short group needs only its own batches.
-        assert_eq!(decode_depth(1 << 20, 16 * 1024, &[true, false, true], 2), 64);
+        assert_eq!(
+            decode_depth(1 << 20, 16 * 1024, &[true, false, true], 2),
+            64
+        );
         assert_eq!(decode_depth(100_000, 16 * 1024, &cols(4), 2), 7);
         // Many columns, or many workers, share the budget: fewer batches ahead.
         assert_eq!(decode_depth(1 << 20, 16 * 1024, &cols(40), 2), 13);
