@@ -459,11 +459,16 @@ impl TableSnapshot {
                 found.push((fi, v));
             }
         }
+        Ok(self.in_path_order(found))
+    }
+
+    /// A portrait's values (by field index) in path order, named by their paths.
+    fn in_path_order(&self, mut found: Vec<(usize, Value)>) -> Vec<(String, Value)> {
         found.sort_unstable_by_key(|e| self.path_rank[e.0]);
-        Ok(found
+        found
             .into_iter()
             .map(|(fi, v)| (self.manifest.fields[fi].meta.spec.path.clone(), v))
-            .collect())
+            .collect()
     }
 
     /// The table's name.
@@ -620,9 +625,9 @@ impl TableSnapshot {
     /// version for that label; fields with no version that old are left out. When no field at
     /// all has one, the label predates everything the table keeps: [`Error::VersionNotFound`].
     pub fn portrait_of_id_as_of(&self, id: u32, label: &str) -> Result<Vec<(String, Value)>> {
-        let mut out = Vec::new();
+        let mut found = Vec::new();
         let mut any_version = false;
-        for meta in self.fields() {
+        for (fi, meta) in self.fields().enumerate() {
             let f = match self.field_as_of(&meta.spec.path, label) {
                 Ok(f) => f,
                 Err(Error::VersionNotFound { .. }) => continue,
@@ -630,7 +635,7 @@ impl TableSnapshot {
             };
             any_version = true;
             if let Some(v) = f.value_of(id)? {
-                out.push((meta.spec.path.clone(), v));
+                found.push((fi, v));
             }
         }
         if !any_version && !self.manifest.fields.is_empty() {
@@ -639,9 +644,7 @@ impl TableSnapshot {
                 label: label.to_owned(),
             });
         }
-        // Paths are unique, so an unstable sort is exact.
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        Ok(self.in_path_order(found))
     }
 
     /// The id of an external key, if the user is known to this snapshot.
