@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use super::infer::{self, When};
 use super::keys::{self, KeyScratch, NO_ID};
 use super::mapping::MappedKind;
-use super::source::{Batch, Cell, ColumnInfo, Derive, Source, SourceType, Unit};
+use super::source::{Batch, Cell, Col, ColumnInfo, Data, Derive, Source, SourceType, Unit};
 use super::{BATCH_ROWS, Ctx};
 use crate::catalog::{FieldKind, validate_path};
 use crate::error::Result;
@@ -21,7 +21,8 @@ use crate::table::{Load, LoadField};
 pub(crate) struct Events {
     /// Per event name: its field, or `None` when the mapping skips it.
     fields: HashMap<String, Option<LoadField>>,
-    /// The current run of rows of one event and day: staged together ([`Load::event_ids`]).
+    /// The current run of rows of one event and day, over batches: staged together when it
+    /// ends ([`Load::event_ids`]).
     run: Option<(LoadField, i32)>,
     pending: Vec<(u32, u32)>,
 }
@@ -117,6 +118,9 @@ impl Events {
                 groups_of: None,
             });
         }
+        // A run never spans files (nor an earlier file's failure).
+        self.run = None;
+        self.pending.clear();
         let mut batch = Batch::default();
         let mut scratch = KeyScratch::default();
         let mut ids = Vec::new();
@@ -138,6 +142,7 @@ impl Events {
             self.rows_of(load, &batch, &ids, &l, ctx)?;
             ctx.advance(batch.len(), src)?;
         }
+        self.flush(load)?;
         if !any {
             return Err(ctx.error(None, "the file has no data rows"));
         }
@@ -153,70 +158,47 @@ impl Events {
         ctx: &mut Ctx<'_, '_>,
     ) -> Result<()> {
         let mut last: Option<(String, Option<LoadField>)> = None;
+        // The field and day of the last row decided whose event and time have a signature
+        // (`signature`): a row with the same signature has the same field and day, which it
+        // takes without reading its cells again. In a file sorted by event and day, as event
+        // exports usually are, that is nearly every row.
+        let mut known: Option<((u32, i64), Option<LoadField>, i32)> = None;
+        let counts = l.count.map(|c| &batch.cols[c]);
         for (r, &id) in ids.iter().enumerate() {
             if id == NO_ID {
                 continue;
             }
-            let row = batch.row(r);
-            let Cell::Text(name) = batch.cols[l.event].cell(r) else {
-                ctx.bad
-                    .report(row, "missing event", "the event name is empty")?;
-                continue;
-            };
-            let Ok(name) = std::str::from_utf8(name) else {
-                ctx.bad
-                    .report(row, "invalid event", "the event name is not valid UTF-8")?;
-                continue;
-            };
-            let when = match batch.cols[l.when].cell(r) {
-                Cell::Int(x) => match l.when_unit {
-                    Unit::Days => i32::try_from(x).ok().map(When::Day),
-                    Unit::Millis => Some(When::Ms(x)),
-                    _ if l.int_days => i32::try_from(x).ok().map(When::Day),
-                    _ => Some(When::Ms(x)),
-                },
-                Cell::Text(t) => infer::parse_when(t),
-                _ => None,
-            };
-            let Some(when) = when else {
-                ctx.bad
-                    .report(row, "invalid time", "not a day or a timestamp")?;
-                continue;
-            };
-            let day = match when {
-                When::Day(d) => d,
-                When::Ms(ms) => load.day_of_ms(ms),
-            };
-            match crate::behaviour::check_day(day) {
-                Ok(()) => {}
-                Err(crate::Error::InvalidArgument(why)) => {
-                    ctx.bad.report(row, "invalid day", why)?;
-                    continue;
+            let sig = signature(batch, l, r);
+            let (field, day) = match known {
+                Some((k, field, day)) if sig == Some(k) => (field, day),
+                _ => {
+                    let Some((field, day)) = self.decide(load, batch, r, l, &mut last, ctx)? else {
+                        continue;
+                    };
+                    known = sig.map(|s| (s, field, day));
+                    (field, day)
                 }
-                Err(other) => return Err(other),
-            }
-            let count = match l.count.map(|c| batch.cols[c].cell(r)) {
-                None | Some(Cell::Null) => Some(1),
-                Some(Cell::Int(x)) => u32::try_from(x).ok(),
-                Some(Cell::Text(t)) => std::str::from_utf8(t).ok().and_then(|s| s.parse().ok()),
-                Some(_) => None,
+            };
+            let count = match counts {
+                None => Some(1),
+                Some(Col {
+                    valid,
+                    data: Data::Int(v),
+                }) if valid[r] => u32::try_from(v[r]).ok(),
+                Some(col) => match col.cell(r) {
+                    Cell::Null => Some(1),
+                    Cell::Int(x) => u32::try_from(x).ok(),
+                    Cell::Text(t) => std::str::from_utf8(t).ok().and_then(|s| s.parse().ok()),
+                    _ => None,
+                },
             };
             let Some(count) = count else {
-                ctx.bad
-                    .report(row, "invalid count", "not a count from 0 to 4294967295")?;
+                ctx.bad.report(
+                    batch.row(r),
+                    "invalid count",
+                    "not a count from 0 to 4294967295",
+                )?;
                 continue;
-            };
-            // Files are usually grouped by event: the last row's name is checked first.
-            let field = match last.as_ref().filter(|(n, _)| n.as_str() == name) {
-                Some(&(_, f)) => f,
-                None => match self.field_of(load, name, row, ctx)? {
-                    Some(f) => {
-                        last = Some((name.to_owned(), f));
-                        f
-                    }
-                    // A name that makes no path, reported: the row is skipped.
-                    None => continue,
-                },
             };
             if let Some(field) = field {
                 if self.run != Some((field, day)) {
@@ -226,13 +208,79 @@ impl Events {
                 self.pending.push((id, count));
             }
         }
-        self.flush(load)
+        Ok(())
     }
 
-    /// Stages the pending run of rows.
+    /// The field (`None` when the mapping skips the event) and day of row `r` of `batch`, from
+    /// its event name and time; `None` for a row whose name or time is bad, reported to `ctx`.
+    /// `last` is the last name looked up and its field: files are usually grouped by event.
+    fn decide(
+        &mut self,
+        load: &mut Load<'_>,
+        batch: &Batch,
+        r: usize,
+        l: &Layout,
+        last: &mut Option<(String, Option<LoadField>)>,
+        ctx: &mut Ctx<'_, '_>,
+    ) -> Result<Option<(Option<LoadField>, i32)>> {
+        let row = batch.row(r);
+        let Cell::Text(name) = batch.cols[l.event].cell(r) else {
+            ctx.bad
+                .report(row, "missing event", "the event name is empty")?;
+            return Ok(None);
+        };
+        let Ok(name) = std::str::from_utf8(name) else {
+            ctx.bad
+                .report(row, "invalid event", "the event name is not valid UTF-8")?;
+            return Ok(None);
+        };
+        let when = match batch.cols[l.when].cell(r) {
+            Cell::Int(x) => match l.when_unit {
+                Unit::Days => i32::try_from(x).ok().map(When::Day),
+                Unit::Millis => Some(When::Ms(x)),
+                _ if l.int_days => i32::try_from(x).ok().map(When::Day),
+                _ => Some(When::Ms(x)),
+            },
+            Cell::Text(t) => infer::parse_when(t),
+            _ => None,
+        };
+        let Some(when) = when else {
+            ctx.bad
+                .report(row, "invalid time", "not a day or a timestamp")?;
+            return Ok(None);
+        };
+        let day = match when {
+            When::Day(d) => d,
+            When::Ms(ms) => load.day_of_ms(ms),
+        };
+        match crate::behaviour::check_day(day) {
+            Ok(()) => {}
+            Err(crate::Error::InvalidArgument(why)) => {
+                ctx.bad.report(row, "invalid day", why)?;
+                return Ok(None);
+            }
+            Err(other) => return Err(other),
+        }
+        let field = match last.as_ref().filter(|(n, _)| n.as_str() == name) {
+            Some(&(_, f)) => f,
+            None => match self.field_of(load, name, row, ctx)? {
+                Some(f) => {
+                    *last = Some((name.to_owned(), f));
+                    f
+                }
+                // A name that makes no path, reported: the row is skipped.
+                None => return Ok(None),
+            },
+        };
+        Ok(Some((field, day)))
+    }
+
+    /// Stages the pending run of rows. A run is staged when it ends (at another event or day,
+    /// or at the end of the file), not a batch at a time: its day's staging then starts at its
+    /// full length, instead of regrowing (copying and faulting in fresh memory) batch by batch.
     fn flush(&mut self, load: &mut Load<'_>) -> Result<()> {
         if let Some((field, day)) = self.run.take() {
-            load.event_ids(field, day, &self.pending)?;
+            load.event_ids(field, day, &mut self.pending)?;
         }
         self.pending.clear();
         Ok(())
@@ -279,5 +327,20 @@ impl Events {
                 field
             }
         }))
+    }
+}
+
+/// What decides row `r`'s field and day, when it can be compared cheaply: its event's code in
+/// the batch's dictionary of names and its integer time. Rows of equal signatures have the same
+/// event name and time, hence the same field and day (or the same fault). `None` for a row
+/// whose event is not dictionary-coded, whose time is not an integer, or either is missing.
+#[inline]
+fn signature(batch: &Batch, l: &Layout, r: usize) -> Option<(u32, i64)> {
+    let (event, when) = (&batch.cols[l.event], &batch.cols[l.when]);
+    match (&event.data, &when.data) {
+        (Data::Coded(c), Data::Int(v)) if event.valid[r] && when.valid[r] => {
+            Some((c.codes[r], v[r]))
+        }
+        _ => None,
     }
 }

@@ -147,10 +147,17 @@ pub(crate) fn find_runs(
     col: usize,
     mut out: Vec<Option<u32>>,
 ) -> Option<Vec<Option<u32>>> {
-    let keys = plain_run_keys(base.kind(), batch, col)?;
+    // The keys go to the lookup as they are read, not collected first: a vector of them per
+    // batch was a fresh allocation each time, faulted in anew.
+    let keys = run_keys(base.kind(), batch, col)?;
     out.clear();
+    let mut all = true;
+    let keys = keys.map_while(|key| {
+        all &= key.is_some();
+        key
+    });
     base.find(keys, &mut out).ok()?;
-    Some(out)
+    all.then_some(out)
 }
 
 /// The number of text keys in the key column `col` of `batch` and their bytes in all (both 0
@@ -168,50 +175,74 @@ pub(crate) fn key_bytes(batch: &Batch, col: usize) -> (u64, u64) {
 /// runs) or strings of a string-keyed one. `None` for other columns, and when some run's key
 /// is missing or invalid.
 fn plain_run_keys(kind: KeyKind, batch: &Batch, col: usize) -> Option<Vec<KeyRef<'_>>> {
+    let keys = run_keys(kind, batch, col)?;
+    // Sized up front: collecting into an `Option<Vec>` would grow the vector as it goes.
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        out.push(key?);
+    }
+    Some(out)
+}
+
+/// Each run's key of `batch` as [`plain_run_keys`] finds them, one at a time, without
+/// collecting them: `None` for a run whose key is missing or invalid. `None` altogether for a
+/// column of another kind than the table's.
+fn run_keys(
+    kind: KeyKind,
+    batch: &Batch,
+    col: usize,
+) -> Option<impl ExactSizeIterator<Item = Option<KeyRef<'_>>>> {
+    enum From<'b> {
+        Ints(&'b [i64]),
+        Coded {
+            codes: &'b [u32],
+            in_dict: usize,
+            dict: TextsAsStr<'b>,
+            extra: TextsAsStr<'b>,
+        },
+        Texts(TextsAsStr<'b>),
+    }
     let (_, starts) = batch.runs.split_last()?;
     let key_col: &Col = &batch.cols[col];
-    // Sized up front: collecting into an `Option<Vec>` would grow the vector as it goes.
-    let mut keys = Vec::with_capacity(starts.len());
-    match (kind, &key_col.data) {
-        (KeyKind::U64, Data::Int(_)) => {
-            let run_keys = batch
+    let valid = &key_col.valid[..];
+    let from = match (kind, &key_col.data) {
+        (KeyKind::U64, Data::Int(_)) => From::Ints(
+            batch
                 .run_keys
-                .as_ref()
-                .filter(|k| k.len() == starts.len())?;
-            for &k in run_keys {
-                keys.push(KeyRef::U64(u64::try_from(k).ok()?));
-            }
-        }
-        (KeyKind::Str, Data::Coded(c)) => {
-            // The dictionary's and the plain pages' strings are validated a buffer at a time.
-            let in_dict = c.dict.texts.len();
-            let (dict, extra) = (TextsAsStr::new(&c.dict.texts), TextsAsStr::new(&c.extra));
-            for &i in starts {
-                let i = i as usize;
-                if !key_col.valid[i] {
-                    return None;
-                }
-                let code = c.codes[i] as usize;
-                let key = match code.checked_sub(in_dict) {
-                    None => dict.get(code)?,
-                    Some(j) => extra.get(j)?,
-                };
-                keys.push(KeyRef::Str(key));
-            }
-        }
-        (KeyKind::Str, Data::Text(t)) => {
-            let texts = TextsAsStr::new(t);
-            for &i in starts {
-                let i = i as usize;
-                if !key_col.valid[i] {
-                    return None;
-                }
-                keys.push(KeyRef::Str(texts.get(i)?));
-            }
-        }
+                .as_deref()
+                .filter(|k| k.len() == starts.len())?,
+        ),
+        // The dictionary's and the plain pages' strings are validated a buffer at a time.
+        (KeyKind::Str, Data::Coded(c)) => From::Coded {
+            codes: &c.codes,
+            in_dict: c.dict.texts.len(),
+            dict: TextsAsStr::new(&c.dict.texts),
+            extra: TextsAsStr::new(&c.extra),
+        },
+        (KeyKind::Str, Data::Text(t)) => From::Texts(TextsAsStr::new(t)),
         _ => return None,
-    }
-    Some(keys)
+    };
+    Some(starts.iter().enumerate().map(move |(j, &i)| {
+        let i = i as usize;
+        match &from {
+            From::Ints(keys) => u64::try_from(keys[j]).ok().map(KeyRef::U64),
+            _ if !valid[i] => None,
+            From::Coded {
+                codes,
+                in_dict,
+                dict,
+                extra,
+            } => {
+                let code = codes[i] as usize;
+                match code.checked_sub(*in_dict) {
+                    None => dict.get(code),
+                    Some(e) => extra.get(e),
+                }
+                .map(KeyRef::Str)
+            }
+            From::Texts(texts) => texts.get(i).map(KeyRef::Str),
+        }
+    }))
 }
 
 /// The ids of `keys` into `out`, new keys added to the load; a key the table cannot take is an
@@ -427,6 +458,22 @@ mod tests {
         assert_eq!(
             keys_of(&coded(&[b"\xff", b"u2"], &[b"u4", b"\xfe"], &[1, 2])),
             Some(["u2", "u4"].map(String::from).to_vec())
+        );
+        // One at a time (as the decoding workers look them up), an invalid key is a `None` in
+        // its place, among the others.
+        let each = |batch: &Batch| -> Vec<Option<String>> {
+            run_keys(KeyKind::Str, batch, 0)
+                .unwrap()
+                .map(|k| k.map(|k| format!("{k:?}")))
+                .collect()
+        };
+        assert_eq!(
+            each(&coded(dict, &[b"u4", b"\xff"], &[0, 4, 2])),
+            [
+                Some(format!("{:?}", KeyRef::Str("u1"))),
+                None,
+                Some(format!("{:?}", KeyRef::Str("u3")))
+            ]
         );
     }
 }

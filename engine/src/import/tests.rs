@@ -953,6 +953,92 @@ fn event_counts_add_up_in_any_row_order() {
     assert_eq!(counts("buy", d25), want(&[("u4", 3), ("u5", 1)]));
 }
 
+proptest! {
+    #![proptest_config(proptest_config(24))]
+
+    /// Events Parquet files whose names are dictionary-coded and whose days are DATEs, so that
+    /// the import decides a run of rows of one name and day once: in runs (sorted by event and
+    /// day) or scattered, in row groups of any size, with every kind of bad row among them (a
+    /// missing name, a name that makes no path, a day out of range, a negative count), each
+    /// reported, and a name the mapping skips: every user's count on every day is the model's.
+    #[test]
+    fn coded_event_rows_match_the_model(
+        rows in prop::collection::vec(
+            (0u32..40, 0usize..5, 0usize..4, prop::option::of(-1i64..4)),
+            1..400,
+        ),
+        sorted in any::<bool>(),
+        group in 1usize..60,
+    ) {
+        const NAMES: [Option<&str>; 5] = [Some("login"), Some("buy"), Some("noise"), Some("bad//name"), None];
+        let d0 = infer::days_from_civil(2026, 11, 1) as i32;
+        let days = [d0, d0 + 1, d0 + 2, infer::days_from_civil(1960, 1, 1) as i32];
+        let mut rows = rows;
+        if sorted {
+            rows.sort_by_key(|&(k, e, d, _)| (e, d, k));
+        }
+        let f = fixture(KeyKind::Str);
+        let p = f.path("ev.parquet");
+        write_parquet(
+            &p,
+            "message m { optional binary key (UTF8); optional binary event (UTF8); \
+             optional int32 day (DATE); optional int64 count; }",
+            &[
+                Pq::Str(rows.iter().map(|r| Some(format!("u{}", r.0))).collect()),
+                Pq::Str(rows.iter().map(|r| NAMES[r.1].map(str::to_owned)).collect()),
+                Pq::I32(rows.iter().map(|r| Some(days[r.2])).collect()),
+                Pq::I64(rows.iter().map(|r| r.3).collect()),
+            ],
+            group,
+        );
+        let mut o = ImportOptions::new(Shape::Events);
+        o.skip_bad_rows = true;
+        o.mapping = Mapping::from_toml("[fields.noise]\nskip = true\n").unwrap();
+        let s = f.import("d1", &[p], &o).unwrap();
+
+        let mut bad = 0;
+        let mut want: BTreeMap<(&str, i32), BTreeMap<String, u32>> = BTreeMap::new();
+        for &(k, e, d, c) in &rows {
+            let count = c.unwrap_or(1);
+            if NAMES[e].is_none() || e == 3 || d == 3 || count < 0 {
+                bad += 1;
+            } else if e < 2 && count > 0 {
+                *want
+                    .entry((NAMES[e].unwrap(), days[d]))
+                    .or_default()
+                    .entry(format!("u{k}"))
+                    .or_default() += count as u32;
+            }
+        }
+        prop_assert_eq!(s.skipped_rows(), bad, "{:?}", s.skipped);
+        let snap = f.table.snapshot();
+        let mut got: BTreeMap<(&str, i32), BTreeMap<String, u32>> = BTreeMap::new();
+        for name in ["login", "buy"] {
+            let Ok(field) = snap.field(name) else { continue };
+            for &day in field.event_days() {
+                for shard in 0..snap.shards() {
+                    let Some(users) = field.event_day_in(shard, day).unwrap() else {
+                        continue;
+                    };
+                    let slices = field.event_count_slices_in(shard, day).unwrap();
+                    for id in users.iter() {
+                        let extra: u32 = slices
+                            .iter()
+                            .filter(|(_, b)| b.contains(id))
+                            .map(|(bit, _)| 1 << bit)
+                            .sum();
+                        got.entry((name, day))
+                            .or_default()
+                            .insert(key_str(&snap, id), 1 + extra);
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(got, want);
+        prop_assert!(snap.field("noise").is_err());
+    }
+}
+
 #[test]
 fn a_stopped_import_publishes_nothing() {
     let f = fixture(KeyKind::Str);

@@ -463,14 +463,15 @@ impl<'t> Load<'t> {
         }
     }
 
-    /// Adds `(id, count)` pairs to event `field` on `day`: the bulk form of [`Load::event_id`]
-    /// for an import's run of rows of one event and day.
+    /// Adds the `(id, count)` pairs of `pairs` to event `field` on `day`, leaving `pairs` empty:
+    /// the bulk form of [`Load::event_id`] for an import's run of rows of one event and day.
+    /// The first run of a day is staged in `pairs`' own buffer, without a copy.
     #[cfg(feature = "import")]
     pub(crate) fn event_ids(
         &mut self,
         field: LoadField,
         day: i32,
-        pairs: &[(u32, u32)],
+        pairs: &mut Vec<(u32, u32)>,
     ) -> Result<()> {
         if let Some(max) = pairs.iter().map(|p| p.0).max() {
             self.check_id(max)?;
@@ -479,8 +480,13 @@ impl<'t> Load<'t> {
         let f = self.staged(field)?;
         match &mut f.data {
             Staged::Events(days) => {
+                pairs.retain(|p| p.1 > 0);
                 let staged = days.entry(day).or_default();
-                staged.extend(pairs.iter().filter(|p| p.1 > 0));
+                if staged.is_empty() {
+                    *staged = std::mem::take(pairs);
+                } else {
+                    staged.append(pairs);
+                }
                 Ok(())
             }
             _ => Err(mismatch(&f.spec, "an event")),
