@@ -594,8 +594,13 @@ impl TableSnapshot {
     /// `label` (labels are compared as strings, so date labels `YYYY-MM-DD` compare by date).
     /// A field loaded on the 24th and not since is read at that version for `as of the 25th`.
     pub fn field_as_of(&self, path: &str, label: &str) -> Result<FieldRef<'_>> {
-        let i = self.index_of(path)?;
-        let version = self.manifest.fields[i]
+        self.field_at_index_as_of(self.index_of(path)?, label)
+    }
+
+    /// [`TableSnapshot::field_as_of`] for the field at `i` of the manifest.
+    fn field_at_index_as_of(&self, i: usize, label: &str) -> Result<FieldRef<'_>> {
+        let field = &self.manifest.fields[i];
+        let version = field
             .versions
             .iter()
             .enumerate()
@@ -603,7 +608,7 @@ impl TableSnapshot {
             .max_by(|a, b| a.1.info.label.cmp(&b.1.info.label))
             .map(|(i, _)| i)
             .ok_or_else(|| Error::VersionNotFound {
-                path: path.to_owned(),
+                path: field.meta.spec.path.clone(),
                 label: label.to_owned(),
             })?;
         Ok(FieldRef {
@@ -627,8 +632,8 @@ impl TableSnapshot {
     pub fn portrait_of_id_as_of(&self, id: u32, label: &str) -> Result<Vec<(String, Value)>> {
         let mut found = Vec::new();
         let mut any_version = false;
-        for (fi, meta) in self.fields().enumerate() {
-            let f = match self.field_as_of(&meta.spec.path, label) {
+        for fi in 0..self.manifest.fields.len() {
+            let f = match self.field_at_index_as_of(fi, label) {
                 Ok(f) => f,
                 Err(Error::VersionNotFound { .. }) => continue,
                 Err(e) => return Err(e),
