@@ -17,9 +17,10 @@
 //! Clients that want both cores for many small calls open a connection per core (as gRPC load
 //! balancing does anyway).
 //!
-//! Shutdown: the listener closes, every thread's server drains (finishing open calls) for the
-//! grace period, then closes what is still open; each thread ends once the work its calls run
-//! on its blocking pool has stopped.
+//! Shutdown: the listener closes and so does each thread's lane of new connections; every
+//! thread takes what its lane still holds, then drains (finishing open calls, telling each
+//! connection to go away) for the grace period, then closes what is still open; each thread
+//! ends once the work its calls run on its blocking pool has stopped.
 
 use std::time::Duration;
 
@@ -52,8 +53,6 @@ pub async fn serve(
     grace: Duration,
 ) -> anyhow::Result<()> {
     let threads = threads.max(1);
-    // Stops every thread's server gracefully: the caller's drain, or a thread that failed.
-    let (stop, stopping) = watch::channel(false);
     // Ends every thread's server at once, with its open calls: the grace period is over.
     let (force, forced) = watch::channel(false);
     // Each thread's result, as it ends.
@@ -70,7 +69,7 @@ pub async fn serve(
             .context("cannot build an I/O thread's runtime")?;
         let (lane, connections) = mpsc::unbounded_channel::<std::net::TcpStream>();
         let (router, done) = (router.clone(), done.clone());
-        let (mut stopping, mut forced) = (stopping.clone(), forced.clone());
+        let mut forced = forced.clone();
         std::thread::Builder::new()
             .name(format!("portraitd-io-{k}"))
             .spawn(move || {
@@ -92,10 +91,16 @@ pub async fn serve(
                                     }
                                 }
                             });
-                        let serving =
-                            router.serve_with_incoming_shutdown(connections, async move {
-                                let _ = stopping.wait_for(|s| *s).await;
-                            });
+                        // The graceful shutdown starts when the lane closes, once the
+                        // thread has taken every connection queued on it: each of them, even
+                        // one accepted at the last instant, is told to go away (an HTTP/2
+                        // GOAWAY) rather than closed unanswered. A shutdown signal racing
+                        // the lane would drop the connections still queued. The signal itself
+                        // only makes the server graceful: it never fires.
+                        let serving = router.serve_with_incoming_shutdown(
+                            connections,
+                            std::future::pending::<()>(),
+                        );
                         tokio::select! {
                             result = serving => result.context("the server failed"),
                             _ = forced.wait_for(|f| *f) => Ok(()),
@@ -152,11 +157,10 @@ pub async fn serve(
             None => break,
         }
     }
-    // Close the listener, let every thread drain what it has for the grace period, then close
-    // what is still open.
+    // Close the listener and the lanes (every thread then drains what it has) for the grace
+    // period, then close what is still open.
     drop(incoming);
     drop(lanes);
-    let _ = stop.send(true);
     let running = threads - usize::from(failed.is_some());
     let ended = async {
         let mut error = None;
