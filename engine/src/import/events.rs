@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use super::infer::{self, When};
 use super::keys::{self, KeyScratch, NO_ID};
 use super::mapping::MappedKind;
-use super::source::{Batch, Cell, Col, ColumnInfo, Data, Derive, Source, SourceType, Unit};
+use super::source::{Batch, Cell, ColumnInfo, Data, Derive, Source, SourceType, Unit};
 use super::{BATCH_ROWS, Ctx};
 use crate::catalog::{FieldKind, validate_path};
 use crate::error::Result;
@@ -179,18 +179,11 @@ impl Events {
                     (field, day)
                 }
             };
-            let count = match counts {
-                None => Some(1),
-                Some(Col {
-                    valid,
-                    data: Data::Int(v),
-                }) if valid[r] => u32::try_from(v[r]).ok(),
-                Some(col) => match col.cell(r) {
-                    Cell::Null => Some(1),
-                    Cell::Int(x) => u32::try_from(x).ok(),
-                    Cell::Text(t) => std::str::from_utf8(t).ok().and_then(|s| s.parse().ok()),
-                    _ => None,
-                },
+            let count = match counts.map(|col| col.cell(r)) {
+                None | Some(Cell::Null) => Some(1),
+                Some(Cell::Int(x)) => u32::try_from(x).ok(),
+                Some(Cell::Text(t)) => std::str::from_utf8(t).ok().and_then(|s| s.parse().ok()),
+                Some(_) => None,
             };
             let Some(count) = count else {
                 ctx.bad.report(
