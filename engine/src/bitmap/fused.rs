@@ -139,15 +139,21 @@ impl<'a> Fused<'a> {
             let loaded = blocks.load(&inputs, key);
             let Some(e) = loaded[0] else { continue };
             match filter_dir.as_ref().map(|_| loaded[1]) {
+                // In whole words, so that the loops are vectorized.
                 None => {
-                    for (j, w) in exists.iter_mut().enumerate() {
-                        *w = word(e, j);
+                    for (w, e) in exists.iter_mut().zip(e.chunks_exact(8)) {
+                        *w = u64::from_le_bytes(e.try_into().expect("8 bytes"));
                     }
                 }
                 Some(None) => continue,
                 Some(Some(m)) => {
-                    for (j, w) in exists.iter_mut().enumerate() {
-                        *w = word(e, j) & word(m, j);
+                    for ((w, e), m) in exists
+                        .iter_mut()
+                        .zip(e.chunks_exact(8))
+                        .zip(m.chunks_exact(8))
+                    {
+                        *w = u64::from_le_bytes(e.try_into().expect("8 bytes"))
+                            & u64::from_le_bytes(m.try_into().expect("8 bytes"));
                     }
                 }
             }
