@@ -269,8 +269,10 @@ impl Events {
     }
 
     /// Stages the pending run of rows. A run is staged when it ends (at another event or day,
-    /// or at the end of the file), not a batch at a time: its day's staging then starts at its
-    /// full length, instead of regrowing (copying and faulting in fresh memory) batch by batch.
+    /// or at the end of the file), not a batch at a time: the load then builds a run of
+    /// increasing ids (a file sorted by user) at once and `pending` keeps its memory for the
+    /// next run, and another run starts its day's staging at its full length, instead of
+    /// regrowing (copying and faulting in fresh memory) batch by batch.
     fn flush(&mut self, load: &mut Load<'_>) -> Result<()> {
         if let Some((field, day)) = self.run.take() {
             load.event_ids(field, day, &mut self.pending)?;

@@ -56,8 +56,99 @@ enum Staged {
         pairs: Vec<(u32, u32)>,
     },
     Ints(Vec<(u32, i64)>),
-    /// Events: per day, `(id, count)` pairs (a user may appear several times; counts add up).
-    Events(BTreeMap<i32, Vec<(u32, u32)>>),
+    /// Events: per day, the users who did the event and how often.
+    Events(BTreeMap<i32, EventDay>),
+}
+
+/// One day of a staged event.
+#[derive(Debug, Default)]
+struct EventDay {
+    /// `(id, count)` pairs (a user may appear several times; counts add up).
+    pairs: Vec<(u32, u32)>,
+    /// Per shard, the day already built as a segment stores it: a run of increasing ids staged
+    /// into an empty day (an import's run of one event and day from a file sorted by user) is
+    /// built at once, so that the import reuses the run's memory for the next run instead of
+    /// holding every pair until the commit.
+    built: BTreeMap<u32, EventShard>,
+}
+
+impl EventDay {
+    /// Moves the built shards back into `pairs` (before renumbering ids, or when more pairs
+    /// came for the day after it was built).
+    fn unbuild(&mut self) {
+        for (_, shard) in std::mem::take(&mut self.built) {
+            self.pairs.extend(shard.pairs());
+        }
+    }
+}
+
+/// One shard of one day of an event, as its segment stores it.
+#[derive(Debug)]
+struct EventShard {
+    /// The users who did it.
+    users: Bitmap,
+    /// `(bit, users)`: the bit-sliced counts minus one, slices with nobody left out.
+    counts: Vec<(u32, Bitmap)>,
+}
+
+impl EventShard {
+    /// Builds the shard of `pairs`: ids increasing, counts above zero.
+    fn build(pairs: &[(u32, u32)]) -> Self {
+        let ids: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+        let mut users = crate::bitmap::from_sorted(&ids);
+        users.run_optimize();
+        // BSI of count - 1 over the day's users.
+        let extra: Vec<(u32, u32)> = pairs
+            .iter()
+            .filter(|p| p.1 > 1)
+            .map(|&(id, c)| (id, c - 1))
+            .collect();
+        let top = extra.iter().map(|p| p.1).max().unwrap_or(0);
+        let mut counts = Vec::new();
+        for bit in 0..(32 - top.leading_zeros()) {
+            let ids: Vec<u32> = extra
+                .iter()
+                .filter(|p| p.1 >> bit & 1 == 1)
+                .map(|p| p.0)
+                .collect();
+            if !ids.is_empty() {
+                let mut s = crate::bitmap::from_sorted(&ids);
+                s.run_optimize();
+                counts.push((bit, s));
+            }
+        }
+        Self { users, counts }
+    }
+
+    /// Builds the shards of `pairs` (ids increasing, counts above zero).
+    #[cfg(feature = "import")]
+    fn build_all(pairs: &[(u32, u32)]) -> BTreeMap<u32, Self> {
+        let mut shards = BTreeMap::new();
+        let mut rest = pairs;
+        while let Some(&(first, _)) = rest.first() {
+            let shard = first >> SHARD_BITS;
+            let n = rest.partition_point(|p| p.0 >> SHARD_BITS == shard);
+            shards.insert(shard, Self::build(&rest[..n]));
+            rest = &rest[n..];
+        }
+        shards
+    }
+
+    /// The `(id, count)` pairs it was built from, by id.
+    fn pairs(&self) -> Vec<(u32, u32)> {
+        let mut pairs: Vec<(u32, u32)> = self.users.iter().map(|id| (id, 1)).collect();
+        for (bit, s) in &self.counts {
+            let mut at = 0;
+            for id in s.iter() {
+                // Every counted user is one of `users`, which are sorted like `s`.
+                at += pairs[at..].partition_point(|p| p.0 < id);
+                if let Some(p) = pairs.get_mut(at).filter(|p| p.0 == id) {
+                    p.1 += 1 << bit;
+                }
+            }
+        }
+        pairs
+    }
 }
 
 /// Read-only lookups of the users a load's table held when the load began
@@ -455,7 +546,7 @@ impl<'t> Load<'t> {
         match &mut f.data {
             Staged::Events(days) => {
                 if count > 0 {
-                    days.entry(day).or_default().push((id, count));
+                    days.entry(day).or_default().pairs.push((id, count));
                 }
                 Ok(())
             }
@@ -465,7 +556,9 @@ impl<'t> Load<'t> {
 
     /// Adds the `(id, count)` pairs of `pairs` to event `field` on `day`, leaving `pairs` empty:
     /// the bulk form of [`Load::event_id`] for an import's run of rows of one event and day.
-    /// The first run of a day is staged in `pairs`' own buffer, without a copy.
+    /// The first run of a day, when its ids increase, is built at once as the segment will
+    /// store it, and `pairs` keeps its capacity for the next run; another first run is staged
+    /// in `pairs`' own buffer, without a copy.
     #[cfg(feature = "import")]
     pub(crate) fn event_ids(
         &mut self,
@@ -481,11 +574,18 @@ impl<'t> Load<'t> {
         match &mut f.data {
             Staged::Events(days) => {
                 pairs.retain(|p| p.1 > 0);
+                if pairs.is_empty() {
+                    return Ok(());
+                }
                 let staged = days.entry(day).or_default();
-                if staged.is_empty() {
-                    *staged = std::mem::take(pairs);
+                let fresh = staged.pairs.is_empty() && staged.built.is_empty();
+                if fresh && pairs.windows(2).all(|w| w[0].0 < w[1].0) {
+                    staged.built = EventShard::build_all(pairs);
+                    pairs.clear();
+                } else if staged.pairs.is_empty() {
+                    staged.pairs = std::mem::take(pairs);
                 } else {
-                    staged.append(pairs);
+                    staged.pairs.append(pairs);
                 }
                 Ok(())
             }
@@ -505,6 +605,7 @@ impl<'t> Load<'t> {
             Staged::Events(days) => {
                 days.entry(day)
                     .or_default()
+                    .pairs
                     .extend(ids.iter().map(|id| (id, 1)));
                 Ok(())
             }
@@ -956,7 +1057,12 @@ fn remap_staged(data: &mut Staged, old_first: u32, map: &[u32]) {
         }
         Staged::Values { pairs, .. } => pairs.iter_mut().for_each(|p| p.0 = f(p.0)),
         Staged::Ints(pairs) => pairs.iter_mut().for_each(|p| p.0 = f(p.0)),
-        Staged::Events(days) => days.values_mut().flatten().for_each(|p| p.0 = f(p.0)),
+        Staged::Events(days) => {
+            for day in days.values_mut() {
+                day.unbuild();
+                day.pairs.iter_mut().for_each(|p| p.0 = f(p.0));
+            }
+        }
     }
 }
 
@@ -1034,8 +1140,8 @@ struct Prepared<'a> {
     id: u32,
     index: usize,
     kind: FieldKind,
-    /// Events: the new days' `(id, count)` pairs, sorted by id with counts summed.
-    event_days: BTreeMap<i32, Cow<'a, [(u32, u32)]>>,
+    /// Events: the new days.
+    event_days: BTreeMap<i32, PreparedDay<'a>>,
     /// Events: days kept from the previous version, and that version.
     carried: Vec<i32>,
     previous: Option<crate::table::FieldRef<'a>>,
@@ -1117,14 +1223,21 @@ impl<'a> Prepared<'a> {
                 p.pairs = v;
             }
             Staged::Events(days) => {
-                for (&day, pairs) in days {
+                for (&day, staged) in days {
+                    if staged.pairs.is_empty() {
+                        p.event_days.insert(day, PreparedDay::Built(&staged.built));
+                        continue;
+                    }
+                    let pairs = &staged.pairs;
                     // A file sorted by user gives each day its users in order, once each: those
                     // pairs are used as they are, without a copy.
-                    if pairs.windows(2).all(|w| w[0].0 < w[1].0) {
-                        p.event_days.insert(day, Cow::Borrowed(&pairs[..]));
+                    if staged.built.is_empty() && pairs.windows(2).all(|w| w[0].0 < w[1].0) {
+                        p.event_days
+                            .insert(day, PreparedDay::Pairs(Cow::Borrowed(&pairs[..])));
                         continue;
                     }
                     let mut v = pairs.clone();
+                    v.extend(staged.built.values().flat_map(EventShard::pairs));
                     v.sort_unstable_by_key(|p| p.0);
                     let mut merged: Vec<(u32, u32)> = Vec::with_capacity(v.len());
                     for (id, c) in v {
@@ -1133,7 +1246,8 @@ impl<'a> Prepared<'a> {
                             _ => merged.push((id, c)),
                         }
                     }
-                    p.event_days.insert(day, Cow::Owned(merged));
+                    p.event_days
+                        .insert(day, PreparedDay::Pairs(Cow::Owned(merged)));
                 }
                 let previous_days = previous.map(|f| f.stored_event_days()).unwrap_or_default();
                 let mut all: Vec<i32> = previous_days
@@ -1257,40 +1371,39 @@ impl<'a> Prepared<'a> {
             }
             FieldKind::Event => {
                 let mut union = Bitmap::new();
-                for (&day, pairs) in &self.event_days {
-                    let lo = pairs.partition_point(|p| p.0 < range.start);
-                    let hi = pairs.partition_point(|p| p.0 < range.end);
-                    let part = &pairs[lo..hi];
-                    if part.is_empty() {
-                        continue;
-                    }
+                for (&day, data) in &self.event_days {
                     let day_key = day as u32;
-                    let mut b =
-                        crate::bitmap::from_sorted(&part.iter().map(|p| p.0).collect::<Vec<_>>());
-                    b.run_optimize();
-                    union.or_inplace(&b);
-                    blobs.push((key(Role::EventDay, day_key), 0, BlobData::Bitmap(b)));
-                    // BSI of count - 1 over the day's users.
-                    let extra: Vec<(u32, u32)> = part
-                        .iter()
-                        .filter(|p| p.1 > 1)
-                        .map(|&(id, c)| (id, c - 1))
-                        .collect();
-                    let top = extra.iter().map(|p| p.1).max().unwrap_or(0);
-                    for bit in 0..(32 - top.leading_zeros()) {
-                        let ids: Vec<u32> = extra
-                            .iter()
-                            .filter(|p| p.1 >> bit & 1 == 1)
-                            .map(|p| p.0)
-                            .collect();
-                        if !ids.is_empty() {
-                            let mut s = crate::bitmap::from_sorted(&ids);
-                            s.run_optimize();
-                            blobs.push((
-                                key(Role::EventCount, day_key << 5 | bit),
-                                0,
-                                BlobData::Bitmap(s),
-                            ));
+                    let mut push = |users, counts: Vec<(u32, BlobData<'a>)>| {
+                        blobs.push((key(Role::EventDay, day_key), 0, users));
+                        for (bit, s) in counts {
+                            blobs.push((key(Role::EventCount, day_key << 5 | bit), 0, s));
+                        }
+                    };
+                    match data {
+                        PreparedDay::Pairs(pairs) => {
+                            let lo = pairs.partition_point(|p| p.0 < range.start);
+                            let hi = pairs.partition_point(|p| p.0 < range.end);
+                            if lo == hi {
+                                continue;
+                            }
+                            let built = EventShard::build(&pairs[lo..hi]);
+                            union.or_inplace(&built.users);
+                            let counts = built.counts.into_iter();
+                            push(
+                                BlobData::Bitmap(built.users),
+                                counts.map(|(bit, s)| (bit, BlobData::Bitmap(s))).collect(),
+                            );
+                        }
+                        PreparedDay::Built(shards) => {
+                            let Some(built) = shards.get(&shard) else {
+                                continue;
+                            };
+                            union.or_inplace(&built.users);
+                            let counts = built.counts.iter();
+                            push(
+                                BlobData::Whole(&built.users),
+                                counts.map(|(bit, s)| (*bit, BlobData::Whole(s))).collect(),
+                            );
                         }
                     }
                 }
@@ -1340,6 +1453,14 @@ impl<'a> Prepared<'a> {
             .collect();
         Ok(FieldBlobs { blobs, event_users })
     }
+}
+
+/// One new day of an event field, prepared for writing.
+enum PreparedDay<'a> {
+    /// `(id, count)` pairs, sorted by id with counts summed.
+    Pairs(Cow<'a, [(u32, u32)]>),
+    /// Built per shard while staging.
+    Built(&'a BTreeMap<u32, EventShard>),
 }
 
 /// A blob ready to be written to a segment.
