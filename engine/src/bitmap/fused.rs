@@ -13,7 +13,7 @@
 
 use croaring::{Bitmap, Portable};
 
-use super::portable::{BLOCK_BYTES, BLOCK_WORDS, Blocks, Directory, chunk_at, word};
+use super::portable::{BLOCK_BYTES, BLOCK_WORDS, Blocks, Directory, chunk_at, word, words_of};
 use super::{Container, from_containers};
 
 /// Words computed together: small enough to stay in registers, long enough to vectorize.
@@ -141,19 +141,14 @@ impl<'a> Fused<'a> {
             match filter_dir.as_ref().map(|_| loaded[1]) {
                 // In whole words, so that the loops are vectorized.
                 None => {
-                    for (w, e) in exists.iter_mut().zip(e.chunks_exact(8)) {
-                        *w = u64::from_le_bytes(e.try_into().expect("8 bytes"));
+                    for (w, e) in exists.iter_mut().zip(words_of(e)) {
+                        *w = e;
                     }
                 }
                 Some(None) => continue,
                 Some(Some(m)) => {
-                    for ((w, e), m) in exists
-                        .iter_mut()
-                        .zip(e.chunks_exact(8))
-                        .zip(m.chunks_exact(8))
-                    {
-                        *w = u64::from_le_bytes(e.try_into().expect("8 bytes"))
-                            & u64::from_le_bytes(m.try_into().expect("8 bytes"));
+                    for ((w, e), m) in exists.iter_mut().zip(words_of(e)).zip(words_of(m)) {
+                        *w = e & m;
                     }
                 }
             }

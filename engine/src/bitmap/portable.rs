@@ -46,8 +46,8 @@ impl Cont<'_> {
         let words = &mut words[..BLOCK_WORDS];
         match *self {
             Cont::Bitset(bytes) => {
-                for (w, b) in words.iter_mut().zip(bytes.chunks_exact(8)) {
-                    *w |= u64::from_le_bytes(b.try_into().expect("8 bytes"));
+                for (w, b) in words.iter_mut().zip(words_of(bytes)) {
+                    *w |= b;
                 }
             }
             Cont::Array(bytes) => {
@@ -394,6 +394,17 @@ pub(crate) fn chunk_at<const BYTES: usize>(block: &[u8], at: usize) -> &[u8; BYT
     block[at * 8..at * 8 + BYTES]
         .try_into()
         .expect("a chunk within its block")
+}
+
+/// The words of a block of bytes, in order: for loops over whole blocks, which the compiler
+/// vectorizes where [`word`]'s bounds check per word keeps them scalar.
+#[inline(always)]
+pub(crate) fn words_of(block: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    block
+        .as_chunks::<8>()
+        .0
+        .iter()
+        .map(|b| u64::from_le_bytes(*b))
 }
 
 /// Word `j` of a block of bytes.

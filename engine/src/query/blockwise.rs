@@ -19,7 +19,7 @@
 use super::eval::{Shard, local_size};
 use super::plan::Node;
 use crate::bitmap::fused::{OffsetRange, narrow_block};
-use crate::bitmap::portable::{BLOCK_BYTES, BLOCK_WORDS, Blocks, Cont, Directory, word};
+use crate::bitmap::portable::{BLOCK_BYTES, BLOCK_WORDS, Blocks, Cont, Directory, word, words_of};
 use crate::error::Result;
 use crate::expr::CmpOp;
 use crate::ids::prefetch::prefetch;
@@ -403,9 +403,9 @@ fn load_union(dirs: &[Directory<'_>], key: u16, words: &mut [u64; BLOCK_WORDS]) 
     {
         // One bitset: copied in whole words.
         let mut any = 0;
-        for (w, b) in words.iter_mut().zip(bytes.chunks_exact(8)) {
-            *w = u64::from_le_bytes(b.try_into().expect("8 bytes"));
-            any |= *w;
+        for (w, b) in words.iter_mut().zip(words_of(bytes)) {
+            *w = b;
+            any |= b;
         }
         return any != 0;
     }
@@ -439,8 +439,8 @@ fn and_union(
         (Some(Cont::Bitset(bytes)), None) => {
             let flip = if negate { !0 } else { 0 };
             let mut left = 0;
-            for (w, b) in words.iter_mut().zip(bytes.chunks_exact(8)) {
-                *w &= u64::from_le_bytes(b.try_into().expect("8 bytes")) ^ flip;
+            for (w, b) in words.iter_mut().zip(words_of(bytes)) {
+                *w &= b ^ flip;
                 left |= *w;
             }
             return left != 0;
