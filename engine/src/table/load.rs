@@ -574,10 +574,11 @@ impl<'t> Load<'t> {
         match &mut f.data {
             Staged::Events(days) => {
                 pairs.retain(|p| p.1 > 0);
+                // The load holds the day even when nobody did the event that day.
+                let staged = days.entry(day).or_default();
                 if pairs.is_empty() {
                     return Ok(());
                 }
-                let staged = days.entry(day).or_default();
                 let fresh = staged.pairs.is_empty() && staged.built.is_empty();
                 if fresh && pairs.windows(2).all(|w| w[0].0 < w[1].0) {
                     staged.built = EventShard::build_all(pairs);

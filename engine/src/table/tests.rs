@@ -726,3 +726,34 @@ fn event_runs_built_while_staging_follow_renumbered_users() {
     let want: BTreeMap<u32, u32> = [(5, 2)].into_iter().collect();
     assert_eq!(event_counts(&snap, "visits", 0, DAY), want);
 }
+
+/// A run whose counts are all zero still makes the load hold its day: the day the previous
+/// version stored is replaced (by nobody), as a run with events would replace it.
+#[cfg(feature = "import")]
+#[test]
+fn an_event_run_of_zero_counts_replaces_its_day() {
+    const DAY: i32 = 20_000;
+    let (_dir, db) = fixture(2);
+    let t = db.table("users").unwrap();
+    let mut first = t.load("v1").unwrap();
+    let f = first
+        .field(FieldSpec::new("visits", FieldKind::Event))
+        .unwrap();
+    first.event_ids(f, DAY, &mut vec![(3, 2), (9, 1)]).unwrap();
+    first.event_ids(f, DAY + 1, &mut vec![(4, 1)]).unwrap();
+    first.commit().unwrap();
+    let want: BTreeMap<u32, u32> = [(3, 2), (9, 1)].into_iter().collect();
+    assert_eq!(event_counts(&t.snapshot(), "visits", 0, DAY), want);
+
+    let mut second = t.load("v2").unwrap();
+    let f = second
+        .field(FieldSpec::new("visits", FieldKind::Event))
+        .unwrap();
+    second.event_ids(f, DAY, &mut vec![(3, 0), (5, 0)]).unwrap();
+    second.commit().unwrap();
+    let snap = t.snapshot();
+    assert_eq!(event_counts(&snap, "visits", 0, DAY), BTreeMap::new());
+    // The day the load did not hold is kept.
+    let want: BTreeMap<u32, u32> = [(4, 1)].into_iter().collect();
+    assert_eq!(event_counts(&snap, "visits", 0, DAY + 1), want);
+}
