@@ -925,20 +925,9 @@ fn event_counts_add_up_in_any_row_order() {
     // Each user's count on a day: 1 for being in the day's bitmap, plus its count slices.
     let counts = |path: &str, day: i32| -> BTreeMap<String, u32> {
         let field = snap.field(path).unwrap();
-        let Some(users) = field.event_day_in(0, day).unwrap() else {
-            return BTreeMap::new();
-        };
-        let slices = field.event_count_slices_in(0, day).unwrap();
-        users
-            .iter()
-            .map(|id| {
-                let extra: u32 = slices
-                    .iter()
-                    .filter(|(_, b)| b.contains(id))
-                    .map(|(bit, _)| 1 << bit)
-                    .sum();
-                (key_str(&snap, id), 1 + extra)
-            })
+        crate::testutil::event_counts(&field, 0, day)
+            .into_iter()
+            .map(|(id, c)| (key_str(&snap, id), c))
             .collect()
     };
     let want = |pairs: &[(&str, u32)]| -> BTreeMap<String, u32> {
@@ -1017,19 +1006,10 @@ proptest! {
             let Ok(field) = snap.field(name) else { continue };
             for &day in field.event_days() {
                 for shard in 0..snap.shards() {
-                    let Some(users) = field.event_day_in(shard, day).unwrap() else {
-                        continue;
-                    };
-                    let slices = field.event_count_slices_in(shard, day).unwrap();
-                    for id in users.iter() {
-                        let extra: u32 = slices
-                            .iter()
-                            .filter(|(_, b)| b.contains(id))
-                            .map(|(bit, _)| 1 << bit)
-                            .sum();
+                    for (id, c) in crate::testutil::event_counts(&field, shard, day) {
                         got.entry((name, day))
                             .or_default()
-                            .insert(key_str(&snap, id), 1 + extra);
+                            .insert(key_str(&snap, id), c);
                     }
                 }
             }

@@ -595,8 +595,7 @@ fn damaged_files_are_corruption_errors_not_panics() {
         .unwrap();
 }
 
-/// Each user's count of `path` on `day` in `shard`: 1 for being in the day's bitmap, plus the
-/// count slices the user is in.
+/// Each user's count of event `path` on `day` in `shard`, by id.
 #[cfg(feature = "import")]
 fn event_counts(
     snap: &crate::TableSnapshot,
@@ -604,22 +603,7 @@ fn event_counts(
     shard: u32,
     day: i32,
 ) -> BTreeMap<u32, u32> {
-    let field = snap.field(path).unwrap();
-    let Some(users) = field.event_day_in(shard, day).unwrap() else {
-        return BTreeMap::new();
-    };
-    let slices = field.event_count_slices_in(shard, day).unwrap();
-    users
-        .iter()
-        .map(|id| {
-            let extra: u32 = slices
-                .iter()
-                .filter(|(_, b)| b.contains(id))
-                .map(|(bit, _)| 1 << bit)
-                .sum();
-            (id, 1 + extra)
-        })
-        .collect()
+    crate::testutil::event_counts(&snap.field(path).unwrap(), shard, day)
 }
 
 /// Runs of an event staged with `Load::event_ids`: runs of increasing ids into an empty day
