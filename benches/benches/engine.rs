@@ -135,6 +135,33 @@ fn dictionary(c: &mut Criterion) {
             black_box(out.len())
         })
     });
+    // Keys in id order, as a long file sorted by tag gives them (each tag's members in user
+    // order): every `1 / density`-th user on average, the gaps scattered.
+    for (name, per_mille) in [
+        ("dense_40pct", 400u64),
+        ("mid_8pct", 80),
+        ("sparse_1pct", 10),
+    ] {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let ordered: Vec<String> = (0..users)
+            .filter(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % 1000 < per_mille
+            })
+            .take(n)
+            .map(portrait_datagen::key)
+            .collect();
+        g.throughput(Throughput::Elements(ordered.len() as u64));
+        g.bench_function(format!("batch_lookup_ordered_keys_{name}"), |b| {
+            b.iter(|| {
+                snap.ids_of(ordered.iter().map(|k| KeyRef::Str(k)), &mut out)
+                    .unwrap();
+                black_box(out.len())
+            })
+        });
+    }
     g.finish();
 }
 

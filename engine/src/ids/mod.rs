@@ -757,33 +757,34 @@ fn close_in_order(ids: &[Option<u32>]) -> bool {
 /// index decides instead: 6 doublings and a binary search, at most ~12 comparisons.
 const FOLLOW_SPAN: u32 = 64;
 
+/// Times [`follow`] compares the next [`SCAN`] keys at once before it searches.
+const SCAN_CHUNKS: u32 = 8;
+
 /// The position of `probe` if it is within [`FOLLOW_SPAN`] positions after `from` in a stretch
 /// of the store whose keys increase: gallops forward by doubling steps to the first key not
 /// below it, then binary-searches the last step. Only an exact match is returned, so a store
 /// that is not in order there costs a wasted search, never a wrong answer.
 ///
-/// The [`SCAN`] keys right after `from` are first compared all at once
-/// ([`KeyStore::count_below`]): a key among them (the usual case in a dense run) is found
-/// without the mispredicted branches of a search.
+/// The keys right after `from` are first compared [`SCAN`] at a time, up to [`SCAN_CHUNKS`]
+/// times ([`KeyStore::count_below`]): a key among them (the usual case in a dense run) is
+/// found without the mispredicted branches of a search.
 #[inline]
 fn follow<S: KeyStore>(store: &S, from: u32, probe: S::Probe<'_>) -> Option<u32> {
     use std::cmp::Ordering::{Equal, Greater, Less};
-    let next = from.checked_add(1)?;
-    // The very next key first: in the densest runs it is the one.
-    match store.cmp_at(next, probe)? {
-        Equal => return Some(next),
-        Greater => return None,
-        Less => {}
-    }
-    let from = match store.count_below(next + 1, probe) {
-        Some(below) if below < SCAN => {
-            let p = next + 1 + below;
-            return store.matches(p, probe).then_some(p);
+    let mut next = from.checked_add(1)?;
+    for _ in 0..SCAN_CHUNKS {
+        match store.count_below(next, probe) {
+            Some(below) if below < SCAN => {
+                let p = next + below;
+                return store.matches(p, probe).then_some(p);
+            }
+            // Every one of them is below: on to the next ones.
+            Some(_) => next += SCAN,
+            // Not comparable at once here (keys of other lengths, near the end).
+            None => break,
         }
-        // Every one of them is below: on from the last.
-        Some(_) => next + SCAN,
-        None => from,
-    };
+    }
+    let from = next - 1;
     let mut lo = from.checked_add(1)?;
     let mut step = 1u32;
     let hi = loop {

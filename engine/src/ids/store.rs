@@ -252,8 +252,10 @@ pub(super) trait KeyStore {
     fn count_below(&self, start: u32, probe: Self::Probe<'_>) -> Option<u32>;
 }
 
-/// Keys [`KeyStore::count_below`] compares at once.
-pub(super) const SCAN: u32 = 8;
+/// Keys [`KeyStore::count_below`] compares at once. Four, not more: in a dense run the key
+/// sought is usually among the first few, and every key compared costs the same whether it
+/// decides or not (8 took ~40% longer on keys 2.5 positions apart, 16 longer still).
+pub(super) const SCAN: u32 = 4;
 
 /// The first and the last 8 bytes of `key` as big-endian numbers (`None` under 8 bytes): for
 /// keys of one length of 8 to 16 bytes, their order is the keys' order.
@@ -384,10 +386,15 @@ impl KeyStore for Arena {
         }
         let first = ends[0] as usize;
         let text = self.text.as_bytes().get(first..first + N * len)?;
+        // Each key as one big-endian 128-bit number (its first and last 8 bytes, which
+        // overlap below 16 bytes): one wide comparison per key, no branch.
+        let probe = u128::from(p0) << 64 | u128::from(p1);
         let mut below = 0;
-        for key in text.chunks_exact(len) {
-            let (k0, k1) = words(key)?;
-            below += u32::from((k0 < p0) | ((k0 == p0) & (k1 < p1)));
+        for k in 0..N {
+            let at = k * len;
+            let k0 = u64::from_be_bytes(*text.get(at..at + 8)?.first_chunk::<8>()?);
+            let k1 = u64::from_be_bytes(*text.get(at + len - 8..at + len)?.first_chunk::<8>()?);
+            below += u32::from((u128::from(k0) << 64 | u128::from(k1)) < probe);
         }
         Some(below)
     }
