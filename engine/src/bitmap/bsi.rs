@@ -44,6 +44,76 @@ pub struct BsiRef<'a> {
     pub(crate) portable: Option<Vec<&'a [u8]>>,
 }
 
+/// Values by user id, in id order with one value per id: `(id, value)` pairs, or the values
+/// of consecutive ids from `first` (what a load stages for a file of one row per user, at half
+/// the memory of pairs).
+#[derive(Debug)]
+pub(crate) enum ById<'a, T> {
+    Pairs(&'a [(u32, T)]),
+    Run { first: u32, values: &'a [T] },
+}
+
+impl<T> Clone for ById<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for ById<'_, T> {}
+
+impl<'a, T: Copy> ById<'a, T> {
+    /// How many ids have a value.
+    pub(crate) fn len(self) -> usize {
+        match self {
+            ById::Pairs(p) => p.len(),
+            ById::Run { values, .. } => values.len(),
+        }
+    }
+
+    /// The ids of `range` and their values.
+    pub(crate) fn within(self, range: std::ops::Range<u32>) -> Self {
+        match self {
+            ById::Pairs(p) => {
+                let lo = p.partition_point(|x| x.0 < range.start);
+                let hi = p.partition_point(|x| x.0 < range.end);
+                ById::Pairs(&p[lo..hi.max(lo)])
+            }
+            ById::Run { first, values } => {
+                let at = |id: u32| (id.saturating_sub(first) as usize).min(values.len());
+                let (lo, hi) = (at(range.start), at(range.end));
+                ById::Run {
+                    first: first + lo as u32,
+                    values: &values[lo..hi.max(lo)],
+                }
+            }
+        }
+    }
+
+    /// Every `(id, value)`, in id order.
+    pub(crate) fn iter(self) -> impl Iterator<Item = (u32, T)> + 'a {
+        let (pairs, run) = match self {
+            ById::Pairs(p) => (p, None),
+            ById::Run { first, values } => (&[][..], Some((first, values))),
+        };
+        let run = run.into_iter().flat_map(|(first, values)| {
+            values
+                .iter()
+                .enumerate()
+                .map(move |(i, &v)| (first + i as u32, v))
+        });
+        pairs.iter().copied().chain(run)
+    }
+
+    /// Every value, in id order.
+    pub(crate) fn values(self) -> impl Iterator<Item = T> + Clone + 'a {
+        let (pairs, run) = match self {
+            ById::Pairs(p) => (p, &[][..]),
+            ById::Run { values, .. } => (&[][..], values),
+        };
+        pairs.iter().map(|p| p.1).chain(run.iter().copied())
+    }
+}
+
 /// An owned BSI, as built for one shard before it is written.
 #[derive(Debug, Clone)]
 pub struct BsiBuilt {
@@ -58,19 +128,25 @@ pub struct BsiBuilt {
 impl BsiBuilt {
     /// Builds a BSI from `(id, value)` pairs with distinct ids.
     ///
-    /// Pairs sorted by id (as a load stages them) are sliced a container (2^16 ids) at a time
-    /// into one bitset per slice, each then stored as a bitset or an array container: a few
-    /// bit operations per set bit, and no per-member insertion. Others are sorted first.
+    /// Pairs sorted by id (as a load stages them) are built as they are
+    /// ([`BsiBuilt::build_sorted`]); others are sorted first.
     pub fn build(pairs: &[(u32, i64)]) -> Self {
         if !pairs.windows(2).all(|w| w[0].0 < w[1].0) {
             let mut sorted = pairs.to_vec();
             sorted.sort_unstable_by_key(|p| p.0);
-            return Self::build(&sorted);
+            return Self::build_sorted(ById::Pairs(&sorted));
         }
-        let base = pairs.iter().map(|p| p.1).min().unwrap_or(0);
-        let max_off = pairs
-            .iter()
-            .map(|p| p.1.wrapping_sub(base) as u64)
+        Self::build_sorted(ById::Pairs(pairs))
+    }
+
+    /// Builds a BSI from values by id, sliced a container (2^16 ids) at a time into one bitset
+    /// per slice, each then stored as a bitset or an array container: a few bit operations per
+    /// set bit, and no per-member insertion.
+    pub(crate) fn build_sorted(values: ById<'_, i64>) -> Self {
+        let base = values.values().min().unwrap_or(0);
+        let max_off = values
+            .values()
+            .map(|v| v.wrapping_sub(base) as u64)
             .max()
             .unwrap_or(0);
         let depth = (64 - max_off.leading_zeros()) as usize;
@@ -82,20 +158,8 @@ impl BsiBuilt {
         let mut bits = vec![0u64; 1024];
         let mut containers: Vec<Vec<(u16, Container<'static>)>> =
             (0..slots).map(|_| Vec::new()).collect();
-        let mut start = 0;
-        while start < pairs.len() {
-            let key = pairs[start].0 >> 16;
-            let len = pairs[start..].partition_point(|p| p.0 >> 16 == key);
-            for &(id, v) in &pairs[start..start + len] {
-                let low = (id & 0xffff) as usize;
-                let (at, bit) = ((low / 64) * slots, 1u64 << (low % 64));
-                words[at] |= bit;
-                let mut off = v.wrapping_sub(base) as u64;
-                while off != 0 {
-                    words[at + 1 + off.trailing_zeros() as usize] |= bit;
-                    off &= off - 1;
-                }
-            }
+        // Moves the words of container `key` into `containers`, leaving them zero.
+        let mut flush = |key: u32, words: &mut [u64]| {
             for (slot, out) in containers.iter_mut().enumerate() {
                 let mut card = 0u32;
                 for (i, b) in bits.iter_mut().enumerate() {
@@ -120,7 +184,27 @@ impl BsiBuilt {
                     out.push((key as u16, Container::Array(low)));
                 }
             }
-            start += len;
+        };
+        let mut current = None;
+        for (id, v) in values.iter() {
+            let key = id >> 16;
+            if current != Some(key) {
+                if let Some(done) = current {
+                    flush(done, &mut words);
+                }
+                current = Some(key);
+            }
+            let low = (id & 0xffff) as usize;
+            let (at, bit) = ((low / 64) * slots, 1u64 << (low % 64));
+            words[at] |= bit;
+            let mut off = v.wrapping_sub(base) as u64;
+            while off != 0 {
+                words[at + 1 + off.trailing_zeros() as usize] |= bit;
+                off &= off - 1;
+            }
+        }
+        if let Some(done) = current {
+            flush(done, &mut words);
         }
         let mut bitmaps = containers.into_iter().map(|c| {
             let mut b = from_containers(&c).unwrap_or_default();
@@ -559,6 +643,44 @@ mod tests {
                         .collect()
                 })
                 .collect(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(crate::testutil::proptest_config(64))]
+        /// Values of consecutive ids (`ById::Run`, crossing containers or not) build the same
+        /// BSI as their pairs by the definition; any range of them holds exactly the pairs
+        /// whose ids it contains, as runs and as pairs alike.
+        #[test]
+        fn runs_build_and_cut_like_their_pairs(
+            first in prop_oneof![0u32..10, 65_000u32..66_000, Just(u32::MAX - 30_000)],
+            values in proptest::collection::vec(prop_oneof![0i64..300, any::<i64>(), -5i64..5], 0..9_000),
+            stretch in 1usize..4,
+            lo in 0u32..80_000,
+            len in 0u32..80_000,
+        ) {
+            // Stretched so that runs reach into two or three containers.
+            let values: Vec<i64> = values.iter().cycle().take(values.len() * stretch).copied().collect();
+            let pairs: Vec<(u32, i64)> =
+                values.iter().enumerate().map(|(i, &v)| (first + i as u32, v)).collect();
+            let run = ById::Run { first, values: &values };
+            let want = naive(&pairs);
+            let got = BsiBuilt::build_sorted(run);
+            prop_assert_eq!(got.base, want.base);
+            prop_assert_eq!(&got.exists, &want.exists);
+            prop_assert_eq!(&got.slices, &want.slices);
+            let start = first.saturating_add(lo).saturating_sub(40_000);
+            let range = start..start.saturating_add(len);
+            let inside: Vec<(u32, i64)> =
+                pairs.iter().copied().filter(|p| range.contains(&p.0)).collect();
+            let cut = run.within(range.clone());
+            prop_assert_eq!(cut.len(), inside.len());
+            prop_assert_eq!(cut.iter().collect::<Vec<_>>(), inside.clone());
+            prop_assert_eq!(
+                cut.values().collect::<Vec<_>>(),
+                inside.iter().map(|p| p.1).collect::<Vec<_>>()
+            );
+            prop_assert_eq!(ById::Pairs(&pairs).within(range).iter().collect::<Vec<_>>(), inside);
         }
     }
 

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use super::Table;
 use super::snapshot::{TableSnapshot, Value};
-use crate::bitmap::bsi::BsiBuilt;
+use crate::bitmap::bsi::{BsiBuilt, ById};
 use crate::catalog::{FieldKind, FieldMeta, FieldSpec, VersionInfo, validate_path};
 use crate::error::{Error, Result};
 use crate::ids::{IdDictionary, KeyRef, chunk};
@@ -55,9 +55,105 @@ enum Staged {
         codes: HashMap<String, u32>,
         pairs: Vec<(u32, u32)>,
     },
-    Ints(Vec<(u32, i64)>),
+    Ints(IntStage),
     /// Events: per day, the users who did the event and how often.
     Events(BTreeMap<i32, EventDay>),
+}
+
+/// The staged values of an int, decimal or timestamp field, in staging order: first the
+/// values of consecutive ids from `first` (a file of one row per user, in id order, as a first
+/// load of new users is), 8 bytes a value; then, from the first value that does not continue
+/// them, `(id, value)` pairs of any ids, 16 bytes a value. A user's last value wins.
+#[derive(Debug, Default)]
+struct IntStage {
+    first: u32,
+    run: Vec<i64>,
+    pairs: Vec<(u32, i64)>,
+}
+
+impl IntStage {
+    /// Stages `pairs` after the values staged so far.
+    fn extend(&mut self, pairs: &[(u32, i64)]) {
+        if self.pairs.is_empty() {
+            if self.run.is_empty()
+                && let Some(&(id, _)) = pairs.first()
+            {
+                self.first = id;
+            }
+            let next = u64::from(self.first) + self.run.len() as u64;
+            let continues = pairs
+                .iter()
+                .enumerate()
+                .all(|(i, p)| u64::from(p.0) == next + i as u64);
+            if continues {
+                self.run.extend(pairs.iter().map(|p| p.1));
+                return;
+            }
+        }
+        self.pairs.extend_from_slice(pairs);
+    }
+
+    /// Makes room for `n` more values (a hint; a refusal only means no head start).
+    fn reserve(&mut self, n: usize) {
+        let _ = if self.pairs.is_empty() {
+            self.run.try_reserve_exact(n)
+        } else {
+            self.pairs.try_reserve_exact(n)
+        };
+    }
+
+    /// Turns the run into pairs too, in front of the others (before renumbering ids).
+    fn all_pairs(&mut self) -> &mut Vec<(u32, i64)> {
+        if !self.run.is_empty() {
+            let first = self.first;
+            let run = std::mem::take(&mut self.run);
+            let mut all: Vec<(u32, i64)> = Vec::with_capacity(run.len() + self.pairs.len());
+            all.extend(
+                run.into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (first + i as u32, v)),
+            );
+            all.append(&mut self.pairs);
+            self.pairs = all;
+        }
+        &mut self.pairs
+    }
+
+    /// Each user's last value, by id: the staged values as they are when they are the run
+    /// alone, or pairs sorted by id with one per id; else sorted and reduced anew.
+    fn prepared(&self) -> PreparedInts<'_> {
+        if self.pairs.is_empty() {
+            return PreparedInts::View(ById::Run {
+                first: self.first,
+                values: &self.run,
+            });
+        }
+        if self.run.is_empty() && self.pairs.windows(2).all(|w| w[0].0 < w[1].0) {
+            return PreparedInts::View(ById::Pairs(&self.pairs));
+        }
+        let first = self.first;
+        let run = self.run.iter().enumerate();
+        let all: Vec<(u32, i64)> = run
+            .map(|(i, &v)| (first + i as u32, v))
+            .chain(self.pairs.iter().copied())
+            .collect();
+        PreparedInts::Owned(last_value_per_user(all))
+    }
+}
+
+/// An int field's values for writing: each user's last value, by id.
+enum PreparedInts<'a> {
+    View(ById<'a, i64>),
+    Owned(Vec<(u32, i64)>),
+}
+
+impl PreparedInts<'_> {
+    fn view(&self) -> ById<'_, i64> {
+        match self {
+            PreparedInts::View(v) => *v,
+            PreparedInts::Owned(pairs) => ById::Pairs(pairs),
+        }
+    }
 }
 
 /// One day of a staged event.
@@ -289,7 +385,7 @@ impl<'t> Load<'t> {
                 pairs: Vec::new(),
             },
             FieldKind::Event => Staged::Events(BTreeMap::new()),
-            _ => Staged::Ints(Vec::new()),
+            _ => Staged::Ints(IntStage::default()),
         };
         self.by_path.insert(spec.path.clone(), self.fields.len());
         self.fields.push(StagedField { spec, data });
@@ -658,10 +754,10 @@ impl<'t> Load<'t> {
                         })?,
                     _ => x,
                 };
-                v.push((id, x));
+                v.extend(&[(id, x)]);
             }
             (Staged::Ints(v), Value::Decimal { units, scale }) => match kind {
-                FieldKind::Decimal { scale: s } if s == scale => v.push((id, units)),
+                FieldKind::Decimal { scale: s } if s == scale => v.extend(&[(id, units)]),
                 _ => {
                     return Err(Error::InvalidArgument(format!(
                         "decimal with scale {scale} does not fit field `{}` ({})",
@@ -671,7 +767,7 @@ impl<'t> Load<'t> {
                 }
             },
             (Staged::Ints(v), Value::Timestamp(ms)) if kind == FieldKind::Timestamp => {
-                v.push((id, ms))
+                v.extend(&[(id, ms)])
             }
             (_, other) => {
                 return Err(Error::InvalidArgument(format!(
@@ -695,7 +791,7 @@ impl<'t> Load<'t> {
         let f = self.staged(field)?;
         match &mut f.data {
             Staged::Ints(v) => {
-                v.extend_from_slice(pairs);
+                v.extend(pairs);
                 Ok(())
             }
             _ => Err(mismatch(&f.spec, "an int, decimal or timestamp")),
@@ -710,11 +806,13 @@ impl<'t> Load<'t> {
         let n = usize::try_from(values).unwrap_or(usize::MAX);
         let f = self.staged(field)?;
         // A refusal only means no head start.
-        let _ = match &mut f.data {
-            Staged::Ints(v) => v.try_reserve_exact(n),
-            Staged::Values { pairs, .. } => pairs.try_reserve_exact(n),
-            Staged::Flag(_) | Staged::Events(_) => Ok(()),
-        };
+        match &mut f.data {
+            Staged::Ints(v) => v.reserve(n),
+            Staged::Values { pairs, .. } => {
+                let _ = pairs.try_reserve_exact(n);
+            }
+            Staged::Flag(_) | Staged::Events(_) => {}
+        }
         Ok(())
     }
 
@@ -1057,7 +1155,7 @@ fn remap_staged(data: &mut Staged, old_first: u32, map: &[u32]) {
             }
         }
         Staged::Values { pairs, .. } => pairs.iter_mut().for_each(|p| p.0 = f(p.0)),
-        Staged::Ints(pairs) => pairs.iter_mut().for_each(|p| p.0 = f(p.0)),
+        Staged::Ints(stage) => stage.all_pairs().iter_mut().for_each(|p| p.0 = f(p.0)),
         Staged::Events(days) => {
             for day in days.values_mut() {
                 day.unbuild();
@@ -1151,7 +1249,7 @@ struct Prepared<'a> {
     values: Vec<String>,
     /// `(id, code)` for enum/set, sorted by id (then code), deduplicated.
     pairs: Vec<(u32, u32)>,
-    ints: Cow<'a, [(u32, i64)]>,
+    ints: PreparedInts<'a>,
     users: u64,
     distinct: u64,
 }
@@ -1174,7 +1272,7 @@ impl<'a> Prepared<'a> {
             flag: None,
             values: Vec::new(),
             pairs: Vec::new(),
-            ints: Cow::Borrowed(&[]),
+            ints: PreparedInts::View(ById::Pairs(&[])),
             users: 0,
             distinct: 0,
         };
@@ -1278,15 +1376,11 @@ impl<'a> Prepared<'a> {
                     .map(|&d| crate::behaviour::format_day(d))
                     .collect();
             }
-            Staged::Ints(pairs) => {
-                let out = if pairs.windows(2).all(|w| w[0].0 < w[1].0) {
-                    Cow::Borrowed(&pairs[..])
-                } else {
-                    Cow::Owned(last_value_per_user(pairs.clone()))
-                };
-                p.users = out.len() as u64;
-                p.distinct = distinct_values(out.iter().map(|p| p.1));
-                p.ints = out;
+            Staged::Ints(stage) => {
+                let ints = stage.prepared();
+                p.users = ints.view().len() as u64;
+                p.distinct = distinct_values(ints.view().values());
+                p.ints = ints;
             }
         }
         p
@@ -1423,11 +1517,9 @@ impl<'a> Prepared<'a> {
                 blobs.sort_by_key(|b| b.0);
             }
             _ => {
-                let lo = self.ints.partition_point(|p| p.0 < range.start);
-                let hi = self.ints.partition_point(|p| p.0 < range.end);
-                let part = &self.ints[lo..hi];
-                if !part.is_empty() {
-                    let bsi = BsiBuilt::build(part);
+                let part = self.ints.view().within(range.clone());
+                if part.len() > 0 {
+                    let bsi = BsiBuilt::build_sorted(part);
                     blobs.push((
                         key(Role::BsiExists, 0),
                         bsi.base,
@@ -1480,9 +1572,8 @@ enum BlobBytes<'a> {
     /// A bitmap, serialized into the writer's scratch buffer as it is written (while the
     /// bytes are in cache, and with no buffer of its own).
     Bitmap(&'a Bitmap),
-    /// An `i64` per user of the range: its value in the pairs (sorted by id, one per id), 0
-    /// for the others.
-    Ints(&'a [(u32, i64)], std::ops::Range<u32>),
+    /// An `i64` per user of the range: its value, 0 for the others.
+    Ints(ById<'a, i64>, std::ops::Range<u32>),
     /// A code per user of the range: its code in the pairs (sorted by id, one per id),
     /// [`NULL_CODE`] for the others; a `u8` each when narrow (every code below
     /// [`NULL_CODE8`], which stands for none), else a `u32`.
@@ -1517,18 +1608,18 @@ impl Blob<'_> {
             BlobBytes::Parts(parts) => w.add_streamed(self.key, self.aux, |s| {
                 parts.iter().try_for_each(|p| s.write(p))
             }),
-            BlobBytes::Ints(pairs, range) => w.add_streamed(self.key, self.aux, |s| {
-                stream_column(s, pairs, range.clone(), 0, |v, out| {
+            BlobBytes::Ints(values, range) => w.add_streamed(self.key, self.aux, |s| {
+                stream_column(s, *values, range.clone(), 0, |v, out| {
                     out.extend_from_slice(&v.to_le_bytes())
                 })
             }),
             BlobBytes::Codes(pairs, range, false) => w.add_streamed(self.key, self.aux, |s| {
-                stream_column(s, pairs, range.clone(), NULL_CODE, |v, out| {
+                stream_column(s, ById::Pairs(pairs), range.clone(), NULL_CODE, |v, out| {
                     out.extend_from_slice(&v.to_le_bytes())
                 })
             }),
             BlobBytes::Codes(pairs, range, true) => w.add_streamed(self.key, self.aux, |s| {
-                stream_column(s, pairs, range.clone(), NULL_CODE, |v, out| {
+                stream_column(s, ById::Pairs(pairs), range.clone(), NULL_CODE, |v, out| {
                     out.push(u8::try_from(v).unwrap_or(NULL_CODE8))
                 })
             }),
@@ -1536,23 +1627,22 @@ impl Blob<'_> {
     }
 }
 
-/// Writes to `s` the column of the ids of `range`: each id's value in `pairs` (sorted by id,
-/// one per id), `absent` for the others, each encoded by `encode`, through a small buffer.
+/// Writes to `s` the column of the ids of `range`: each id's value in `values`, `absent` for
+/// the others, each encoded by `encode`, through a small buffer.
 fn stream_column<T: Copy>(
     s: &mut BlobSink<'_>,
-    pairs: &[(u32, T)],
+    values: ById<'_, T>,
     range: std::ops::Range<u32>,
     absent: T,
     encode: impl Fn(T, &mut Vec<u8>),
 ) -> Result<()> {
     const FLUSH: usize = 64 * 1024;
-    debug_assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0));
     let mut buf = Vec::with_capacity(FLUSH + 64);
     let mut next = range.start;
-    let mut pairs = pairs.iter().filter(|p| range.contains(&p.0)).peekable();
+    let mut pairs = values.within(range.clone()).iter().peekable();
     while next < range.end {
         match pairs.peek() {
-            Some(&&(id, v)) if id == next => {
+            Some(&(id, v)) if id == next => {
                 encode(v, &mut buf);
                 pairs.next();
             }
@@ -1819,7 +1909,7 @@ enum BlobData<'a> {
     Whole(&'a Bitmap),
     U32(Vec<u32>),
     /// See [`BlobBytes::Ints`].
-    Ints(&'a [(u32, i64)], std::ops::Range<u32>),
+    Ints(ById<'a, i64>, std::ops::Range<u32>),
     /// See [`BlobBytes::Codes`].
     Codes(&'a [(u32, u32)], std::ops::Range<u32>, bool),
 }

@@ -741,3 +741,84 @@ fn an_event_run_of_zero_counts_replaces_its_day() {
     let want: BTreeMap<u32, u32> = [(4, 1)].into_iter().collect();
     assert_eq!(event_counts(&snap, "visits", 0, DAY + 1), want);
 }
+
+/// Int values staged in any mix of runs of consecutive ids (kept as values alone) and
+/// scattered ids, one at a time or in batches, read back as each user's last value, from the
+/// column and from the bit-sliced index alike.
+#[test]
+fn int_values_staged_in_runs_and_pairs_read_back_like_the_model() {
+    // Per batch: first id, length, scattered or consecutive, one call per value or one call.
+    let batches = proptest::collection::vec(
+        (interesting_id(), 0u32..300, any::<bool>(), any::<bool>()),
+        1..6,
+    );
+    proptest!(crate::testutil::proptest_config(16), |(batches in batches)| {
+        let (_dir, db) = fixture(2);
+        let t = db.table("users").unwrap();
+        let mut load = t.load("scores").unwrap();
+        let f = load.field(FieldSpec::new("score", FieldKind::Int)).unwrap();
+        let mut model: BTreeMap<u32, i64> = BTreeMap::new();
+        let mut value = -40i64;
+        for &(start, len, scattered, single) in &batches {
+            let pairs: Vec<(u32, i64)> = (0..len)
+                .map(|i| {
+                    let id = if scattered { (start + i * 7919) % USERS } else { start + i };
+                    value += 3;
+                    (id, value % 50)
+                })
+                .filter(|p| p.0 < USERS)
+                .collect();
+            if single {
+                for &(id, v) in &pairs {
+                    load.value_id(f, id, Value::Int(v)).unwrap();
+                }
+            } else {
+                load.value_units(f, &pairs).unwrap();
+            }
+            model.extend(pairs);
+        }
+        load.commit().unwrap();
+        let snap = t.snapshot();
+        let score = snap.field("score").unwrap();
+        let probes = model.keys().copied().chain([0, 1, SHARD - 1, SHARD, USERS - 1]);
+        for id in probes {
+            prop_assert_eq!(score.value_of(id).unwrap(), model.get(&id).map(|&v| Value::Int(v)), "user {}", id);
+        }
+        for c in [-10, 0, 7, 49] {
+            let want = ids(model.iter().filter(|e| *e.1 >= c).map(|e| *e.0));
+            prop_assert_eq!(score.compare(CmpOp::Ge, c).unwrap().to_vec(), want);
+        }
+    });
+}
+
+/// A run of int values of the load's new users keeps its values with their keys when a
+/// real-time write adds a user before the commit and the load's users are renumbered.
+#[test]
+fn int_runs_follow_renumbered_users() {
+    let (_dir, db) = fixture(2);
+    let t = db.table("users").unwrap();
+    let mut first = t.load("vip").unwrap();
+    let vip = first.field(FieldSpec::new("vip", FieldKind::Flag)).unwrap();
+    first.flag_id(vip, 0).unwrap();
+    first.commit().unwrap();
+
+    let (a, b, live) = (1u64 << 40, (1u64 << 40) + 1, (1u64 << 40) + 2);
+    let mut load = t.load("scores").unwrap();
+    let f = load.field(FieldSpec::new("score", FieldKind::Int)).unwrap();
+    let ia = load.user(KeyRef::U64(a)).unwrap();
+    let ib = load.user(KeyRef::U64(b)).unwrap();
+    load.value_units(f, &[(USERS - 1, 5), (ia, 7), (ib, 9)])
+        .unwrap();
+    t.write(&[crate::realtime::Write::set(live, "vip", Value::Flag)])
+        .unwrap();
+    load.commit().unwrap();
+
+    let snap = t.snapshot();
+    let id = |k: u64| snap.id_of(KeyRef::U64(k)).unwrap().unwrap();
+    assert_ne!(id(a), ia, "the load's users were renumbered");
+    let score = snap.field("score").unwrap();
+    assert_eq!(score.value_of(USERS - 1).unwrap(), Some(Value::Int(5)));
+    assert_eq!(score.value_of(id(a)).unwrap(), Some(Value::Int(7)));
+    assert_eq!(score.value_of(id(b)).unwrap(), Some(Value::Int(9)));
+    assert_eq!(score.value_of(id(live)).unwrap(), None);
+}
