@@ -50,30 +50,45 @@ pub struct LoadField(usize);
 #[derive(Debug)]
 enum Staged {
     Flag(Bitmap),
-    /// Enum and set: staged value codes (in order of first appearance) and `(id, code)` pairs.
+    /// Enum and set: staged value codes (in order of first appearance) and users' codes.
     Values {
         codes: HashMap<String, u32>,
-        pairs: Vec<(u32, u32)>,
+        pairs: RunStage<u32>,
     },
-    Ints(IntStage),
+    Ints(RunStage<i64>),
     /// Events: per day, the users who did the event and how often.
     Events(BTreeMap<i32, EventDay>),
 }
 
-/// The staged values of an int, decimal or timestamp field, in staging order: first the
-/// values of consecutive ids from `first` (a file of one row per user, in id order, as a first
-/// load of new users is), 8 bytes a value; then, from the first value that does not continue
-/// them, `(id, value)` pairs of any ids, 16 bytes a value. A user's last value wins.
+/// The staged values of a field, in staging order: first the values of consecutive ids from
+/// `first` (a file of one row per user, in id order, as a first load of new users is), alone;
+/// then, from the first value that does not continue them, `(id, value)` pairs of any ids. An
+/// int's 8 bytes or a code's 4 take 16 and 8 bytes as pairs.
 #[derive(Debug, Default)]
-struct IntStage {
+struct RunStage<T> {
     first: u32,
-    run: Vec<i64>,
-    pairs: Vec<(u32, i64)>,
+    run: Vec<T>,
+    pairs: Vec<(u32, T)>,
 }
 
-impl IntStage {
+impl<T: Copy> RunStage<T> {
+    /// Stages `(id, v)` after the values staged so far.
+    #[inline]
+    fn push(&mut self, id: u32, v: T) {
+        if self.pairs.is_empty() {
+            if self.run.is_empty() {
+                self.first = id;
+            }
+            if u64::from(id) == u64::from(self.first) + self.run.len() as u64 {
+                self.run.push(v);
+                return;
+            }
+        }
+        self.pairs.push((id, v));
+    }
+
     /// Stages `pairs` after the values staged so far.
-    fn extend(&mut self, pairs: &[(u32, i64)]) {
+    fn extend(&mut self, pairs: &[(u32, T)]) {
         if self.pairs.is_empty() {
             if self.run.is_empty()
                 && let Some(&(id, _)) = pairs.first()
@@ -103,41 +118,44 @@ impl IntStage {
     }
 
     /// Turns the run into pairs too, in front of the others (before renumbering ids).
-    fn all_pairs(&mut self) -> &mut Vec<(u32, i64)> {
+    fn all_pairs(&mut self) -> &mut Vec<(u32, T)> {
         if !self.run.is_empty() {
-            let first = self.first;
-            let run = std::mem::take(&mut self.run);
-            let mut all: Vec<(u32, i64)> = Vec::with_capacity(run.len() + self.pairs.len());
-            all.extend(
-                run.into_iter()
-                    .enumerate()
-                    .map(|(i, v)| (first + i as u32, v)),
-            );
-            all.append(&mut self.pairs);
-            self.pairs = all;
+            let mut all = self.to_pairs();
+            self.run = Vec::new();
+            std::mem::swap(&mut self.pairs, &mut all);
         }
         &mut self.pairs
     }
 
+    /// Every staged `(id, value)`, in staging order.
+    fn to_pairs(&self) -> Vec<(u32, T)> {
+        let first = self.first;
+        let run = self.run.iter().enumerate();
+        run.map(|(i, &v)| (first + i as u32, v))
+            .chain(self.pairs.iter().copied())
+            .collect()
+    }
+
+    /// The run alone: staged in id order with one value per id.
+    fn only_run(&self) -> Option<ById<'_, T>> {
+        self.pairs.is_empty().then_some(ById::Run {
+            first: self.first,
+            values: &self.run,
+        })
+    }
+}
+
+impl RunStage<i64> {
     /// Each user's last value, by id: the staged values as they are when they are the run
     /// alone, or pairs sorted by id with one per id; else sorted and reduced anew.
     fn prepared(&self) -> PreparedInts<'_> {
-        if self.pairs.is_empty() {
-            return PreparedInts::View(ById::Run {
-                first: self.first,
-                values: &self.run,
-            });
+        if let Some(run) = self.only_run() {
+            return PreparedInts::View(run);
         }
         if self.run.is_empty() && self.pairs.windows(2).all(|w| w[0].0 < w[1].0) {
             return PreparedInts::View(ById::Pairs(&self.pairs));
         }
-        let first = self.first;
-        let run = self.run.iter().enumerate();
-        let all: Vec<(u32, i64)> = run
-            .map(|(i, &v)| (first + i as u32, v))
-            .chain(self.pairs.iter().copied())
-            .collect();
-        PreparedInts::Owned(last_value_per_user(all))
+        PreparedInts::Owned(last_value_per_user(self.to_pairs()))
     }
 }
 
@@ -152,6 +170,36 @@ impl PreparedInts<'_> {
         match self {
             PreparedInts::View(v) => *v,
             PreparedInts::Owned(pairs) => ById::Pairs(pairs),
+        }
+    }
+}
+
+/// An enum or set field's codes for writing, by id (a set's codes of one user ascending).
+enum PreparedCodes {
+    /// One code per user of `first..`.
+    Run {
+        first: u32,
+        codes: Vec<u32>,
+    },
+    Pairs(Vec<(u32, u32)>),
+}
+
+impl PreparedCodes {
+    fn view(&self) -> ById<'_, u32> {
+        match self {
+            PreparedCodes::Run { first, codes } => ById::Run {
+                first: *first,
+                values: codes,
+            },
+            PreparedCodes::Pairs(pairs) => ById::Pairs(pairs),
+        }
+    }
+
+    /// Replaces every code `c` by `to[c]`.
+    fn recode(&mut self, to: &[u32]) {
+        match self {
+            PreparedCodes::Run { codes, .. } => codes.iter_mut().for_each(|c| *c = to[*c as usize]),
+            PreparedCodes::Pairs(pairs) => pairs.iter_mut().for_each(|p| p.1 = to[p.1 as usize]),
         }
     }
 }
@@ -382,10 +430,10 @@ impl<'t> Load<'t> {
             FieldKind::Flag => Staged::Flag(Bitmap::new()),
             FieldKind::Enum | FieldKind::Set => Staged::Values {
                 codes: HashMap::new(),
-                pairs: Vec::new(),
+                pairs: RunStage::default(),
             },
             FieldKind::Event => Staged::Events(BTreeMap::new()),
-            _ => Staged::Ints(IntStage::default()),
+            _ => Staged::Ints(RunStage::default()),
         };
         self.by_path.insert(spec.path.clone(), self.fields.len());
         self.fields.push(StagedField { spec, data });
@@ -808,9 +856,7 @@ impl<'t> Load<'t> {
         // A refusal only means no head start.
         match &mut f.data {
             Staged::Ints(v) => v.reserve(n),
-            Staged::Values { pairs, .. } => {
-                let _ = pairs.try_reserve_exact(n);
-            }
+            Staged::Values { pairs, .. } => pairs.reserve(n),
             Staged::Flag(_) | Staged::Events(_) => {}
         }
         Ok(())
@@ -837,7 +883,6 @@ impl<'t> Load<'t> {
             return Err(mismatch(&f.spec, "an enum or a set"));
         };
         let mut remap = vec![None; values.len()];
-        staged.reserve(pairs.len());
         for &(id, i) in pairs {
             let slot = remap.get_mut(i as usize).ok_or_else(|| {
                 Error::InvalidArgument(format!("value index {i} of {} values", values.len()))
@@ -858,7 +903,7 @@ impl<'t> Load<'t> {
                     c
                 }
             };
-            staged.push((id, code));
+            staged.push(id, code);
         }
         Ok(())
     }
@@ -1154,7 +1199,7 @@ fn remap_staged(data: &mut Staged, old_first: u32, map: &[u32]) {
                 }
             }
         }
-        Staged::Values { pairs, .. } => pairs.iter_mut().for_each(|p| p.0 = f(p.0)),
+        Staged::Values { pairs, .. } => pairs.all_pairs().iter_mut().for_each(|p| p.0 = f(p.0)),
         Staged::Ints(stage) => stage.all_pairs().iter_mut().for_each(|p| p.0 = f(p.0)),
         Staged::Events(days) => {
             for day in days.values_mut() {
@@ -1173,10 +1218,10 @@ fn mismatch(spec: &FieldSpec, expected: &'static str) -> Error {
     }
 }
 
-fn push_value(codes: &mut HashMap<String, u32>, pairs: &mut Vec<(u32, u32)>, id: u32, s: String) {
+fn push_value(codes: &mut HashMap<String, u32>, pairs: &mut RunStage<u32>, id: u32, s: String) {
     let next = codes.len() as u32;
     let code = *codes.entry(s).or_insert(next);
-    pairs.push((id, code));
+    pairs.push(id, code);
 }
 
 /// Non-empty descriptive fields of a load overwrite the catalog's.
@@ -1247,8 +1292,8 @@ struct Prepared<'a> {
     flag: Option<&'a Bitmap>,
     /// Sorted value dictionary; codes in `pairs` refer to it.
     values: Vec<String>,
-    /// `(id, code)` for enum/set, sorted by id (then code), deduplicated.
-    pairs: Vec<(u32, u32)>,
+    /// Codes of enum/set, by id (then code), deduplicated.
+    pairs: PreparedCodes,
     ints: PreparedInts<'a>,
     users: u64,
     distinct: u64,
@@ -1271,7 +1316,7 @@ impl<'a> Prepared<'a> {
             previous: None,
             flag: None,
             values: Vec::new(),
-            pairs: Vec::new(),
+            pairs: PreparedCodes::Pairs(Vec::new()),
             ints: PreparedInts::View(ById::Pairs(&[])),
             users: 0,
             distinct: 0,
@@ -1289,19 +1334,29 @@ impl<'a> Prepared<'a> {
                 for (new, (_, old)) in by_name.iter().enumerate() {
                     remap[*old as usize] = new as u32;
                 }
-                let mut v: Vec<(u32, u32)> = pairs
-                    .iter()
-                    .map(|&(id, c)| (id, remap[c as usize]))
-                    .collect();
-                if staged.spec.kind == FieldKind::Enum {
-                    v = last_value_per_user(v);
-                } else {
-                    v.sort_unstable();
-                    v.dedup();
-                }
+                let mut v = match pairs.only_run() {
+                    // One code per user, in id order: nothing to sort or drop.
+                    Some(ById::Run { first, values }) => PreparedCodes::Run {
+                        first,
+                        codes: values.iter().map(|&c| remap[c as usize]).collect(),
+                    },
+                    _ => {
+                        let mut v = pairs.to_pairs();
+                        for pair in &mut v {
+                            pair.1 = remap[pair.1 as usize];
+                        }
+                        if staged.spec.kind == FieldKind::Enum {
+                            v = last_value_per_user(v);
+                        } else {
+                            v.sort_unstable();
+                            v.dedup();
+                        }
+                        PreparedCodes::Pairs(v)
+                    }
+                };
                 // Values every pair dropped (overwritten) are not part of the version.
                 let mut used = vec![false; by_name.len()];
-                for &(_, c) in &v {
+                for c in v.view().values() {
                     used[c as usize] = true;
                 }
                 let mut compact = vec![NULL_CODE; by_name.len()];
@@ -1312,11 +1367,14 @@ impl<'a> Prepared<'a> {
                         values.push((*name).clone());
                     }
                 }
-                for pair in &mut v {
-                    pair.1 = compact[pair.1 as usize];
-                }
-                // Sorted by id: a user's pairs are next to each other.
-                p.users = v.len() as u64 - v.windows(2).filter(|w| w[0].0 == w[1].0).count() as u64;
+                v.recode(&compact);
+                p.users = match &v {
+                    PreparedCodes::Run { codes, .. } => codes.len() as u64,
+                    // Sorted by id: a user's pairs are next to each other.
+                    PreparedCodes::Pairs(v) => {
+                        v.len() as u64 - v.windows(2).filter(|w| w[0].0 == w[1].0).count() as u64
+                    }
+                };
                 p.distinct = values.len() as u64;
                 p.values = values;
                 p.pairs = v;
@@ -1414,12 +1472,10 @@ impl<'a> Prepared<'a> {
                 }
             }
             FieldKind::Enum | FieldKind::Set => {
-                let lo = self.pairs.partition_point(|p| p.0 < range.start);
-                let hi = self.pairs.partition_point(|p| p.0 < range.end);
-                let part = &self.pairs[lo..hi];
-                if !part.is_empty() {
+                let part = self.pairs.view().within(range.clone());
+                if part.len() > 0 {
                     let mut per_code: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-                    for &(id, c) in part {
+                    for (id, c) in part.iter() {
                         per_code.entry(c).or_default().push(id);
                     }
                     for (c, ids) in per_code {
@@ -1429,7 +1485,7 @@ impl<'a> Prepared<'a> {
                     }
                     if self.kind == FieldKind::Enum {
                         // One byte a user when every code fits below the byte's null.
-                        let narrow = part.iter().all(|&(_, c)| c < u32::from(NULL_CODE8));
+                        let narrow = part.values().all(|c| c < u32::from(NULL_CODE8));
                         let role = if narrow { Role::Codes8 } else { Role::Codes };
                         blobs.push((
                             key(role, 0),
@@ -1442,7 +1498,7 @@ impl<'a> Prepared<'a> {
                         let mut it = part.iter().peekable();
                         offsets.push(0u32);
                         for id in range.clone() {
-                            while let Some(&&(pid, c)) = it.peek() {
+                            while let Some(&(pid, c)) = it.peek() {
                                 if pid != id {
                                     break;
                                 }
@@ -1574,10 +1630,9 @@ enum BlobBytes<'a> {
     Bitmap(&'a Bitmap),
     /// An `i64` per user of the range: its value, 0 for the others.
     Ints(ById<'a, i64>, std::ops::Range<u32>),
-    /// A code per user of the range: its code in the pairs (sorted by id, one per id),
-    /// [`NULL_CODE`] for the others; a `u8` each when narrow (every code below
-    /// [`NULL_CODE8`], which stands for none), else a `u32`.
-    Codes(&'a [(u32, u32)], std::ops::Range<u32>, bool),
+    /// A code per user of the range: its code, [`NULL_CODE`] for the others; a `u8` each
+    /// when narrow (every code below [`NULL_CODE8`], which stands for none), else a `u32`.
+    Codes(ById<'a, u32>, std::ops::Range<u32>, bool),
 }
 
 impl Blob<'_> {
@@ -1614,12 +1669,12 @@ impl Blob<'_> {
                 })
             }),
             BlobBytes::Codes(pairs, range, false) => w.add_streamed(self.key, self.aux, |s| {
-                stream_column(s, ById::Pairs(pairs), range.clone(), NULL_CODE, |v, out| {
+                stream_column(s, *pairs, range.clone(), NULL_CODE, |v, out| {
                     out.extend_from_slice(&v.to_le_bytes())
                 })
             }),
             BlobBytes::Codes(pairs, range, true) => w.add_streamed(self.key, self.aux, |s| {
-                stream_column(s, ById::Pairs(pairs), range.clone(), NULL_CODE, |v, out| {
+                stream_column(s, *pairs, range.clone(), NULL_CODE, |v, out| {
                     out.push(u8::try_from(v).unwrap_or(NULL_CODE8))
                 })
             }),
@@ -1911,7 +1966,7 @@ enum BlobData<'a> {
     /// See [`BlobBytes::Ints`].
     Ints(ById<'a, i64>, std::ops::Range<u32>),
     /// See [`BlobBytes::Codes`].
-    Codes(&'a [(u32, u32)], std::ops::Range<u32>, bool),
+    Codes(ById<'a, u32>, std::ops::Range<u32>, bool),
 }
 
 impl<'a> BlobData<'a> {

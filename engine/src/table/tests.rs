@@ -791,6 +791,83 @@ fn int_values_staged_in_runs_and_pairs_read_back_like_the_model() {
     });
 }
 
+/// Enum and set values staged in any mix of runs of consecutive ids (codes kept alone) and
+/// scattered ids, batched or one at a time, read back as the model's: an enum's last value, a
+/// set's every value, from the columns and the value bitmaps alike.
+#[test]
+fn codes_staged_in_runs_and_pairs_read_back_like_the_model() {
+    const NAMES: [&str; 4] = ["d", "b", "a", "c"];
+    // Per batch: set or enum, first id, length, scattered or consecutive, one call per value.
+    let batches = proptest::collection::vec(
+        (
+            any::<bool>(),
+            interesting_id(),
+            0u32..300,
+            any::<bool>(),
+            any::<bool>(),
+        ),
+        1..6,
+    );
+    proptest!(crate::testutil::proptest_config(16), |(batches in batches)| {
+        let (_dir, db) = fixture(2);
+        let t = db.table("users").unwrap();
+        let mut load = t.load("codes").unwrap();
+        let tier = load.field(FieldSpec::new("tier", FieldKind::Enum)).unwrap();
+        let tags = load.field(FieldSpec::new("tags", FieldKind::Set)).unwrap();
+        let mut tier_model: BTreeMap<u32, &str> = BTreeMap::new();
+        let mut tags_model: BTreeMap<u32, BTreeSet<&str>> = BTreeMap::new();
+        let mut n = 0usize;
+        for &(set, start, len, scattered, single) in &batches {
+            let pairs: Vec<(u32, u32)> = (0..len)
+                .map(|i| {
+                    let id = if scattered { (start + i * 7919) % USERS } else { start + i };
+                    n += 1;
+                    (id, (n % NAMES.len()) as u32)
+                })
+                .filter(|p| p.0 < USERS)
+                .collect();
+            let field = if set { tags } else { tier };
+            if single {
+                for &(id, c) in &pairs {
+                    load.value_id(field, id, Value::Str(NAMES[c as usize].to_owned())).unwrap();
+                }
+            } else {
+                load.value_codes(field, &NAMES, &pairs).unwrap();
+            }
+            for (id, c) in pairs {
+                if set {
+                    tags_model.entry(id).or_default().insert(NAMES[c as usize]);
+                } else {
+                    tier_model.insert(id, NAMES[c as usize]);
+                }
+            }
+        }
+        load.commit().unwrap();
+        let snap = t.snapshot();
+        let (tier, tags) = (snap.field("tier").unwrap(), snap.field("tags").unwrap());
+        let probes: BTreeSet<u32> = tier_model
+            .keys()
+            .chain(tags_model.keys())
+            .copied()
+            .chain([0, 1, SHARD - 1, SHARD, USERS - 1])
+            .collect();
+        for &id in &probes {
+            let want = tier_model.get(&id).map(|v| Value::Str(v.to_string()));
+            prop_assert_eq!(tier.value_of(id).unwrap(), want, "tier of {}", id);
+            let want = tags_model
+                .get(&id)
+                .map(|v| Value::Strs(v.iter().map(|s| s.to_string()).collect()));
+            prop_assert_eq!(tags.value_of(id).unwrap(), want, "tags of {}", id);
+        }
+        for name in NAMES {
+            let want = ids(tier_model.iter().filter(|e| *e.1 == name).map(|e| *e.0));
+            prop_assert_eq!(tier.value_bitmap(name).unwrap().to_vec(), want);
+            let want = ids(tags_model.iter().filter(|e| e.1.contains(name)).map(|e| *e.0));
+            prop_assert_eq!(tags.value_bitmap(name).unwrap().to_vec(), want);
+        }
+    });
+}
+
 /// A run of int values of the load's new users keeps its values with their keys when a
 /// real-time write adds a user before the commit and the load's users are renumbered.
 #[test]
