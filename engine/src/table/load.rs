@@ -802,10 +802,10 @@ impl<'t> Load<'t> {
                         })?,
                     _ => x,
                 };
-                v.extend(&[(id, x)]);
+                v.push(id, x);
             }
             (Staged::Ints(v), Value::Decimal { units, scale }) => match kind {
-                FieldKind::Decimal { scale: s } if s == scale => v.extend(&[(id, units)]),
+                FieldKind::Decimal { scale: s } if s == scale => v.push(id, units),
                 _ => {
                     return Err(Error::InvalidArgument(format!(
                         "decimal with scale {scale} does not fit field `{}` ({})",
@@ -815,7 +815,7 @@ impl<'t> Load<'t> {
                 }
             },
             (Staged::Ints(v), Value::Timestamp(ms)) if kind == FieldKind::Timestamp => {
-                v.extend(&[(id, ms)])
+                v.push(id, ms)
             }
             (_, other) => {
                 return Err(Error::InvalidArgument(format!(

@@ -39,6 +39,20 @@ fn fixture(keep: u32) -> (tempfile::TempDir, Database) {
     (dir, db)
 }
 
+/// The fixture with a `vip` flag (for a real-time write to set), and three keys the table does
+/// not hold yet: two for a load to add, one for a real-time write to add before the load
+/// commits, so that the load's new users are renumbered.
+fn renumbering_fixture() -> (tempfile::TempDir, Database, [u64; 3]) {
+    let (dir, db) = fixture(2);
+    let t = db.table("users").unwrap();
+    let mut first = t.load("vip").unwrap();
+    let vip = first.field(FieldSpec::new("vip", FieldKind::Flag)).unwrap();
+    first.flag_id(vip, 0).unwrap();
+    first.commit().unwrap();
+    let a = 1u64 << 40;
+    (dir, db, [a, a + 1, a + 2])
+}
+
 /// Ids that exercise shard boundaries as well as the middle of shards.
 fn interesting_id() -> impl Strategy<Value = u32> {
     prop_oneof![
@@ -679,14 +693,8 @@ fn event_runs_read_back_like_the_model() {
 #[test]
 fn event_runs_built_while_staging_follow_renumbered_users() {
     const DAY: i32 = 20_000;
-    let (_dir, db) = fixture(2);
+    let (_dir, db, [a, b, live]) = renumbering_fixture();
     let t = db.table("users").unwrap();
-    let mut first = t.load("vip").unwrap();
-    let vip = first.field(FieldSpec::new("vip", FieldKind::Flag)).unwrap();
-    first.flag_id(vip, 0).unwrap();
-    first.commit().unwrap();
-
-    let (a, b, live) = (1u64 << 40, (1u64 << 40) + 1, (1u64 << 40) + 2);
     let mut load = t.load("events").unwrap();
     let f = load
         .field(FieldSpec::new("visits", FieldKind::Event))
@@ -872,14 +880,8 @@ fn codes_staged_in_runs_and_pairs_read_back_like_the_model() {
 /// real-time write adds a user before the commit and the load's users are renumbered.
 #[test]
 fn int_runs_follow_renumbered_users() {
-    let (_dir, db) = fixture(2);
+    let (_dir, db, [a, b, live]) = renumbering_fixture();
     let t = db.table("users").unwrap();
-    let mut first = t.load("vip").unwrap();
-    let vip = first.field(FieldSpec::new("vip", FieldKind::Flag)).unwrap();
-    first.flag_id(vip, 0).unwrap();
-    first.commit().unwrap();
-
-    let (a, b, live) = (1u64 << 40, (1u64 << 40) + 1, (1u64 << 40) + 2);
     let mut load = t.load("scores").unwrap();
     let f = load.field(FieldSpec::new("score", FieldKind::Int)).unwrap();
     let ia = load.user(KeyRef::U64(a)).unwrap();
