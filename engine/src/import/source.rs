@@ -883,6 +883,15 @@ impl parquet::file::reader::ChunkReader for PreadFile {
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        // A length from damaged metadata may be anything: checked against the file before
+        // anything is allocated for it.
+        let end = start.checked_add(length as u64);
+        if end.is_none_or(|end| end > self.len) {
+            return Err(parquet::errors::ParquetError::EOF(format!(
+                "expected {length} bytes at offset {start} of a file of {} bytes",
+                self.len
+            )));
+        }
         let mut buf = vec![0u8; length];
         let mut at = 0;
         while at < length {
@@ -899,6 +908,30 @@ impl parquet::file::reader::ChunkReader for PreadFile {
     }
 }
 
+/// Whether every column chunk of `meta` lies within a file of `len` bytes: damaged metadata
+/// would otherwise reach the decoder as a negative or outlying offset, on which the `parquet`
+/// crate panics (caught, but with a worse message and a panic in the log).
+fn check_chunks(meta: &parquet::file::metadata::ParquetMetaData, len: u64) -> Result<(), String> {
+    for (g, group) in meta.row_groups().iter().enumerate() {
+        for c in group.columns() {
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+            let size = c.compressed_size();
+            let end = u64::try_from(start)
+                .ok()
+                .zip(u64::try_from(size).ok())
+                .and_then(|(start, size)| start.checked_add(size));
+            if end.is_none_or(|end| end > len) {
+                return Err(format!(
+                    "invalid Parquet: column `{}` of row group {g} lies outside the file \
+                     ({size} bytes at offset {start}, in a file of {len} bytes)",
+                    c.column_path().string()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn parquet_error(
     path: &Path,
     row: Option<u64>,
@@ -907,6 +940,20 @@ fn parquet_error(
     match e {
         parquet::errors::ParquetError::External(inner) => {
             match inner.downcast::<std::io::Error>() {
+                // A read past the end, or bytes the decoder refused: the file's fault, which
+                // no retry mends (unlike a failing disk).
+                Ok(io)
+                    if matches!(
+                        io.kind(),
+                        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+                    ) =>
+                {
+                    import_error(
+                        path,
+                        row,
+                        format!("invalid Parquet (truncated or corrupt): {io}"),
+                    )
+                }
                 Ok(io) => crate::error::Error::io(path, *io),
                 Err(other) => import_error(path, row, format!("invalid Parquet: {other}")),
             }
@@ -992,6 +1039,7 @@ impl ParquetSource {
             len,
         };
         let reader = SerializedFileReader::new(file).map_err(|e| parquet_error(path, None, e))?;
+        check_chunks(reader.metadata(), len).map_err(|why| import_error(path, None, why))?;
         let schema = reader.metadata().file_metadata().schema_descr_ptr();
         let mut columns = Vec::new();
         let mut decode = Vec::new();
@@ -1529,10 +1577,129 @@ impl Source for ParquetSource {
 mod tests {
     use std::sync::Arc;
 
-    use super::{Batch, Bits, Col, Data, Derive, MAX_DEPTH, Texts, decode_depth};
+    use super::{
+        Batch, Bits, Col, Data, Derive, MAX_DEPTH, PreadFile, Texts, check_chunks, decode_depth,
+        parquet_error,
+    };
     use crate::import::ordered::MIN_DEPTH;
     use crate::import::pages::{Coded, Dictionary};
+    use parquet::errors::ParquetError;
+    use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
     use proptest::prelude::*;
+
+    /// A one-column Parquet file of a few int64 values, in `dir`.
+    fn small_file(dir: &std::path::Path) -> std::path::PathBuf {
+        use parquet::data_type::Int64Type;
+        let p = dir.join("small.parquet");
+        let schema =
+            parquet::schema::parser::parse_message_type("message m { required int64 v; }").unwrap();
+        let props = parquet::file::properties::WriterProperties::builder().build();
+        let mut w = parquet::file::writer::SerializedFileWriter::new(
+            std::fs::File::create(&p).unwrap(),
+            Arc::new(schema),
+            Arc::new(props),
+        )
+        .unwrap();
+        let mut group = w.next_row_group().unwrap();
+        let mut col = group.next_column().unwrap().unwrap();
+        col.typed::<Int64Type>()
+            .write_batch(&[1, 2, 3, 4], None, None)
+            .unwrap();
+        col.close().unwrap();
+        group.close().unwrap();
+        w.close().unwrap();
+        p
+    }
+
+    /// Column chunks that damaged metadata places before the file, past its end or at a
+    /// negative size are refused before anything decodes them; the file's own chunks pass.
+    #[test]
+    fn column_chunks_outside_the_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = small_file(dir.path());
+        let len = std::fs::metadata(&p).unwrap().len();
+        let reader = SerializedFileReader::new(std::fs::File::open(&p).unwrap()).unwrap();
+        let meta = reader.metadata().clone();
+        assert_eq!(check_chunks(&meta, len), Ok(()));
+        // The same metadata over a file cut short.
+        let chunk = meta.row_group(0).column(0);
+        let end = chunk
+            .dictionary_page_offset()
+            .unwrap_or(chunk.data_page_offset())
+            + chunk.compressed_size();
+        assert!(check_chunks(&meta, end as u64 - 1).is_err());
+        for (offset, size) in [(-1, 10), (4, -1), (i64::MAX, 10), (len as i64, 1)] {
+            let group = meta.row_group(0).clone();
+            let column = group
+                .column(0)
+                .clone()
+                .into_builder()
+                .set_dictionary_page_offset(None)
+                .set_data_page_offset(offset)
+                .set_total_compressed_size(size)
+                .build()
+                .unwrap();
+            let group = group
+                .into_builder()
+                .set_column_metadata(vec![column])
+                .build()
+                .unwrap();
+            let damaged = parquet::file::metadata::ParquetMetaData::new(
+                meta.file_metadata().clone(),
+                vec![group],
+            );
+            let why = check_chunks(&damaged, len).unwrap_err();
+            assert!(why.contains("lies outside the file"), "{why}");
+        }
+    }
+
+    /// A byte range past the file's end is an error, however long: nothing is allocated for
+    /// a length damaged metadata made up.
+    #[test]
+    fn byte_ranges_past_the_end_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = small_file(dir.path());
+        let bytes = std::fs::read(&p).unwrap();
+        let file = PreadFile {
+            file: Arc::new(std::fs::File::open(&p).unwrap()),
+            len: bytes.len() as u64,
+        };
+        assert_eq!(file.get_bytes(0, bytes.len()).unwrap(), bytes[..]);
+        assert_eq!(file.get_bytes(3, 2).unwrap(), bytes[3..5]);
+        for (start, length) in [
+            (0, bytes.len() + 1),
+            (bytes.len() as u64 - 1, 2),
+            (0, usize::MAX),
+            (u64::MAX, 1),
+        ] {
+            assert!(
+                matches!(file.get_bytes(start, length), Err(ParquetError::EOF(_))),
+                "{start} + {length}"
+            );
+        }
+    }
+
+    /// A read past the end (or bytes the reader refused) is the file's fault, an import error
+    /// that no retry mends; other I/O failures stay I/O errors, which a retry may mend.
+    #[test]
+    fn reads_past_the_end_are_import_errors() {
+        let path = std::path::Path::new("f.parquet");
+        let io = |kind| ParquetError::External(Box::new(std::io::Error::from(kind)));
+        for kind in [
+            std::io::ErrorKind::UnexpectedEof,
+            std::io::ErrorKind::InvalidData,
+        ] {
+            let e = parquet_error(path, Some(3), io(kind));
+            assert!(
+                matches!(&e, crate::Error::Import { row: Some(3), .. }),
+                "{e}"
+            );
+            assert_eq!(e.class(), crate::ErrorClass::BadInput);
+        }
+        let e = parquet_error(path, None, io(std::io::ErrorKind::PermissionDenied));
+        assert!(matches!(&e, crate::Error::Io { .. }), "{e}");
+        assert_eq!(e.class(), crate::ErrorClass::Unavailable);
+    }
 
     #[test]
     fn decode_depth_holds_a_whole_group_of_few_columns() {
