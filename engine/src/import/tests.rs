@@ -846,12 +846,43 @@ fn damage() -> impl Strategy<Value = Damage> {
     ]
 }
 
-/// One of three small Parquet files (`which`, 0 to 2) that take every decoding path between
-/// them, with the options that import it: a long file of tags (dictionary-encoded strings that
-/// fall back to plain pages, keys in runs of a tag), an events file (dictionary names, DATE
-/// days, int64 counts) and a wide file (ints, strings and booleans, with nulls, Snappy), each
-/// of several row groups of many small pages.
+/// One of six small files (`which`, 0 to 5), with the options that import it. Three are
+/// Parquet files that take every decoding path between them: a long file of tags
+/// (dictionary-encoded strings that fall back to plain pages, keys in runs of a tag), an events
+/// file (dictionary names, DATE days, int64 counts) and a wide file (ints, strings and
+/// booleans, with nulls, Snappy), each of several row groups of many small pages. Three are
+/// CSV files of the same shapes: a wide one with a quoted field, a long one and an events one
+/// with timestamps.
 fn shaped_file(f: &Fixture, which: usize) -> (PathBuf, ImportOptions) {
+    if which >= 3 {
+        let (text, options) = match which {
+            3 => (
+                (0..300).fold(String::from("key,age,city,vip\n"), |t, i| {
+                    t + &format!("u{i},{},\"c, {}\",{}\n", i % 80, i % 7, i % 2 == 0)
+                }),
+                wide(),
+            ),
+            4 => (
+                (0..300).fold(String::from("key,tag\n"), |t, i| {
+                    t + &format!("u{},tag{}\n", i % 100, i % 4)
+                }),
+                long(),
+            ),
+            _ => (
+                (0..300).fold(String::from("key,event,timestamp,count\n"), |t, i| {
+                    t + &format!(
+                        "u{},ev{},2026-11-{:02}T10:00:00Z,{}\n",
+                        i % 90,
+                        i % 3,
+                        1 + i % 9,
+                        1 + i % 4
+                    )
+                }),
+                ImportOptions::new(Shape::Events),
+            ),
+        };
+        return (f.file("good.csv", &text), options);
+    }
     let small_pages = || {
         WriterProperties::builder()
             .set_dictionary_page_size_limit(256)
@@ -927,16 +958,17 @@ fn shaped_file(f: &Fixture, which: usize) -> (PathBuf, ImportOptions) {
 
 proptest! {
     #![proptest_config(proptest_config(400))]
-    /// A file of any shape damaged anywhere (bytes flipped, a stretch zeroed, the file cut)
-    /// either loads or fails with a typed error naming the file, never a panic or a hang; a
-    /// failed import leaves the table as it was, and the undamaged file loads after it.
+    /// A file of any shape and format damaged anywhere (bytes flipped, a stretch zeroed, the
+    /// file cut) either loads or fails with a typed error naming the file, never a panic or a
+    /// hang; a failed import leaves the table as it was, and the undamaged file loads after it.
     #[test]
-    fn damaged_files_load_or_fail_cleanly(which in 0usize..3, damage in damage()) {
+    fn damaged_files_load_or_fail_cleanly(which in 0usize..6, damage in damage()) {
         let f = fixture(KeyKind::Str);
         let (good, options) = shaped_file(&f, which);
         let mut bytes = std::fs::read(&good).unwrap();
         damage.apply(&mut bytes);
-        let bad = f.path("damaged.parquet");
+        let extension = good.extension().unwrap().to_str().unwrap();
+        let bad = f.path(&format!("damaged.{extension}"));
         std::fs::write(&bad, &bytes).unwrap();
         let before = f.state();
         // (A load of damaged values may well succeed: a flipped byte inside a value is data.)
