@@ -15,6 +15,12 @@ impl Encoder {
     pub(crate) fn new() -> Self {
         Self::default()
     }
+    /// An encoder with room for `bytes` bytes.
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(bytes),
+        }
+    }
     pub(crate) fn u8(&mut self, v: u8) {
         self.buf.push(v);
     }

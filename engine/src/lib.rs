@@ -41,6 +41,7 @@ pub mod expr;
 pub mod ids;
 #[cfg(feature = "import")]
 pub mod import;
+mod prefault;
 pub mod query;
 pub mod realtime;
 pub mod storage;

@@ -721,6 +721,23 @@ impl IdDictionary {
         Ok(())
     }
 
+    /// The spare capacity of the key store (see [`crate::prefault::spare`]).
+    #[cfg(feature = "import")]
+    pub(crate) fn spare(&self) -> Vec<(usize, usize)> {
+        match &self.store {
+            Store::U64(v) => vec![crate::prefault::spare(v)],
+            Store::Str(a) => a.spare(),
+        }
+    }
+
+    /// Bytes of the keys held (8 per integer key).
+    pub(crate) fn key_bytes(&self) -> usize {
+        match &self.store {
+            Store::U64(v) => v.len() * std::mem::size_of::<u64>(),
+            Store::Str(a) => a.text_len(),
+        }
+    }
+
     /// Approximate heap bytes used.
     pub(crate) fn heap_bytes(&self) -> usize {
         let store = match &self.store {

@@ -125,6 +125,15 @@ impl Arena {
         self.ends.push(prev, self.text.len() as u64);
     }
 
+    /// The spare capacity of the text and of the offsets (see [`crate::prefault::spare`]).
+    #[cfg(feature = "import")]
+    pub(super) fn spare(&self) -> Vec<(usize, usize)> {
+        vec![
+            crate::prefault::spare_text(&self.text),
+            crate::prefault::spare(&self.ends.low),
+        ]
+    }
+
     /// Makes room for `keys` more keys of `bytes` bytes in all, exactly, as far as the
     /// allocator allows (a hint: what it refuses is grown later as keys come).
     pub(super) fn reserve(&mut self, keys: usize, bytes: usize) {

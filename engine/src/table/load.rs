@@ -108,13 +108,16 @@ impl<T: Copy> RunStage<T> {
         self.pairs.extend_from_slice(pairs);
     }
 
-    /// Makes room for `n` more values (a hint; a refusal only means no head start).
-    fn reserve(&mut self, n: usize) {
-        let _ = if self.pairs.is_empty() {
-            self.run.try_reserve_exact(n)
+    /// Makes room for `n` more values (a hint; a refusal only means no head start), and gives
+    /// the room past the values staged ([`crate::prefault::spare`]).
+    fn reserve(&mut self, n: usize) -> (usize, usize) {
+        if self.pairs.is_empty() {
+            let _ = self.run.try_reserve_exact(n);
+            crate::prefault::spare(&self.run)
         } else {
-            self.pairs.try_reserve_exact(n)
-        };
+            let _ = self.pairs.try_reserve_exact(n);
+            crate::prefault::spare(&self.pairs)
+        }
     }
 
     /// Turns the run into pairs too, in front of the others (before renumbering ids).
@@ -364,6 +367,8 @@ pub struct Load<'t> {
     by_path: HashMap<String, usize>,
     /// Field ids whose frozen real-time changes this load (a compaction) folds in.
     compacts: Vec<u32>,
+    /// What this load may still fault in ahead of use.
+    prefault: crate::prefault::Prefault,
 }
 
 impl std::fmt::Debug for Load<'_> {
@@ -396,6 +401,7 @@ impl<'t> Load<'t> {
             fields: Vec::new(),
             by_path: HashMap::new(),
             compacts: Vec::new(),
+            prefault: crate::prefault::Prefault::new(),
         })
     }
 
@@ -460,6 +466,9 @@ impl<'t> Load<'t> {
         let users = users.min(MAX_RESERVED_USERS);
         let key_bytes = key_bytes.min(users.saturating_mul(MAX_RESERVED_KEY_BYTES));
         self.new_keys.reserve(users as usize, key_bytes as usize);
+        for spare in self.new_keys.spare() {
+            self.prefault.range(spare);
+        }
     }
 
     /// The ids of `keys` in order, assigning new ids (visible after commit) to new users: what
@@ -854,10 +863,14 @@ impl<'t> Load<'t> {
         let n = usize::try_from(values).unwrap_or(usize::MAX);
         let f = self.staged(field)?;
         // A refusal only means no head start.
-        match &mut f.data {
-            Staged::Ints(v) => v.reserve(n),
-            Staged::Values { pairs, .. } => pairs.reserve(n),
-            Staged::Flag(_) | Staged::Events(_) => {}
+        let spare = match &mut f.data {
+            Staged::Ints(v) => Some(v.reserve(n)),
+            Staged::Values { pairs, .. } => Some(pairs.reserve(n)),
+            Staged::Flag(_) | Staged::Events(_) => None,
+        };
+        // The room is faulted in by another thread while this one stages into it.
+        if let Some(spare) = spare {
+            self.prefault.range(spare);
         }
         Ok(())
     }
