@@ -1589,25 +1589,15 @@ mod tests {
 
     /// A one-column Parquet file of a few int64 values, in `dir`.
     fn small_file(dir: &std::path::Path) -> std::path::PathBuf {
-        use parquet::data_type::Int64Type;
+        use crate::import::tests::{Pq, write_parquet};
         let p = dir.join("small.parquet");
-        let schema =
-            parquet::schema::parser::parse_message_type("message m { required int64 v; }").unwrap();
-        let props = parquet::file::properties::WriterProperties::builder().build();
-        let mut w = parquet::file::writer::SerializedFileWriter::new(
-            std::fs::File::create(&p).unwrap(),
-            Arc::new(schema),
-            Arc::new(props),
-        )
-        .unwrap();
-        let mut group = w.next_row_group().unwrap();
-        let mut col = group.next_column().unwrap().unwrap();
-        col.typed::<Int64Type>()
-            .write_batch(&[1, 2, 3, 4], None, None)
-            .unwrap();
-        col.close().unwrap();
-        group.close().unwrap();
-        w.close().unwrap();
+        let values = [1, 2, 3, 4].map(Some).to_vec();
+        write_parquet(
+            &p,
+            "message m { optional int64 v; }",
+            &[Pq::I64(values)],
+            10,
+        );
         p
     }
 

@@ -16,7 +16,7 @@ use crate::testutil::proptest_config;
 use crate::{Database, FieldKind, KeyKind, Table, Value};
 
 /// A column to write to a test Parquet file.
-enum Pq {
+pub(super) enum Pq {
     Bool(Vec<Option<bool>>),
     I32(Vec<Option<i32>>),
     I64(Vec<Option<i64>>),
@@ -29,7 +29,7 @@ fn defs<T>(v: &[Option<T>]) -> Vec<i16> {
 }
 
 /// Writes a Parquet file of `schema` (every column optional) in row groups of `group` rows.
-fn write_parquet(path: &Path, schema: &str, cols: &[Pq], group: usize) {
+pub(super) fn write_parquet(path: &Path, schema: &str, cols: &[Pq], group: usize) {
     write_parquet_with(
         path,
         schema,

@@ -750,6 +750,20 @@ fn an_event_run_of_zero_counts_replaces_its_day() {
     assert_eq!(event_counts(&snap, "visits", 0, DAY + 1), want);
 }
 
+/// The ids of one staged batch of the two tests below: `len` consecutive ids from `start`, or
+/// as many scattered over the users, those past the last user left out.
+fn batch_ids(start: u32, len: u32, scattered: bool) -> impl Iterator<Item = u32> {
+    (0..len)
+        .map(move |i| {
+            if scattered {
+                (start + i * 7919) % USERS
+            } else {
+                start + i
+            }
+        })
+        .filter(|&id| id < USERS)
+}
+
 /// Int values staged in any mix of runs of consecutive ids (kept as values alone) and
 /// scattered ids, one at a time or in batches, read back as each user's last value, from the
 /// column and from the bit-sliced index alike.
@@ -768,13 +782,11 @@ fn int_values_staged_in_runs_and_pairs_read_back_like_the_model() {
         let mut model: BTreeMap<u32, i64> = BTreeMap::new();
         let mut value = -40i64;
         for &(start, len, scattered, single) in &batches {
-            let pairs: Vec<(u32, i64)> = (0..len)
-                .map(|i| {
-                    let id = if scattered { (start + i * 7919) % USERS } else { start + i };
+            let pairs: Vec<(u32, i64)> = batch_ids(start, len, scattered)
+                .map(|id| {
                     value += 3;
                     (id, value % 50)
                 })
-                .filter(|p| p.0 < USERS)
                 .collect();
             if single {
                 for &(id, v) in &pairs {
@@ -826,13 +838,11 @@ fn codes_staged_in_runs_and_pairs_read_back_like_the_model() {
         let mut tags_model: BTreeMap<u32, BTreeSet<&str>> = BTreeMap::new();
         let mut n = 0usize;
         for &(set, start, len, scattered, single) in &batches {
-            let pairs: Vec<(u32, u32)> = (0..len)
-                .map(|i| {
-                    let id = if scattered { (start + i * 7919) % USERS } else { start + i };
+            let pairs: Vec<(u32, u32)> = batch_ids(start, len, scattered)
+                .map(|id| {
                     n += 1;
                     (id, (n % NAMES.len()) as u32)
                 })
-                .filter(|p| p.0 < USERS)
                 .collect();
             let field = if set { tags } else { tier };
             if single {
