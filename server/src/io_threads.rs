@@ -17,6 +17,9 @@
 //! Clients that want both cores for many small calls open a connection per core (as gRPC load
 //! balancing does anyway).
 //!
+//! Each connection's writes go through [`crate::cork::Corked`]: the answers its calls produce in
+//! one turn of the thread's event loop leave in one socket write, not one each.
+//!
 //! Shutdown: the listener closes and so does each thread's lane of new connections; every
 //! thread takes what its lane still holds, then drains (finishing open calls, telling each
 //! connection to go away) for the grace period, then closes what is still open; each thread
@@ -31,6 +34,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::server::{Router, TcpIncoming};
 use tower::layer::util::{Identity, Stack};
 
+use crate::cork::Corked;
 use crate::observe::RequestLogLayer;
 
 /// The server's routes, as [`crate::server::Bound::serve`] builds them.
@@ -81,7 +85,9 @@ pub async fn serve(
                         let connections =
                             UnboundedReceiverStream::new(connections).filter_map(|stream| {
                                 match tokio::net::TcpStream::from_std(stream) {
-                                    Ok(stream) => Some(Ok::<_, std::io::Error>(stream)),
+                                    Ok(stream) => {
+                                        Some(Ok::<_, std::io::Error>(Corked::new(stream)))
+                                    }
                                     Err(e) => {
                                         tracing::warn!(
                                             error = %e,

@@ -21,11 +21,14 @@
 //! - [`limits`]: the per-request caps (batch sizes, export cap, expression size).
 //! - [`server`]: builds the services and runs them until SIGINT/SIGTERM.
 //! - [`demo`]: the `--demo` data set.
+//! - [`io_threads`]: connections served thread per core; [`cork`]: their answers coalesced into
+//!   one socket write per turn of the thread's event loop.
 //! - [`idle_poll`]: optional spinners that keep the cores awake between calls (`--idle-poll-us`).
 
 pub mod call;
 pub mod config;
 pub mod convert;
+pub mod cork;
 pub mod demo;
 pub mod idle_poll;
 pub mod io_threads;
