@@ -37,6 +37,10 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 /// Most bytes a connection buffers before its writes wait for the socket.
 pub const MAX_PENDING: usize = 64 * 1024;
 
+/// Most buffer capacity a connection keeps between writes: a connection that once sent a large
+/// answer does not hold on to its room while it idles.
+const KEPT_CAPACITY: usize = 16 * 1024;
+
 /// An accepted connection whose writes are coalesced; see the module documentation.
 #[derive(Debug)]
 pub struct Corked {
@@ -261,6 +265,9 @@ async fn flusher(shared: Arc<Shared>, mut socket: OwnedWriteHalf) {
                     break Some(e);
                 }
                 out.clear();
+                if out.capacity() > KEPT_CAPACITY {
+                    out = Vec::new();
+                }
             }
             // The connection is gone: what the socket takes now, and no more.
             Turn::Write(true) => {
