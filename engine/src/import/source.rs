@@ -1711,16 +1711,29 @@ mod tests {
         assert_eq!(decode_depth(0, 0, &[], 0), MIN_DEPTH);
     }
 
-    /// A batch of an integer key column and a column of codes into a dictionary of `codes`
-    /// entries (`None`: null).
-    fn batch_of(rows: &[(Option<i64>, Option<u32>)], codes: usize) -> Batch {
+    /// A batch of a key column (integers, or texts of varying length naming them) and a column
+    /// of codes into a dictionary of `codes` entries (`None`: null).
+    fn batch_of(rows: &[(Option<i64>, Option<u32>)], codes: usize, text_keys: bool) -> Batch {
         let mut texts = Texts::default();
         for c in 0..codes {
             texts.push(format!("t{c}").as_bytes());
         }
+        let data = if text_keys {
+            let mut keys = Texts::default();
+            for r in rows {
+                // Distinct for 0..6, sharing prefixes and lengths: "k0", "k10", "k110", "k1", ...
+                let k = r.0.unwrap_or(0);
+                keys.push(
+                    format!("k{}", "1".repeat(k as usize % 3) + &(k / 3).to_string()).as_bytes(),
+                );
+            }
+            Data::Text(keys)
+        } else {
+            Data::Int(rows.iter().map(|r| r.0.unwrap_or(0)).collect())
+        };
         let keys = Col {
             valid: rows.iter().map(|r| r.0.is_some()).collect(),
-            data: Data::Int(rows.iter().map(|r| r.0.unwrap_or(0)).collect()),
+            data,
         };
         let tags = Col {
             valid: rows.iter().map(|r| r.1.is_some()).collect(),
@@ -1750,13 +1763,14 @@ mod tests {
                 0..400,
             ),
             sorted in any::<bool>(),
+            text_keys in any::<bool>(),
         ) {
             let mut rows = rows;
             if sorted {
                 rows.sort_by_key(|r| r.0);
             }
             let codes = 9;
-            let mut batch = batch_of(&rows, codes);
+            let mut batch = batch_of(&rows, codes, text_keys);
             // Apply twice: the second reuses what the first left in the batch.
             for _ in 0..2 {
                 Derive { runs_of: Some(0), groups_of: Some(1) }.apply(&mut batch);
@@ -1769,7 +1783,8 @@ mod tests {
                 runs.push(rows.len() as u32);
                 prop_assert_eq!(&batch.runs, &runs);
                 let keys: Option<Vec<i64>> = runs[..runs.len() - 1].iter().map(|&r| rows[r as usize].0).collect();
-                prop_assert_eq!(&batch.run_keys, &keys);
+                // Integer keys only: text keys are resolved run by run from their rows.
+                prop_assert_eq!(&batch.run_keys, if text_keys { &None } else { &keys });
                 let g = &batch.groups;
                 prop_assert!(g.done);
                 prop_assert_eq!(g.nulls, rows.iter().any(|r| r.1.is_none()));
