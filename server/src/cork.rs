@@ -3,16 +3,17 @@
 //!
 //! HTTP/2 (the `h2` crate under tonic) flushes its output before it buffers a frame behind a
 //! `DATA` frame larger than 256 bytes: a portrait answer (a kilobyte or two) is flushed alone.
-//! With 32 calls in flight on a connection, that is one `writev` per answer, and on loopback
-//! each one also runs the receiver's TCP stack in the sender's time: a third of the server's CPU
-//! per lookup went there, while the requests of those calls arrived a dozen to a read.
+//! With 32 calls in flight on a connection, that was one `writev` per answer (1.05 per lookup)
+//! while the requests of those calls arrived a dozen to a read; on loopback each write also runs
+//! the receiver's TCP stack in the sender's time (a third of the server's profile).
 //!
 //! [`Corked`] wraps an accepted connection. Its writes (and flushes) only append to a buffer in
 //! memory and wake the connection's *flusher*, a task of its own on the same single-threaded
 //! runtime ([`crate::io_threads`]). Woken tasks run in the order they were woken, so the flusher
 //! runs after the calls that were already due to run: by then their answers are in the buffer,
-//! and it hands all of them to the socket at once. A call that arrives alone is answered as
-//! soon as before, one task turn later.
+//! and it hands all of them to the socket at once (0.37 writes per lookup in that load). A call
+//! that arrives alone is answered one task turn later than without the cork, in one write
+//! where its headers, message and trailers took two.
 //!
 //! - **Back-pressure.** The buffer holds at most [`MAX_PENDING`] bytes; past that, writes wait
 //!   until the flusher has handed it to the socket, which waits for the peer to read. The
