@@ -15,9 +15,10 @@
 //! that arrives alone is answered one task turn later than without the cork, in one write
 //! where its headers, message and trailers took two.
 //!
-//! - **Back-pressure.** The buffer holds at most [`MAX_PENDING`] bytes; past that, writes wait
-//!   until the flusher has handed it to the socket, which waits for the peer to read. The
-//!   socket's own send buffer stays the kernel's business.
+//! - **Back-pressure.** The buffer takes at most [`MAX_PENDING`] bytes; past that, writes wait
+//!   until the flusher has taken it to hand to the socket, which waits for the peer to read. So
+//!   a connection whose peer stalls holds at most twice that: the bytes being written and a
+//!   full buffer. The socket's own send buffer stays the kernel's business.
 //! - **Failure.** A failed socket write is kept: every later write, flush and shutdown of the
 //!   connection fails with its kind, so the HTTP/2 connection ends as it would have.
 //! - **Shutdown** waits until the buffer is written, then shuts the sending side down.
@@ -78,7 +79,8 @@ struct State {
     finished: bool,
     /// The connection is gone.
     dropped: bool,
-    /// Socket writes the flusher made (each hands over all that was buffered).
+    /// Turns of the flusher: each hands all that was buffered to the socket (in one write,
+    /// unless the socket takes it in parts).
     writes: u64,
 }
 
@@ -115,7 +117,8 @@ impl Corked {
         Self { read, shared, info }
     }
 
-    /// Socket writes made so far.
+    /// Turns of the flusher so far, each a hand-over of all that was buffered to the socket
+    /// (one write, unless the socket takes it in parts).
     pub fn socket_writes(&self) -> u64 {
         self.shared.lock().writes
     }
@@ -270,7 +273,8 @@ async fn flusher(shared: Arc<Shared>, mut socket: OwnedWriteHalf) {
                     out = Vec::new();
                 }
             }
-            // The connection is gone: what the socket takes now, and no more.
+            // The connection is gone: what the socket takes now, and no more (best effort: there
+            // is no one left to tell whether it arrived).
             Turn::Write(true) => {
                 let mut at = 0;
                 while at < out.len() {
@@ -344,11 +348,22 @@ mod tests {
         (Corked::new(server), client.unwrap())
     }
 
-    fn runtime() -> tokio::runtime::Runtime {
+    /// Runs `test` on a current-thread runtime, failing it (instead of hanging) after 60 s: a
+    /// lost wake-up shows as a timeout.
+    fn run(test: impl std::future::Future<Output = ()>) {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
+            .block_on(async {
+                // Biased to the timer: polling `test` again when the time is up could let it
+                // finish, hiding the lost wake-up.
+                tokio::select! {
+                    biased;
+                    () = tokio::time::sleep(Duration::from_secs(60)) => panic!("the test hung"),
+                    () = test => {}
+                }
+            });
     }
 
     /// Deterministic bytes: `len` of them, from `seed`.
@@ -366,7 +381,7 @@ mod tests {
 
     #[test]
     fn bytes_arrive_whole_and_in_order() {
-        runtime().block_on(async {
+        run(async {
             let (mut server, mut client) = pair().await;
             // Sizes around the buffer's bound, and far past it.
             let sizes = [
@@ -423,7 +438,7 @@ mod tests {
 
     #[test]
     fn writes_of_one_turn_leave_in_one_socket_write() {
-        runtime().block_on(async {
+        run(async {
             let (mut server, mut client) = pair().await;
             // Ten answers written and flushed without the task yielding in between.
             for i in 0..10u8 {
@@ -461,7 +476,7 @@ mod tests {
 
     #[test]
     fn a_peer_that_does_not_read_holds_writes_back() {
-        runtime().block_on(async {
+        run(async {
             let (mut server, mut client) = pair().await;
             let chunk = bytes(7, 16 * 1024);
             let mut accepted = 0usize;
@@ -473,6 +488,8 @@ mod tests {
                 }
                 assert!(accepted < 256 << 20, "writes never waited");
             }
+            // Ours is full: exactly its bound, no more.
+            assert_eq!(server.shared.lock().pending.len(), MAX_PENDING);
             assert!(accepted >= MAX_PENDING, "{accepted}");
             // Once the peer reads, the writes go on and every byte arrives.
             let reader = tokio::spawn(async move {
@@ -495,8 +512,41 @@ mod tests {
     }
 
     #[test]
+    fn a_write_waiting_for_room_fails_when_the_peer_resets() {
+        run(async {
+            let (mut server, client) = pair().await;
+            let chunk = bytes(13, 16 * 1024);
+            // Fill the kernel's buffers and ours; the last write waits for room.
+            let waiting = loop {
+                let mut write = Box::pin(server.write_all(&chunk));
+                tokio::select! {
+                    done = &mut write => done.unwrap(),
+                    () = tokio::time::sleep(Duration::from_millis(200)) => break write,
+                }
+            };
+            // The peer goes away with a reset (linger 0), its unread bytes discarded.
+            client.set_zero_linger().unwrap();
+            drop(client);
+            // Woken by the failure, not found failed when polled for another reason.
+            let mut waiting = waiting;
+            let e = tokio::select! {
+                biased;
+                () = tokio::time::sleep(Duration::from_secs(10)) => panic!("the write was not woken"),
+                result = &mut waiting => result.unwrap_err(),
+            };
+            assert!(
+                matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ),
+                "{e:?}"
+            );
+        });
+    }
+
+    #[test]
     fn a_closed_peer_fails_the_writes() {
-        runtime().block_on(async {
+        run(async {
             let (mut server, client) = pair().await;
             drop(client);
             let chunk = bytes(9, 8 * 1024);
@@ -524,7 +574,7 @@ mod tests {
 
     #[test]
     fn dropping_a_stalled_connection_stops_its_flusher() {
-        runtime().block_on(async {
+        run(async {
             let (mut server, _client) = pair().await;
             let chunk = bytes(11, 16 * 1024);
             while tokio::time::timeout(Duration::from_millis(200), server.write(&chunk))
@@ -546,7 +596,7 @@ mod tests {
 
     #[test]
     fn shutdown_after_shutdown_and_writes_after_it() {
-        runtime().block_on(async {
+        run(async {
             let (mut server, mut client) = pair().await;
             server.write_all(b"last").await.unwrap();
             server.shutdown().await.unwrap();
