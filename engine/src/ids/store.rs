@@ -109,6 +109,21 @@ impl Ends {
 pub(super) struct Arena {
     text: String,
     ends: Ends,
+    /// The length every key has, while they all have one ([`Lengths`]).
+    lengths: Lengths,
+}
+
+/// Whether the keys of an [`Arena`] all have one length. Then key `i` is the bytes
+/// `i * len..(i + 1) * len` of the arena, and [`KeyStore::count_below`] reads keys without
+/// their offsets. User ids usually are of one length (`u0000012345`, a UUID).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Lengths {
+    #[default]
+    NoKeys,
+    All(usize),
+    /// Some keys differ in length (kept when keys are truncated away: only a cost, never a
+    /// wrong answer: `count_below` then reads the offsets).
+    Mixed,
 }
 
 impl Arena {
@@ -123,6 +138,11 @@ impl Arena {
         let prev = self.text.len() as u64;
         self.text.push_str(key);
         self.ends.push(prev, self.text.len() as u64);
+        self.lengths = match self.lengths {
+            Lengths::NoKeys => Lengths::All(key.len()),
+            Lengths::All(len) if len == key.len() => Lengths::All(len),
+            _ => Lengths::Mixed,
+        };
     }
 
     /// The spare capacity of the text and of the offsets (see [`crate::prefault::spare`]).
@@ -155,6 +175,9 @@ impl Arena {
         self.text
             .truncate(usize::try_from(end).unwrap_or(usize::MAX));
         self.ends.truncate(len);
+        if len == 0 {
+            self.lengths = Lengths::NoKeys;
+        }
     }
 
     /// Key `i`.
@@ -376,24 +399,33 @@ impl KeyStore for Arena {
     fn count_below(&self, start: u32, probe: &[u8]) -> Option<u32> {
         const N: usize = SCAN as usize;
         let start = start as usize;
-        if !self.ends.wraps.is_empty() || start == 0 {
-            return None;
-        }
-        // The end offsets of the key before `start` and of the `SCAN` keys: all the probe's
-        // length apart, so the keys lie back to back at a fixed stride.
-        let ends = self.ends.low.get(start - 1..start + N)?;
         let len = probe.len();
         if len > 16 {
             return None;
         }
         let (p0, p1) = words(probe)?;
-        let same = ends.windows(2).fold(true, |same, w| {
-            same & (w[1].wrapping_sub(w[0]) as usize == len)
-        });
-        if !same {
-            return None;
-        }
-        let first = ends[0] as usize;
+        let first = if self.lengths == Lengths::All(len) {
+            // Every key is the probe's length: key `start` begins at `start * len`.
+            start.checked_mul(len)?
+        } else {
+            if !self.ends.wraps.is_empty() {
+                return None;
+            }
+            // The end offsets of the key before `start` and of the `SCAN` keys: all the
+            // probe's length apart, so the keys lie back to back at a fixed stride.
+            let before = match start.checked_sub(1) {
+                Some(p) => *self.ends.low.get(p)?,
+                None => 0,
+            };
+            let ends = self.ends.low.get(start..start + N)?;
+            let (_, same) = ends.iter().fold((before, true), |(prev, same), &end| {
+                (end, same & (end.wrapping_sub(prev) as usize == len))
+            });
+            if !same {
+                return None;
+            }
+            before as usize
+        };
         let text = self.text.as_bytes().get(first..first + N * len)?;
         // Each key as one big-endian 128-bit number (its first and last 8 bytes, which
         // overlap below 16 bytes): one wide comparison per key, no branch.
@@ -500,9 +532,7 @@ mod tests {
             let window = keys.get(start as usize..(start + SCAN) as usize);
             let want = window
                 .filter(|w| {
-                    start > 0
-                        && (8..=16).contains(&probe.len())
-                        && w.iter().all(|k| k.len() == probe.len())
+                    (8..=16).contains(&probe.len()) && w.iter().all(|k| k.len() == probe.len())
                 })
                 .map(|w| w.iter().filter(|k| k.as_bytes() < probe.as_bytes()).count() as u32);
             prop_assert_eq!(arena.count_below(start, probe.as_bytes()), want);
@@ -537,6 +567,44 @@ mod tests {
                 c[i] ^= 1;
             }
         }
+    }
+
+    /// The arena knows when its keys share one length, through pushes and truncations, and
+    /// counts the same either way (by stride, or by the keys' offsets).
+    #[test]
+    fn arena_tracks_one_key_length() {
+        let key = |v: usize| format!("u{v:010}");
+        let mut a = Arena::default();
+        assert_eq!(a.lengths, Lengths::NoKeys);
+        for v in (0..40).step_by(2) {
+            a.push(&key(v));
+        }
+        assert_eq!(a.lengths, Lengths::All(11));
+        // Keys 0, 2, 4, 6 at positions 0..4: three of them below 5.
+        assert_eq!(a.count_below(0, key(5).as_bytes()), Some(3));
+        assert_eq!(a.count_below(3, key(100).as_bytes()), Some(4));
+        assert_eq!(a.count_below(17, key(0).as_bytes()), None, "past the end");
+        assert_eq!(
+            a.count_below(0, b"u0005"),
+            None,
+            "a probe of another length"
+        );
+        a.push("short");
+        assert_eq!(a.lengths, Lengths::Mixed);
+        // Offsets decide now: the same counts where the window is of one length.
+        assert_eq!(a.count_below(0, key(5).as_bytes()), Some(3));
+        assert_eq!(
+            a.count_below(17, key(0).as_bytes()),
+            None,
+            "`short` in the window"
+        );
+        a.truncate(20);
+        assert_eq!(a.lengths, Lengths::Mixed, "kept: a cost, not an error");
+        assert_eq!(a.count_below(16, key(35).as_bytes()), Some(2));
+        a.truncate(0);
+        assert_eq!(a.lengths, Lengths::NoKeys);
+        a.push("ab");
+        assert_eq!(a.lengths, Lengths::All(2));
     }
 
     #[test]
