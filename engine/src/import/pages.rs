@@ -319,9 +319,9 @@ impl DictColumn {
                 }
                 Values::Plain { buf, pos } => {
                     for c in self.codes.iter_mut() {
-                        let v = plain_value(buf, pos)?;
+                        let (rest, len) = plain_at(buf, pos)?;
                         *c = (dict_len + out.extra.len()) as u32;
-                        out.extra.push(v);
+                        out.extra.push_prefix(rest, len);
                     }
                 }
             }
@@ -357,7 +357,8 @@ impl DictColumn {
                     let mut texts = Texts::default();
                     let mut pos = 0;
                     for _ in 0..num_values {
-                        texts.push(plain_value(&buf, &mut pos)?);
+                        let (rest, len) = plain_at(&buf, &mut pos)?;
+                        texts.push_prefix(rest, len);
                     }
                     self.dict = Arc::new(Dictionary {
                         id: NEXT_DICTIONARY.fetch_add(1, Ordering::Relaxed),
@@ -606,23 +607,63 @@ fn values(encoding: Encoding, buf: Bytes) -> Result<Values> {
     }
 }
 
-/// The next `u32 LE length` + bytes value of a PLAIN byte-array buffer.
-fn plain_value<'b>(buf: &'b [u8], pos: &mut usize) -> Result<&'b [u8]> {
+/// The next value of a PLAIN byte-array buffer (a `u32` little-endian length, then the bytes) at
+/// `*pos`, which moves past it: the bytes from its start to the end of `buf`, and its length.
+#[inline]
+fn plain_at<'b>(buf: &'b [u8], pos: &mut usize) -> Result<(&'b [u8], usize)> {
     let len = buf
         .get(*pos..*pos + 4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .ok_or_else(|| bad("a string value overruns its page"))?;
     let start = *pos + 4;
-    let v = buf
-        .get(start..start.saturating_add(len))
+    let rest = buf
+        .get(start..)
+        .filter(|rest| rest.len() >= len)
         .ok_or_else(|| bad("a string value overruns its page"))?;
     *pos = start + len;
-    Ok(v)
+    Ok((rest, len))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::testutil::proptest_config(256))]
+        /// PLAIN byte arrays of every length read back whole into [`Texts`] (short ones copied
+        /// 16 bytes at a time and cut back, also where fewer than 16 bytes are left); a buffer
+        /// cut anywhere inside its last value is an error.
+        #[test]
+        fn plain_values_read_back(
+            values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..20),
+            cut in 1usize..44,
+        ) {
+            let mut buf = Vec::new();
+            for v in &values {
+                buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                buf.extend_from_slice(v);
+            }
+            let mut texts = Texts::default();
+            let mut pos = 0;
+            for _ in &values {
+                let (rest, len) = plain_at(&buf, &mut pos).unwrap();
+                texts.push_prefix(rest, len);
+            }
+            prop_assert_eq!(pos, buf.len());
+            prop_assert_eq!(texts.len(), values.len());
+            for (i, v) in values.iter().enumerate() {
+                prop_assert_eq!(texts.get(i), v.as_slice());
+            }
+            if let Some(last) = values.last() {
+                let cut = cut.min(last.len() + 4);
+                let short = &buf[..buf.len() - cut];
+                let mut pos = 0;
+                let read: Vec<bool> = values.iter().map(|_| plain_at(short, &mut pos).is_ok()).collect();
+                prop_assert!(!read[values.len() - 1], "a cut last value must be an error");
+            }
+        }
+    }
 
     /// Encodes `values` as one bit-packed run then one RLE run of `rle` repeated `times`.
     fn encode(values: &[u32], width: u32, rle: u32, times: usize) -> Vec<u8> {

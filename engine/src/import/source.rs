@@ -100,6 +100,21 @@ impl Texts {
         self.ends.push(self.bytes.len());
     }
 
+    /// Appends the first `len` bytes of `rest` (all of it if shorter). A value of at most 16
+    /// bytes, with 16 bytes in `rest`, is copied as those 16 bytes and cut back: a copy of a
+    /// size known when compiling is a few instructions, one of a size known only at run time
+    /// a call (per key of a long file, a twentieth of its decoding).
+    #[inline]
+    pub(crate) fn push_prefix(&mut self, rest: &[u8], len: usize) {
+        let end = self.bytes.len() + len.min(rest.len());
+        match rest.first_chunk::<16>() {
+            Some(chunk) if len <= 16 => self.bytes.extend_from_slice(chunk),
+            _ => self.bytes.extend_from_slice(&rest[..len.min(rest.len())]),
+        }
+        self.bytes.truncate(end);
+        self.ends.push(self.bytes.len());
+    }
+
     /// The byte range of value `i`.
     #[inline]
     fn range(&self, i: usize) -> std::ops::Range<usize> {
