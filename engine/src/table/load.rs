@@ -245,20 +245,23 @@ impl EventShard {
         let mut users = crate::bitmap::from_sorted(&ids);
         users.run_optimize();
         // BSI of count - 1 over the day's users: per bit, the users whose count - 1 has it.
-        let top = pairs
-            .iter()
-            .map(|p| p.1.saturating_sub(1))
-            .max()
-            .unwrap_or(0);
+        // Both selections below write every item and move their end on only past those kept:
+        // no branch on a condition as likely true as not (a filter's mispredictions cost most
+        // of this function).
+        let mut extra = vec![(0u32, 0u32); pairs.len()];
+        let mut kept = 0;
+        for &(id, c) in pairs {
+            extra[kept] = (id, c.saturating_sub(1));
+            kept += usize::from(c > 1);
+        }
+        extra.truncate(kept);
+        let top = extra.iter().map(|p| p.1).max().unwrap_or(0);
         let mut counts = Vec::new();
         for bit in 0..(32 - top.leading_zeros()) {
-            // Every id is written and the end moves on only past those kept: no branch on
-            // a bit that is as likely set as not (a filter's mispredictions cost most of
-            // this loop).
             let mut n = 0;
-            for &(id, c) in pairs {
+            for &(id, c) in &extra {
                 ids[n] = id;
-                n += (c.saturating_sub(1) >> bit & 1) as usize;
+                n += (c >> bit & 1) as usize;
             }
             if n > 0 {
                 let mut s = crate::bitmap::from_sorted(&ids[..n]);
