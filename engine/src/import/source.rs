@@ -106,10 +106,11 @@ impl Texts {
     /// a call (per key of a long file, a twentieth of its decoding).
     #[inline]
     pub(crate) fn push_prefix(&mut self, rest: &[u8], len: usize) {
-        let end = self.bytes.len() + len.min(rest.len());
+        let len = len.min(rest.len());
+        let end = self.bytes.len() + len;
         match rest.first_chunk::<16>() {
             Some(chunk) if len <= 16 => self.bytes.extend_from_slice(chunk),
-            _ => self.bytes.extend_from_slice(&rest[..len.min(rest.len())]),
+            _ => self.bytes.extend_from_slice(&rest[..len]),
         }
         self.bytes.truncate(end);
         self.ends.push(self.bytes.len());
