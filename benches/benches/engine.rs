@@ -161,6 +161,18 @@ fn dictionary(c: &mut Criterion) {
                 black_box(out.len())
             })
         });
+        // The same through a `KeyFinder`, as an import's workers look keys up (its key
+        // numbers built once, before timing).
+        let finder = snap.key_finder();
+        finder.find([], &mut out).unwrap();
+        g.bench_function(format!("finder_ordered_keys_{name}"), |b| {
+            b.iter(|| {
+                finder
+                    .find(ordered.iter().map(|k| KeyRef::Str(k)), &mut out)
+                    .unwrap();
+                black_box(out.len())
+            })
+        });
     }
     g.finish();
 }

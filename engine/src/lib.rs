@@ -60,7 +60,9 @@ pub use ids::{Key, KeyKind, KeyRef};
 pub use query::{Crowd, ExplainNode, MembersPage};
 pub use realtime::CompactSummary;
 pub use realtime::{Change, DeltaStats, WalSync, Write, WriteSummary};
-pub use table::{BackupStats, FieldRef, Load, LoadField, LoadSummary, Table, TableSnapshot, Value};
+pub use table::{
+    BackupStats, FieldRef, KeyFinder, Load, LoadField, LoadSummary, Table, TableSnapshot, Value,
+};
 
 /// Ids per shard, as a power of two: shard `s` holds ids `s << SHARD_BITS ..`.
 pub const SHARD_BITS: u32 = 20;

@@ -22,12 +22,14 @@ pub(crate) mod chunk;
 mod index;
 pub(crate) mod prefetch;
 mod store;
+mod words;
 
 use std::fmt;
 
 use crate::error::{Error, Result};
 use index::Index;
 use store::{Arena, KeyStore, SCAN, push_gently, reserve_gently};
+pub(crate) use words::KeyWords;
 
 /// The type of a table's external keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -394,10 +396,30 @@ impl IdDictionary {
         keys: impl IntoIterator<Item = KeyRef<'k>>,
         out: &mut Vec<Option<u32>>,
     ) {
+        self.get_many_with(keys, out, None);
+    }
+
+    /// [`IdDictionary::get_many`], keys that come in id order followed through `words` (this
+    /// dictionary's, from [`IdDictionary::key_words`]) instead of through the key bytes.
+    pub(crate) fn get_many_with<'k>(
+        &self,
+        keys: impl IntoIterator<Item = KeyRef<'k>>,
+        out: &mut Vec<Option<u32>>,
+        words: Option<&KeyWords>,
+    ) {
         out.clear();
         match &self.store {
-            Store::U64(v) => self.get_many_in(v, keys.into_iter(), out),
-            Store::Str(a) => self.get_many_in(a, keys.into_iter(), out),
+            Store::U64(v) => self.get_many_in(v, keys.into_iter(), out, None),
+            Store::Str(a) => self.get_many_in(a, keys.into_iter(), out, words),
+        }
+    }
+
+    /// The keys as numbers ([`KeyWords`]), when they are strings that allow it: worth building
+    /// (one pass over the keys, 8 bytes per key) before looking up many keys in id order.
+    pub(crate) fn key_words(&self) -> Option<KeyWords> {
+        match &self.store {
+            Store::Str(a) => KeyWords::build(a),
+            Store::U64(_) => None,
         }
     }
 
@@ -406,7 +428,13 @@ impl IdDictionary {
         store: &S,
         mut keys: impl Iterator<Item = KeyRef<'k>>,
         out: &mut Vec<Option<u32>>,
+        words: Option<&KeyWords>,
     ) {
+        let span = match words {
+            Some(_) => 2 * words::WORD_GAP,
+            None => FOLLOW_SPAN,
+        };
+        let mut step = words::Step::By8;
         out.reserve(keys.size_hint().0);
         let mut batch = [KeyRef::U64(0); BATCH];
         // The position of the last key found, where the next one is looked for first, when the
@@ -422,13 +450,16 @@ impl IdDictionary {
             }
             let done = out.len();
             if follow_next {
-                self.follow_batch(store, &batch[..n], last, out);
+                self.follow_batch(store, &batch[..n], last, out, words.map(|w| (w, step)));
             } else {
                 self.lookup_batch(store, &batch[..n], out);
             }
             let found = &out[done..];
             last = found.last().copied().flatten().map(|id| id - self.first);
-            follow_next = close_in_order(found);
+            follow_next = close_in_order(found, span);
+            if let (true, [Some(a), .., Some(b)]) = (follow_next, found) {
+                step = words::Step::for_gap((b - a) / (found.len() as u32 - 1));
+            }
             if n < BATCH {
                 return;
             }
@@ -449,13 +480,15 @@ impl IdDictionary {
         keys: &[KeyRef<'_>],
         last: Option<u32>,
         out: &mut Vec<Option<u32>>,
+        words: Option<(&KeyWords, words::Step)>,
     ) {
         let mut at = last;
         for (j, &key) in keys.iter().enumerate() {
-            match at
-                .zip(S::probe(key))
-                .and_then(|(from, p)| follow(store, from, p))
-            {
+            let found = at.and_then(|from| match (words, key) {
+                (Some((words, step)), KeyRef::Str(s)) => words.follow(from, s.as_bytes(), step),
+                _ => S::probe(key).and_then(|p| follow(store, from, p)),
+            });
+            match found {
                 Some(i) => {
                     out.push(Some(self.first + i));
                     at = Some(i);
@@ -755,14 +788,14 @@ fn index_range<S: KeyStore>(index: &mut Index, store: &S, range: std::ops::Range
 }
 
 /// Whether `ids` (one batch's) were all found, in increasing order, on average at most
-/// [`FOLLOW_SPAN`]` / 2` apart: then the next batch probably follows them
+/// `follow_span / 2` apart ([`FOLLOW_SPAN`], or twice [`words::WORD_GAP`] with key words): then the next batch probably follows them
 /// ([`IdDictionary::follow_batch`]). Random keys, and keys in order but far apart (where
 /// following would mostly fail), go to the index directly.
-fn close_in_order(ids: &[Option<u32>]) -> bool {
+fn close_in_order(ids: &[Option<u32>], follow_span: u32) -> bool {
     let (Some(Some(first)), Some(Some(last))) = (ids.first(), ids.last()) else {
         return false;
     };
-    let span = u64::from(FOLLOW_SPAN / 2) * ids.len() as u64;
+    let span = u64::from(follow_span / 2) * ids.len() as u64;
     last.checked_sub(*first)
         .is_some_and(|d| u64::from(d) <= span)
         && ids
@@ -945,6 +978,13 @@ mod tests {
             let want = model.get(q).copied();
             prop_assert_eq!(*got, want, "get_many({})", q);
             prop_assert_eq!(d.get(q.as_ref()), want, "get({})", q);
+        }
+        if let Some(words) = d.key_words() {
+            d.get_many_with(queries.iter().map(Key::as_ref), &mut out, Some(&words));
+            prop_assert_eq!(out.len(), queries.len());
+            for (q, got) in queries.iter().zip(&out) {
+                prop_assert_eq!(*got, model.get(q).copied(), "get_many_with({})", q);
+            }
         }
         Ok(())
     }
@@ -1183,8 +1223,50 @@ mod tests {
                     }
                 }
             }
+            // Key words exist exactly for increasing string keys of one length: then
+            // `check_lookups` also follows through them.
+            let numbered = kind == KeyKind::Str
+                && !mixed
+                && n > 0
+                && by_id.windows(2).all(|w| w[0] < w[1]);
+            prop_assert_eq!(d.key_words().is_some(), numbered);
             check_lookups(&d, &model, &queries)?;
             check_lookups(&d, &model, &by_id)?;
+        }
+
+        /// Key words built before the dictionary grew (new keys of other lengths and out of
+        /// order) still find the keys they cover, and the lookups of the keys they do not
+        /// cover go to the index.
+        #[test]
+        fn key_words_stay_right_as_the_dictionary_grows(
+            n in 1usize..600,
+            later in proptest::collection::vec(0usize..5000, 0..200),
+            queries in proptest::collection::vec(0usize..5000, 0..400),
+            sorted in any::<bool>(),
+        ) {
+            let key = |v: usize| if v.is_multiple_of(5) { format!("k{v}") } else { format!("u{v:06}") };
+            let mut d = IdDictionary::new(KeyKind::Str, 0);
+            let mut model = HashMap::new();
+            for v in 0..n {
+                let k = format!("u{:06}", v * 2);
+                model.insert(Key::Str(k.clone()), d.push(KeyRef::Str(&k)).unwrap());
+            }
+            let words = d.key_words();
+            prop_assert!(words.is_some());
+            for &v in &later {
+                let k = key(v);
+                let id = d.get_or_push(KeyRef::Str(&k)).unwrap();
+                model.entry(Key::Str(k)).or_insert(id);
+            }
+            let mut queries: Vec<Key> = queries.iter().map(|&v| Key::Str(key(v))).collect();
+            if sorted {
+                queries.sort();
+            }
+            let mut out = Vec::new();
+            d.get_many_with(queries.iter().map(Key::as_ref), &mut out, words.as_ref());
+            for (q, got) in queries.iter().zip(&out) {
+                prop_assert_eq!(*got, model.get(q).copied(), "{}", q);
+            }
         }
 
         /// `extend_new` appends a batch of new keys, or refuses the first key already present

@@ -180,6 +180,14 @@ impl Arena {
         }
     }
 
+    /// The length of every key and the keys back to back, while they all have one length.
+    pub(super) fn one_length(&self) -> Option<(usize, &[u8])> {
+        match self.lengths {
+            Lengths::All(len) => Some((len, self.text.as_bytes())),
+            Lengths::NoKeys | Lengths::Mixed => None,
+        }
+    }
+
     /// Key `i`.
     #[inline]
     pub(super) fn get(&self, i: usize) -> Option<&str> {

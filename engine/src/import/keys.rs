@@ -4,7 +4,7 @@ use super::source::{Batch, Cell, Col, Data, TextsAsStr};
 use super::{Ctx, import_error};
 use crate::error::Result;
 use crate::ids::{KeyKind, KeyRef};
-use crate::table::{BaseKeys, Load};
+use crate::table::{KeyFinder, Load};
 
 /// Marks a row whose key is unusable.
 pub(crate) const NO_ID: u32 = u32::MAX;
@@ -142,7 +142,7 @@ pub(crate) fn resolve(
 /// table's kind, or some run's key is missing or invalid: the import's thread resolves such
 /// batches itself, reporting bad rows in order.
 pub(crate) fn find_runs(
-    base: &BaseKeys,
+    base: &KeyFinder,
     batch: &Batch,
     col: usize,
     mut out: Vec<Option<u32>>,

@@ -24,7 +24,7 @@ use super::ordered::{Emit, Failed, MIN_DEPTH, Ordered};
 use super::pages::{self, Coded, DictColumn, IntColumn};
 use super::{FileType, import_error};
 use crate::error::Result;
-use crate::table::BaseKeys;
+use crate::table::KeyFinder;
 
 /// What a column's values are, as its file says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -575,7 +575,7 @@ pub(crate) trait Source {
     /// Asks for the runs' keys of column `col` (runs derived) to be looked up among `base`
     /// where the batches are decoded ([`Batch::run_found`]); `false` from sources that decode
     /// on the import's own thread, which leave it to the import.
-    fn find_keys(&mut self, base: Arc<BaseKeys>, col: usize) -> bool {
+    fn find_keys(&mut self, base: Arc<KeyFinder>, col: usize) -> bool {
         let _ = (base, col);
         false
     }
@@ -810,7 +810,7 @@ struct ParquetSource {
     decoding: Option<Decoding>,
     bytes_done: u64,
     derive: Derive,
-    finder: Option<(Arc<BaseKeys>, usize)>,
+    finder: Option<(Arc<KeyFinder>, usize)>,
 }
 
 /// The row groups of a file being decoded on worker threads ([`Ordered`]).
@@ -837,7 +837,7 @@ struct GroupPlan {
     wanted: Vec<bool>,
     max_rows: usize,
     derive: Derive,
-    finder: Option<(Arc<BaseKeys>, usize)>,
+    finder: Option<(Arc<KeyFinder>, usize)>,
     /// Per row group with rows: its index in the file, its first row (0-based) and its rows.
     groups: Vec<(usize, u64, u64)>,
 }
@@ -1579,7 +1579,7 @@ impl Source for ParquetSource {
         }
     }
 
-    fn find_keys(&mut self, base: Arc<BaseKeys>, col: usize) -> bool {
+    fn find_keys(&mut self, base: Arc<KeyFinder>, col: usize) -> bool {
         // Batches already decoding keep what they were started with.
         if self.decoding.is_some() {
             return false;

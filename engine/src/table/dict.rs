@@ -31,13 +31,12 @@ impl LiveDict {
         }
     }
 
-    /// The dictionary, loading it on first use.
     /// How the keys are typed.
-    #[cfg(feature = "import")]
     pub(crate) fn kind(&self) -> KeyKind {
         self.kind
     }
 
+    /// The dictionary, loading it on first use.
     pub(crate) fn get(&self) -> Result<&RwLock<IdDictionary>> {
         self.cell
             .get_or_init(|| self.load().map(RwLock::new).map_err(|e| e.to_string()))

@@ -303,41 +303,6 @@ impl EventShard {
     }
 }
 
-/// Read-only lookups of the users a load's table held when the load began
-/// ([`Load::base_keys`]), for threads other than the load's: an import's decoding workers find
-/// the ids of a batch's keys while the load stages the batch before. Users the table gains
-/// meanwhile (real-time writes) are not among them, as for the load itself.
-#[cfg(feature = "import")]
-#[derive(Debug, Clone)]
-pub(crate) struct BaseKeys {
-    dict: Arc<super::dict::LiveDict>,
-    known: u32,
-}
-
-#[cfg(feature = "import")]
-impl BaseKeys {
-    /// How the table's keys are typed.
-    pub(crate) fn kind(&self) -> crate::ids::KeyKind {
-        self.dict.kind()
-    }
-
-    /// The id of each of `keys` (`out[i]` for the `i`-th), `None` for a key that is not one of
-    /// the users.
-    pub(crate) fn find<'k>(
-        &self,
-        keys: impl IntoIterator<Item = KeyRef<'k>>,
-        out: &mut Vec<Option<u32>>,
-    ) -> Result<()> {
-        self.dict.get()?.read().get_many(keys, out);
-        for id in out.iter_mut() {
-            if id.is_some_and(|id| id >= self.known) {
-                *id = None;
-            }
-        }
-        Ok(())
-    }
-}
-
 #[derive(Debug)]
 struct StagedField {
     spec: FieldSpec,
@@ -554,11 +519,8 @@ impl<'t> Load<'t> {
 
     #[cfg(feature = "import")]
     /// Lookups among the users the table held when this load began, for other threads.
-    pub(crate) fn base_keys(&self) -> BaseKeys {
-        BaseKeys {
-            dict: self.base.dict.clone(),
-            known: self.base.users(),
-        }
+    pub(crate) fn base_keys(&self) -> super::KeyFinder {
+        self.base.key_finder()
     }
 
     /// Marks this load as the compaction of field `fid`: its publish also drops the field's

@@ -25,11 +25,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-#[cfg(feature = "import")]
-pub(crate) use load::BaseKeys;
 pub use load::{Load, LoadField, LoadSummary};
 pub(crate) use snapshot::{CodeColumn, EventBlob, IntColumn};
-pub use snapshot::{FieldRef, TableSnapshot, Value};
+pub use snapshot::{FieldRef, KeyFinder, TableSnapshot, Value};
 
 use crate::error::{Error, Result};
 use crate::ids::KeyKind;
