@@ -452,7 +452,7 @@ impl IdDictionary {
             if follow_next {
                 self.follow_batch(store, &batch[..n], last, out, words.map(|w| (w, step)));
             } else {
-                self.lookup_batch(store, &batch[..n], out);
+                self.lookup_batch(store, &batch[..n], out, words);
             }
             let found = &out[done..];
             last = found.last().copied().flatten().map(|id| id - self.first);
@@ -493,18 +493,20 @@ impl IdDictionary {
                     out.push(Some(self.first + i));
                     at = Some(i);
                 }
-                None => return self.lookup_batch(store, &keys[j..], out),
+                None => return self.lookup_batch(store, &keys[j..], out, words.map(|w| w.0)),
             }
         }
     }
 
-    /// Appends the ids of `keys` (at most [`BATCH`]) to `out`.
+    /// Appends the ids of `keys` (at most [`BATCH`]) to `out`. A candidate `words` covers is
+    /// compared by its number (one cache miss) instead of its offsets and bytes (two).
     #[inline]
     fn lookup_batch<S: KeyStore>(
         &self,
         store: &S,
         keys: &[KeyRef<'_>],
         out: &mut Vec<Option<u32>>,
+        words: Option<&KeyWords>,
     ) {
         let index = &self.index;
         // Per key: its probe while it may still be present, its hash, and the slot and
@@ -532,29 +534,47 @@ impl IdDictionary {
                 index.prefetch_slot(at[j].0);
             }
         }
+        // The keys' numbers, where `words` holds numbers (`None` in `numbers[j]`: key `j`
+        // cannot be among the keys `words` covers).
+        let mut numbers = [None; BATCH];
+        if let Some(words) = words {
+            for j in 0..n {
+                if let KeyRef::Str(k) = keys[j] {
+                    numbers[j] = words.number(k.as_bytes());
+                }
+            }
+        }
+        let numbered = |i: u32| words.is_some_and(|w| w.covers(i));
         for j in 0..n {
             if probes[j].is_some() {
                 match index.candidate(hashes[j], at[j].0) {
                     Some(c) => {
                         at[j] = c;
-                        store.prefetch_entry(c.1);
+                        match words {
+                            Some(w) if numbered(c.1) => w.prefetch(c.1),
+                            _ => store.prefetch_entry(c.1),
+                        }
                     }
                     None => probes[j] = None,
                 }
             }
         }
         for j in 0..n {
-            if probes[j].is_some() {
+            if probes[j].is_some() && !numbered(at[j].1) {
                 store.prefetch_key(at[j].1);
             }
         }
         for j in 0..n {
             let found = probes[j].and_then(|p| {
+                let is_key = |i: u32| match words {
+                    Some(w) if w.covers(i) => numbers[j].is_some_and(|x| w.number_at(i) == x),
+                    _ => store.matches(i, p),
+                };
                 let (pos, i) = at[j];
-                if store.matches(i, p) {
+                if is_key(i) {
                     Some(i)
                 } else {
-                    index.find_after(hashes[j], pos, |i| store.matches(i, p))
+                    index.find_after(hashes[j], pos, is_key)
                 }
             });
             out.push(decided[j].unwrap_or(found.map(|i| self.first + i)));

@@ -106,7 +106,7 @@ impl KeyWords {
         words.try_reserve_exact(n).ok()?;
         let mut prev = None;
         for key in text.chunks_exact(len) {
-            let w = built.word(key)?;
+            let w = built.number(key)?;
             if prev.is_some_and(|p| p >= w) {
                 return None;
             }
@@ -123,10 +123,28 @@ impl KeyWords {
         self.words.len()
     }
 
-    /// The number of `key`, `None` if it cannot be one of the keys (another length, another
-    /// prefix).
+    /// Whether position `i` is covered.
     #[inline(always)]
-    fn word(&self, key: &[u8]) -> Option<u64> {
+    pub(super) fn covers(&self, i: u32) -> bool {
+        (i as usize) < self.words.len()
+    }
+
+    /// The number of the key at position `i` (0 past the positions covered).
+    #[inline(always)]
+    pub(super) fn number_at(&self, i: u32) -> u64 {
+        self.words.get(i as usize).copied().unwrap_or(0)
+    }
+
+    /// Hints that the number at position `i` will be read soon.
+    #[inline(always)]
+    pub(super) fn prefetch(&self, i: u32) {
+        super::prefetch::prefetch(&self.words, i as usize);
+    }
+
+    /// The number of `key` (what it would have among these keys), `None` if it cannot be one
+    /// of them (another length, another prefix).
+    #[inline(always)]
+    pub(super) fn number(&self, key: &[u8]) -> Option<u64> {
         if key.len() != self.len {
             return None;
         }
@@ -157,7 +175,7 @@ impl KeyWords {
 
     #[inline(always)]
     fn follow_by<const N: usize>(&self, from: u32, key: &[u8]) -> Option<u32> {
-        let w = self.word(key)?;
+        let w = self.number(key)?;
         let start = usize::try_from(from).ok()?.checked_add(1)?;
         let words = self.words.get(start..)?;
         let words = &words[..words.len().min(WORD_SPAN)];
