@@ -233,7 +233,8 @@ impl Appender {
     }
 
     /// Adds every id of `ids`: while they keep increasing (repeats are skipped) they are
-    /// appended to the last container in one tight loop; others go through [`Appender::push`].
+    /// appended to the last container (array or bitset) in one tight loop; others go through
+    /// [`Appender::push`].
     pub(crate) fn extend(&mut self, ids: &[u32]) {
         let mut rest = ids;
         while let Some(&id) = rest.first() {
@@ -262,6 +263,27 @@ impl Appender {
                         self.push(id);
                         taken = 1;
                     }
+                    rest = &rest[taken..];
+                }
+                // A bitset container (past 4,096 members) being filled with increasing ids of
+                // its key: each sets its bit.
+                Some(last) if id > last && (id >> 16) as u16 == self.key && self.bits_card > 0 => {
+                    let key = self.key;
+                    let mut last = last;
+                    let mut taken = 0;
+                    for &x in rest {
+                        if x < last || (x >> 16) as u16 != key {
+                            break;
+                        }
+                        if x != last {
+                            let low = x as u16;
+                            self.bits[low as usize / 64] |= 1 << (low % 64);
+                            self.bits_card += 1;
+                            last = x;
+                        }
+                        taken += 1;
+                    }
+                    self.last = Some(last);
                     rest = &rest[taken..];
                 }
                 _ => {
@@ -370,6 +392,7 @@ mod tests {
                 }
             }
             let b = a.finish();
+            prop_assert_eq!(b.cardinality(), model.len() as u64);
             prop_assert_eq!(b.to_vec(), model.into_iter().collect::<Vec<_>>());
         }
     }

@@ -266,7 +266,9 @@ fn found_runs(batch: &Batch, run_ids: &mut Vec<u32>) -> bool {
     match &batch.run_found {
         Some(found) if runs > 0 && found.len() == runs && found.iter().all(Option::is_some) => {
             run_ids.clear();
-            run_ids.extend(found.iter().flatten());
+            // Mapped, not flattened: an iterator of known length extends the vector in one
+            // tight loop (every one is `Some`, checked above).
+            run_ids.extend(found.iter().map(|id| id.unwrap_or(NO_ID)));
             true
         }
         _ => false,
