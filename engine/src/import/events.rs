@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use super::infer::{self, When};
 use super::keys::{self, KeyScratch, NO_ID};
 use super::mapping::MappedKind;
-use super::source::{Batch, Cell, ColumnInfo, Data, Derive, Source, SourceType, Unit};
+use super::source::{Batch, Cell, ColumnInfo, Data, Derive, Source, SourceType, Unit, all_true};
 use super::{BATCH_ROWS, Ctx};
 use crate::catalog::{FieldKind, validate_path};
 use crate::error::Result;
@@ -157,6 +157,9 @@ impl Events {
         l: &Layout,
         ctx: &mut Ctx<'_, '_>,
     ) -> Result<()> {
+        if self.stretches_of(load, batch, ids, l, ctx)? {
+            return Ok(());
+        }
         let mut last: Option<(String, Option<LoadField>)> = None;
         // The field and day of the last row decided whose event and time have a signature
         // (`signature`): a row with the same signature has the same field and day, which it
@@ -202,6 +205,83 @@ impl Events {
             }
         }
         Ok(())
+    }
+
+    /// [`Events::rows_of`] a stretch of rows at a time, for the usual batch: event names as
+    /// dictionary codes, integer times and counts (or none), every one present and every count
+    /// valid. A stretch of rows of one event code and time is decided once and its `(id,
+    /// count)` pairs staged in one loop, without reading a cell per row. `false`, having done
+    /// nothing, for other batches.
+    fn stretches_of(
+        &mut self,
+        load: &mut Load<'_>,
+        batch: &Batch,
+        ids: &[u32],
+        l: &Layout,
+        ctx: &mut Ctx<'_, '_>,
+    ) -> Result<bool> {
+        let n = ids.len();
+        let (event, when) = (&batch.cols[l.event], &batch.cols[l.when]);
+        let (Data::Coded(coded), Data::Int(times)) = (&event.data, &when.data) else {
+            return Ok(false);
+        };
+        let (Some(codes), Some(times), Some(ev_valid), Some(when_valid)) = (
+            coded.codes.get(..n),
+            times.get(..n),
+            event.valid.get(..n),
+            when.valid.get(..n),
+        ) else {
+            return Ok(false);
+        };
+        if !all_true(ev_valid) || !all_true(when_valid) {
+            return Ok(false);
+        }
+        let counts = match l.count.map(|c| &batch.cols[c]) {
+            None => None,
+            Some(col) => match (&col.data, col.valid.get(..n)) {
+                (Data::Int(v), Some(valid)) if all_true(valid) => match v.get(..n) {
+                    Some(v) if v.iter().all(|&x| u32::try_from(x).is_ok()) => Some(v),
+                    _ => return Ok(false),
+                },
+                _ => return Ok(false),
+            },
+        };
+        let mut last: Option<(String, Option<LoadField>)> = None;
+        let mut r = 0;
+        while r < n {
+            let sig = (codes[r], times[r]);
+            let len = 1 + codes[r + 1..]
+                .iter()
+                .zip(&times[r + 1..])
+                .take_while(|&(&c, &t)| (c, t) == sig)
+                .count();
+            let stretch = r..r + len;
+            r += len;
+            // Decided by its first row with a key; a bad name or time is reported for every
+            // row with a key, as row by row.
+            let mut rows = stretch.clone().filter(|&i| ids[i] != NO_ID);
+            let Some(first) = rows.next() else { continue };
+            let Some((field, day)) = self.decide(load, batch, first, l, &mut last, ctx)? else {
+                for i in rows {
+                    self.decide(load, batch, i, l, &mut last, ctx)?;
+                }
+                continue;
+            };
+            let Some(field) = field else { continue };
+            if self.run != Some((field, day)) {
+                self.flush(load)?;
+                self.run = Some((field, day));
+            }
+            let pairs = stretch.filter(|&i| ids[i] != NO_ID);
+            match counts {
+                // Valid counts, checked above.
+                Some(c) => self
+                    .pending
+                    .extend(pairs.map(|i| (ids[i], u32::try_from(c[i]).unwrap_or(1)))),
+                None => self.pending.extend(pairs.map(|i| (ids[i], 1))),
+            }
+        }
+        Ok(true)
     }
 
     /// The field (`None` when the mapping skips the event) and day of row `r` of `batch`, from

@@ -463,7 +463,7 @@ impl Derive {
 }
 
 /// Whether every one of `v` is true (a word of flags at a time, without stopping early).
-fn all_true(v: &[bool]) -> bool {
+pub(crate) fn all_true(v: &[bool]) -> bool {
     v.chunks(256)
         .all(|c| c.iter().fold(true, |all, &b| all & b))
 }

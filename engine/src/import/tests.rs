@@ -1146,8 +1146,9 @@ proptest! {
     /// Events Parquet files whose names are dictionary-coded and whose days are DATEs, so that
     /// the import decides a run of rows of one name and day once: in runs (sorted by event and
     /// day) or scattered, in row groups of any size, with every kind of bad row among them (a
-    /// missing name, a name that makes no path, a day out of range, a negative count), each
-    /// reported, and a name the mapping skips: every user's count on every day is the model's.
+    /// missing key, a missing name, a name that makes no path, a day out of range, a negative
+    /// count), each reported once, and a name the mapping skips: every user's count on every
+    /// day is the model's.
     #[test]
     fn coded_event_rows_match_the_model(
         rows in prop::collection::vec(
@@ -1171,7 +1172,8 @@ proptest! {
             "message m { optional binary key (UTF8); optional binary event (UTF8); \
              optional int32 day (DATE); optional int64 count; }",
             &[
-                Pq::Str(rows.iter().map(|r| Some(format!("u{}", r.0))).collect()),
+                // User 39 has no key: a bad row, reported once whatever else is bad in it.
+                Pq::Str(rows.iter().map(|r| (r.0 != 39).then(|| format!("u{}", r.0))).collect()),
                 Pq::Str(rows.iter().map(|r| NAMES[r.1].map(str::to_owned)).collect()),
                 Pq::I32(rows.iter().map(|r| Some(days[r.2])).collect()),
                 Pq::I64(rows.iter().map(|r| r.3).collect()),
@@ -1187,7 +1189,7 @@ proptest! {
         let mut want: BTreeMap<(&str, i32), BTreeMap<String, u32>> = BTreeMap::new();
         for &(k, e, d, c) in &rows {
             let count = c.unwrap_or(1);
-            if NAMES[e].is_none() || e == 3 || d == 3 || count < 0 {
+            if k == 39 || NAMES[e].is_none() || e == 3 || d == 3 || count < 0 {
                 bad += 1;
             } else if e < 2 && count > 0 {
                 *want
@@ -1215,6 +1217,56 @@ proptest! {
         prop_assert_eq!(got, want);
         prop_assert!(snap.field("noise").is_err());
     }
+}
+
+/// A row with no key that also has a bad name is reported once (for its key), though it
+/// starts a stretch of rows of one name and day decided together; the stretch's other rows
+/// are decided as usual.
+#[test]
+fn a_keyless_row_starting_a_stretch_is_reported_once() {
+    let f = fixture(KeyKind::Str);
+    let p = f.path("ev.parquet");
+    let d0 = infer::days_from_civil(2026, 11, 1);
+    write_parquet(
+        &p,
+        "message m { optional binary key (UTF8); optional binary event (UTF8); \
+         optional int32 day (DATE); optional int64 count; }",
+        &[
+            Pq::Str(vec![
+                None,
+                Some("u1".into()),
+                Some("u2".into()),
+                Some("u3".into()),
+            ]),
+            Pq::Str(
+                ["bad//name", "bad//name", "login", "login"]
+                    .map(|s| Some(s.into()))
+                    .into(),
+            ),
+            Pq::I32(vec![Some(d0 as i32); 4]),
+            Pq::I64(vec![Some(1), Some(1), Some(2), Some(1)]),
+        ],
+        10,
+    );
+    let mut o = ImportOptions::new(Shape::Events);
+    o.skip_bad_rows = true;
+    let s = f.import("d1", &[p], &o).unwrap();
+    assert_eq!(s.skipped_rows(), 2, "{:?}", s.skipped);
+    let first = |reason: &str| {
+        s.skipped
+            .iter()
+            .find(|k| k.reason == reason)
+            .map(|k| (k.rows, k.first_row))
+    };
+    assert_eq!(first("missing key"), Some((1, 1)), "{:?}", s.skipped);
+    assert_eq!(first("invalid field path"), Some((1, 2)), "{:?}", s.skipped);
+    let snap = f.table.snapshot();
+    let login = snap.field("login").unwrap();
+    let got: BTreeMap<String, u32> = crate::testutil::event_counts(&login, 0, d0 as i32)
+        .into_iter()
+        .map(|(id, c)| (key_str(&snap, id), c))
+        .collect();
+    assert_eq!(got, BTreeMap::from([("u2".into(), 2), ("u3".into(), 1)]));
 }
 
 #[test]
