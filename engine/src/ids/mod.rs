@@ -245,21 +245,49 @@ impl IdDictionary {
         self.tail = 0;
     }
 
-    /// Whether every key of `keys` is a `u64` key above every key held (so none is held).
+    /// Whether every key of `keys` is above every key held (so none is held): `u64` keys above
+    /// the largest, strings above the last while the strings came in increasing order.
     pub(crate) fn all_beyond(&self, keys: &[KeyRef<'_>]) -> bool {
-        keys.iter().all(|&k| self.beyond(k))
+        match &self.store {
+            Store::Str(a) => keys
+                .iter()
+                .all(|&k| matches!(k, KeyRef::Str(s) if a.above_all(s))),
+            Store::U64(_) => keys.iter().all(|&k| self.beyond(k)),
+        }
     }
 
-    /// Appends `keys` if they are strictly increasing `u64` keys above every key held and this
-    /// dictionary defers indexing ([`IdDictionary::deferring_index`]); `Ok(false)`, with
-    /// nothing appended, otherwise.
+    /// Appends `keys` if they are strictly increasing keys above every key held: `u64` keys
+    /// when this dictionary defers indexing ([`IdDictionary::deferring_index`]), strings
+    /// (indexed at once, without a search: they are new). `Ok(false)`, with nothing appended,
+    /// otherwise.
     pub(crate) fn append_increasing(&mut self, keys: &[KeyRef<'_>]) -> Result<bool> {
         if u64::from(self.end()) + keys.len() as u64 > u64::from(u32::MAX) {
             return Err(Error::LimitExceeded(
                 "a table holds at most 4,294,967,295 users".into(),
             ));
         }
-        Ok(self.append_deferred(keys))
+        if self.append_deferred(keys) {
+            return Ok(true);
+        }
+        let Store::Str(a) = &mut self.store else {
+            return Ok(false);
+        };
+        let increasing = keys.windows(2).all(|w| match w {
+            [KeyRef::Str(x), KeyRef::Str(y)] => x < y,
+            _ => false,
+        });
+        match keys.first() {
+            Some(KeyRef::Str(first)) if increasing && a.above_all(first) => {}
+            _ => return Ok(false),
+        }
+        let at = a.len();
+        for k in keys {
+            if let KeyRef::Str(s) = k {
+                a.push(s);
+            }
+        }
+        index_range(&mut self.index, a, at..a.len());
+        Ok(true)
     }
 
     /// Appends `keys` without indexing them if deferring and they are strictly increasing
@@ -1252,6 +1280,52 @@ mod tests {
             prop_assert_eq!(d.key_words().is_some(), numbered);
             check_lookups(&d, &model, &queries)?;
             check_lookups(&d, &model, &by_id)?;
+        }
+
+        /// Strings appended as increasing (no lookups) only while they are: above the last key
+        /// of a dictionary whose keys came in order, strictly increasing among themselves.
+        #[test]
+        fn increasing_strings_are_appended_only_while_they_are_new(
+            held in proptest::collection::vec(0u32..60, 0..12),
+            batches in proptest::collection::vec(proptest::collection::vec(0u32..60, 0..8), 1..6),
+            sorted in any::<bool>(),
+        ) {
+            // Sorted batches (repeats kept) are mostly increasing, and above the last key.
+            let mut batches = batches;
+            if sorted {
+                batches.iter_mut().for_each(|b| b.sort_unstable());
+            }
+            let key = |v: u32| format!("k{v:02}");
+            let mut d = IdDictionary::new(KeyKind::Str, 0);
+            let mut model: HashMap<String, u32> = HashMap::new();
+            for &v in &held {
+                let id = d.get_or_push(KeyRef::Str(&key(v))).unwrap();
+                model.entry(key(v)).or_insert(id);
+            }
+            for batch in &batches {
+                let keys: Vec<String> = batch.iter().map(|&v| key(v)).collect();
+                let refs: Vec<KeyRef<'_>> = keys.iter().map(|k| KeyRef::Str(k)).collect();
+                let new = keys.iter().all(|k| !model.contains_key(k))
+                    && keys.windows(2).all(|w| w[0] < w[1]);
+                let beyond = d.all_beyond(&refs);
+                prop_assert!(!beyond || keys.iter().all(|k| !model.contains_key(k)), "{:?}", keys);
+                let first = d.end();
+                if beyond && d.append_increasing(&refs).unwrap() {
+                    prop_assert!(new, "appended {:?}", keys);
+                    for (j, k) in keys.iter().enumerate() {
+                        model.insert(k.clone(), first + j as u32);
+                    }
+                } else {
+                    for k in &keys {
+                        let id = d.get_or_push(KeyRef::Str(k)).unwrap();
+                        model.entry(k.clone()).or_insert(id);
+                    }
+                }
+                for (k, &id) in &model {
+                    prop_assert_eq!(d.get(KeyRef::Str(k)), Some(id), "{}", k);
+                }
+                prop_assert_eq!(d.len() as usize, model.len());
+            }
         }
 
         /// Key words built before the dictionary grew (new keys of other lengths and out of

@@ -111,6 +111,9 @@ pub(super) struct Arena {
     ends: Ends,
     /// The length every key has, while they all have one ([`Lengths`]).
     lengths: Lengths,
+    /// Whether some key was pushed that was not above the key before it (kept when keys are
+    /// truncated away, as `Mixed` lengths are). While not, the last key is the largest.
+    unordered: bool,
 }
 
 /// Whether the keys of an [`Arena`] all have one length. Then key `i` is the bytes
@@ -134,6 +137,9 @@ impl Arena {
     pub(super) fn push(&mut self, key: &str) {
         if let Some(cap) = grown_capacity(self.text.capacity(), self.text.len(), key.len()) {
             self.text.reserve_exact(cap - self.text.len());
+        }
+        if let Some(last) = self.len().checked_sub(1).and_then(|i| self.bytes(i)) {
+            self.unordered |= key.as_bytes() <= last;
         }
         let prev = self.text.len() as u64;
         self.text.push_str(key);
@@ -177,7 +183,19 @@ impl Arena {
         self.ends.truncate(len);
         if len == 0 {
             self.lengths = Lengths::NoKeys;
+            self.unordered = false;
         }
+    }
+
+    /// Whether `key` is above every key held (and so certainly not held): known while the keys
+    /// came in increasing order, then it need only be above the last.
+    pub(super) fn above_all(&self, key: &str) -> bool {
+        !self.unordered
+            && self
+                .len()
+                .checked_sub(1)
+                .and_then(|i| self.bytes(i))
+                .is_none_or(|last| key.as_bytes() > last)
     }
 
     /// The length of every key and the keys back to back, while they all have one length.

@@ -2135,6 +2135,7 @@ mod tests {
             ),
             sort in any::<bool>(),
             straddle in any::<bool>(),
+            strings in any::<bool>(),
         ) {
             // `straddle`: each batch but the first begins with the last key of the one before,
             // as batches of a file sorted by user cut a user's rows.
@@ -2152,18 +2153,27 @@ mod tests {
                     }
                 }
             }
+            // String keys whose order is the numbers' (`strings`), so that sorted batches of
+            // new users take the increasing-strings path.
+            let texts: Vec<String> = (0..800u64).map(|k| format!("k{k:04}")).collect();
+            let key = |k: u64| if strings {
+                crate::KeyRef::Str(&texts[k as usize])
+            } else {
+                crate::KeyRef::U64(k)
+            };
             let dir = tempfile::tempdir().unwrap();
             let db = Database::open(dir.path()).unwrap();
-            let t = db.create_table("users", KeyKind::U64).unwrap();
+            let kind = if strings { KeyKind::Str } else { KeyKind::U64 };
+            let t = db.create_table("users", kind).unwrap();
             let mut load = t.load("v0").unwrap();
             for &k in &table_keys {
-                load.user(crate::KeyRef::U64(k)).unwrap();
+                load.user(key(k)).unwrap();
             }
             load.commit().unwrap();
             let mut many = t.load("v1").unwrap();
             let mut got = Vec::new();
             for batch in &batches {
-                let keys: Vec<crate::KeyRef<'_>> = batch.iter().map(|&k| crate::KeyRef::U64(k)).collect();
+                let keys: Vec<crate::KeyRef<'_>> = batch.iter().map(|&k| key(k)).collect();
                 let mut ids = Vec::new();
                 many.users_many(&keys, &mut ids).unwrap();
                 got.extend(ids);
@@ -2173,7 +2183,7 @@ mod tests {
             let mut want = Vec::new();
             for batch in &batches {
                 for &k in batch {
-                    want.push(one.user(crate::KeyRef::U64(k)).unwrap());
+                    want.push(one.user(key(k)).unwrap());
                 }
             }
             prop_assert_eq!(got, want);
