@@ -836,9 +836,10 @@ fn index_range<S: KeyStore>(index: &mut Index, store: &S, range: std::ops::Range
 }
 
 /// Whether `ids` (one batch's) were all found, in increasing order, on average at most
-/// `follow_span / 2` apart ([`FOLLOW_SPAN`], or twice [`words::WORD_GAP`] with key words): then the next batch probably follows them
-/// ([`IdDictionary::follow_batch`]). Random keys, and keys in order but far apart (where
-/// following would mostly fail), go to the index directly.
+/// `follow_span / 2` apart ([`FOLLOW_SPAN`], or twice [`words::WORD_GAP`] with key words):
+/// then the next batch probably follows them ([`IdDictionary::follow_batch`]). Random keys,
+/// and keys in order but far apart (where following would mostly fail), go to the index
+/// directly.
 fn close_in_order(ids: &[Option<u32>], follow_span: u32) -> bool {
     let (Some(Some(first)), Some(Some(last))) = (ids.first(), ids.last()) else {
         return false;

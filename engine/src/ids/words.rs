@@ -5,8 +5,10 @@
 //! order. Then each key is fully described by the few bytes after the shared prefix, read as a
 //! big-endian number: the numbers increase with the ids, and equal numbers are equal keys. A
 //! file sorted by tag and then by user (each tag's users in id order) is resolved by walking
-//! these numbers forward from the previous key's position, eight at a time, instead of
-//! comparing key bytes read through their offsets ([`super::IdDictionary::get_many_with`]).
+//! these numbers forward from the previous key's position, 8 to 64 at a time ([`Step`]),
+//! instead of comparing key bytes read through their offsets
+//! ([`super::IdDictionary::get_many_with`]); a hash lookup confirms its candidate by its
+//! number.
 //!
 //! [`KeyWords`] covers the ids the dictionary held when it was built. That stays true as the
 //! dictionary grows: keys are only ever appended (a failed `extend_new` removes only the keys

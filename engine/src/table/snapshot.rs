@@ -665,14 +665,8 @@ impl TableSnapshot {
         keys: impl IntoIterator<Item = KeyRef<'k>>,
         out: &mut Vec<Option<u32>>,
     ) -> Result<()> {
-        let dict = self.dict.get()?.read();
-        dict.get_many(keys, out);
-        let users = self.users();
-        for id in out.iter_mut() {
-            if id.is_some_and(|i| i >= users) {
-                *id = None;
-            }
-        }
+        self.dict.get()?.read().get_many(keys, out);
+        forget_from(out, self.users());
         Ok(())
     }
 
@@ -1589,11 +1583,16 @@ impl KeyFinder {
         let dict = self.dict.get()?.read();
         let words = self.words.get_or_init(|| dict.key_words()).as_ref();
         dict.get_many_with(keys, out, words);
-        for id in out.iter_mut() {
-            if id.is_some_and(|id| id >= self.known) {
-                *id = None;
-            }
-        }
+        forget_from(out, self.known);
         Ok(())
+    }
+}
+
+/// Makes ids from `users` on (users a snapshot does not know) `None`.
+fn forget_from(ids: &mut [Option<u32>], users: u32) {
+    for id in ids {
+        if id.is_some_and(|i| i >= users) {
+            *id = None;
+        }
     }
 }
