@@ -138,8 +138,11 @@ impl Arena {
         if let Some(cap) = grown_capacity(self.text.capacity(), self.text.len(), key.len()) {
             self.text.reserve_exact(cap - self.text.len());
         }
-        if let Some(last) = self.len().checked_sub(1).and_then(|i| self.bytes(i)) {
-            self.unordered |= key.as_bytes() <= last;
+        // Compared only while the keys are in order: once they are not, they never are again.
+        if !self.unordered
+            && let Some(last) = self.len().checked_sub(1).and_then(|i| self.bytes(i))
+        {
+            self.unordered = key.as_bytes() <= last;
         }
         let prev = self.text.len() as u64;
         self.text.push_str(key);
